@@ -1,0 +1,1 @@
+//! berth-metrics (work in progress).
