@@ -10,6 +10,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use sha2::Digest as _;
+use sha2::digest::common::hazmat::{SerializableState, SerializedState};
 
 use crate::error::{Error, Result};
 
@@ -259,6 +260,143 @@ impl Digester {
     }
 }
 
+/// Magic bytes opening a saved digester state ("berth digester state").
+const STATE_MAGIC: &[u8; 4] = b"BDST";
+/// Version of the saved-state layout.
+const STATE_VERSION: u8 = 1;
+/// Magic, version, algorithm tag, byte count.
+const STATE_HEADER_LEN: usize = 4 + 1 + 1 + 8;
+/// Trailing checksum: the first bytes of the SHA-256 of everything before it.
+const STATE_CHECKSUM_LEN: usize = 8;
+
+impl Algorithm {
+    /// The tag stored in a saved digester state.
+    fn state_tag(self) -> u8 {
+        match self {
+            Algorithm::Sha256 => 1,
+            Algorithm::Sha512 => 2,
+        }
+    }
+
+    /// The sha2 crate's serialized-state geometry for this algorithm:
+    /// (chaining-state bytes, core state bytes, block size).
+    ///
+    /// The core state is the chaining words followed by a little-endian block counter; the
+    /// block buffer follows it as one position byte and the buffered data (sha2 0.11's
+    /// `SerializableState`, stable within 0.11.x).
+    fn state_geometry(self) -> (usize, usize, u64) {
+        match self {
+            Algorithm::Sha256 => (32, 40, 64),
+            Algorithm::Sha512 => (64, 80, 128),
+        }
+    }
+}
+
+impl Digester {
+    /// Serialises the digester's complete state (hash state, buffered partial block and byte
+    /// count) so that hashing can continue later, in this or another process, without
+    /// re-reading the bytes already hashed. Used by resumable content ingests.
+    ///
+    /// The bytes are self-describing (magic, layout version, algorithm, byte count) and end with
+    /// a checksum, so [`Digester::restore_state`] refuses truncated or corrupted state instead
+    /// of silently producing a wrong digest. They contain hash internals, not the content.
+    /// The layout is stable for a given berth-oci major version and `sha2` 0.11.
+    pub fn save_state(&self) -> Vec<u8> {
+        let hash_state: Vec<u8> = match &self.state {
+            State::Sha256(h) => SerializableState::serialize(h).to_vec(),
+            State::Sha512(h) => SerializableState::serialize(h).to_vec(),
+        };
+        let mut out = Vec::with_capacity(STATE_HEADER_LEN + hash_state.len() + STATE_CHECKSUM_LEN);
+        out.extend_from_slice(STATE_MAGIC);
+        out.push(STATE_VERSION);
+        out.push(self.algorithm().state_tag());
+        out.extend_from_slice(&self.len.to_le_bytes());
+        out.extend_from_slice(&hash_state);
+        let sum = sha2::Sha256::digest(&out);
+        out.extend_from_slice(&sum[..STATE_CHECKSUM_LEN]);
+        out
+    }
+
+    /// Rebuilds a digester from bytes made by [`Digester::save_state`]; it continues exactly
+    /// where the saved one stopped ([`Digester::len`] included).
+    ///
+    /// # Errors
+    /// [`Error::InvalidDigesterState`] (kind `InvalidArgument`) when the bytes are not a saved
+    /// state of `algorithm`: wrong length, magic, version or algorithm, a checksum mismatch, a
+    /// byte count that disagrees with the hash state, or a hash state `sha2` refuses.
+    pub fn restore_state(algorithm: Algorithm, bytes: &[u8]) -> Result<Digester> {
+        let invalid = |reason: String| Error::InvalidDigesterState {
+            algorithm: algorithm.to_string(),
+            reason,
+        };
+        let (words_len, core_len, block_size) = algorithm.state_geometry();
+        let hash_len = match algorithm {
+            Algorithm::Sha256 => size_of::<SerializedState<sha2::Sha256>>(),
+            Algorithm::Sha512 => size_of::<SerializedState<sha2::Sha512>>(),
+        };
+        let expected_len = STATE_HEADER_LEN + hash_len + STATE_CHECKSUM_LEN;
+        if bytes.len() != expected_len {
+            return Err(invalid(format!(
+                "{} bytes, expected {expected_len}",
+                bytes.len()
+            )));
+        }
+        let (body, checksum) = bytes.split_at(bytes.len() - STATE_CHECKSUM_LEN);
+        if &body[..4] != STATE_MAGIC {
+            return Err(invalid("missing magic bytes".to_owned()));
+        }
+        if body[4] != STATE_VERSION {
+            return Err(invalid(format!("unsupported layout version {}", body[4])));
+        }
+        if body[5] != algorithm.state_tag() {
+            return Err(invalid(format!(
+                "state was saved for another algorithm (tag {})",
+                body[5]
+            )));
+        }
+        if sha2::Sha256::digest(body)[..STATE_CHECKSUM_LEN] != *checksum {
+            return Err(invalid("checksum mismatch (corrupted state)".to_owned()));
+        }
+        let mut len_bytes = [0u8; 8];
+        len_bytes.copy_from_slice(&body[6..STATE_HEADER_LEN]);
+        let len = u64::from_le_bytes(len_bytes);
+        let hash_state = &body[STATE_HEADER_LEN..];
+
+        // The byte count must agree with the hash state: whole blocks compressed plus the
+        // bytes waiting in the block buffer.
+        let mut counter = [0u8; 8];
+        counter.copy_from_slice(&hash_state[words_len..words_len + 8]);
+        let high_counter_zero = hash_state[words_len + 8..core_len].iter().all(|&b| b == 0);
+        let blocks = u64::from_le_bytes(counter);
+        let buffered = u64::from(hash_state[core_len]);
+        let consistent = high_counter_zero
+            && blocks
+                .checked_mul(block_size)
+                .and_then(|n| n.checked_add(buffered))
+                == Some(len);
+        if !consistent {
+            return Err(invalid(format!(
+                "byte count {len} disagrees with the hash state"
+            )));
+        }
+
+        let refused = |_| invalid("hash state refused by sha2".to_owned());
+        let state = match algorithm {
+            Algorithm::Sha256 => {
+                let raw = SerializedState::<sha2::Sha256>::try_from(hash_state)
+                    .map_err(|_| invalid("hash state has the wrong size".to_owned()))?;
+                State::Sha256(sha2::Sha256::deserialize(&raw).map_err(refused)?)
+            }
+            Algorithm::Sha512 => {
+                let raw = SerializedState::<sha2::Sha512>::try_from(hash_state)
+                    .map_err(|_| invalid("hash state has the wrong size".to_owned()))?;
+                State::Sha512(sha2::Sha512::deserialize(&raw).map_err(refused)?)
+            }
+        };
+        Ok(Digester { state, len })
+    }
+}
+
 impl Write for Digester {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.update(buf);
@@ -449,5 +587,90 @@ mod tests {
         let d: Digest = EMPTY.parse().unwrap();
         let o: oci_spec::image::Digest = (&d).try_into().unwrap();
         assert_eq!(Digest::try_from(&o).unwrap(), d);
+    }
+
+    fn sample(n: usize) -> Vec<u8> {
+        (0..n).map(|i| (i * 31 % 251) as u8).collect()
+    }
+
+    #[test]
+    fn restored_digester_continues_to_same_digest() {
+        let data = sample(10_000);
+        for alg in [Algorithm::Sha256, Algorithm::Sha512] {
+            let whole = Digest::of(alg, &data);
+            // Cut points on and around block boundaries and inside blocks.
+            for cut in [0, 1, 63, 64, 65, 127, 128, 129, 1000, 9_999, 10_000] {
+                let mut first = Digester::new(alg);
+                first.update(&data[..cut]);
+                let saved = first.save_state();
+                drop(first);
+                let mut resumed = Digester::restore_state(alg, &saved).unwrap();
+                assert_eq!(resumed.algorithm(), alg);
+                assert_eq!(resumed.len(), cut as u64, "{alg} cut {cut}");
+                resumed.update(&data[cut..]);
+                assert_eq!(resumed.len(), data.len() as u64);
+                assert_eq!(resumed.finalize(), whole, "{alg} cut {cut}");
+            }
+        }
+    }
+
+    #[test]
+    fn state_can_be_saved_repeatedly() {
+        let data = sample(5_000);
+        let mut d = Digester::new(Algorithm::Sha256);
+        for chunk in data.chunks(777) {
+            d.update(chunk);
+            d = Digester::restore_state(Algorithm::Sha256, &d.save_state()).unwrap();
+        }
+        assert_eq!(d.finalize(), Digest::sha256(&data));
+    }
+
+    #[test]
+    fn garbage_state_is_invalid_argument() {
+        let mut d = Digester::new(Algorithm::Sha256);
+        d.update(&sample(100));
+        let good = d.save_state();
+
+        let mut cases: Vec<(&str, Vec<u8>)> = vec![
+            ("empty", Vec::new()),
+            ("zeros", vec![0; good.len()]),
+            ("truncated", good[..good.len() - 1].to_vec()),
+            ("extended", [good.clone(), vec![0]].concat()),
+            ("text", b"not a digester state at all".to_vec()),
+        ];
+        // Flip each byte in turn: magic, version, algorithm, count, hash state and checksum.
+        for i in 0..good.len() {
+            let mut bad = good.clone();
+            bad[i] ^= 0x5a;
+            cases.push(("flipped", bad));
+        }
+        for (name, bad) in &cases {
+            let err = Digester::restore_state(Algorithm::Sha256, bad).unwrap_err();
+            assert_eq!(err.kind(), crate::ErrorKind::InvalidArgument, "{name}");
+            assert!(
+                matches!(err, Error::InvalidDigesterState { .. }),
+                "{name}: {err}"
+            );
+        }
+        // The right bytes for the wrong algorithm.
+        let err = Digester::restore_state(Algorithm::Sha512, &good).unwrap_err();
+        assert!(matches!(err, Error::InvalidDigesterState { .. }), "{err}");
+        let mut d512 = Digester::new(Algorithm::Sha512);
+        d512.update(b"abc");
+        let err = Digester::restore_state(Algorithm::Sha256, &d512.save_state()).unwrap_err();
+        assert!(matches!(err, Error::InvalidDigesterState { .. }), "{err}");
+    }
+
+    #[test]
+    fn inconsistent_byte_count_is_refused_even_with_valid_checksum() {
+        let mut d = Digester::new(Algorithm::Sha256);
+        d.update(&sample(200));
+        let mut forged = d.save_state();
+        forged.truncate(forged.len() - STATE_CHECKSUM_LEN);
+        forged[6..14].copy_from_slice(&201u64.to_le_bytes());
+        let sum = sha2::Sha256::digest(&forged);
+        forged.extend_from_slice(&sum[..STATE_CHECKSUM_LEN]);
+        let err = Digester::restore_state(Algorithm::Sha256, &forged).unwrap_err();
+        assert!(err.to_string().contains("byte count"), "{err}");
     }
 }

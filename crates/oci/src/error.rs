@@ -102,6 +102,15 @@ pub enum Error {
         #[source]
         source: serde_json::Error,
     },
+    /// A saved digester state (see `Digester::save_state`) could not be restored: it is
+    /// truncated, corrupt, from another algorithm, or from an incompatible berth version.
+    #[error("invalid saved {algorithm} digester state: {reason}")]
+    InvalidDigesterState {
+        /// The algorithm the caller asked to restore (`sha256`, `sha512`).
+        algorithm: String,
+        /// Why it was refused.
+        reason: String,
+    },
     /// A runtime spec failed validation; every problem found is listed.
     #[error("invalid runtime spec: {}", problems.join("; "))]
     InvalidSpec {
@@ -122,6 +131,7 @@ impl Error {
             | Error::InvalidReference { .. }
             | Error::UnsupportedMediaType { .. }
             | Error::Json { .. }
+            | Error::InvalidDigesterState { .. }
             | Error::InvalidSpec { .. } => ErrorKind::InvalidArgument,
         }
     }
