@@ -111,6 +111,34 @@ pub enum Error {
         /// Why it was refused.
         reason: String,
     },
+    /// A JSON document is larger than berth accepts for its kind (manifests, indexes and configs
+    /// are capped like containerd does, to bound memory on hostile input).
+    #[error("{what} is too large: {size} bytes, the limit is {limit}")]
+    TooLarge {
+        /// What was being read (a digest or a path).
+        what: String,
+        /// Its size (declared or seen).
+        size: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// A JSON document decoded but breaks the rules of its specification (wrong schema
+    /// version, fields of another document kind, an unsupported digest in a descriptor…).
+    #[error("invalid {what}: {reason}")]
+    InvalidDocument {
+        /// What was being decoded (a digest or a path).
+        what: String,
+        /// Why it was refused.
+        reason: String,
+    },
+    /// A path named inside an archive is absolute, climbs out with `..`, or is otherwise unsafe.
+    #[error("unsafe path {path:?} in archive: {reason}")]
+    InvalidArchivePath {
+        /// The offending path as written in the archive.
+        path: String,
+        /// Why it was refused.
+        reason: &'static str,
+    },
     /// A runtime spec failed validation; every problem found is listed.
     #[error("invalid runtime spec: {}", problems.join("; "))]
     InvalidSpec {
@@ -132,6 +160,9 @@ impl Error {
             | Error::UnsupportedMediaType { .. }
             | Error::Json { .. }
             | Error::InvalidDigesterState { .. }
+            | Error::TooLarge { .. }
+            | Error::InvalidDocument { .. }
+            | Error::InvalidArchivePath { .. }
             | Error::InvalidSpec { .. } => ErrorKind::InvalidArgument,
         }
     }

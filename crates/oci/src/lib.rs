@@ -7,12 +7,19 @@
 
 pub mod chain_id;
 pub mod digest;
+pub mod docker_archive;
 pub mod error;
+pub mod manifest;
 pub mod media_type;
 
 pub use chain_id::{chain_id, chain_ids};
 pub use digest::{Algorithm, Digest, Digester, VerifyingReader, verification_error};
+pub use docker_archive::DockerArchiveEntry;
 pub use error::{Error, ErrorKind, Result};
+pub use manifest::{
+    Descriptor, Document, Format, ImageConfiguration, ImageIndex, ImageManifest, MAX_DOCUMENT_SIZE,
+    Parsed,
+};
 pub use media_type::{Compression, MediaKind};
 
 /// The `oci-spec` crate, re-exported so users name the same version berth uses.
