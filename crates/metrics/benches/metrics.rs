@@ -1,0 +1,2 @@
+//! Placeholder, replaced by the scrape benchmark.
+fn main() {}
