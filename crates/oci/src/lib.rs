@@ -11,6 +11,7 @@ pub mod docker_archive;
 pub mod error;
 pub mod manifest;
 pub mod media_type;
+pub mod platform;
 
 pub use chain_id::{chain_id, chain_ids};
 pub use digest::{Algorithm, Digest, Digester, VerifyingReader, verification_error};
@@ -21,6 +22,7 @@ pub use manifest::{
     Parsed,
 };
 pub use media_type::{Compression, MediaKind};
+pub use platform::{Matcher, Platform};
 
 /// The `oci-spec` crate, re-exported so users name the same version berth uses.
 pub use oci_spec as spec;
