@@ -1,1 +1,11 @@
-//! berth-image (work in progress).
+//! # berth-image
+//!
+//! Everything berth does with images: a content-addressed blob store with resumable, verified
+//! ingests and garbage collection ([`content`]), its metadata — labels, image records, leases —
+//! in one embedded database ([`metadata`]), image import/export, layer apply/diff and unpack.
+
+pub mod content;
+pub mod error;
+pub mod metadata;
+
+pub use error::{Error, ErrorKind, Result};

@@ -1,0 +1,210 @@
+//! Copy helpers (containerd's `content.Copy`): continue an ingest from its offset, verify, and
+//! treat `AlreadyExists` as success.
+//!
+//! Three flavours position the source at the writer's offset in the cheapest way the source
+//! allows: [`copy`] reads and discards the first `offset` bytes, [`copy_seek`] seeks, and
+//! [`copy_at`] reads positionally.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
+
+use berth_oci::Digest;
+
+use super::{BlobReader, Info, Writer};
+use crate::error::{Error, ErrorKind, Result};
+
+/// Size of the copy buffer.
+const BUF: usize = 1 << 20;
+
+/// A source that can be read at any offset without a cursor.
+pub trait ReadAt {
+    /// Reads up to `buf.len()` bytes at `offset`; 0 means end of data.
+    ///
+    /// # Errors
+    /// The source's I/O error.
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize>;
+}
+
+impl ReadAt for [u8] {
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+        let start = usize::try_from(offset).unwrap_or(usize::MAX).min(self.len());
+        let n = buf.len().min(self.len() - start);
+        buf[..n].copy_from_slice(&self[start..start + n]);
+        Ok(n)
+    }
+}
+
+impl ReadAt for Vec<u8> {
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+        self.as_slice().read_at(offset, buf)
+    }
+}
+
+impl ReadAt for File {
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+        FileExt::read_at(self, buf, offset)
+    }
+}
+
+impl ReadAt for BlobReader {
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+        BlobReader::read_at(self, offset, buf)
+    }
+}
+
+/// Finishes `writer` from `reader`, whose first `writer.offset()` bytes are skipped by reading
+/// and discarding them. See [`copy_seek`] for the contract.
+///
+/// # Errors
+/// As [`copy_seek`].
+pub fn copy(
+    mut writer: Writer,
+    mut reader: impl Read,
+    size: Option<u64>,
+    expected: &Digest,
+    labels: &BTreeMap<String, String>,
+    progress: &mut dyn FnMut(u64, Option<u64>),
+) -> Result<Info> {
+    restart_if_overlong(&mut writer, size)?;
+    let offset = writer.offset();
+    if offset > 0 {
+        let skipped = io::copy(&mut (&mut reader).take(offset), &mut io::sink())
+            .map_err(|e| source_err(&writer, e))?;
+        if skipped != offset {
+            return Err(Error::SizeMismatch {
+                r#ref: writer.r#ref().to_owned(),
+                expected: offset,
+                actual: skipped,
+            });
+        }
+    }
+    finish(writer, &mut reader, size, expected, labels, progress)
+}
+
+/// Finishes `writer` from a seekable `reader`, positioned at `writer.offset()` by a seek.
+///
+/// Bytes are copied until the end of `reader` (or one byte past `size` when known, which is
+/// enough to prove an overrun), then the writer is committed with `size` and `expected`.
+/// `progress(done, total)` is called as bytes land, `done` counting from the start of the
+/// content. An ingest longer than `size` is restarted from zero. `AlreadyExists` returns the
+/// stored blob's info. When verification fails the ingest is aborted.
+///
+/// # Errors
+/// `FailedPrecondition` on a size or digest mismatch; `Io` from the source or the store;
+/// `Database`.
+pub fn copy_seek(
+    mut writer: Writer,
+    mut reader: impl Read + Seek,
+    size: Option<u64>,
+    expected: &Digest,
+    labels: &BTreeMap<String, String>,
+    progress: &mut dyn FnMut(u64, Option<u64>),
+) -> Result<Info> {
+    restart_if_overlong(&mut writer, size)?;
+    let offset = writer.offset();
+    reader
+        .seek(SeekFrom::Start(offset))
+        .map_err(|e| source_err(&writer, e))?;
+    finish(writer, &mut reader, size, expected, labels, progress)
+}
+
+/// Finishes `writer` from a positional source, starting at `writer.offset()`.
+///
+/// # Errors
+/// As [`copy_seek`].
+pub fn copy_at<R: ReadAt + ?Sized>(
+    mut writer: Writer,
+    reader: &R,
+    size: Option<u64>,
+    expected: &Digest,
+    labels: &BTreeMap<String, String>,
+    progress: &mut dyn FnMut(u64, Option<u64>),
+) -> Result<Info> {
+    restart_if_overlong(&mut writer, size)?;
+    let mut pos = AtCursor {
+        inner: reader,
+        pos: writer.offset(),
+    };
+    finish(writer, &mut pos, size, expected, labels, progress)
+}
+
+struct AtCursor<'a, R: ?Sized> {
+    inner: &'a R,
+    pos: u64,
+}
+
+impl<R: ReadAt + ?Sized> Read for AtCursor<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read_at(self.pos, buf)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+fn restart_if_overlong(writer: &mut Writer, size: Option<u64>) -> Result<()> {
+    if let Some(size) = size
+        && writer.offset() > size
+    {
+        writer.truncate(0)?;
+    }
+    Ok(())
+}
+
+fn source_err(writer: &Writer, e: io::Error) -> Error {
+    Error::io("read source for", format!("ingest {:?}", writer.r#ref()), e)
+}
+
+fn finish(
+    mut writer: Writer,
+    reader: &mut dyn Read,
+    size: Option<u64>,
+    expected: &Digest,
+    labels: &BTreeMap<String, String>,
+    progress: &mut dyn FnMut(u64, Option<u64>),
+) -> Result<Info> {
+    let mut buf = vec![0u8; BUF];
+    let mut done = writer.offset();
+    progress(done, size);
+    // Read at most one byte past the declared size: that byte proves an overrun.
+    let limit = size.map(|s| s + 1);
+    loop {
+        let want = match limit {
+            Some(l) => (l.saturating_sub(done)).min(BUF as u64) as usize,
+            None => BUF,
+        };
+        if want == 0 {
+            break;
+        }
+        let n = match reader.read(&mut buf[..want]) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(source_err(&writer, e)),
+        };
+        writer.write_all(&buf[..n]).map_err(|e| {
+            Error::io(
+                "write",
+                writer.dir.join(super::ingest::DATA),
+                e,
+            )
+        })?;
+        done += n as u64;
+        progress(done, size);
+    }
+    let store = writer.store.clone();
+    let r#ref = writer.r#ref().to_owned();
+    match writer.commit(size.unwrap_or(0), Some(expected), labels) {
+        Ok(info) => Ok(info),
+        Err(Error::BlobExists { digest }) => store.info(&digest),
+        Err(e) if e.kind() == ErrorKind::FailedPrecondition => {
+            // The bytes in the ingest can never become `expected`: start clean next time.
+            if let Err(abort) = store.abort(&r#ref) {
+                tracing::warn!(r#ref, error = %abort, "cannot abort failed ingest");
+            }
+            Err(e)
+        }
+        Err(e) => Err(e),
+    }
+}

@@ -1,0 +1,427 @@
+//! The store's metadata: content labels, image records and leases in **one** redb file,
+//! `<root>/metadata.redb`, with a schema-version table.
+//!
+//! # Sharing the file
+//! redb lets a process open a database file only once, so every [`crate::content::ContentStore`]
+//! of a process that names the same file shares one handle through a process-wide registry
+//! ([`MetadataDb::open`]). Across processes the file is opened in redb's
+//! `ConcurrencyMode::MultiWriter`: any number of processes may have it open, write transactions
+//! are serialised by redb's byte-range locks, and readers see the last commit of any process.
+//! If another process holds the file in an exclusive mode (an older redb, a tool), the open is
+//! retried with backoff for a few seconds before failing with `Unavailable`.
+//!
+//! # Values
+//! Keys are strings (a digest, an image name, a lease id); values are JSON documents, so records
+//! can gain optional fields without a schema migration. The schema version changes only when a
+//! record can no longer be read by older code.
+
+pub mod images;
+pub mod labels;
+pub mod leases;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::{Duration, Instant};
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::{Error, Result};
+
+pub use images::{Descriptor, Image, ImageStore};
+pub use leases::{Lease, LeaseManager, LeaseResource};
+
+/// The newest schema version this code writes and understands.
+pub const SCHEMA_VERSION: u64 = 1;
+
+/// `schema`: `"version"` → the schema version.
+pub(crate) const SCHEMA: TableDefinition<&str, u64> = TableDefinition::new("schema");
+/// `content`: digest → JSON [`labels::ContentRecord`].
+pub(crate) const CONTENT: TableDefinition<&str, &[u8]> = TableDefinition::new("content");
+/// `images`: name → JSON [`Image`].
+pub(crate) const IMAGES: TableDefinition<&str, &[u8]> = TableDefinition::new("images");
+/// `leases`: id → JSON [`Lease`].
+pub(crate) const LEASES: TableDefinition<&str, &[u8]> = TableDefinition::new("leases");
+
+/// How long an open waits for another process that holds the file exclusively.
+const OPEN_PATIENCE: Duration = Duration::from_secs(10);
+
+/// A shared handle on the metadata file. Cloning is cheap; every clone of a process shares the
+/// same redb handle.
+#[derive(Clone)]
+pub struct MetadataDb {
+    inner: Arc<DbInner>,
+}
+
+struct DbInner {
+    path: PathBuf,
+    db: Database,
+}
+
+impl std::fmt::Debug for MetadataDb {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MetadataDb")
+            .field("path", &self.inner.path)
+            .finish()
+    }
+}
+
+fn registry() -> &'static Mutex<HashMap<PathBuf, Weak<DbInner>>> {
+    static REGISTRY: OnceLock<Mutex<HashMap<PathBuf, Weak<DbInner>>>> = OnceLock::new();
+    REGISTRY.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
+impl MetadataDb {
+    /// Opens (creating if needed) the metadata file at `path`, sharing the handle with every
+    /// other opener of the same file in this process.
+    ///
+    /// # Errors
+    /// `Io` if the file's directory cannot be resolved, `Database` if redb refuses the file,
+    /// `SchemaVersion` if a newer berth wrote it, `Unavailable` if another process holds it
+    /// exclusively for longer than a few seconds.
+    pub fn open(path: &Path) -> Result<Self> {
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let name = path
+            .file_name()
+            .ok_or_else(|| Error::invalid(path.display().to_string(), "not a file path"))?;
+        let canonical = dir
+            .canonicalize()
+            .map_err(|e| Error::io("canonicalize", dir, e))?
+            .join(name);
+        // The registry lock is held across the open so two threads never both open the file.
+        let mut reg = registry().lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(inner) = reg.get(&canonical).and_then(Weak::upgrade) {
+            return Ok(MetadataDb { inner });
+        }
+        reg.retain(|_, w| w.strong_count() > 0);
+        let db = open_with_retry(&canonical)?;
+        let inner = Arc::new(DbInner {
+            path: canonical.clone(),
+            db,
+        });
+        let this = MetadataDb { inner };
+        this.init_schema()?;
+        reg.insert(canonical, Arc::downgrade(&this.inner));
+        Ok(this)
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    fn db_err(&self, op: &'static str, e: impl Into<redb::Error>) -> Error {
+        Error::Database {
+            path: self.inner.path.clone(),
+            op,
+            source: Box::new(e.into()),
+        }
+    }
+
+    fn init_schema(&self) -> Result<()> {
+        let txn = self
+            .inner
+            .db
+            .begin_write()
+            .map_err(|e| self.db_err("begin write", e))?;
+        {
+            let mut schema = txn
+                .open_table(SCHEMA)
+                .map_err(|e| self.db_err("open schema", e))?;
+            let found = schema
+                .get("version")
+                .map_err(|e| self.db_err("read schema", e))?
+                .map(|v| v.value());
+            match found {
+                Some(v) if v > SCHEMA_VERSION => {
+                    return Err(Error::SchemaVersion {
+                        path: self.inner.path.clone(),
+                        found: v,
+                        supported: SCHEMA_VERSION,
+                    });
+                }
+                Some(_) => {}
+                None => {
+                    schema
+                        .insert("version", SCHEMA_VERSION)
+                        .map_err(|e| self.db_err("write schema", e))?;
+                }
+            }
+            for def in [CONTENT, IMAGES, LEASES] {
+                txn.open_table(def)
+                    .map_err(|e| self.db_err("create table", e))?;
+            }
+        }
+        txn.commit().map_err(|e| self.db_err("commit", e))
+    }
+
+    /// The schema version recorded in the file.
+    ///
+    /// # Errors
+    /// `Database` on a redb failure.
+    pub fn schema_version(&self) -> Result<u64> {
+        let txn = self
+            .inner
+            .db
+            .begin_read()
+            .map_err(|e| self.db_err("begin read", e))?;
+        let t = txn
+            .open_table(SCHEMA)
+            .map_err(|e| self.db_err("open schema", e))?;
+        let v = t
+            .get("version")
+            .map_err(|e| self.db_err("read schema", e))?
+            .map(|v| v.value())
+            .unwrap_or(0);
+        Ok(v)
+    }
+
+    /// Reads one JSON record.
+    pub(crate) fn get<T: DeserializeOwned>(
+        &self,
+        table: TableDefinition<&str, &[u8]>,
+        key: &str,
+    ) -> Result<Option<T>> {
+        let txn = self
+            .inner
+            .db
+            .begin_read()
+            .map_err(|e| self.db_err("begin read", e))?;
+        let t = txn
+            .open_table(table)
+            .map_err(|e| self.db_err("open table", e))?;
+        let Some(v) = t.get(key).map_err(|e| self.db_err("get", e))? else {
+            return Ok(None);
+        };
+        decode(key, v.value()).map(Some)
+    }
+
+    /// Reads every record of a table, in key order.
+    pub(crate) fn scan<T: DeserializeOwned>(
+        &self,
+        table: TableDefinition<&str, &[u8]>,
+    ) -> Result<Vec<(String, T)>> {
+        let txn = self
+            .inner
+            .db
+            .begin_read()
+            .map_err(|e| self.db_err("begin read", e))?;
+        let t = txn
+            .open_table(table)
+            .map_err(|e| self.db_err("open table", e))?;
+        let mut out = Vec::new();
+        for row in t.iter().map_err(|e| self.db_err("iterate", e))? {
+            let (k, v) = row.map_err(|e| self.db_err("iterate", e))?;
+            let key = k.value().to_owned();
+            let rec = decode(&key, v.value())?;
+            out.push((key, rec));
+        }
+        Ok(out)
+    }
+
+    /// Runs `f` on one table inside a write transaction; commits if `f` succeeds.
+    pub(crate) fn update<R>(
+        &self,
+        table: TableDefinition<&str, &[u8]>,
+        f: impl FnOnce(&mut TableTxn<'_>) -> Result<R>,
+    ) -> Result<R> {
+        let txn = self
+            .inner
+            .db
+            .begin_write()
+            .map_err(|e| self.db_err("begin write", e))?;
+        let r = {
+            let t = txn
+                .open_table(table)
+                .map_err(|e| self.db_err("open table", e))?;
+            let mut tt = TableTxn { db: self, table: t };
+            f(&mut tt)?
+        };
+        txn.commit().map_err(|e| self.db_err("commit", e))?;
+        Ok(r)
+    }
+}
+
+/// One table opened inside a write transaction (see [`MetadataDb::update`]).
+pub(crate) struct TableTxn<'a> {
+    db: &'a MetadataDb,
+    table: redb::Table<'a, &'static str, &'static [u8]>,
+}
+
+impl TableTxn<'_> {
+    /// Reads a record.
+    pub(crate) fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
+        let Some(v) = self
+            .table
+            .get(key)
+            .map_err(|e| self.db.db_err("get", e))?
+        else {
+            return Ok(None);
+        };
+        decode(key, v.value()).map(Some)
+    }
+
+    /// Writes a record.
+    pub(crate) fn put<T: Serialize>(&mut self, key: &str, value: &T) -> Result<()> {
+        let bytes = serde_json::to_vec(value).map_err(|source| Error::Json {
+            what: key.to_owned(),
+            source,
+        })?;
+        self.table
+            .insert(key, bytes.as_slice())
+            .map_err(|e| self.db.db_err("insert", e))?;
+        Ok(())
+    }
+
+    /// Removes a record; says whether it existed.
+    pub(crate) fn remove(&mut self, key: &str) -> Result<bool> {
+        let old = self
+            .table
+            .remove(key)
+            .map_err(|e| self.db.db_err("remove", e))?;
+        Ok(old.is_some())
+    }
+}
+
+fn decode<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(|source| Error::Json {
+        what: key.to_owned(),
+        source,
+    })
+}
+
+fn open_with_retry(path: &Path) -> Result<Database> {
+    let start = Instant::now();
+    let mut delay = Duration::from_millis(5);
+    loop {
+        let res = Database::builder()
+            .set_concurrency_mode(redb::ConcurrencyMode::MultiWriter)
+            .set_cache_size(16 * 1024 * 1024)
+            .create(path);
+        match res {
+            Ok(db) => return Ok(db),
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) if start.elapsed() < OPEN_PATIENCE => {
+                std::thread::sleep(delay);
+                delay = (delay * 2).min(Duration::from_millis(250));
+            }
+            Err(e) => {
+                return Err(Error::Database {
+                    path: path.to_owned(),
+                    op: "open",
+                    source: Box::new(e.into()),
+                });
+            }
+        }
+    }
+}
+
+/// Serde helpers for times as nanoseconds since the Unix epoch (compact and exact).
+pub(crate) mod time_ns {
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(crate) fn to_ns(t: SystemTime) -> i128 {
+        match t.duration_since(UNIX_EPOCH) {
+            Ok(d) => d.as_nanos() as i128,
+            Err(e) => -(e.duration().as_nanos() as i128),
+        }
+    }
+
+    pub(crate) fn from_ns(ns: i128) -> SystemTime {
+        let abs = ns.unsigned_abs();
+        let d = Duration::new(
+            u64::try_from(abs / 1_000_000_000).unwrap_or(u64::MAX),
+            u32::try_from(abs % 1_000_000_000).unwrap_or(0),
+        );
+        if ns >= 0 {
+            UNIX_EPOCH.checked_add(d).unwrap_or(UNIX_EPOCH)
+        } else {
+            UNIX_EPOCH.checked_sub(d).unwrap_or(UNIX_EPOCH)
+        }
+    }
+
+    pub(crate) fn serialize<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_i128(to_ns(*t))
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<SystemTime, D::Error> {
+        i128::deserialize(d).map(from_ns)
+    }
+
+    /// The same for `Option<SystemTime>`.
+    pub(crate) mod option {
+        use std::time::SystemTime;
+
+        use serde::{Deserialize, Deserializer, Serializer};
+
+        pub(crate) fn serialize<S: Serializer>(
+            t: &Option<SystemTime>,
+            s: S,
+        ) -> Result<S::Ok, S::Error> {
+            match t {
+                Some(t) => s.serialize_some(&super::to_ns(*t)),
+                None => s.serialize_none(),
+            }
+        }
+
+        pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+            d: D,
+        ) -> Result<Option<SystemTime>, D::Error> {
+            Option::<i128>::deserialize(d).map(|o| o.map(super::from_ns))
+        }
+    }
+}
+
+/// A consistent view of every record, read in one transaction (used by GC).
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    /// Image records by name.
+    pub images: Vec<Image>,
+    /// Leases by id.
+    pub leases: Vec<Lease>,
+    /// Blob records by digest text.
+    pub content: std::collections::BTreeMap<String, labels::ContentRecord>,
+}
+
+impl MetadataDb {
+    /// Reads images, leases and blob records in one read transaction.
+    ///
+    /// # Errors
+    /// `Database` or `Json` on a damaged file.
+    pub fn snapshot(&self) -> Result<Snapshot> {
+        let txn = self
+            .inner
+            .db
+            .begin_read()
+            .map_err(|e| self.db_err("begin read", e))?;
+        let mut snap = Snapshot::default();
+        let rows = |def: TableDefinition<&str, &[u8]>,
+                        f: &mut dyn FnMut(&str, &[u8]) -> Result<()>|
+         -> Result<()> {
+            let t = txn
+                .open_table(def)
+                .map_err(|e| self.db_err("open table", e))?;
+            for row in t.iter().map_err(|e| self.db_err("iterate", e))? {
+                let (k, v) = row.map_err(|e| self.db_err("iterate", e))?;
+                f(k.value(), v.value())?;
+            }
+            Ok(())
+        };
+        rows(IMAGES, &mut |k, v| {
+            snap.images.push(decode(k, v)?);
+            Ok(())
+        })?;
+        rows(LEASES, &mut |k, v| {
+            snap.leases.push(decode(k, v)?);
+            Ok(())
+        })?;
+        rows(CONTENT, &mut |k, v| {
+            snap.content.insert(k.to_owned(), decode(k, v)?);
+            Ok(())
+        })?;
+        Ok(snap)
+    }
+}
