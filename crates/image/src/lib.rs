@@ -9,3 +9,6 @@ pub mod error;
 pub mod metadata;
 
 pub use error::{Error, ErrorKind, Result};
+
+pub mod apply;
+pub mod compression;
