@@ -15,6 +15,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::manifest::{Descriptor, check_document_size};
+use crate::reference::Reference;
 
 /// One image of a docker-archive, as listed in its `manifest.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -57,6 +58,15 @@ impl DockerArchiveEntry {
     /// [`Error::InvalidArchivePath`] when the path is unsafe.
     pub fn config_path(&self) -> Result<String> {
         archive_path(&self.config)
+    }
+
+    /// The image's names parsed and normalised as [`Reference`]s (`busybox:latest` →
+    /// `docker.io/library/busybox:latest`).
+    ///
+    /// # Errors
+    /// [`Error::InvalidReference`] for the first name that is not a valid reference.
+    pub fn references(&self) -> Result<Vec<Reference>> {
+        self.repo_tags.iter().map(|t| Reference::parse(t)).collect()
     }
 
     /// The normalised layer paths, bottom layer first (see [`archive_path`]).
@@ -152,6 +162,8 @@ mod tests {
         );
         assert_eq!(e.layer_paths().unwrap().len(), 1);
         assert_eq!(e.layer_sources, None);
+        let names = e.references().unwrap();
+        assert_eq!(names[0].to_string(), "docker.io/anchors/busybox:latest");
         // Round trip keeps Docker's field names and omits absent LayerSources.
         let json = serde_json::to_string(&entries).unwrap();
         assert!(json.contains("\"RepoTags\"") && !json.contains("LayerSources"));
@@ -178,6 +190,15 @@ mod tests {
         let key: Digest = format!("sha256:{hex}").parse().unwrap();
         assert_eq!(sources[&key].size(), 10);
         assert!(entries[1].repo_tags.is_empty());
+        assert!(entries[1].references().unwrap().is_empty());
+        let bad = DockerArchiveEntry {
+            repo_tags: vec!["busybox:latest".to_owned(), "Bad Name".to_owned()],
+            ..entries[1].clone()
+        };
+        assert!(matches!(
+            bad.references().unwrap_err(),
+            Error::InvalidReference { .. }
+        ));
         assert_eq!(
             entries[1].layer_paths().unwrap(),
             vec![format!("blobs/sha256/{hex}")]

@@ -12,6 +12,7 @@ pub mod error;
 pub mod manifest;
 pub mod media_type;
 pub mod platform;
+pub mod reference;
 
 pub use chain_id::{chain_id, chain_ids};
 pub use digest::{Algorithm, Digest, Digester, VerifyingReader, verification_error};
@@ -23,6 +24,7 @@ pub use manifest::{
 };
 pub use media_type::{Compression, MediaKind};
 pub use platform::{Matcher, Platform};
+pub use reference::Reference;
 
 /// The `oci-spec` crate, re-exported so users name the same version berth uses.
 pub use oci_spec as spec;
