@@ -41,6 +41,8 @@ pub mod gc;
 pub(crate) mod ingest;
 pub mod reader;
 mod store;
+#[cfg(feature = "testsuite")]
+pub mod testsuite;
 pub mod writer;
 
 use std::collections::BTreeMap;
