@@ -12,3 +12,8 @@ pub use error::{Error, ErrorKind, Result};
 
 pub mod apply;
 pub mod compression;
+
+pub mod build;
+pub mod export;
+pub mod import;
+pub mod progress;

@@ -1,0 +1,1 @@
+//! Export of images to OCI layout directories and oci-archives.
