@@ -135,7 +135,8 @@ impl Root {
                         self.openat2.store(false, Ordering::Relaxed);
                         break;
                     }
-                    Err(Errno::NOENT) if create => break,
+                    // Missing components are resolved lexically (and created) by the walk.
+                    Err(Errno::NOENT) => break,
                     Err(e) => return Err(e.into()),
                 }
             }
@@ -144,27 +145,33 @@ impl Root {
     }
 
     /// The userspace resolver: see the module docs.
+    ///
+    /// Components that do not exist are kept lexically (a later `..` cancels them, as
+    /// continuity's `RootPath` does); with `create` the remaining ones are made at the end.
     fn walk(&self, comps: &[Vec<u8>], create: bool) -> std::io::Result<OwnedFd> {
         let mut stack: Vec<OwnedFd> = vec![self.dup_path()?];
+        let mut missing: Vec<Vec<u8>> = Vec::new();
         let mut queue: VecDeque<Vec<u8>> = comps.iter().cloned().collect();
         let mut links = 0usize;
-        let mut created_retry = 0usize;
         while let Some(comp) = queue.pop_front() {
             match comp.as_slice() {
                 b"" | b"." => continue,
                 b".." => {
-                    if stack.len() > 1 {
+                    if missing.pop().is_none() && stack.len() > 1 {
                         stack.pop();
                     }
                     continue;
                 }
                 _ => {}
             }
+            if !missing.is_empty() {
+                missing.push(comp);
+                continue;
+            }
             let cur = stack.last().ok_or(Errno::NOENT)?;
-            let name = OsStr::from_bytes(&comp);
             match rustix::fs::openat(
                 cur,
-                name,
+                OsStr::from_bytes(&comp),
                 OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
                 Mode::empty(),
             ) {
@@ -189,21 +196,31 @@ impl Root {
                         _ => return Err(Errno::NOTDIR.into()),
                     }
                 }
-                Err(Errno::NOENT) if create => {
-                    match rustix::fs::mkdirat(cur, name, Mode::from_raw_mode(0o755)) {
-                        Ok(()) | Err(Errno::EXIST) => {}
-                        Err(e) => return Err(e.into()),
-                    }
-                    created_retry += 1;
-                    if created_retry > comps.len() + MAX_SYMLINKS * 4 {
-                        return Err(Errno::LOOP.into());
-                    }
-                    queue.push_front(comp);
-                }
+                Err(Errno::NOENT) => missing.push(comp),
                 Err(e) => return Err(e.into()),
             }
         }
-        stack.pop().ok_or_else(|| Errno::NOENT.into())
+        let mut dir = stack.pop().ok_or(Errno::NOENT)?;
+        if missing.is_empty() {
+            return Ok(dir);
+        }
+        if !create {
+            return Err(Errno::NOENT.into());
+        }
+        for comp in &missing {
+            let name = OsStr::from_bytes(comp);
+            match rustix::fs::mkdirat(&dir, name, Mode::from_raw_mode(0o755)) {
+                Ok(()) | Err(Errno::EXIST) => {}
+                Err(e) => return Err(e.into()),
+            }
+            dir = rustix::fs::openat(
+                &dir,
+                name,
+                OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            )?;
+        }
+        Ok(dir)
     }
 }
 
@@ -227,7 +244,10 @@ mod tests {
 
     #[test]
     fn clean_matches_go_filepath_clean() {
-        assert_eq!(comps("/a/b/../c/./d/"), vec![b"a".to_vec(), b"c".to_vec(), b"d".to_vec()]);
+        assert_eq!(
+            comps("/a/b/../c/./d/"),
+            vec![b"a".to_vec(), b"c".to_vec(), b"d".to_vec()]
+        );
         assert!(comps("..").is_empty());
         assert!(comps("").is_empty());
         assert!(comps("./").is_empty());
@@ -237,7 +257,10 @@ mod tests {
     }
 
     fn tmp() -> tempfile::TempDir {
-        tempfile::Builder::new().prefix("berth-resolve-").tempdir().unwrap()
+        tempfile::Builder::new()
+            .prefix("berth-resolve-")
+            .tempdir()
+            .unwrap()
     }
 
     fn check_resolution(force_fallback: bool) {
@@ -256,10 +279,16 @@ mod tests {
         for p in ["abs", "rel", "etc", "abs/../etc", "rel/../../etc"] {
             let fd = root.resolve_dir(&comps(p), false).unwrap();
             let st = rustix::fs::fstat(&fd).unwrap();
-            assert_eq!(st.st_ino, std::os::unix::fs::MetadataExt::ino(&inside), "{p}");
+            assert_eq!(
+                st.st_ino,
+                std::os::unix::fs::MetadataExt::ino(&inside),
+                "{p}"
+            );
         }
         assert_eq!(
-            root.resolve_dir(&comps("dangling"), false).unwrap_err().kind(),
+            root.resolve_dir(&comps("dangling"), false)
+                .unwrap_err()
+                .kind(),
             std::io::ErrorKind::NotFound
         );
         root.resolve_dir(&comps("dangling/sub"), true).unwrap();
