@@ -13,6 +13,7 @@ pub mod manifest;
 pub mod media_type;
 pub mod platform;
 pub mod reference;
+pub mod validate;
 
 pub use chain_id::{chain_id, chain_ids};
 pub use digest::{Algorithm, Digest, Digester, VerifyingReader, verification_error};
@@ -25,6 +26,7 @@ pub use manifest::{
 pub use media_type::{Compression, MediaKind};
 pub use platform::{Matcher, Platform};
 pub use reference::Reference;
+pub use validate::{validate, validate_json};
 
 /// The `oci-spec` crate, re-exported so users name the same version berth uses.
 pub use oci_spec as spec;
