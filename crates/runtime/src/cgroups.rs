@@ -1,0 +1,267 @@
+//! Cgroups through cgroups-rs: v1, v2, and hybrid hosts (driven as v1).
+//!
+//! A container's cgroup path comes from `linux.cgroupsPath` (absolute or
+//! relative, both taken below the hierarchy roots) or defaults to
+//! `/berth/<id>`. Resources are applied with cgroups-rs's `FsManager`
+//! (its `oci` feature takes `LinuxResources` directly); creation,
+//! attaching, freezing and removal use its `fs::Cgroup`. What cgroups-rs
+//! lacks (listing the container's processes from `cgroup.procs`, the paths
+//! per controller for metrics) is read here directly.
+//!
+//! On a hybrid host (v1 controllers plus an empty cgroup2 tree at
+//! `/sys/fs/cgroup/unified`), the v1 hierarchies are used; the v2 tree is
+//! left alone.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use cgroups_rs::fs::freezer::FreezerController;
+use cgroups_rs::fs::hierarchies;
+use cgroups_rs::manager::Manager;
+use cgroups_rs::{CgroupPid, FreezerState};
+use oci_spec::runtime::LinuxResources;
+
+use crate::error::{Error, Result};
+
+/// Whether `/sys/fs/cgroup` is a pure cgroup v2 (unified) mount.
+pub fn is_unified() -> bool {
+    hierarchies::is_cgroup2_unified_mode()
+}
+
+/// Where a container's cgroup lives on this host, per controller.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CgroupPaths {
+    /// The cgroup's path relative to the hierarchy roots (`/berth/<id>`).
+    pub relative: String,
+    /// On a unified (v2) host: the cgroup directory.
+    pub unified: Option<PathBuf>,
+    /// On a v1 or hybrid host: controller name (`memory`, `cpu`, ...) → directory.
+    pub v1: BTreeMap<String, PathBuf>,
+}
+
+impl CgroupPaths {
+    /// Computes the directories of `relative` from this host's cgroup mounts.
+    pub fn for_relative(relative: &str) -> CgroupPaths {
+        let rel = relative.trim_start_matches('/');
+        let mut out = CgroupPaths {
+            relative: format!("/{rel}"),
+            ..Default::default()
+        };
+        if is_unified() {
+            out.unified = Some(Path::new("/sys/fs/cgroup").join(rel));
+            return out;
+        }
+        let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+            return out;
+        };
+        for line in info.lines() {
+            let Some((pre, post)) = line.split_once(" - ") else { continue };
+            let mut post = post.split_whitespace();
+            if post.next() != Some("cgroup") {
+                continue;
+            }
+            let _ = post.next();
+            let Some(opts) = post.next() else { continue };
+            let Some(mountpoint) = pre.split_whitespace().nth(4) else { continue };
+            for o in opts.split(',') {
+                let name = match o {
+                    "rw" | "ro" | "xattr" | "clone_children" | "noprefix" => continue,
+                    o if o.starts_with("release_agent=") => continue,
+                    o => o.strip_prefix("name=").unwrap_or(o),
+                };
+                out.v1
+                    .entry(name.to_string())
+                    .or_insert_with(|| Path::new(mountpoint).join(rel));
+            }
+        }
+        out
+    }
+}
+
+/// Resolves the cgroup path of a container (relative to the hierarchy roots, no leading `/`).
+///
+/// Errors: [`Error::Unsupported`] for systemd-style `slice:prefix:name`
+/// paths; [`Error::InvalidSpec`] for `..` components.
+pub(crate) fn resolve_path(spec_path: Option<&Path>, id: &str) -> Result<String> {
+    let p = match spec_path {
+        Some(p) if !p.as_os_str().is_empty() => p.to_string_lossy().into_owned(),
+        _ => format!("/berth/{id}"),
+    };
+    if cgroups_rs::manager::is_systemd_cgroup(&p) {
+        return Err(Error::Unsupported {
+            feature: format!("linux.cgroupsPath {p:?}"),
+            reason: "the systemd cgroup driver is not implemented".into(),
+        });
+    }
+    if p.split('/').any(|c| c == "..") {
+        return Err(Error::spec("linux.cgroupsPath", format!("{p} contains '..'")));
+    }
+    let rel = p.trim_matches('/').to_string();
+    if rel.is_empty() {
+        return Err(Error::spec("linux.cgroupsPath", "must not be the root cgroup"));
+    }
+    Ok(rel)
+}
+
+/// A container's cgroup.
+#[derive(Debug)]
+pub(crate) struct Cgroup {
+    path: String,
+    cg: cgroups_rs::fs::Cgroup,
+}
+
+fn cg_err(op: &'static str, path: &str, e: impl std::fmt::Display) -> Error {
+    Error::Cgroup {
+        op,
+        path: format!("/{path}"),
+        reason: e.to_string(),
+    }
+}
+
+impl Cgroup {
+    /// A handle on an existing (or not yet created) cgroup.
+    pub(crate) fn load(path: &str) -> Cgroup {
+        Cgroup {
+            path: path.to_string(),
+            cg: cgroups_rs::fs::Cgroup::load(hierarchies::auto(), path),
+        }
+    }
+
+    /// Creates the cgroup in every hierarchy and applies `resources`.
+    pub(crate) fn create(path: &str, resources: Option<&LinuxResources>) -> Result<Cgroup> {
+        let cg = Cgroup::load(path);
+        cg.cg.create().map_err(|e| cg_err("create", path, e))?;
+        if let Some(r) = resources {
+            if let Err(e) = cg.apply(r) {
+                let _ = cg.destroy();
+                return Err(e);
+            }
+        }
+        Ok(cg)
+    }
+
+    /// Applies (or updates) resource limits.
+    pub(crate) fn apply(&self, resources: &LinuxResources) -> Result<()> {
+        let mut m = cgroups_rs::manager::FsManager::new(&self.path).map_err(|e| cg_err("open", &self.path, e))?;
+        m.set(resources).map_err(|e| cg_err("set resources", &self.path, e))
+    }
+
+    /// Moves process `pid` into the cgroup.
+    pub(crate) fn add(&self, pid: libc::pid_t) -> Result<()> {
+        self.cg
+            .add_task_by_tgid(CgroupPid { pid: pid as u64 })
+            .map_err(|e| cg_err("add process", &self.path, e))
+    }
+
+    fn freezer(&self) -> Result<&FreezerController> {
+        self.cg
+            .controller_of::<FreezerController>()
+            .ok_or_else(|| cg_err("freeze", &self.path, "no freezer controller"))
+    }
+
+    /// Freezes every process of the cgroup and waits until they are frozen.
+    pub(crate) fn freeze(&self) -> Result<()> {
+        let f = self.freezer()?;
+        f.freeze().map_err(|e| cg_err("freeze", &self.path, e))?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match f.state() {
+                Ok(FreezerState::Frozen) => return Ok(()),
+                Ok(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(2)),
+                Ok(s) => return Err(cg_err("freeze", &self.path, format!("still {} after 10s", if matches!(s, FreezerState::Freezing) { "freezing" } else { "thawed" }))),
+                Err(e) => return Err(cg_err("freeze", &self.path, e)),
+            }
+        }
+    }
+
+    /// Thaws the cgroup.
+    pub(crate) fn thaw(&self) -> Result<()> {
+        self.freezer()?.thaw().map_err(|e| cg_err("thaw", &self.path, e))
+    }
+
+    /// Whether the cgroup is frozen (or freezing).
+    pub(crate) fn is_frozen(&self) -> bool {
+        self.freezer()
+            .ok()
+            .and_then(|f| f.state().ok())
+            .is_some_and(|s| matches!(s, FreezerState::Frozen | FreezerState::Freezing))
+    }
+
+    /// The pids in the cgroup (from `cgroup.procs`).
+    pub(crate) fn pids(&self) -> Result<Vec<libc::pid_t>> {
+        let paths = CgroupPaths::for_relative(&self.path);
+        let dir = paths
+            .unified
+            .clone()
+            .or_else(|| ["pids", "freezer", "memory", "cpu"].iter().find_map(|c| paths.v1.get(*c).cloned()))
+            .ok_or_else(|| cg_err("list processes", &self.path, "no cgroup hierarchy found"))?;
+        let procs = dir.join("cgroup.procs");
+        let text = match std::fs::read_to_string(&procs) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(Error::io("read", procs, e)),
+        };
+        Ok(text.lines().filter_map(|l| l.trim().parse().ok()).collect())
+    }
+
+    /// Sends `signal` to every process in the cgroup.
+    pub(crate) fn signal_all(&self, signal: libc::c_int) -> Result<()> {
+        for pid in self.pids()? {
+            // SAFETY: kill with plain integers; ESRCH for exited pids is fine.
+            unsafe { libc::kill(pid, signal) };
+        }
+        Ok(())
+    }
+
+    /// Kills everything in the cgroup (freezing it meanwhile so nothing
+    /// forks away) and waits until it is empty, up to `timeout`.
+    pub(crate) fn kill_all(&self, timeout: Duration) -> Result<()> {
+        let frozen = self.freeze().is_ok();
+        self.signal_all(libc::SIGKILL)?;
+        if frozen {
+            let _ = self.thaw();
+        }
+        let deadline = Instant::now() + timeout;
+        while !self.pids()?.is_empty() {
+            if Instant::now() > deadline {
+                return Err(cg_err("kill", &self.path, "processes survived SIGKILL"));
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Ok(())
+    }
+
+    /// Removes the cgroup directories (the cgroup must be empty).
+    pub(crate) fn destroy(&self) -> Result<()> {
+        self.cg.delete().map_err(|e| cg_err("remove", &self.path, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_resolution() {
+        assert_eq!(resolve_path(None, "abc").unwrap(), "berth/abc");
+        assert_eq!(resolve_path(Some(Path::new("/a/b")), "x").unwrap(), "a/b");
+        assert_eq!(resolve_path(Some(Path::new("rel/c")), "x").unwrap(), "rel/c");
+        assert!(resolve_path(Some(Path::new("/a/../b")), "x").is_err());
+        assert_eq!(
+            resolve_path(Some(Path::new("system.slice:berth:abc")), "x").unwrap_err().kind(),
+            crate::ErrorKind::Unavailable
+        );
+    }
+
+    #[test]
+    fn paths_cover_this_hosts_hierarchies() {
+        let p = CgroupPaths::for_relative("/berth/x");
+        assert_eq!(p.relative, "/berth/x");
+        if is_unified() {
+            assert_eq!(p.unified, Some(PathBuf::from("/sys/fs/cgroup/berth/x")));
+        } else if Path::new("/sys/fs/cgroup/memory").is_dir() {
+            assert_eq!(p.v1.get("memory"), Some(&PathBuf::from("/sys/fs/cgroup/memory/berth/x")));
+        }
+    }
+}

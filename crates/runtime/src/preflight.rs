@@ -1,0 +1,106 @@
+//! Pre-flight checks of a spec before anything is created.
+//!
+//! **Spec validation call site.** `berth_oci::validate(&Spec)` will be the
+//! suite's general validator; when it lands, call it from [`validate`] (the
+//! single place where the runtime validates a spec). Until then this module
+//! checks what the runtime itself relies on; the plan builders
+//! (`NsPlan`, `RootfsPlan`, `ProcessPlan`) reject the rest with precise
+//! field names.
+
+use oci_spec::runtime::Spec;
+
+use crate::error::{Error, Result};
+
+/// Validates `spec` for this runtime.
+///
+/// Errors: [`Error::InvalidSpec`] for a missing process, root or linux
+/// section, a non-semver `ociVersion`, or relative hook paths;
+/// [`Error::Unsupported`] for features this runtime does not implement.
+pub fn validate(spec: &Spec) -> Result<()> {
+    // TODO(berth-oci): berth_oci::validate(spec)? goes here.
+    let v = spec.version();
+    let mut parts = v.split(['.', '-', '+']);
+    let semver_ok = (0..3).all(|_| parts.next().is_some_and(|p| p.parse::<u64>().is_ok()));
+    if !semver_ok || !v.starts_with('1') {
+        return Err(Error::spec("ociVersion", format!("{v:?} is not a 1.x semantic version")));
+    }
+    if spec.root().is_none() {
+        return Err(Error::spec("root", "missing"));
+    }
+    let Some(process) = spec.process() else {
+        return Err(Error::spec("process", "missing"));
+    };
+    if process.args().as_ref().is_none_or(|a| a.is_empty()) {
+        return Err(Error::spec("process.args", "must name a program"));
+    }
+    if spec.linux().is_none() {
+        return Err(Error::spec("linux", "missing: only Linux containers are supported"));
+    }
+    if let Some(h) = spec.hooks() {
+        let lists = [
+            ("hooks.prestart", h.prestart()),
+            ("hooks.createRuntime", h.create_runtime()),
+            ("hooks.createContainer", h.create_container()),
+            ("hooks.startContainer", h.start_container()),
+            ("hooks.poststart", h.poststart()),
+            ("hooks.poststop", h.poststop()),
+        ];
+        for (field, list) in lists {
+            for hook in list.iter().flatten() {
+                if !hook.path().is_absolute() {
+                    return Err(Error::spec(field, format!("{} is not absolute", hook.path().display())));
+                }
+            }
+        }
+        if h.start_container().as_ref().is_some_and(|l| !l.is_empty()) {
+            return Err(Error::Unsupported {
+                feature: "hooks.startContainer".into(),
+                reason: "startContainer hooks are not implemented".into(),
+            });
+        }
+    }
+    if let Some(linux) = spec.linux() {
+        if linux.intel_rdt().is_some() {
+            return Err(Error::Unsupported {
+                feature: "linux.intelRdt".into(),
+                reason: "not implemented".into(),
+            });
+        }
+        if linux.personality().is_some() {
+            return Err(Error::Unsupported {
+                feature: "linux.personality".into(),
+                reason: "not implemented".into(),
+            });
+        }
+        if linux.net_devices().as_ref().is_some_and(|d| !d.is_empty()) {
+            return Err(Error::Unsupported {
+                feature: "linux.netDevices".into(),
+                reason: "not implemented".into(),
+            });
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use oci_spec::runtime::{LinuxBuilder, ProcessBuilder, RootBuilder, SpecBuilder};
+
+    fn base() -> SpecBuilder {
+        SpecBuilder::default()
+            .version("1.2.0")
+            .root(RootBuilder::default().path("rootfs").build().unwrap())
+            .process(ProcessBuilder::default().args(vec!["/bin/true".to_string()]).cwd("/").build().unwrap())
+            .linux(LinuxBuilder::default().build().unwrap())
+    }
+
+    #[test]
+    fn accepts_minimal_and_rejects_bad_versions() {
+        validate(&base().build().unwrap()).unwrap();
+        for v in ["", "x", "2.0.0", "1.0"] {
+            let e = validate(&base().version(v).build().unwrap()).unwrap_err();
+            assert_eq!(e.kind(), crate::ErrorKind::InvalidArgument, "{v}");
+        }
+    }
+}
