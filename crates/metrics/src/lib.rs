@@ -41,6 +41,7 @@ pub mod exposition;
 mod files;
 pub mod oom;
 pub mod psi;
+mod schema;
 pub mod types;
 pub mod v1;
 pub mod v2;
