@@ -183,7 +183,7 @@ pub(crate) fn build_manifests(
         let digest = Digest::sha256(&bytes);
         let mut target: Descriptor =
             manifest::new_descriptor(manifest_type, &digest, bytes.len() as u64)?;
-        target.set_platform(Some(to_spec_platform(&platform_of_config(&image.config))));
+        target.set_platform(Some(to_spec_platform(&platform_of_config(&image.config))?));
         docs.push((digest, bytes));
         found.push(Found {
             names: image.names.clone(),

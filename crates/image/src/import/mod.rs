@@ -42,7 +42,7 @@ pub use oci::{ANNOTATION_CONTAINERD_NAME, ANNOTATION_REF_NAME};
 pub use select::{Platform, PlatformChoice};
 
 pub(crate) use oci::name_annotations;
-pub(crate) use select::{normalize_reference, tag_of};
+pub(crate) use select::normalize_reference;
 
 use crate::content::ContentStore;
 use crate::metadata::{Descriptor, Image, LeaseResource};
