@@ -3,31 +3,34 @@
 
 mod common;
 
-use berth_snapshot::testsuite::overlay as ov;
+#[cfg(test)]
+mod tests {
+    use berth_snapshot::testsuite::overlay as ov;
 
-macro_rules! cases {
-    ($($test:ident => $case:path;)*) => {
-        $(
-            #[test]
-            fn $test() {
-                if !common::privileged("overlay") {
-                    return;
+    macro_rules! cases {
+        ($($test:ident => $case:path;)*) => {
+            $(
+                #[test]
+                fn $test() {
+                    if !crate::common::privileged("overlay") {
+                        return;
+                    }
+                    if let Err(e) = $case(&ov::default_factory) {
+                        panic!("{}: {e}", stringify!($test));
+                    }
                 }
-                if let Err(e) = $case(&ov::default_factory) {
-                    panic!("{}: {e}", stringify!($test));
-                }
-            }
-        )*
-    };
-}
+            )*
+        };
+    }
 
-cases! {
-    overlay_mounts => ov::overlay_mounts;
-    overlay_commit_rebase_table => ov::overlay_commit;
-    overlay_overlay_mount_option_order => ov::overlay_overlay_mount;
-    overlay_overlay_read => ov::overlay_overlay_read;
-    overlay_view => ov::overlay_view;
-    overlay_configured_index_not_overridden => ov::overlay_configured_index_not_overridden;
-    overlay_writable_dir => ov::overlay_writable_dir;
-    overlay_lowers_limit => ov::overlay_lowers_limit;
+    cases! {
+        overlay_mounts => ov::overlay_mounts;
+        overlay_commit_rebase_table => ov::overlay_commit;
+        overlay_overlay_mount_option_order => ov::overlay_overlay_mount;
+        overlay_overlay_read => ov::overlay_overlay_read;
+        overlay_view => ov::overlay_view;
+        overlay_configured_index_not_overridden => ov::overlay_configured_index_not_overridden;
+        overlay_writable_dir => ov::overlay_writable_dir;
+        overlay_lowers_limit => ov::overlay_lowers_limit;
+    }
 }

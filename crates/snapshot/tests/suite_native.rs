@@ -3,44 +3,47 @@
 
 mod common;
 
-use berth_snapshot::testsuite::cases;
+#[cfg(test)]
+mod tests {
+    use berth_snapshot::testsuite::cases;
 
-macro_rules! suite {
-    ($($test:ident => $case:path, $name:literal;)*) => {
-        $(
-            #[test]
-            fn $test() {
-                common::run("native", &common::native_factory, $case, $name);
-            }
-        )*
-    };
-}
+    macro_rules! suite {
+        ($($test:ident => $case:path, $name:literal;)*) => {
+            $(
+                #[test]
+                fn $test() {
+                    crate::common::run("native", &crate::common::native_factory, $case, $name);
+                }
+            )*
+        };
+    }
 
-suite! {
-    basic => cases::basic, "Basic";
-    stat_active => cases::stat_active, "StatActive";
-    stat_comitted => cases::stat_committed, "StatComitted";
-    transitivity_test => cases::transitivity, "TransitivityTest";
-    preare_view_failingtest => cases::prepare_view_failing, "PreareViewFailingtest";
-    update => cases::update, "Update";
-    remove => cases::remove, "Remove";
-    walk => cases::walk, "Walk";
-    layer_fileupdate => cases::layer_file_update, "LayerFileupdate";
-    remove_directory_in_lower_layer => cases::remove_directory_in_lower_layer, "RemoveDirectoryInLowerLayer";
-    chown => cases::chown, "Chown";
-    directory_permission_on_commit => cases::directory_permission_on_commit, "DirectoryPermissionOnCommit";
-    remove_intermediate_snapshot => cases::remove_intermediate_snapshot, "RemoveIntermediateSnapshot";
-    deleted_files_in_child_snapshot => cases::deleted_files_in_child_snapshot, "DeletedFilesInChildSnapshot";
-    move_file_from_lower_layer => cases::move_file_from_lower_layer, "MoveFileFromLowerLayer";
-    view_readonly => cases::view_readonly, "ViewReadonly";
-    stat_in_walk => cases::stat_in_walk, "StatInWalk";
-    close_twice => cases::close_twice, "CloseTwice";
-    root_permission => cases::root_permission, "RootPermission";
-    rename => cases::rename, "Rename";
-    layers_128_mount => cases::layers_128_mount, "128LayersMount";
-}
+    suite! {
+        basic => cases::basic, "Basic";
+        stat_active => cases::stat_active, "StatActive";
+        stat_comitted => cases::stat_committed, "StatComitted";
+        transitivity_test => cases::transitivity, "TransitivityTest";
+        preare_view_failingtest => cases::prepare_view_failing, "PreareViewFailingtest";
+        update => cases::update, "Update";
+        remove => cases::remove, "Remove";
+        walk => cases::walk, "Walk";
+        layer_fileupdate => cases::layer_file_update, "LayerFileupdate";
+        remove_directory_in_lower_layer => cases::remove_directory_in_lower_layer, "RemoveDirectoryInLowerLayer";
+        chown => cases::chown, "Chown";
+        directory_permission_on_commit => cases::directory_permission_on_commit, "DirectoryPermissionOnCommit";
+        remove_intermediate_snapshot => cases::remove_intermediate_snapshot, "RemoveIntermediateSnapshot";
+        deleted_files_in_child_snapshot => cases::deleted_files_in_child_snapshot, "DeletedFilesInChildSnapshot";
+        move_file_from_lower_layer => cases::move_file_from_lower_layer, "MoveFileFromLowerLayer";
+        view_readonly => cases::view_readonly, "ViewReadonly";
+        stat_in_walk => cases::stat_in_walk, "StatInWalk";
+        close_twice => cases::close_twice, "CloseTwice";
+        root_permission => cases::root_permission, "RootPermission";
+        rename => cases::rename, "Rename";
+        layers_128_mount => cases::layers_128_mount, "128LayersMount";
+    }
 
-#[test]
-fn suite_table_lists_21_cases() {
-    assert_eq!(berth_snapshot::testsuite::SNAPSHOTTER_SUITE.len(), 21);
+    #[test]
+    fn suite_table_lists_21_cases() {
+        assert_eq!(berth_snapshot::testsuite::SNAPSHOTTER_SUITE.len(), 21);
+    }
 }
