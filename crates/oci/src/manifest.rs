@@ -419,6 +419,33 @@ mod tests {
     }
 
     #[test]
+    fn parses_skopeo_docker_v2s2_manifest() {
+        // `skopeo copy --format v2s2 oci:busybox-oci dir:…` wrote this for the busybox fixture.
+        let skopeo = r#"{"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.v2+json","config":{"mediaType":"application/vnd.docker.container.image.v1+json","size":445,"digest":"sha256:950d134c0b0a85899d5b75248118c49d439133b1c9cbf9c1aee4ddbb65645cc6"},"layers":[{"mediaType":"application/vnd.docker.image.rootfs.diff.tar.gzip","size":1036102,"digest":"sha256:c35cc138a9a70f4dfeab8c49e0457a1e070faeba69fc3a02d593dae5b2773981"}]}"#;
+        let docker = parse_manifest(skopeo.as_bytes(), "v2s2").unwrap();
+        let oci = parse_manifest(OCI_MANIFEST_JSON.as_bytes(), "oci").unwrap();
+        assert_eq!(docker.format, Format::DockerV2);
+        assert_eq!(
+            kind_of(docker.value.config().media_type().as_ref()),
+            MediaKind::Config
+        );
+        // Same blobs, different media types.
+        assert_eq!(docker.value.config().digest(), oci.value.config().digest());
+        assert_eq!(
+            docker.value.layers()[0].digest(),
+            oci.value.layers()[0].digest()
+        );
+        assert_eq!(
+            kind_of(docker.value.layers()[0].media_type().as_ref()),
+            kind_of(oci.value.layers()[0].media_type().as_ref())
+        );
+        assert!(matches!(
+            parse_document(skopeo.as_bytes(), "v2s2").unwrap(),
+            Document::Manifest(_)
+        ));
+    }
+
+    #[test]
     fn parses_docker_manifest_and_list() {
         let m = parse_manifest(docker_manifest().as_bytes(), "m").unwrap();
         assert_eq!(m.format, Format::DockerV2);
