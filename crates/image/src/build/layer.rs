@@ -5,7 +5,8 @@
 //! group names, and its permission bits including setuid/setgid/sticky. Hard links inside the
 //! tree become tar hard-link entries; symlinks are stored, never followed; sockets are
 //! skipped. The bytes pass through two digesters: one over the tar (the diffID) and one over
-//! the compressed stream (the blob digest), so nothing is read twice.
+//! the compressed stream (the blob digest), so nothing is read twice. Compression is the
+//! crate's [`Compressor`] (gzip with mtime 0 and no name, zstd with a checksum).
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -16,6 +17,7 @@ use std::path::{Path, PathBuf};
 use berth_oci::media_type::{self, Compression};
 use berth_oci::{Algorithm, Digest, Digester};
 
+use crate::compression::Compressor;
 use crate::import::error::{Error, Result};
 
 /// A written layer: what a manifest's layer descriptor and a config's `rootfs.diff_ids` need.
@@ -58,40 +60,6 @@ impl<W: Write> Write for HashingWriter<W> {
 
     fn flush(&mut self) -> io::Result<()> {
         self.inner.flush()
-    }
-}
-
-enum Encoder<W: Write> {
-    Plain(W),
-    Gzip(flate2::write::GzEncoder<W>),
-    Zstd(zstd::stream::write::Encoder<'static, W>),
-}
-
-impl<W: Write> Encoder<W> {
-    fn finish(self) -> io::Result<W> {
-        match self {
-            Encoder::Plain(w) => Ok(w),
-            Encoder::Gzip(e) => e.finish(),
-            Encoder::Zstd(e) => e.finish(),
-        }
-    }
-}
-
-impl<W: Write> Write for Encoder<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Encoder::Plain(w) => w.write(buf),
-            Encoder::Gzip(e) => e.write(buf),
-            Encoder::Zstd(e) => e.write(buf),
-        }
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        match self {
-            Encoder::Plain(w) => w.flush(),
-            Encoder::Gzip(e) => e.flush(),
-            Encoder::Zstd(e) => e.flush(),
-        }
     }
 }
 
@@ -146,23 +114,7 @@ impl LayerBuilder {
     pub fn write<W: Write>(&self, dir: &Path, out: W) -> Result<LayerInfo> {
         let out_err = |e| Error::io("write layer", dir, e);
         let compressed = HashingWriter::new(out);
-        let encoder = match self.compression {
-            Compression::None => Encoder::Plain(compressed),
-            Compression::Gzip => {
-                let level = self.level.unwrap_or(6).clamp(0, 9) as u32;
-                Encoder::Gzip(
-                    flate2::GzBuilder::new()
-                        .mtime(0)
-                        .write(compressed, flate2::Compression::new(level)),
-                )
-            }
-            Compression::Zstd => {
-                let level = self.level.unwrap_or(3).clamp(1, 22);
-                Encoder::Zstd(
-                    zstd::stream::write::Encoder::new(compressed, level).map_err(out_err)?,
-                )
-            }
-        };
+        let encoder = Compressor::new(compressed, self.compression, self.level).map_err(out_err)?;
         let mut tar = tar::Builder::new(HashingWriter::new(encoder));
         self.append_tree(&mut tar, dir)?;
         tar.finish().map_err(out_err)?;

@@ -33,14 +33,9 @@ pub(crate) struct Stored {
     pub(crate) compression: Compression,
 }
 
-/// Sniffs the compression of a layer from its first bytes.
+/// Sniffs the compression of a layer from its first bytes (the crate's magic detection).
 pub(crate) fn sniff(head: &[u8]) -> Compression {
-    match head {
-        [0x1f, 0x8b, 0x08, ..] => Compression::Gzip,
-        [0x28, 0xb5, 0x2f, 0xfd, ..] => Compression::Zstd,
-        [a, 0x2a, 0x4d, 0x18, ..] if a & 0xf0 == 0x50 => Compression::Zstd,
-        _ => Compression::None,
-    }
+    crate::compression::detect(head)
 }
 
 /// A reader that keeps the first bytes it passes, to sniff compression without a second read.
