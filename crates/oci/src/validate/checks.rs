@@ -8,6 +8,44 @@ use oci_spec::runtime::{LinuxIdMapping, LinuxNamespaceType, Spec};
 
 use super::{CAPABILITIES, MAX_ID_MAPPINGS, RLIMITS};
 
+/// The values `linux.rootfsPropagation` may take (those runc accepts).
+const ROOTFS_PROPAGATIONS: [&str; 8] = [
+    "private",
+    "rprivate",
+    "slave",
+    "rslave",
+    "shared",
+    "rshared",
+    "unbindable",
+    "runbindable",
+];
+
+/// IPC sysctls outside the `fs.mqueue.` prefix (see `sysctl_namespace`).
+const IPC_SYSCTLS: [&str; 8] = [
+    "kernel.msgmax",
+    "kernel.msgmnb",
+    "kernel.msgmni",
+    "kernel.sem",
+    "kernel.shmall",
+    "kernel.shmmax",
+    "kernel.shmmni",
+    "kernel.shm_rmid_forced",
+];
+
+/// The namespace a sysctl belongs to, or `None` when it is global (setting it from a container
+/// would change the host), following runc's rules.
+fn sysctl_namespace(key: &str) -> Option<LinuxNamespaceType> {
+    if IPC_SYSCTLS.contains(&key) || key.starts_with("fs.mqueue.") {
+        Some(LinuxNamespaceType::Ipc)
+    } else if key.starts_with("net.") {
+        Some(LinuxNamespaceType::Network)
+    } else if key == "kernel.hostname" || key == "kernel.domainname" {
+        Some(LinuxNamespaceType::Uts)
+    } else {
+        None
+    }
+}
+
 /// Every problem of a decoded spec, in document order.
 pub(super) fn problems(spec: &Spec) -> Vec<String> {
     let mut p = Vec::new();
@@ -111,6 +149,13 @@ fn check_process(spec: &Spec, p: &mut Vec<String>) {
         Some(_) => {}
     }
     check_absolute("process.cwd", process.cwd(), p);
+    if let Some(adj) = process.oom_score_adj()
+        && !(-1000..=1000).contains(&adj)
+    {
+        p.push(format!(
+            "process.oomScoreAdj: {adj} is outside -1000..=1000"
+        ));
+    }
     if let Some(env) = process.env() {
         for (i, e) in env.iter().enumerate() {
             match e.split_once('=') {
@@ -285,8 +330,26 @@ fn check_linux(spec: &Spec, p: &mut Vec<String>) {
                 p.push(format!(
                     "linux.sysctl: key {key:?} contains whitespace or NUL"
                 ));
+            } else {
+                match sysctl_namespace(key) {
+                    Some(ns) if has(ns) => {}
+                    Some(ns) => p.push(format!(
+                        "linux.sysctl: {key} needs namespace type {ns}, which is not configured"
+                    )),
+                    None => p.push(format!(
+                        "linux.sysctl: {key} is not namespaced; setting it would change the host"
+                    )),
+                }
             }
         }
+    }
+    if let Some(propagation) = linux.rootfs_propagation()
+        && !ROOTFS_PROPAGATIONS.contains(&propagation.as_str())
+    {
+        p.push(format!(
+            "linux.rootfsPropagation: unknown value {propagation:?} (expected one of {})",
+            ROOTFS_PROPAGATIONS.join(", ")
+        ));
     }
     for (i, d) in linux.devices().iter().flatten().enumerate() {
         check_absolute(&format!("linux.devices[{i}].path"), d.path(), p);

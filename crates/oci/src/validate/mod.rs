@@ -16,14 +16,18 @@
 //! - `root.path` is present and non-empty;
 //! - `process` (when present): `args` non-empty with a non-empty first entry, `cwd` absolute,
 //!   `env` entries `KEY=value` with a non-empty key, capability and rlimit names known
-//!   ([`CAPABILITIES`], [`RLIMITS`]), rlimit types unique and soft ≤ hard;
+//!   ([`CAPABILITIES`], [`RLIMITS`]), rlimit types unique and soft ≤ hard, `oomScoreAdj`
+//!   within -1000..=1000;
 //! - `mounts[].destination` absolute, and mount id-mappings sane;
 //! - `hooks.*[].path` absolute and `timeout` > 0;
 //! - `linux`: namespace types unique and their paths absolute; uid/gid mappings with size > 0,
 //!   no overflow, no overlapping ranges, at most 340 entries, and present exactly when a new
 //!   user namespace is created; `hostname`/`domainname` only with a UTS namespace; sysctl keys
-//!   non-empty without whitespace; device, masked and read-only paths absolute; seccomp has a
-//!   default action and every syscall rule names non-empty syscalls.
+//!   non-empty without whitespace and namespaced in a namespace the spec creates or joins
+//!   (runc's rule: IPC sysctls need `ipc`, `net.*` needs `network`, `kernel.hostname` and
+//!   `kernel.domainname` need `uts`, anything else would change the host); a known
+//!   `rootfsPropagation`; device, masked and read-only paths absolute; seccomp has a default
+//!   action and every syscall rule names non-empty syscalls.
 
 mod checks;
 #[cfg(test)]

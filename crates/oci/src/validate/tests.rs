@@ -64,6 +64,7 @@ fn good_spec() -> Spec {
             ns(LinuxNamespaceType::Mount),
             ns(LinuxNamespaceType::Uts),
             ns(LinuxNamespaceType::User),
+            ns(LinuxNamespaceType::Network),
         ])
         .uid_mappings(vec![mapping(0, 100_000, 65_536)])
         .gid_mappings(vec![mapping(0, 100_000, 65_536)])
@@ -372,7 +373,10 @@ fn checks_namespaces_and_mappings() {
     // Mappings without a user namespace, and a new user namespace without mappings.
     let mut spec = good_spec();
     if let Some(l) = spec.linux_mut() {
-        l.set_namespaces(Some(vec![ns(LinuxNamespaceType::Uts)]));
+        l.set_namespaces(Some(vec![
+            ns(LinuxNamespaceType::Uts),
+            ns(LinuxNamespaceType::Network),
+        ]));
     }
     assert_one_problem(&spec, "no user namespace is configured");
     let mut spec = good_spec();
@@ -385,7 +389,11 @@ fn checks_namespaces_and_mappings() {
     if let Some(l) = spec.linux_mut() {
         let mut userns = ns(LinuxNamespaceType::User);
         userns.set_path(Some("/proc/1/ns/user".into()));
-        l.set_namespaces(Some(vec![ns(LinuxNamespaceType::Uts), userns]));
+        l.set_namespaces(Some(vec![
+            ns(LinuxNamespaceType::Uts),
+            ns(LinuxNamespaceType::Network),
+            userns,
+        ]));
         l.set_uid_mappings(None);
         l.set_gid_mappings(None);
     }
@@ -393,7 +401,10 @@ fn checks_namespaces_and_mappings() {
     // A hostname needs a UTS namespace.
     let mut spec = good_spec();
     if let Some(l) = spec.linux_mut() {
-        l.set_namespaces(Some(vec![ns(LinuxNamespaceType::User)]));
+        l.set_namespaces(Some(vec![
+            ns(LinuxNamespaceType::User),
+            ns(LinuxNamespaceType::Network),
+        ]));
     }
     assert_one_problem(&spec, "hostname: set without a UTS namespace");
 }
@@ -598,4 +609,66 @@ fn capability_and_rlimit_tables_match_oci_spec() {
         let r: PosixRlimitType = serde_json::from_value(Value::from(name)).unwrap();
         assert_eq!(serde_json::to_value(r).unwrap(), Value::from(name));
     }
+}
+
+#[test]
+fn checks_sysctl_namespaces_propagation_and_oom_score() {
+    let mut spec = good_spec();
+    if let Some(l) = spec.linux_mut() {
+        l.set_namespaces(Some(vec![
+            ns(LinuxNamespaceType::Uts),
+            ns(LinuxNamespaceType::User),
+        ]));
+        l.set_sysctl(Some(
+            [
+                ("net.ipv4.ip_forward", "1"),
+                ("kernel.shmmax", "1"),
+                ("fs.mqueue.msg_max", "10"),
+                ("kernel.domainname", "x"),
+                ("vm.overcommit_memory", "1"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect(),
+        ));
+        l.set_rootfs_propagation(Some("sideways".to_owned()));
+    }
+    if let Some(p) = spec.process_mut() {
+        p.set_oom_score_adj(Some(1001));
+    }
+    let problems = problems_of(&spec);
+    assert_eq!(
+        problems,
+        vec![
+            "process.oomScoreAdj: 1001 is outside -1000..=1000".to_owned(),
+            "linux.sysctl: fs.mqueue.msg_max needs namespace type ipc, which is not configured".to_owned(),
+            "linux.sysctl: kernel.shmmax needs namespace type ipc, which is not configured".to_owned(),
+            "linux.sysctl: net.ipv4.ip_forward needs namespace type net, which is not configured".to_owned(),
+            "linux.sysctl: vm.overcommit_memory is not namespaced; setting it would change the host"
+                .to_owned(),
+            "linux.rootfsPropagation: unknown value \"sideways\" (expected one of private, \
+             rprivate, slave, rslave, shared, rshared, unbindable, runbindable)"
+                .to_owned(),
+        ]
+    );
+
+    // With the namespaces configured (a joined one counts) the same sysctls are fine.
+    if let Some(l) = spec.linux_mut() {
+        let mut netns = ns(LinuxNamespaceType::Network);
+        netns.set_path(Some("/var/run/netns/test".into()));
+        l.set_namespaces(Some(vec![
+            ns(LinuxNamespaceType::Uts),
+            ns(LinuxNamespaceType::User),
+            ns(LinuxNamespaceType::Ipc),
+            netns,
+        ]));
+        if let Some(sysctl) = l.sysctl_mut() {
+            sysctl.remove("vm.overcommit_memory");
+        }
+        l.set_rootfs_propagation(Some("rslave".to_owned()));
+    }
+    if let Some(p) = spec.process_mut() {
+        p.set_oom_score_adj(Some(-1000));
+    }
+    validate(&spec).unwrap();
 }
