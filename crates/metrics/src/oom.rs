@@ -35,8 +35,9 @@ use crate::v2::read_memory_events_file;
 pub struct OomEvent {
     /// The memory cgroup directory that went out of memory.
     pub cgroup: PathBuf,
-    /// The cgroup's OOM-kill count after the event (v1 `oom_control` `oom_kill`, v2
-    /// `memory.events` `oom_kill`), when the kernel reports it.
+    /// The cgroup's OOM-kill count read right after the event (v1 `oom_control` `oom_kill`, v2
+    /// `memory.events` `oom_kill`), when the kernel reports it. On v1 the kernel signals the
+    /// OOM before it kills the victim, so this count may not include the kill of this event yet.
     pub oom_kills: Option<u64>,
 }
 
