@@ -4,6 +4,20 @@
 //! shares, with no I/O of its own: [`Digest`]s and their verification, descriptors and media
 //! types, platforms, image references, layer chain IDs, and validation of runtime specs.
 //! The `oci-spec` crate's types are used at the boundaries and re-exported as [`spec`].
+//!
+//! | module | what it gives |
+//! | --- | --- |
+//! | [`digest`] | validated [`Digest`]s, a streaming [`Digester`] whose state can be saved and restored (resumable ingests), a [`VerifyingReader`] |
+//! | [`media_type`] | OCI and Docker media types and what each denotes ([`MediaKind`]) |
+//! | [`manifest`] | size-capped decoding of manifests, indexes and configs of both families |
+//! | [`docker_archive`] | the `manifest.json` of `docker save` archives, with path safety |
+//! | [`platform`] | [`Platform`] parsing/normalisation and the containerd-style [`Matcher`] |
+//! | [`reference`](mod@reference) | image [`Reference`]s, normalised like Docker (`busybox` → `docker.io/library/busybox:latest`) |
+//! | [`chain_id`](mod@chain_id) | diffID → chainID |
+//! | [`validate`](mod@validate) | runtime-spec validation listing every problem |
+//!
+//! Every fallible function returns this crate's [`Error`], whose [`Error::kind`] classifies it
+//! in containerd's `errdefs` manner. Bad input never panics.
 
 pub mod chain_id;
 pub mod digest;

@@ -57,6 +57,24 @@ pub struct Parsed<T> {
 }
 
 impl<T> Parsed<T> {
+    /// Checks that the media type a descriptor declared for this document agrees with the
+    /// document's own `mediaType` (when it has one), as containerd does, so that a manifest
+    /// cannot be passed off as an index or a Docker document as an OCI one.
+    ///
+    /// # Errors
+    /// [`Error::InvalidDocument`] naming `what` and both media types when they differ.
+    pub fn check_declared_media_type(&self, what: &str, declared: &str) -> Result<()> {
+        match &self.media_type {
+            Some(own) if own != declared => Err(invalid(
+                what,
+                format!(
+                    "the descriptor declares media type {declared:?} but the document says {own:?}"
+                ),
+            )),
+            _ => Ok(()),
+        }
+    }
+
     /// The media type to record for the document: its own `mediaType`, or the OCI type for
     /// `kind` when the document omitted it (allowed by the OCI spec).
     fn effective_media_type(&self, oci_default: &'static str) -> String {
@@ -443,6 +461,28 @@ mod tests {
             parse_document(skopeo.as_bytes(), "v2s2").unwrap(),
             Document::Manifest(_)
         ));
+    }
+
+    #[test]
+    fn checks_declared_media_type() {
+        let m = parse_manifest(docker_manifest().as_bytes(), "sha256:m").unwrap();
+        m.check_declared_media_type("sha256:m", DOCKER_MANIFEST)
+            .unwrap();
+        let err = m
+            .check_declared_media_type("sha256:m", OCI_MANIFEST)
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::InvalidDocument { what, reason }
+                if what == "sha256:m" && reason.contains(OCI_MANIFEST) && reason.contains(DOCKER_MANIFEST)),
+            "{err}"
+        );
+        // A document without its own media type accepts what the descriptor declares.
+        let bare = OCI_MANIFEST_JSON.replace(
+            r#","mediaType":"application/vnd.oci.image.manifest.v1+json","schemaVersion""#,
+            r#","schemaVersion""#,
+        );
+        let p = parse_manifest(bare.as_bytes(), "m").unwrap();
+        p.check_declared_media_type("m", DOCKER_MANIFEST).unwrap();
     }
 
     #[test]
