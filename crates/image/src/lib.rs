@@ -12,6 +12,7 @@ pub use error::{Error, ErrorKind, Result};
 
 pub mod apply;
 pub mod compression;
+pub mod diff;
 
 pub mod build;
 pub mod export;
