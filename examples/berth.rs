@@ -1,0 +1,87 @@
+//! `berth`: the command line over the berth crates.
+//!
+//! ```text
+//! berth [--root DIR] image import PATH [--name REF] [--platform P | --all-platforms]
+//! berth [--root DIR] image ls | rm REF… | tag SRC DST | export REF DEST [--format oci-dir|oci-archive]
+//! berth [--root DIR] content ls | gc | verify
+//! ```
+//!
+//! The store root defaults to `/var/lib/berth` for root, else `$XDG_DATA_HOME/berth`
+//! (`~/.local/share/berth`). Each command group lives in its own module under `berth_cli/`;
+//! adding a group means adding a module, a variant of [`Group`] and a line in `main`.
+//! Errors print one line (with their causes) and exit with status 1.
+
+#[path = "berth_cli/content.rs"]
+mod content;
+#[path = "berth_cli/image.rs"]
+mod image;
+#[path = "berth_cli/progress.rs"]
+mod progress;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use berth::image::content::ContentStore;
+use clap::{Parser, Subcommand};
+
+/// berth: images, content, snapshots and containers.
+#[derive(Debug, Parser)]
+#[command(name = "berth", version, about)]
+struct Cli {
+    /// Store root (default: /var/lib/berth as root, else $XDG_DATA_HOME/berth).
+    #[arg(long, global = true)]
+    root: Option<PathBuf>,
+    #[command(subcommand)]
+    group: Group,
+}
+
+#[derive(Debug, Subcommand)]
+enum Group {
+    /// Manage images.
+    #[command(subcommand)]
+    Image(image::ImageCommand),
+    /// Inspect and maintain the content store.
+    #[command(subcommand)]
+    Content(content::ContentCommand),
+}
+
+/// The default store root. Stores live below it: `content/` (blobs, metadata), and the
+/// other groups' own directories.
+fn default_root() -> PathBuf {
+    if is_root() {
+        return PathBuf::from("/var/lib/berth");
+    }
+    let data = std::env::var_os("XDG_DATA_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+        .unwrap_or_else(|| PathBuf::from("."));
+    data.join("berth")
+}
+
+fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+fn run(cli: &Cli) -> Result<()> {
+    let root = cli.root.clone().unwrap_or_else(default_root);
+    let content_root = root.join("content");
+    let store = ContentStore::open(&content_root)
+        .with_context(|| format!("opening the content store at {}", content_root.display()))?;
+    match &cli.group {
+        Group::Image(cmd) => image::run(&store, cmd),
+        Group::Content(cmd) => content::run(&store, cmd),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(&cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("berth: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
