@@ -292,21 +292,14 @@ fn check_linux(spec: &Spec, p: &mut Vec<String>) {
         }
     }
     let has = |t: LinuxNamespaceType| namespaces.iter().any(|n| n.typ() == t);
-    let new_userns = namespaces
-        .iter()
-        .any(|n| n.typ() == LinuxNamespaceType::User && n.path().is_none());
     let uid_maps = linux.uid_mappings().as_deref().unwrap_or_default();
     let gid_maps = linux.gid_mappings().as_deref().unwrap_or_default();
     check_mappings("linux.uidMappings", uid_maps, p);
     check_mappings("linux.gidMappings", gid_maps, p);
-    if has(LinuxNamespaceType::User) {
-        if new_userns && (uid_maps.is_empty() || gid_maps.is_empty()) {
-            p.push(
-                "linux.uidMappings/gidMappings: a new user namespace needs both uid and gid mappings"
-                    .to_owned(),
-            );
-        }
-    } else if !uid_maps.is_empty() || !gid_maps.is_empty() {
+    // A new user namespace without mappings is allowed: the runtime may supply defaults (crun
+    // maps the calling user for `crun spec --rootless`). Mappings without a user namespace are
+    // refused, as runc does.
+    if !has(LinuxNamespaceType::User) && (!uid_maps.is_empty() || !gid_maps.is_empty()) {
         p.push(
             "linux.uidMappings/gidMappings: mappings are given but no user namespace is configured"
                 .to_owned(),

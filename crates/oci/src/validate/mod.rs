@@ -21,8 +21,9 @@
 //! - `mounts[].destination` absolute, and mount id-mappings sane;
 //! - `hooks.*[].path` absolute and `timeout` > 0;
 //! - `linux`: namespace types unique and their paths absolute; uid/gid mappings with size > 0,
-//!   no overflow, no overlapping ranges, at most 340 entries, and present exactly when a new
-//!   user namespace is created; `hostname`/`domainname` only with a UTS namespace; sysctl keys
+//!   no overflow, no overlapping ranges, at most 340 entries, and given only with a user
+//!   namespace (runc's rule; a new user namespace without mappings is left to the runtime's
+//!   defaults, as crun does for rootless specs); `hostname`/`domainname` only with a UTS namespace; sysctl keys
 //!   non-empty without whitespace and namespaced in a namespace the spec creates or joins
 //!   (runc's rule: IPC sysctls need `ipc`, `net.*` needs `network`, `kernel.hostname` and
 //!   `kernel.domainname` need `uts`, anything else would change the host); a known
