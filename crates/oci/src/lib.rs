@@ -18,6 +18,30 @@
 //!
 //! Every fallible function returns this crate's [`Error`], whose [`Error::kind`] classifies it
 //! in containerd's `errdefs` manner. Bad input never panics.
+//!
+//! ```
+//! use berth_oci::{Algorithm, Digest, Digester, Matcher, Reference};
+//!
+//! # fn main() -> berth_oci::Result<()> {
+//! let name: Reference = "busybox".parse()?;
+//! assert_eq!(name.to_string(), "docker.io/library/busybox:latest");
+//! assert_eq!(name.familiar(), "busybox:latest");
+//!
+//! // An arm/v7 host runs armhf images, and prefers v7 to v6.
+//! let host = Matcher::only(&"linux/arm/v7".parse()?);
+//! assert!(host.matches(&"linux/armhf".parse()?));
+//! assert!(host.less(&"linux/arm/v7".parse()?, &"linux/arm/v6".parse()?));
+//!
+//! // Hashing can stop, be saved, and continue elsewhere without re-reading.
+//! let mut digester = Digester::new(Algorithm::Sha256);
+//! digester.update(b"hello ");
+//! let saved: Vec<u8> = digester.save_state();
+//! let mut resumed = Digester::restore_state(Algorithm::Sha256, &saved)?;
+//! resumed.update(b"world");
+//! assert_eq!(resumed.finalize(), Digest::sha256(b"hello world"));
+//! # Ok(())
+//! # }
+//! ```
 
 pub mod chain_id;
 pub mod digest;
