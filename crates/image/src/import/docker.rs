@@ -22,7 +22,6 @@ use super::oci::Found;
 use super::plan::{Plan, StreamBlob, read_small_file};
 use super::select::{PlatformChoice, platform_of_config, to_spec_platform};
 use super::source::Source;
-use crate::progress::{Progress, report_done};
 
 /// One image of the archive, planned.
 #[derive(Debug)]
@@ -47,7 +46,6 @@ fn digest_from_path(path: &str) -> Option<Digest> {
 pub(crate) fn plan_archive(
     source: &dyn Source,
     choice: &PlatformChoice,
-    progress: &dyn Progress,
 ) -> Result<(Plan, Vec<PlannedImage>)> {
     let entries = parse_manifest_json(&read_small_file(source, "manifest.json")?)?;
     let mut plan = Plan::default();
@@ -102,12 +100,6 @@ pub(crate) fn plan_archive(
             .iter()
             .map(|t| super::select::normalize_reference(t))
             .collect::<Result<Vec<_>>>()?;
-        report_done(
-            progress,
-            &config_digest.to_string(),
-            "config",
-            bytes.len() as u64,
-        );
         images.push(PlannedImage {
             names,
             config_digest: config_digest.clone(),

@@ -179,11 +179,11 @@ pub fn import(store: &ContentStore, path: &Path, opts: &ImportOptions<'_>) -> Re
     // Plan (documents verified and in memory, layers located).
     let (mut plan, docker_images, mut found) = match format {
         Format::OciDir | Format::OciArchive => {
-            let (plan, found) = oci::plan_layout(source, opts.platform, opts.progress)?;
+            let (plan, found) = oci::plan_layout(source, opts.platform)?;
             (plan, Vec::new(), found)
         }
         Format::DockerArchive => {
-            let (plan, images) = docker::plan_archive(source, opts.platform, opts.progress)?;
+            let (plan, images) = docker::plan_archive(source, opts.platform)?;
             (plan, images, Vec::new())
         }
     };

@@ -21,7 +21,6 @@ use super::error::{Error, Result};
 use super::plan::{Plan, plan_layer, read_document, read_small_file};
 use super::select::{PlatformChoice, descriptor_platform, platform_of_config};
 use super::source::Source;
-use crate::progress::Progress;
 
 /// `io.containerd.image.name`: the full image name containerd records in an index entry.
 pub const ANNOTATION_CONTAINERD_NAME: &str = "io.containerd.image.name";
@@ -49,7 +48,6 @@ fn digest_of(d: &Descriptor) -> Result<Digest> {
 struct Planner<'a> {
     source: &'a dyn Source,
     choice: &'a PlatformChoice,
-    progress: &'a dyn Progress,
     plan: Plan,
 }
 
@@ -57,24 +55,16 @@ impl Planner<'_> {
     /// Reads the manifest or index `desc` points to.
     fn read(&self, desc: &Descriptor, referenced_by: &str) -> Result<(Digest, Vec<u8>)> {
         let digest = digest_of(desc)?;
-        let kind = match kind_of(&media_type_of(desc)) {
-            MediaKind::Index => "index",
-            MediaKind::Manifest => "manifest",
-            _ => {
-                return Err(Error::UnsupportedMediaType {
-                    media_type: media_type_of(desc),
-                    digest,
-                });
-            }
-        };
-        let bytes = read_document(
-            self.source,
-            &digest,
-            desc.size(),
-            referenced_by,
-            self.progress,
-            kind,
-        )?;
+        if !matches!(
+            kind_of(&media_type_of(desc)),
+            MediaKind::Index | MediaKind::Manifest
+        ) {
+            return Err(Error::UnsupportedMediaType {
+                media_type: media_type_of(desc),
+                digest,
+            });
+        }
+        let bytes = read_document(self.source, &digest, desc.size(), referenced_by)?;
         Ok((digest, bytes))
     }
 
@@ -109,14 +99,8 @@ impl Planner<'_> {
                         digest: config_digest,
                     });
                 }
-                let config_bytes = read_document(
-                    self.source,
-                    &config_digest,
-                    config.size(),
-                    &what,
-                    self.progress,
-                    "config",
-                )?;
+                let config_bytes =
+                    read_document(self.source, &config_digest, config.size(), &what)?;
                 let parsed = manifest::parse_config(&config_bytes, &config_digest.to_string())?;
                 let platform = match descriptor_platform(desc) {
                     Some(p) => p,
@@ -208,7 +192,6 @@ fn entry_names(desc: &Descriptor) -> Result<Vec<String>> {
 pub(crate) fn plan_layout(
     source: &dyn Source,
     choice: &PlatformChoice,
-    progress: &dyn Progress,
 ) -> Result<(Plan, Vec<Found>)> {
     let layout = read_small_file(source, "oci-layout")?;
     let layout: serde_json::Value = serde_json::from_slice(&layout).map_err(|e| Error::Json {
@@ -230,7 +213,6 @@ pub(crate) fn plan_layout(
     let mut planner = Planner {
         source,
         choice,
-        progress,
         plan: Plan::default(),
     };
     let mut found = Vec::new();

@@ -10,7 +10,6 @@ use berth_oci::Digest;
 
 use super::error::{Error, Result};
 use super::source::{Source, SourceReader};
-use crate::progress::Progress;
 
 /// A document read and verified during planning, to be stored from memory.
 #[derive(Debug, Clone)]
@@ -125,8 +124,6 @@ pub(crate) fn read_document(
     digest: &Digest,
     size: u64,
     referenced_by: &str,
-    progress: &dyn Progress,
-    kind: &str,
 ) -> Result<Vec<u8>> {
     if size > berth_oci::manifest::MAX_DOCUMENT_SIZE {
         return Err(Error::JsonTooLarge {
@@ -166,7 +163,6 @@ pub(crate) fn read_document(
             actual: got.to_string(),
         }));
     }
-    crate::progress::report_done(progress, &digest.to_string(), kind, size);
     Ok(bytes)
 }
 
