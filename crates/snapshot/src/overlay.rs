@@ -70,14 +70,10 @@ impl OverlaySnapshotter {
                 reason: "overlayfs is not available (not listed in /proc/filesystems)".into(),
             });
         }
+        check_root_path(root)?;
         let store = Store::open(root, OverlayDriver::new(opts))?;
-        let text = store.paths.root.to_string_lossy();
-        if text.contains([':', ',', '\n']) {
-            return Err(Error::invalid(
-                text.into_owned(),
-                "overlay root path must not contain ':', ',' or newlines",
-            ));
-        }
+        // The canonical path (symlinks resolved) is what goes into the options.
+        check_root_path(&store.paths.root)?;
         Ok(OverlaySnapshotter { store })
     }
 
@@ -93,6 +89,17 @@ impl OverlaySnapshotter {
 }
 
 delegate_snapshotter!(OverlaySnapshotter);
+
+fn check_root_path(root: &Path) -> Result<()> {
+    let text = root.to_string_lossy();
+    if text.contains([':', ',', '\n']) {
+        return Err(Error::invalid(
+            text.into_owned(),
+            "overlay root path must not contain ':', ',' or newlines",
+        ));
+    }
+    Ok(())
+}
 
 /// Whether the running kernel offers overlayfs.
 pub fn overlay_supported() -> bool {

@@ -22,7 +22,7 @@ use std::time::SystemTime;
 use crate::error::{Error, Result};
 use crate::filter::Filter;
 use crate::fsutil;
-use crate::metadata::{MetaStore, Snapshot};
+use crate::metadata::{MetaStore, Snapshot, WriteTx};
 use crate::mount::Mount;
 use crate::snapshotter::WalkFn;
 use crate::types::{Capability, DirLayout, Info, Kind, Opts, Usage, WritableDir};
@@ -183,9 +183,36 @@ impl<D: Driver> Store<D> {
 
     pub fn commit(&self, name: &str, key: &str, opts: &Opts) -> Result<()> {
         self.check_open()?;
-        let session = self.meta.session()?;
-        let tx = session.begin_write()?;
-        let snap = tx.snapshot(key)?;
+        let mut attempts = 0;
+        loop {
+            // Measure the layer before taking the lock: the walk is O(size) and the active
+            // snapshot belongs to the caller, so nobody else changes it meanwhile.
+            let first = self.meta.session()?.snapshot(key)?;
+            let usage = match first.kind {
+                Kind::Active => fsutil::disk_usage(&self.paths.fs(first.id))?,
+                _ => Usage::default(),
+            };
+            let session = self.meta.session()?;
+            let tx = session.begin_write()?;
+            let snap = tx.snapshot(key)?;
+            if snap.id != first.id && attempts < 3 {
+                // Removed and re-prepared under the same key in between: measure again.
+                attempts += 1;
+                continue;
+            }
+            return self.commit_locked(tx, &snap, name, key, opts, usage);
+        }
+    }
+
+    fn commit_locked(
+        &self,
+        tx: WriteTx,
+        snap: &Snapshot,
+        name: &str,
+        key: &str,
+        opts: &Opts,
+        usage: Usage,
+    ) -> Result<()> {
         if snap.kind != Kind::Active {
             return Err(Error::precondition(
                 key,
@@ -213,7 +240,6 @@ impl<D: Driver> Store<D> {
             };
             self.driver.check(key, &rebased)?;
         }
-        let usage = fsutil::disk_usage(&self.paths.fs(snap.id))?;
         tx.commit_active(key, name, usage, opts, now())?;
         tx.commit()
     }
