@@ -3,7 +3,12 @@
 //! re-hashed, and the ref either resumes to a correct commit or aborts cleanly.
 //!
 //! The child is this test binary re-executed with `BERTH_CRASH_CHILD` set.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::tests_outside_test_module
+)]
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
@@ -11,8 +16,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use berth_image::content::{ContentStore, Expected};
 use berth_image::ErrorKind;
+use berth_image::content::{ContentStore, Expected};
 use berth_oci::Digest;
 
 const CHILD_ENV: &str = "BERTH_CRASH_CHILD";
@@ -104,7 +109,12 @@ fn child_main(spec: &str) {
 fn spawn_child(spec: &str) -> (ChildGuard, BufReader<std::process::ChildStdout>) {
     let exe = std::env::current_exe().unwrap();
     let mut child = Command::new(exe)
-        .args(["--exact", "sigkill_mid_ingest", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "sigkill_mid_ingest",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(CHILD_ENV, spec)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -134,15 +144,28 @@ fn kill_9(mut guard: ChildGuard) {
 }
 
 /// After a crash: nothing corrupt, the ingest is consistent, and it resumes (or aborts).
-fn check_after_crash(root: &Path, r#ref: &str, data: &[u8], expect_offset: Option<u64>, resume: bool) {
+fn check_after_crash(
+    root: &Path,
+    r#ref: &str,
+    data: &[u8],
+    expect_offset: Option<u64>,
+    resume: bool,
+) {
     let store = ContentStore::open(root).unwrap();
     let report = store.verify().unwrap();
-    assert!(report.is_ok(), "corrupt blobs after crash: {:?}", report.corrupt);
+    assert!(
+        report.is_ok(),
+        "corrupt blobs after crash: {:?}",
+        report.corrupt
+    );
     let d = Digest::sha256(data);
     let committed = store.exists(&d);
     match store.status(r#ref) {
         Ok(st) => {
-            assert!(!committed || st.offset == 0, "both blob and a partial ingest");
+            assert!(
+                !committed || st.offset == 0,
+                "both blob and a partial ingest"
+            );
             if let Some(off) = expect_offset {
                 assert_eq!(st.offset, off, "offset after crash");
             }
@@ -152,20 +175,34 @@ fn check_after_crash(root: &Path, r#ref: &str, data: &[u8], expect_offset: Optio
         }
         Err(e) => {
             assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
-            assert!(committed || expect_offset.is_none(), "ingest vanished without a commit");
+            assert!(
+                committed || expect_offset.is_none(),
+                "ingest vanished without a commit"
+            );
         }
     }
     if resume {
         let mut seen_offset = None;
         let info = store
-            .ingest(r#ref, data, &d, Some(data.len() as u64), &BTreeMap::new(), &mut |done, _| {
-                seen_offset.get_or_insert(done);
-            })
+            .ingest(
+                r#ref,
+                data,
+                &d,
+                Some(data.len() as u64),
+                &BTreeMap::new(),
+                &mut |done, _| {
+                    seen_offset.get_or_insert(done);
+                },
+            )
             .unwrap();
         assert_eq!(info.digest, d);
         assert_eq!(info.size, data.len() as u64);
         if let (Some(off), false) = (expect_offset, committed) {
-            assert_eq!(seen_offset, Some(off), "the copy resumed at the crash offset");
+            assert_eq!(
+                seen_offset,
+                Some(off),
+                "the copy resumed at the crash offset"
+            );
         }
         assert_eq!(store.read_all(&d, u64::MAX).unwrap(), data);
         assert_eq!(store.status(r#ref).unwrap_err().kind(), ErrorKind::NotFound);
@@ -189,7 +226,10 @@ fn sigkill_mid_ingest() {
     let size = 1024 * 1024 + 123;
     // Killed at fixed offsets: before the first byte, after one byte, mid-block, at the end
     // (before commit). Odd cases resume, even ones abort.
-    for (i, stop) in [0usize, 1, 4096 + 7, size / 2, size].into_iter().enumerate() {
+    for (i, stop) in [0usize, 1, 4096 + 7, size / 2, size]
+        .into_iter()
+        .enumerate()
+    {
         let tmp = TempRoot::new("fixed");
         let seed = 100 + i as u64;
         let data = content(seed, size);
@@ -211,7 +251,9 @@ fn sigkill_mid_ingest() {
         for kill in 0..2 {
             let (guard, mut out) = spawn_child(&spec);
             wait_ready(&mut out);
-            std::thread::sleep(Duration::from_millis(rand_suffix() % (4 + 6 * round + kill)));
+            std::thread::sleep(Duration::from_millis(
+                rand_suffix() % (4 + 6 * round + kill),
+            ));
             kill_9(guard);
             let store = ContentStore::open(&tmp.0).unwrap();
             assert!(store.verify().unwrap().is_ok());
@@ -235,13 +277,27 @@ fn resumed_garbage_is_detected_and_rerun_succeeds() {
     drop(w);
     let none = BTreeMap::new();
     let err = store
-        .ingest("g", &data[..], &d, Some(data.len() as u64), &none, &mut |_, _| {})
+        .ingest(
+            "g",
+            &data[..],
+            &d,
+            Some(data.len() as u64),
+            &none,
+            &mut |_, _| {},
+        )
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::FailedPrecondition, "{err}");
     assert_eq!(store.status("g").unwrap_err().kind(), ErrorKind::NotFound);
     assert!(!store.exists(&d));
     let info = store
-        .ingest("g", &data[..], &d, Some(data.len() as u64), &none, &mut |_, _| {})
+        .ingest(
+            "g",
+            &data[..],
+            &d,
+            Some(data.len() as u64),
+            &none,
+            &mut |_, _| {},
+        )
         .unwrap();
     assert_eq!(info.digest, d);
     assert!(store.verify().unwrap().is_ok());

@@ -1,7 +1,12 @@
 //! Garbage collection: what images, leases and `containerd.io/gc.root` reach is kept (through
 //! index → manifest → config/layers edges and `gc.ref.content` labels); the rest, stale ingests
 //! and expired leases go.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::tests_outside_test_module
+)]
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -36,10 +41,19 @@ impl Drop for TempRoot {
 
 fn put(store: &ContentStore, bytes: &[u8], labels: &[(&str, String)]) -> Info {
     let d = Digest::sha256(bytes);
-    let labels: BTreeMap<String, String> =
-        labels.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect();
+    let labels: BTreeMap<String, String> = labels
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), v.clone()))
+        .collect();
     store
-        .ingest(&format!("put-{d}"), bytes, &d, Some(bytes.len() as u64), &labels, &mut |_, _| {})
+        .ingest(
+            &format!("put-{d}"),
+            bytes,
+            &d,
+            Some(bytes.len() as u64),
+            &labels,
+            &mut |_, _| {},
+        )
         .unwrap()
 }
 
@@ -63,7 +77,10 @@ fn age_ingest(root: &std::path::Path, r#ref: &str) {
         .join("ingest")
         .join(Digest::sha256(r#ref.as_bytes()).hex());
     let old = SystemTime::now() - Duration::from_secs(2 * 24 * 3600);
-    let ns = old.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_nanos();
+    let ns = old
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
     std::fs::write(dir.join("updatedat"), ns.to_string()).unwrap();
     filetime::set_file_mtime(dir.join("data"), filetime::FileTime::from_system_time(old)).unwrap();
 }
@@ -76,7 +93,11 @@ fn gc_keeps_what_roots_reach_and_sweeps_the_rest() {
     // An image: index → manifest → config + two layers.
     let l1 = put(&store, b"layer one", &[]);
     let l2 = put(&store, b"layer two", &[]);
-    let config = put(&store, br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers"}}"#, &[]);
+    let config = put(
+        &store,
+        br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers"}}"#,
+        &[],
+    );
     let m = put(&store, &manifest(&config, &[&l1, &l2]), &[]);
     let index = serde_json::to_vec(&serde_json::json!({
         "schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [desc(OCI_MANIFEST, &m)],
@@ -85,7 +106,10 @@ fn gc_keeps_what_roots_reach_and_sweeps_the_rest() {
     let idx = put(&store, &index, &[]);
     store
         .images()
-        .create(Image::new("example.com/app:1", Descriptor::new(OCI_INDEX, idx.digest.clone(), idx.size)))
+        .create(Image::new(
+            "example.com/app:1",
+            Descriptor::new(OCI_INDEX, idx.digest.clone(), idx.size),
+        ))
         .unwrap();
 
     // A lease holding a manifest (no media type known: GC sniffs it) and an ingest.
@@ -94,8 +118,12 @@ fn gc_keeps_what_roots_reach_and_sweeps_the_rest() {
     let m3 = put(&store, &manifest(&c3, &[&l3]), &[]);
     let leases = store.leases();
     let lease = leases.create("import-1", BTreeMap::new(), None).unwrap();
-    leases.add_resource(&lease.id, LeaseResource::Content(m3.digest.clone())).unwrap();
-    leases.add_resource(&lease.id, LeaseResource::Ingest("leased-ingest".into())).unwrap();
+    leases
+        .add_resource(&lease.id, LeaseResource::Content(m3.digest.clone()))
+        .unwrap();
+    leases
+        .add_resource(&lease.id, LeaseResource::Ingest("leased-ingest".into()))
+        .unwrap();
 
     // A gc.root blob whose gc.ref.content labels pin two more.
     let y = put(&store, b"pinned by label", &[]);
@@ -113,9 +141,15 @@ fn gc_keeps_what_roots_reach_and_sweeps_the_rest() {
     // An expired lease and unreferenced blobs.
     let z = put(&store, b"held by an expired lease", &[]);
     let expired = leases
-        .create("old", BTreeMap::new(), Some(SystemTime::now() - Duration::from_secs(60)))
+        .create(
+            "old",
+            BTreeMap::new(),
+            Some(SystemTime::now() - Duration::from_secs(60)),
+        )
         .unwrap();
-    leases.add_resource(&expired.id, LeaseResource::Content(z.digest.clone())).unwrap();
+    leases
+        .add_resource(&expired.id, LeaseResource::Content(z.digest.clone()))
+        .unwrap();
     let u1 = put(&store, b"garbage one", &[]);
     let u2 = put(&store, b"garbage two", &[("not-a-root", "x".into())]);
 
@@ -129,17 +163,27 @@ fn gc_keeps_what_roots_reach_and_sweeps_the_rest() {
     }
     let busy = store.writer("busy-ingest", None).unwrap();
 
-    let kept = [&l1, &l2, &config, &m, &idx, &l3, &c3, &m3, &y, &y2, &root_blob];
+    let kept = [
+        &l1, &l2, &config, &m, &idx, &l3, &c3, &m3, &y, &y2, &root_blob,
+    ];
     let mut removed = vec![z.digest.clone(), u1.digest.clone(), u2.digest.clone()];
     removed.sort();
 
-    let dry = store.gc(&GcOptions { dry_run: true, ..GcOptions::default() }).unwrap();
+    let dry = store
+        .gc(&GcOptions {
+            dry_run: true,
+            ..GcOptions::default()
+        })
+        .unwrap();
     let mut dry_removed = dry.removed_blobs.clone();
     dry_removed.sort();
     assert_eq!(dry_removed, removed);
     assert_eq!(dry.removed_ingests, ["old-ingest"]);
     assert_eq!(dry.expired_leases, ["old"]);
-    assert!(removed.iter().all(|d| store.exists(d)), "a dry run removes nothing");
+    assert!(
+        removed.iter().all(|d| store.exists(d)),
+        "a dry run removes nothing"
+    );
     assert!(store.status("old-ingest").is_ok());
 
     let report = store.gc(&GcOptions::default()).unwrap();
@@ -155,9 +199,17 @@ fn gc_keeps_what_roots_reach_and_sweeps_the_rest() {
     }
     for r in &removed {
         assert!(!store.exists(r), "{r} should be removed");
-        assert!(store.db().content_record(r).unwrap().is_none(), "record of {r} removed");
+        assert!(
+            store.db().content_record(r).unwrap().is_none(),
+            "record of {r} removed"
+        );
     }
-    let refs: Vec<String> = store.list_statuses(None).unwrap().into_iter().map(|s| s.r#ref).collect();
+    let refs: Vec<String> = store
+        .list_statuses(None)
+        .unwrap()
+        .into_iter()
+        .map(|s| s.r#ref)
+        .collect();
     assert_eq!(refs, ["busy-ingest", "leased-ingest", "new-ingest"]);
     assert_eq!(leases.list().unwrap().len(), 1);
     drop(busy);
@@ -165,14 +217,22 @@ fn gc_keeps_what_roots_reach_and_sweeps_the_rest() {
     // Untag and unlease: everything but the gc.root family goes.
     store.images().delete("example.com/app:1").unwrap();
     leases.delete("import-1").unwrap();
-    let report = store.gc(&GcOptions { ingest_max_age: Duration::ZERO, dry_run: false }).unwrap();
+    let report = store
+        .gc(&GcOptions {
+            ingest_max_age: Duration::ZERO,
+            dry_run: false,
+        })
+        .unwrap();
     assert_eq!(report.removed_blobs.len(), 8);
     let mut left = store.list_digests().unwrap();
     left.sort();
     let mut want = vec![y.digest, y2.digest, root_blob.digest.clone()];
     want.sort();
     assert_eq!(left, want);
-    assert!(store.list_statuses(None).unwrap().is_empty(), "all ingests were stale");
+    assert!(
+        store.list_statuses(None).unwrap().is_empty(),
+        "all ingests were stale"
+    );
 
     // Dropping the root label frees the rest.
     let mut info = store.info(&root_blob.digest).unwrap();
@@ -192,12 +252,29 @@ fn gc_keeps_a_blob_committed_inside_a_lease_during_an_import() {
     let data = b"imported layer".to_vec();
     let d = Digest::sha256(&data);
     // Lease first, then ingest: a GC at any moment keeps it.
-    leases.add_resource(&lease.id, LeaseResource::Content(d.clone())).unwrap();
-    assert!(store.gc(&GcOptions::default()).unwrap().removed_blobs.is_empty());
+    leases
+        .add_resource(&lease.id, LeaseResource::Content(d.clone()))
+        .unwrap();
+    assert!(
+        store
+            .gc(&GcOptions::default())
+            .unwrap()
+            .removed_blobs
+            .is_empty()
+    );
     put(&store, &data, &[]);
-    assert!(store.gc(&GcOptions::default()).unwrap().removed_blobs.is_empty());
+    assert!(
+        store
+            .gc(&GcOptions::default())
+            .unwrap()
+            .removed_blobs
+            .is_empty()
+    );
     assert!(store.exists(&d));
     leases.delete(&lease.id).unwrap();
-    assert_eq!(store.gc(&GcOptions::default()).unwrap().removed_blobs, [d.clone()]);
+    assert_eq!(
+        store.gc(&GcOptions::default()).unwrap().removed_blobs,
+        std::slice::from_ref(&d)
+    );
     assert!(!store.exists(&d));
 }

@@ -3,7 +3,12 @@
 //! writes through the shared redb file.
 //!
 //! The children are this test binary re-executed with `BERTH_MP_CHILD` set.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::tests_outside_test_module
+)]
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
@@ -11,9 +16,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use berth_image::ErrorKind;
 use berth_image::content::{ContentStore, Expected};
 use berth_image::metadata::{Descriptor, Image, LeaseResource};
-use berth_image::ErrorKind;
 use berth_oci::Digest;
 
 const CHILD_ENV: &str = "BERTH_MP_CHILD";
@@ -92,13 +97,27 @@ fn child_main(spec: &str) {
                 .add_resource(&lease.id, LeaseResource::Content(d.clone()))
                 .unwrap();
             let info = store
-                .ingest(r#ref, &data[..], &d, Some(data.len() as u64), &BTreeMap::new(), &mut |_, _| {})
+                .ingest(
+                    r#ref,
+                    &data[..],
+                    &d,
+                    Some(data.len() as u64),
+                    &BTreeMap::new(),
+                    &mut |_, _| {},
+                )
                 .unwrap();
             assert_eq!(info.digest, d);
             let own = format!("own blob of {id}");
             let own_d = Digest::sha256(own.as_bytes());
             store
-                .ingest(&format!("own-{id}"), own.as_bytes(), &own_d, None, &BTreeMap::new(), &mut |_, _| {})
+                .ingest(
+                    &format!("own-{id}"),
+                    own.as_bytes(),
+                    &own_d,
+                    None,
+                    &BTreeMap::new(),
+                    &mut |_, _| {},
+                )
                 .unwrap();
             let target = Descriptor::new("application/octet-stream", d, data.len() as u64);
             store
@@ -129,7 +148,10 @@ fn wait_line(out: &mut BufReader<std::process::ChildStdout>, marker: &str) {
     let mut line = String::new();
     loop {
         line.clear();
-        assert!(out.read_line(&mut line).unwrap() > 0, "child exited before {marker}");
+        assert!(
+            out.read_line(&mut line).unwrap() > 0,
+            "child exited before {marker}"
+        );
         if line.trim_end().ends_with(marker) {
             return;
         }
@@ -151,7 +173,10 @@ fn ref_locked_by_another_process_is_unavailable_until_it_dies() {
     let store = ContentStore::open(&tmp.0).unwrap();
     let err = store.writer("shared-ref", None).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
-    assert_eq!(store.abort("shared-ref").unwrap_err().kind(), ErrorKind::Unavailable);
+    assert_eq!(
+        store.abort("shared-ref").unwrap_err().kind(),
+        ErrorKind::Unavailable
+    );
     // Other refs are free.
     drop(store.writer("other-ref", None).unwrap());
     guard.0.kill().unwrap();
@@ -176,7 +201,11 @@ fn two_processes_ingesting_the_same_blob_both_succeed() {
         let seed = 40 + round as u64;
         let mut children = Vec::new();
         for id in ["a", "b"] {
-            let r#ref = if same_ref { "blob".to_owned() } else { format!("blob-{id}") };
+            let r#ref = if same_ref {
+                "blob".to_owned()
+            } else {
+                format!("blob-{id}")
+            };
             children.push(spawn(
                 "two_processes_ingesting_the_same_blob_both_succeed",
                 &format!(
@@ -197,8 +226,15 @@ fn two_processes_ingesting_the_same_blob_both_succeed() {
         let store = ContentStore::open(&root).unwrap();
         let digests = store.list_digests().unwrap();
         assert_eq!(digests.iter().filter(|x| **x == d).count(), 1);
-        assert_eq!(digests.len(), 3, "the shared blob once, plus one own blob each");
-        assert!(store.list_statuses(None).unwrap().is_empty(), "no ingest left");
+        assert_eq!(
+            digests.len(),
+            3,
+            "the shared blob once, plus one own blob each"
+        );
+        assert!(
+            store.list_statuses(None).unwrap().is_empty(),
+            "no ingest left"
+        );
         assert!(store.verify().unwrap().is_ok());
         let names: Vec<String> = store
             .images()
@@ -240,17 +276,22 @@ fn racing_commits_in_threads_end_with_one_already_exists() {
         let ok = results.iter().filter(|r| r.is_ok()).count();
         let exists = results
             .iter()
-            .filter(|r| r.as_ref().is_err_and(|e| e.kind() == ErrorKind::AlreadyExists))
+            .filter(|r| {
+                r.as_ref()
+                    .is_err_and(|e| e.kind() == ErrorKind::AlreadyExists)
+            })
             .count();
         if round == 0 {
             assert_eq!((ok, exists), (1, 1), "{results:?}");
         } else {
             assert_eq!((ok, exists), (0, 2), "{results:?}");
         }
-        assert_eq!(store.list_digests().unwrap(), [d.clone()]);
+        assert_eq!(store.list_digests().unwrap(), std::slice::from_ref(&d));
         assert!(store.list_statuses(None).unwrap().is_empty());
     }
     // With an expected digest the writer itself refuses early.
-    let err = store.writer("late", Some(&Expected::digest(d))).unwrap_err();
+    let err = store
+        .writer("late", Some(&Expected::digest(d)))
+        .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::AlreadyExists);
 }

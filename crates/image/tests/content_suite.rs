@@ -1,5 +1,10 @@
 //! Runs containerd's content-store conformance suite against [`ContentStore`], one test per case.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::tests_outside_test_module
+)]
 
 use std::path::Path;
 

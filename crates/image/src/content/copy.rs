@@ -29,7 +29,9 @@ pub trait ReadAt {
 
 impl ReadAt for [u8] {
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
-        let start = usize::try_from(offset).unwrap_or(usize::MAX).min(self.len());
+        let start = usize::try_from(offset)
+            .unwrap_or(usize::MAX)
+            .min(self.len());
         let n = buf.len().min(self.len() - start);
         buf[..n].copy_from_slice(&self[start..start + n]);
         Ok(n)
@@ -183,13 +185,9 @@ fn finish(
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(source_err(&writer, e)),
         };
-        writer.write_all(&buf[..n]).map_err(|e| {
-            Error::io(
-                "write",
-                writer.dir.join(super::ingest::DATA),
-                e,
-            )
-        })?;
+        writer
+            .write_all(&buf[..n])
+            .map_err(|e| Error::io("write", writer.dir.join(super::ingest::DATA), e))?;
         done += n as u64;
         progress(done, size);
     }

@@ -220,10 +220,7 @@ fn parse_one(f: &str) -> std::result::Result<Vec<Selector>, String> {
             None => return Ok(out),
             Some(b',') => c.pos += 1,
             Some(ch) => {
-                return Err(format!(
-                    "unexpected {:?} at byte {}",
-                    ch as char, c.pos
-                ));
+                return Err(format!("unexpected {:?} at byte {}", ch as char, c.pos));
             }
         }
     }
@@ -303,7 +300,11 @@ mod tests {
     fn rejects_garbage() {
         for bad in ["==x", "labels.a==", "labels.\"a", "a~=(", "a b"] {
             let err = Filter::parse(&[bad]).unwrap_err();
-            assert_eq!(err.kind(), crate::error::ErrorKind::InvalidArgument, "{bad}");
+            assert_eq!(
+                err.kind(),
+                crate::error::ErrorKind::InvalidArgument,
+                "{bad}"
+            );
         }
     }
 }

@@ -21,8 +21,8 @@ use std::collections::{BTreeSet, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::time::{Duration, SystemTime};
 
-use berth_oci::media_type::{self, MediaKind};
 use berth_oci::Digest;
+use berth_oci::media_type::{self, MediaKind};
 
 use super::ingest;
 use super::{ContentStore, LABEL_GC_REF_CONTENT, LABEL_GC_ROOT, MAX_DOCUMENT_SIZE};
@@ -106,7 +106,10 @@ impl ContentStore {
             }
         }
         for img in &snap.images {
-            work.push((img.target.digest.clone(), Some(img.target.media_type.clone())));
+            work.push((
+                img.target.digest.clone(),
+                Some(img.target.media_type.clone()),
+            ));
         }
         for (d, rec) in &snap.content {
             if rec.labels.contains_key(LABEL_GC_ROOT)

@@ -14,7 +14,16 @@
 //! The small files are written to a temporary name, synced and renamed into place; `ref` is
 //! written last, so a directory without a readable `ref` is an ingest that never started and is
 //! recreated. The `data` file's length is the offset; whatever the kernel kept of it after a
-//! crash is re-hashed on resume, so the digest always describes the bytes really there.
+//! crash is hashed on resume, so the digest always describes the bytes really there.
+//!
+//! # Saved hash state
+//! A writer saves its digester state to `state` when it is dropped and every
+//! [`CHECKPOINT`] bytes, always **after** fsyncing `data`, so the state never describes bytes
+//! that are not durable. A resume restores the state and hashes only the bytes after it (none
+//! after a clean drop, the tail written since the last checkpoint after a crash). A missing,
+//! damaged or longer-than-data state falls back to hashing the whole file. The ingest directory
+//! is trusted like the rest of the root: a prefix changed behind the store's back after a
+//! checkpoint is not detected until `verify`.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -35,6 +44,11 @@ pub(crate) const UPDATED_AT: &str = "updatedat";
 pub(crate) const TOTAL: &str = "total";
 pub(crate) const EXPECTED: &str = "expected";
 pub(crate) const LOCK: &str = "lock";
+/// The saved digester state (`berth_oci::Digester::save_state`) of the first N bytes of `data`.
+pub(crate) const STATE: &str = "state";
+
+/// How many bytes a writer appends between two saved hash states.
+pub(crate) const CHECKPOINT: u64 = 256 << 20;
 
 /// The directory name of a ref: the hex SHA-256 of the ref (fixed length, no path tricks).
 pub(crate) fn dir_name(r#ref: &str) -> String {

@@ -17,9 +17,9 @@
 //! renames the data into `blobs/` with `RENAME_NOREPLACE` (so two commits of the same content
 //! racing end with exactly one `AlreadyExists`), fsyncs the directory and makes the blob
 //! read-only. A writer dropped without commit, or a process killed mid-write, leaves an ingest
-//! that the next `writer` call with the same ref resumes at its offset, re-hashing the bytes on
-//! disk. [`ContentStore::ingest`] and [`copy`] are the copy helpers: they resume, verify, and
-//! treat `AlreadyExists` as success.
+//! that the next `writer` call with the same ref resumes at its offset, restoring the saved hash
+//! state and hashing only the bytes written after it. [`ContentStore::ingest`] and [`copy`] are
+//! the copy helpers: they resume, verify, and treat `AlreadyExists` as success.
 //!
 //! # Reading
 //! Blobs are immutable: [`ContentStore::reader`] gives `Read + Seek` and positional reads;

@@ -134,8 +134,9 @@ impl ContentStore {
     /// by default) and, if the blob is already stored, makes this call fail fast with
     /// `AlreadyExists`; the size is recorded as the ingest's total.
     ///
-    /// On resume the offset is the length of the data on disk, whose bytes are re-hashed to
-    /// rebuild the digest state. A damaged ingest (no readable `ref` or data) is recreated.
+    /// On resume the offset is the length of the data on disk; the digest state is the saved
+    /// one (if any) plus the bytes written after it was saved. A damaged ingest (no readable
+    /// `ref` or data) is recreated.
     ///
     /// # Errors
     /// - `InvalidArgument`: empty ref; or the ingest was started with another total or digest.
@@ -185,6 +186,7 @@ impl ContentStore {
             dir,
             data: parts.data,
             digester: parts.digester,
+            checkpointed: parts.checkpointed,
             total: parts.total,
             expected: parts.expected,
             started_at: parts.started_at,
@@ -203,21 +205,30 @@ impl ContentStore {
             .as_ref()
             .map(Digest::algorithm)
             .unwrap_or(Algorithm::Sha256);
-        // No persisted hash state exists for sha2 in berth-oci yet, so the bytes on disk are
-        // re-hashed; this also guarantees the state matches what a crash left behind.
-        let mut digester = Digester::new(alg);
-        data.seek(SeekFrom::Start(0))
+        let data_len = data
+            .metadata()
+            .map_err(|e| Error::io("fstat", &path, e))?
+            .len();
+        // Continue from the saved hash state when it covers a prefix of the data; hash the
+        // rest (everything, without a usable state).
+        let saved = fs::read(dir.join(ingest::STATE))
+            .ok()
+            .and_then(|b| Digester::restore_state(alg, &b).ok())
+            .filter(|d| d.len() <= data_len);
+        let mut digester = saved.unwrap_or_else(|| Digester::new(alg));
+        let checkpointed = digester.len();
+        data.seek(SeekFrom::Start(digester.len()))
             .map_err(|e| Error::io("seek", &path, e))?;
         let mut buf = vec![0u8; 1 << 20];
         loop {
-            let n = data.read(&mut buf).map_err(|e| Error::io("read", &path, e))?;
+            let n = data
+                .read(&mut buf)
+                .map_err(|e| Error::io("read", &path, e))?;
             if n == 0 {
                 break;
             }
             digester.update(&buf[..n]);
         }
-        data.seek(SeekFrom::End(0))
-            .map_err(|e| Error::io("seek", &path, e))?;
         let total = disk.total.or(expected.size);
         if disk.total.is_none()
             && let Some(t) = total
@@ -232,6 +243,7 @@ impl ContentStore {
         Ok(Parts {
             data,
             digester,
+            checkpointed,
             total,
             expected: exp,
             started_at: disk.started_at,
@@ -248,6 +260,7 @@ impl ContentStore {
             ingest::EXPECTED,
             ingest::STARTED_AT,
             ingest::UPDATED_AT,
+            ingest::STATE,
         ] {
             let p = dir.join(name);
             match fs::remove_file(&p) {
@@ -279,6 +292,7 @@ impl ContentStore {
         Ok(Parts {
             data,
             digester: Digester::new(alg),
+            checkpointed: 0,
             total: expected.size,
             expected: expected.digest.clone(),
             started_at: now,
@@ -308,7 +322,9 @@ impl ContentStore {
         let filter = Filter::parse(filter.as_slice())?;
         let mut out = Vec::new();
         for dir in ingest::list_dirs(&self.ingest_root())? {
-            let Some(d) = ingest::read(&dir) else { continue };
+            let Some(d) = ingest::read(&dir) else {
+                continue;
+            };
             let st = status_of(d);
             let keep = filter.matches(&|p: &[String]| match p {
                 [f] if f == "ref" => Some(st.r#ref.clone()),
@@ -643,6 +659,7 @@ impl ContentStore {
 struct Parts {
     data: File,
     digester: Digester,
+    checkpointed: u64,
     total: Option<u64>,
     expected: Option<Digest>,
     started_at: SystemTime,
@@ -721,5 +738,205 @@ pub(crate) fn apply_label_update(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+
+    fn tmp() -> tempfile::TempDir {
+        tempfile::Builder::new()
+            .prefix("berth-content-store-")
+            .tempdir()
+            .unwrap()
+    }
+
+    #[test]
+    fn resume_uses_saved_state_and_hashes_only_the_tail() {
+        let dir = tmp();
+        let store = ContentStore::open(dir.path()).unwrap();
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let mut w = store.writer("s", None).unwrap();
+        w.write_all(&data[..40_000]).unwrap();
+        drop(w);
+        let ingest_dir = store.ingest_dir("s");
+        let state = fs::read(ingest_dir.join(ingest::STATE)).unwrap();
+        let saved = Digester::restore_state(Algorithm::Sha256, &state).unwrap();
+        assert_eq!(
+            saved.len(),
+            40_000,
+            "the drop saved the state of every byte"
+        );
+
+        // A crashed writer appended more after the state was saved: only that tail is hashed.
+        let mut f = ingest::open_nofollow(&ingest_dir.join(ingest::DATA), false, false).unwrap();
+        f.seek(SeekFrom::End(0)).unwrap();
+        f.write_all(&data[40_000..70_000]).unwrap();
+        let mut w = store.writer("s", None).unwrap();
+        assert_eq!(w.offset(), 70_000);
+        assert_eq!(w.digest(), Digest::sha256(&data[..70_000]));
+        w.write_all(&data[70_000..]).unwrap();
+        let info = w
+            .commit(100_000, Some(&Digest::sha256(&data)), &BTreeMap::new())
+            .unwrap();
+        assert_eq!(info.size, 100_000);
+    }
+
+    #[test]
+    fn damaged_or_overlong_state_falls_back_to_a_full_hash() {
+        let dir = tmp();
+        let store = ContentStore::open(dir.path()).unwrap();
+        let data = vec![42u8; 10_000];
+        let mut w = store.writer("s", None).unwrap();
+        w.write_all(&data).unwrap();
+        drop(w);
+        let ingest_dir = store.ingest_dir("s");
+        let state_path = ingest_dir.join(ingest::STATE);
+        let mut state = fs::read(&state_path).unwrap();
+        let last = state.len() - 1;
+        state[last] ^= 1;
+        fs::write(&state_path, &state).unwrap();
+        let w = store.writer("s", None).unwrap();
+        assert_eq!(w.digest(), Digest::sha256(&data));
+        drop(w);
+        // A state longer than the data (the data lost its tail) is ignored too.
+        let f = ingest::open_nofollow(&ingest_dir.join(ingest::DATA), false, false).unwrap();
+        f.set_len(5_000).unwrap();
+        let w = store.writer("s", None).unwrap();
+        assert_eq!(w.offset(), 5_000);
+        assert_eq!(w.digest(), Digest::sha256(&data[..5_000]));
+    }
+
+    #[test]
+    fn truncate_discards_bytes_and_state() {
+        let dir = tmp();
+        let store = ContentStore::open(dir.path()).unwrap();
+        let mut w = store.writer("t", None).unwrap();
+        w.write_all(b"wrong bytes").unwrap();
+        drop(w);
+        let mut w = store.writer("t", None).unwrap();
+        assert_eq!(
+            w.truncate(3).unwrap_err().kind(),
+            ErrorKind::InvalidArgument
+        );
+        w.truncate(0).unwrap();
+        assert!(!store.ingest_dir("t").join(ingest::STATE).exists());
+        w.write_all(b"right").unwrap();
+        drop(w);
+        let w = store.writer("t", None).unwrap();
+        assert_eq!(w.digest(), Digest::sha256(b"right"));
+    }
+
+    #[test]
+    fn blobs_are_read_only_and_bad_input_is_refused() {
+        let dir = tmp();
+        let store = ContentStore::open(dir.path()).unwrap();
+        assert_eq!(
+            store.writer("", None).unwrap_err().kind(),
+            ErrorKind::InvalidArgument
+        );
+        let d = Digest::sha256(b"x");
+        let info = store
+            .ingest(
+                "x",
+                &b"x"[..],
+                &d,
+                Some(1),
+                &BTreeMap::new(),
+                &mut |_, _| {},
+            )
+            .unwrap();
+        assert_eq!(info.size, 1);
+        use std::os::unix::fs::PermissionsExt;
+        let mode = fs::metadata(store.blob_path(&d))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o444);
+        // A wrong expected size fails and leaves nothing behind.
+        let d2 = Digest::sha256(b"yy");
+        let err = store
+            .ingest(
+                "y",
+                &b"yy"[..],
+                &d2,
+                Some(1),
+                &BTreeMap::new(),
+                &mut |_, _| {},
+            )
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::FailedPrecondition);
+        assert!(!store.exists(&d2));
+        assert!(store.list_statuses(None).unwrap().is_empty());
+        // A resumed ingest must agree with the total it was started with.
+        drop(store.writer("z", Some(&Expected::size(10))).unwrap());
+        let err = store.writer("z", Some(&Expected::size(11))).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidArgument);
+        assert_eq!(store.abort("nope").unwrap_err().kind(), ErrorKind::NotFound);
+        store.abort("z").unwrap();
+        assert_eq!(store.info(&d2).unwrap_err().kind(), ErrorKind::NotFound);
+        assert_eq!(store.reader(&d2).unwrap_err().kind(), ErrorKind::NotFound);
+        assert_eq!(store.delete(&d2).unwrap_err().kind(), ErrorKind::NotFound);
+        store.delete(&d).unwrap();
+        assert!(!store.exists(&d));
+    }
+
+    #[test]
+    fn walk_filters_and_list_statuses() {
+        let dir = tmp();
+        let store = ContentStore::open(dir.path()).unwrap();
+        let mut digests = Vec::new();
+        for (i, lbl) in ["a", "b", "c"].iter().enumerate() {
+            let body = format!("blob {i}");
+            let d = Digest::sha256(body.as_bytes());
+            let labels = BTreeMap::from([
+                ("kind".to_owned(), (*lbl).to_owned()),
+                ("containerd.io/gc.root".to_owned(), "t".to_owned()),
+            ]);
+            store
+                .ingest(&body, body.as_bytes(), &d, None, &labels, &mut |_, _| {})
+                .unwrap();
+            digests.push(d);
+        }
+        let walk = |f: &[&str]| {
+            let mut v = Vec::new();
+            store
+                .walk(f, |i| {
+                    v.push(i.labels["kind"].clone());
+                    Ok(())
+                })
+                .unwrap();
+            v.sort();
+            v
+        };
+        assert_eq!(walk(&[]), ["a", "b", "c"]);
+        assert_eq!(walk(&["labels.kind==a"]), ["a"]);
+        assert_eq!(walk(&["labels.kind==a", "labels.kind==c"]), ["a", "c"]);
+        assert_eq!(
+            walk(&["labels.kind!=a,labels.\"containerd.io/gc.root\""]),
+            ["b", "c"]
+        );
+        assert_eq!(walk(&[&format!("digest=={}", digests[1])]), ["b"]);
+        assert!(walk(&["labels.missing"]).is_empty());
+        let err = store.walk(&["labels.kind=="], |_| Ok(())).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidArgument);
+
+        for r in ["layer-1", "layer-2", "config"] {
+            drop(store.writer(r, None).unwrap());
+        }
+        let refs = |f: Option<&str>| -> Vec<String> {
+            store
+                .list_statuses(f)
+                .unwrap()
+                .into_iter()
+                .map(|s| s.r#ref)
+                .collect()
+        };
+        assert_eq!(refs(None), ["config", "layer-1", "layer-2"]);
+        assert_eq!(refs(Some("ref~=^layer-")), ["layer-1", "layer-2"]);
+        assert_eq!(refs(Some("ref==config")), ["config"]);
     }
 }

@@ -55,7 +55,10 @@ static SEED: AtomicU64 = AtomicU64::new(1);
 
 /// Deterministic pseudo-random content of `size` bytes, different on every call.
 pub fn create_content(size: usize) -> (Vec<u8>, Digest) {
-    let mut x = SEED.fetch_add(1, Ordering::Relaxed).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut x = SEED
+        .fetch_add(1, Ordering::Relaxed)
+        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        | 1;
     let mut b = Vec::with_capacity(size);
     while b.len() < size {
         x ^= x << 13;
@@ -151,7 +154,14 @@ pub fn writer(factory: Factory<'_>) {
             let info = w.commit(0, None, &labels).unwrap();
             let post = SystemTime::now();
             assert_eq!(&info.digest, d);
-            check_info(cs, d, content.len() as u64, &labels, (pre, post), (pre, post));
+            check_info(
+                cs,
+                d,
+                content.len() as u64,
+                &labels,
+                (pre, post),
+                (pre, post),
+            );
         }
     });
 }
@@ -180,7 +190,13 @@ pub fn update_status(factory: Factory<'_>) {
             w.write_all(&c1[from..to]).unwrap();
             let post = SystemTime::now();
             expected.offset = to as u64;
-            check_status(&w, &expected, &Digest::sha256(&c1[..to]), started, (pre, post));
+            check_status(
+                &w,
+                &expected,
+                &Digest::sha256(&c1[..to]),
+                started,
+                (pre, post),
+            );
             assert_eq!(cs.status("c1").unwrap().offset, to as u64, "store status");
         }
         let labels = gc_root_labels();
@@ -271,7 +287,14 @@ fn check_resume(name: &str, factory: Factory<'_>, finish: &ResumeFn) {
                 let pre = SystemTime::now();
                 finish(w, &b, limit, &d).unwrap_or_else(|e| panic!("{name} {r}: {e}"));
                 let post = SystemTime::now();
-                check_info(cs, &d, size as u64, &BTreeMap::new(), (pre, post), (pre, post));
+                check_info(
+                    cs,
+                    &d,
+                    size as u64,
+                    &BTreeMap::new(),
+                    (pre, post),
+                    (pre, post),
+                );
             }
         }
     });
@@ -419,7 +442,10 @@ pub fn labels(factory: Factory<'_>) {
         assert_eq!(err.kind(), ErrorKind::InvalidArgument);
         let mut missing = info.clone();
         missing.digest = Digest::sha256(b"not stored");
-        assert_eq!(cs.update(&missing, &[]).unwrap_err().kind(), ErrorKind::NotFound);
+        assert_eq!(
+            cs.update(&missing, &[]).unwrap_err().kind(),
+            ErrorKind::NotFound
+        );
     });
 }
 
@@ -444,7 +470,10 @@ pub fn commit_error_state(factory: Factory<'_>) {
         let mut w = cs.writer(r, None).unwrap();
         w.write_all(&c1).unwrap();
         check_ref_not_available(cs, r);
-        assert_eq!(kind(w.commit(len, Some(&d1), &none)), ErrorKind::AlreadyExists);
+        assert_eq!(
+            kind(w.commit(len, Some(&d1), &none)),
+            ErrorKind::AlreadyExists
+        );
 
         let mut w = cs.writer(r, None).unwrap();
         check_ref_not_available(cs, r);
@@ -479,7 +508,10 @@ pub fn commit_error_state(factory: Factory<'_>) {
         assert_eq!(w.offset(), 0, "a committed ref starts afresh");
         w.write_all(&c1).unwrap();
         check_ref_not_available(cs, r);
-        assert_eq!(kind(w.commit(len, Some(&d1), &none)), ErrorKind::AlreadyExists);
+        assert_eq!(
+            kind(w.commit(len, Some(&d1), &none)),
+            ErrorKind::AlreadyExists
+        );
 
         let w = cs.writer(r, None).unwrap();
         check_ref_not_available(cs, r);

@@ -31,6 +31,8 @@ pub struct Writer {
     pub(crate) dir: PathBuf,
     pub(crate) data: File,
     pub(crate) digester: Digester,
+    /// The offset of the last saved hash state.
+    pub(crate) checkpointed: u64,
     pub(crate) total: Option<u64>,
     pub(crate) expected: Option<Digest>,
     pub(crate) started_at: SystemTime,
@@ -97,7 +99,25 @@ impl Writer {
             .seek(SeekFrom::Start(0))
             .map_err(|e| Error::io("seek", &path, e))?;
         self.digester = Digester::new(self.digester.algorithm());
+        self.checkpointed = 0;
+        let state = self.dir.join(ingest::STATE);
+        match fs::remove_file(&state) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io("unlink", &state, e)),
+        }
         self.touch();
+        Ok(())
+    }
+
+    /// Makes the data durable, then saves the hash state describing it.
+    fn checkpoint(&mut self) -> Result<()> {
+        let path = self.dir.join(ingest::DATA);
+        self.data
+            .sync_data()
+            .map_err(|e| Error::io("fsync", &path, e))?;
+        ingest::write_atomic(&self.dir, ingest::STATE, &self.digester.save_state())?;
+        self.checkpointed = self.digester.len();
         Ok(())
     }
 
@@ -173,7 +193,11 @@ impl Writer {
             });
         }
         let target = self.store.blob_path(&digest);
-        let alg_dir = self.store.root().join("blobs").join(digest.algorithm().as_str());
+        let alg_dir = self
+            .store
+            .root()
+            .join("blobs")
+            .join(digest.algorithm().as_str());
         fs::create_dir_all(&alg_dir).map_err(|e| Error::io("mkdir", &alg_dir, e))?;
         if fs::symlink_metadata(&target).is_ok() {
             self.remove_ingest();
@@ -236,13 +260,19 @@ impl Writer {
 }
 
 /// Hashes a whole file with `algorithm`.
-pub(crate) fn rehash(file: &mut File, algorithm: Algorithm, path: &std::path::Path) -> Result<Digest> {
+pub(crate) fn rehash(
+    file: &mut File,
+    algorithm: Algorithm,
+    path: &std::path::Path,
+) -> Result<Digest> {
     file.seek(SeekFrom::Start(0))
         .map_err(|e| Error::io("seek", path, e))?;
     let mut d = Digester::new(algorithm);
     let mut buf = vec![0u8; 1 << 20];
     loop {
-        let n = file.read(&mut buf).map_err(|e| Error::io("read", path, e))?;
+        let n = file
+            .read(&mut buf)
+            .map_err(|e| Error::io("read", path, e))?;
         if n == 0 {
             break;
         }
@@ -258,6 +288,9 @@ impl Write for Writer {
         let n = self.data.write(buf)?;
         self.digester.update(&buf[..n]);
         self.touch();
+        if self.digester.len() - self.checkpointed >= ingest::CHECKPOINT {
+            self.checkpoint().map_err(io::Error::other)?;
+        }
         Ok(n)
     }
 
@@ -268,10 +301,16 @@ impl Write for Writer {
 
 impl Drop for Writer {
     fn drop(&mut self) {
-        if self.dirty
-            && let Err(e) = ingest::write_time(&self.dir, ingest::UPDATED_AT, self.updated_at)
-        {
+        if !self.dirty {
+            return;
+        }
+        if let Err(e) = ingest::write_time(&self.dir, ingest::UPDATED_AT, self.updated_at) {
             tracing::debug!(r#ref = %self.r#ref, error = %e, "cannot record ingest update time");
+        }
+        if self.digester.len() != self.checkpointed
+            && let Err(e) = self.checkpoint()
+        {
+            tracing::debug!(r#ref = %self.r#ref, error = %e, "cannot save ingest hash state");
         }
     }
 }

@@ -253,11 +253,7 @@ pub(crate) struct TableTxn<'a> {
 impl TableTxn<'_> {
     /// Reads a record.
     pub(crate) fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
-        let Some(v) = self
-            .table
-            .get(key)
-            .map_err(|e| self.db.db_err("get", e))?
-        else {
+        let Some(v) = self.table.get(key).map_err(|e| self.db.db_err("get", e))? else {
             return Ok(None);
         };
         decode(key, v.value()).map(Some)
@@ -399,7 +395,7 @@ impl MetadataDb {
             .map_err(|e| self.db_err("begin read", e))?;
         let mut snap = Snapshot::default();
         let rows = |def: TableDefinition<&str, &[u8]>,
-                        f: &mut dyn FnMut(&str, &[u8]) -> Result<()>|
+                    f: &mut dyn FnMut(&str, &[u8]) -> Result<()>|
          -> Result<()> {
             let t = txn
                 .open_table(def)
