@@ -211,23 +211,14 @@ impl ProcessPlan {
         if unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) } != 0 {
             return Err((Step::KeepCaps, sys::errno()));
         }
-        // SAFETY: the slice is valid for its length.
-        let r = unsafe { libc::setgroups(self.additional_gids.len(), self.additional_gids.as_ptr()) };
-        if r != 0 {
-            let e = sys::errno();
+        if let Err(e) = sys::setgroups(&self.additional_gids) {
             // In a user namespace with setgroups denied, an empty list is fine.
             if !(e == libc::EPERM && self.additional_gids.is_empty()) {
                 return Err((Step::SetGroups, e));
             }
         }
-        // SAFETY: plain id syscalls.
-        if unsafe { libc::setresgid(self.gid, self.gid, self.gid) } != 0 {
-            return Err((Step::SetGid, sys::errno()));
-        }
-        // SAFETY: plain id syscalls.
-        if unsafe { libc::setresuid(self.uid, self.uid, self.uid) } != 0 {
-            return Err((Step::SetUid, sys::errno()));
-        }
+        sys::setresgid(self.gid).map_err(|e| (Step::SetGid, e))?;
+        sys::setresuid(self.uid).map_err(|e| (Step::SetUid, e))?;
         Ok(())
     }
 }

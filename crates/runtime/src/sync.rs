@@ -149,14 +149,18 @@ impl Channel {
             .map_err(|e| Error::sys("send sync message", io::Error::from_raw_os_error(e)))
     }
 
-    /// Receives one record, `None` on EOF, an error after [`RECV_TIMEOUT`].
-    pub(crate) fn recv(&self) -> Result<Option<Msg>> {
+    /// Receives one record from process `peer`, `None` on EOF, an error
+    /// (with the peer's kernel state, for diagnosis) after [`RECV_TIMEOUT`].
+    pub(crate) fn recv(&self, peer: libc::pid_t) -> Result<Option<Msg>> {
         let mut pfd = libc::pollfd {
             fd: self.fd.as_raw_fd(),
             events: libc::POLLIN,
             revents: 0,
         };
-        let timeout_ms = RECV_TIMEOUT.as_millis() as libc::c_int;
+        let timeout_ms = std::env::var("BERTH_SYNC_TIMEOUT_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(RECV_TIMEOUT.as_millis() as libc::c_int);
         loop {
             // SAFETY: pfd is a valid pollfd array of length 1.
             let r = unsafe { libc::poll(&mut pfd, 1, timeout_ms) };
@@ -168,9 +172,10 @@ impl Channel {
                 return Err(Error::sys("poll sync channel", e));
             }
             if r == 0 {
+                let wchan = std::fs::read_to_string(format!("/proc/{peer}/wchan")).unwrap_or_default();
+                let stack = std::fs::read_to_string(format!("/proc/{peer}/stack")).unwrap_or_default();
                 return Err(Error::protocol(format!(
-                    "no message from setup child within {}s",
-                    RECV_TIMEOUT.as_secs()
+                    "no message from setup child {peer} within {timeout_ms}ms (wchan {wchan:?}, stack {stack:?})"
                 )));
             }
             break;
@@ -189,12 +194,12 @@ mod tests {
         let (a, b) = pair().unwrap();
         let ch = Channel::new(a);
         send(b.as_raw_fd(), &Msg::error(Step::Mount, 3, libc::EPERM)).unwrap();
-        let m = ch.recv().unwrap().unwrap();
+        let m = ch.recv(0).unwrap().unwrap();
         assert_eq!(m.tag, tag::ERROR);
         assert_eq!(Step::from_u32(m.step), Some(Step::Mount));
         assert_eq!(m.index, 3);
         assert_eq!(m.value, libc::EPERM);
         drop(b);
-        assert_eq!(ch.recv().unwrap(), None);
+        assert_eq!(ch.recv(0).unwrap(), None);
     }
 }

@@ -28,6 +28,29 @@ pub(crate) fn cvt_long(ret: libc::c_long) -> SysResult<libc::c_long> {
     if ret == -1 { Err(errno()) } else { Ok(ret) }
 }
 
+/// `setresuid(2)` as a raw system call.
+///
+/// glibc's wrapper broadcasts the change to every thread it knows of
+/// (`__nptl_setxid`), taking its thread-list lock; in a child cloned from a
+/// multi-threaded parent that list is stale and the lock may be held
+/// forever. The raw call changes only the calling (single) thread.
+pub(crate) fn setresuid(uid: libc::uid_t) -> SysResult<()> {
+    // SAFETY: plain integer arguments.
+    cvt_long(unsafe { libc::syscall(libc::SYS_setresuid, uid, uid, uid) }).map(|_| ())
+}
+
+/// `setresgid(2)` as a raw system call (see [`setresuid`]).
+pub(crate) fn setresgid(gid: libc::gid_t) -> SysResult<()> {
+    // SAFETY: plain integer arguments.
+    cvt_long(unsafe { libc::syscall(libc::SYS_setresgid, gid, gid, gid) }).map(|_| ())
+}
+
+/// `setgroups(2)` as a raw system call (see [`setresuid`]).
+pub(crate) fn setgroups(gids: &[libc::gid_t]) -> SysResult<()> {
+    // SAFETY: the pointer and length describe a valid slice.
+    cvt_long(unsafe { libc::syscall(libc::SYS_setgroups, gids.len(), gids.as_ptr()) }).map(|_| ())
+}
+
 /// Closes a raw fd, ignoring errors (setup children only).
 pub(crate) fn close(fd: RawFd) {
     if fd >= 0 {

@@ -117,13 +117,11 @@ pub(crate) fn stage1(plan: &ChildPlan) -> ! {
             _ => sys::exit_child(1),
         }
         // Become root of the new namespace.
-        // SAFETY: plain id syscalls.
-        if unsafe { libc::setresgid(0, 0, 0) } != 0 {
-            fail(fd, Step::SetGid, 0, sys::errno());
+        if let Err(e) = sys::setresgid(0) {
+            fail(fd, Step::SetGid, 0, e);
         }
-        // SAFETY: plain id syscalls.
-        if unsafe { libc::setresuid(0, 0, 0) } != 0 {
-            fail(fd, Step::SetUid, 0, sys::errno());
+        if let Err(e) = sys::setresuid(0) {
+            fail(fd, Step::SetUid, 0, e);
         }
     }
     if plan.ns.unshare != 0 {

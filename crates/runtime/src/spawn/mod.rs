@@ -235,7 +235,7 @@ pub(crate) fn spawn(
 
     let mut child_pid = None;
     while child_pid.is_none() {
-        match ch1.recv()? {
+        match ch1.recv(stage1)? {
             Some(m) if m.tag == tag::MAP_REQUEST => {
                 write_map(stage1, "uid_map", &plan.ns.uid_map)?;
                 write_map(stage1, "gid_map", &plan.ns.gid_map)?;
@@ -256,7 +256,7 @@ pub(crate) fn spawn(
     unsafe { libc::waitpid(stage1, &mut st, 0) };
 
     loop {
-        match ch2.recv()? {
+        match ch2.recv(pid)? {
             Some(m) if m.tag == tag::HOOKS => {
                 hooks(pid)?;
                 ch2.send(Msg::new(tag::HOOKS_DONE))?;
