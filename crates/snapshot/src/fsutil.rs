@@ -42,6 +42,30 @@ pub(crate) fn fsync_dir(path: &Path) -> Result<()> {
     f.sync_all().map_err(|e| Error::io("fsync dir", path, e))
 }
 
+/// Takes an exclusive `flock` on directory `path`, waiting when `wait`, else returning
+/// `Ok(None)` if someone holds it (or the directory is gone).
+pub(crate) fn lock_dir(path: &Path, wait: bool) -> Result<Option<File>> {
+    let f = match OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) if !wait && e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io("open dir", path, e)),
+    };
+    let op = if wait {
+        rustix::fs::FlockOperation::LockExclusive
+    } else {
+        rustix::fs::FlockOperation::NonBlockingLockExclusive
+    };
+    match rustix::fs::flock(&f, op) {
+        Ok(()) => Ok(Some(f)),
+        Err(rustix::io::Errno::WOULDBLOCK) if !wait => Ok(None),
+        Err(e) => Err(Error::io("flock", path, e.into())),
+    }
+}
+
 /// `prefix` followed by 16 random hex digits.
 pub(crate) fn unique_name(prefix: &str) -> String {
     let n: u64 = rand::rng().random();

@@ -72,4 +72,8 @@ impl Driver for NativeDriver {
     fn layout(&self) -> DirLayout {
         DirLayout::FullTree
     }
+
+    fn slow_populate(&self) -> bool {
+        true
+    }
 }

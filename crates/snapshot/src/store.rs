@@ -4,14 +4,18 @@
 //! describe its mounts; [`Store`] enforces the contract and the crash-safety protocol:
 //!
 //! * create: record inserted in a write transaction → directory built as
-//!   `snapshots/new-XXXX` → renamed to `snapshots/<id>` → directory fsynced → transaction
-//!   committed. A failure before the commit removes the directory; a crash leaves only an
-//!   unowned directory, never a record without one.
+//!   `snapshots/new-XXXX` (flocked while it is built) → renamed to `snapshots/<id>` →
+//!   directory fsynced → transaction committed. A failure before the commit removes the
+//!   directory; a crash leaves only an unowned directory, never a record without one.
+//!   Slow backends (the native copy) build *before* the locked transaction, in an unlocked
+//!   phase between a validating (aborted) transaction and the publishing one, so a long
+//!   copy never blocks other processes.
 //! * remove: record deleted and committed → directory renamed to `snapshots/rm-XXXX`
 //!   (still under the root lock) → deleted after the lock is released. A crash in between
 //!   leaves an orphan for [`Store::cleanup`].
-//! * cleanup: under the lock, every entry of `snapshots/` that no record owns is renamed
-//!   to `rm-XXXX`, then all `rm-*` directories are deleted.
+//! * cleanup: under the root lock, every entry of `snapshots/` that no record owns and that
+//!   is not being built (its flock is free) is renamed to `rm-XXXX`; then all `rm-*`
+//!   directories are deleted.
 
 use std::fs;
 use std::io;
@@ -42,6 +46,10 @@ pub(crate) trait Driver: Send + Sync + std::fmt::Debug {
     fn supports(&self, cap: Capability) -> bool;
     /// How the `fs` directory of an active snapshot relates to its parents.
     fn layout(&self) -> DirLayout;
+    /// Whether `populate` is slow enough (a copy) to run without the root lock.
+    fn slow_populate(&self) -> bool {
+        false
+    }
 }
 
 /// Paths of a root.
@@ -150,35 +158,91 @@ impl<D: Driver> Store<D> {
 
     pub fn create(&self, kind: Kind, key: &str, parent: &str, opts: &Opts) -> Result<Vec<Mount>> {
         self.check_open()?;
+        if !self.driver.slow_populate() {
+            let built = None;
+            return self
+                .create_locked(kind, key, parent, opts, built)?
+                .ok_or_else(|| Error::precondition(key, "parent chain changed during create"));
+        }
+        // Slow backends (a tree copy) build the directory without holding the root lock:
+        // validate and learn the parent chain in an aborted transaction, build, then
+        // re-validate and publish. Committed parents are immutable and their ids never
+        // reused, so an unchanged chain proves the copy read a stable tree.
+        for _ in 0..3 {
+            let (preview, building) = {
+                let session = self.meta.session()?;
+                let tx = session.begin_write()?;
+                let snap = tx.create(kind, key, parent, &opts.labels, now())?;
+                self.driver.check(key, &snap)?;
+                // Made and locked while holding the root lock, so cleanup never sees it
+                // unlocked.
+                (snap, self.start_building()?)
+            };
+            self.driver.populate(&self.paths, &building.dir, &preview)?;
+            let prebuilt = Some((building, preview.parent_ids));
+            if let Some(mounts) = self.create_locked(kind, key, parent, opts, prebuilt)? {
+                return Ok(mounts);
+            }
+        }
+        Err(Error::precondition(
+            key,
+            "parent chain kept changing during create",
+        ))
+    }
+
+    /// Makes `snapshots/new-XXXX`, flocked until it is published or removed, so a
+    /// concurrent [`Store::cleanup`] leaves it alone.
+    fn start_building(&self) -> Result<Building> {
+        let dir = self.paths.snapshots.join(fsutil::unique_name("new-"));
+        fsutil::mkdir_mode(&dir, 0o700)?;
+        let mut building = Building {
+            lock: None,
+            dir,
+            keep: false,
+        };
+        building.lock = fsutil::lock_dir(&building.dir, true)?;
+        Ok(building)
+    }
+
+    /// The locked part of create: insert the record, build (unless `prebuilt`), rename into
+    /// place, commit. `Ok(None)` when `prebuilt` was made for a different parent chain.
+    fn create_locked(
+        &self,
+        kind: Kind,
+        key: &str,
+        parent: &str,
+        opts: &Opts,
+        prebuilt: Option<(Building, Vec<u64>)>,
+    ) -> Result<Option<Vec<Mount>>> {
         let session = self.meta.session()?;
         let tx = session.begin_write()?;
         let snap = tx.create(kind, key, parent, &opts.labels, now())?;
         self.driver.check(key, &snap)?;
-        let tmp = self.paths.snapshots.join(fsutil::unique_name("new-"));
-        let target = self.paths.dir(snap.id);
-        let built = (|| {
-            fsutil::mkdir_mode(&tmp, 0o700)?;
-            self.driver.populate(&self.paths, &tmp, &snap)?;
-            // An unowned directory with this id can only be a crash leftover: the id
-            // sequence had not been committed. Move it out of the way.
-            if fs::symlink_metadata(&target).is_ok() {
-                let stale = self.paths.snapshots.join(fsutil::unique_name("rm-"));
-                fs::rename(&target, &stale).map_err(|e| Error::io("rename", &target, e))?;
-                remove_dir_logged(&stale);
+        let mut building = match prebuilt {
+            Some((b, chain)) if chain == snap.parent_ids => b,
+            Some(_) => return Ok(None),
+            None => {
+                let b = self.start_building()?;
+                self.driver.populate(&self.paths, &b.dir, &snap)?;
+                b
             }
-            fs::rename(&tmp, &target).map_err(|e| Error::io("rename", &tmp, e))?;
-            fsutil::fsync_dir(&self.paths.snapshots)
-        })();
-        if let Err(e) = built {
-            remove_dir_logged(&tmp);
-            return Err(e);
+        };
+        let target = self.paths.dir(snap.id);
+        // An unowned directory with this id can only be a crash leftover: the id sequence
+        // had not been committed. Move it out of the way.
+        if fs::symlink_metadata(&target).is_ok() {
+            let stale = self.paths.snapshots.join(fsutil::unique_name("rm-"));
+            fs::rename(&target, &stale).map_err(|e| Error::io("rename", &target, e))?;
+            remove_dir_logged(&stale);
         }
-        if let Err(e) = tx.commit() {
-            remove_dir_logged(&target);
-            return Err(e);
-        }
+        fs::rename(&building.dir, &target).map_err(|e| Error::io("rename", &building.dir, e))?;
+        building.dir = target.clone();
+        fsutil::fsync_dir(&self.paths.snapshots)?;
+        tx.commit()?;
+        building.keep = true;
+        drop(building);
         drop(session);
-        Ok(self.driver.mounts(&self.paths, &snap))
+        Ok(Some(self.driver.mounts(&self.paths, &snap)))
     }
 
     pub fn commit(&self, name: &str, key: &str, opts: &Opts) -> Result<()> {
@@ -299,6 +363,10 @@ impl<D: Driver> Store<D> {
                 if owned {
                     continue;
                 }
+                if name.starts_with("new-") && fsutil::lock_dir(&path, false)?.is_none() {
+                    // Being built by another process or thread right now.
+                    continue;
+                }
                 if name.starts_with("new-") || name.parse::<u64>().is_ok() {
                     let to = self.paths.snapshots.join(fsutil::unique_name("rm-"));
                     fs::rename(&path, &to).map_err(|e| Error::io("rename", &path, e))?;
@@ -336,6 +404,23 @@ impl<D: Driver> Store<D> {
             path: self.paths.fs(snap.id),
             layout: self.driver.layout(),
         }))
+    }
+}
+
+/// A snapshot directory being built: removed on drop unless published (`keep`).
+#[derive(Debug)]
+struct Building {
+    lock: Option<fs::File>,
+    dir: PathBuf,
+    keep: bool,
+}
+
+impl Drop for Building {
+    fn drop(&mut self) {
+        if !self.keep {
+            remove_dir_logged(&self.dir);
+        }
+        self.lock.take();
     }
 }
 
@@ -414,3 +499,118 @@ macro_rules! delegate_snapshotter {
     };
 }
 pub(crate) use delegate_snapshotter;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+    use std::sync::mpsc::{Receiver, Sender, channel};
+
+    /// A slow driver whose populate blocks until the test releases it.
+    #[derive(Debug)]
+    struct Gated {
+        entered: Mutex<Sender<()>>,
+        gate: Mutex<Receiver<()>>,
+    }
+
+    impl Driver for Gated {
+        fn check(&self, _key: &str, _snap: &Snapshot) -> Result<()> {
+            Ok(())
+        }
+        fn populate(&self, _paths: &Paths, dir: &Path, _snap: &Snapshot) -> Result<()> {
+            fsutil::mkdir_mode(&dir.join("fs"), 0o755)?;
+            let _ = self.entered.lock().map(|s| s.send(()));
+            let _ = self.gate.lock().map(|g| g.recv());
+            Ok(())
+        }
+        fn mounts(&self, paths: &Paths, snap: &Snapshot) -> Vec<Mount> {
+            vec![Mount::bind(paths.fs(snap.id).to_string_lossy(), false)]
+        }
+        fn supports(&self, _cap: Capability) -> bool {
+            false
+        }
+        fn layout(&self) -> DirLayout {
+            DirLayout::FullTree
+        }
+        fn slow_populate(&self) -> bool {
+            true
+        }
+    }
+
+    #[test]
+    fn slow_populate_runs_without_the_root_lock_and_survives_cleanup() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (entered_tx, entered_rx) = channel();
+        let (gate_tx, gate_rx) = channel();
+        let store = Store::open(
+            tmp.path(),
+            Gated {
+                entered: Mutex::new(entered_tx),
+                gate: Mutex::new(gate_rx),
+            },
+        )
+        .unwrap();
+        std::thread::scope(|s| {
+            let t = s.spawn(|| store.create(Kind::Active, "slow", "", &Opts::new()));
+            entered_rx.recv().unwrap();
+            // While the build is in progress, the root lock is free: other operations run,
+            // and cleanup leaves the flocked new-* directory alone.
+            assert_eq!(
+                store.stat("slow").unwrap_err().kind(),
+                crate::ErrorKind::NotFound
+            );
+            store.cleanup().unwrap();
+            let building = fs::read_dir(&store.paths.snapshots)
+                .unwrap()
+                .filter(|e| {
+                    e.as_ref()
+                        .unwrap()
+                        .file_name()
+                        .to_string_lossy()
+                        .starts_with("new-")
+                })
+                .count();
+            assert_eq!(building, 1);
+            gate_tx.send(()).unwrap();
+            let r = t.join().unwrap();
+            r.unwrap();
+        });
+        let info = store.stat("slow").unwrap();
+        assert_eq!(info.kind, Kind::Active);
+        let names: Vec<String> = fs::read_dir(&store.paths.snapshots)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, vec!["1".to_string()]);
+    }
+
+    #[test]
+    fn slow_create_losing_the_race_cleans_up() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (entered_tx, entered_rx) = channel();
+        let (gate_tx, gate_rx) = channel();
+        let store = Store::open(
+            tmp.path(),
+            Gated {
+                entered: Mutex::new(entered_tx),
+                gate: Mutex::new(gate_rx),
+            },
+        )
+        .unwrap();
+        std::thread::scope(|s| {
+            let t = s.spawn(|| store.create(Kind::Active, "k", "", &Opts::new()));
+            entered_rx.recv().unwrap();
+            let t2 = s.spawn(|| store.create(Kind::Active, "k", "", &Opts::new()));
+            entered_rx.recv().unwrap();
+            gate_tx.send(()).unwrap();
+            gate_tx.send(()).unwrap();
+            let results = [t.join().unwrap(), t2.join().unwrap()];
+            let ok = results.iter().filter(|r| r.is_ok()).count();
+            assert_eq!(ok, 1, "{results:?}");
+            let err = results.iter().find_map(|r| r.as_ref().err()).unwrap();
+            assert_eq!(err.kind(), crate::ErrorKind::AlreadyExists);
+        });
+        let count = fs::read_dir(&store.paths.snapshots).unwrap().count();
+        assert_eq!(count, 1, "the loser's directory was not removed");
+    }
+}

@@ -205,4 +205,23 @@ mod tests {
             assert!(entries(&root).is_empty(), "{dir}: {:?}", entries(&root));
         }
     }
+
+    #[test]
+    fn cleanup_leaves_a_directory_being_built_alone() {
+        if !crate::common::privileged("native") {
+            return;
+        }
+        let r = Root::new();
+        let root = r.0.join("native");
+        let sn = NativeSnapshotter::new(&root).unwrap();
+        let building = root.join("snapshots/new-inprogress");
+        fs::create_dir_all(building.join("fs")).unwrap();
+        let fd = fs::File::open(&building).unwrap();
+        rustix::fs::flock(&fd, rustix::fs::FlockOperation::LockExclusive).unwrap();
+        sn.cleanup().unwrap();
+        assert!(building.exists(), "swept a directory that is being built");
+        drop(fd);
+        sn.cleanup().unwrap();
+        assert!(!building.exists(), "an abandoned build was not swept");
+    }
 }
