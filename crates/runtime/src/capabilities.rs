@@ -38,8 +38,12 @@ fn mask(set: &Option<Capabilities>, which: &str, last: u32) -> Result<u64> {
     let mut m = 0u64;
     for cap in set.iter().flatten() {
         let name = format!("CAP_{cap}");
-        let c = caps::Capability::from_str(&name)
-            .map_err(|_| Error::spec(format!("process.capabilities.{which}"), format!("unknown capability {name}")))?;
+        let c = caps::Capability::from_str(&name).map_err(|_| {
+            Error::spec(
+                format!("process.capabilities.{which}"),
+                format!("unknown capability {name}"),
+            )
+        })?;
         let n = u32::from(c.index());
         if n > last {
             return Err(Error::Unsupported {
@@ -62,7 +66,9 @@ impl CapPlan {
             effective: mask(spec.effective(), "effective", last)?,
             permitted: mask(spec.permitted(), "permitted", last)?,
             inheritable: mask(spec.inheritable(), "inheritable", last)?,
-            ambient: (0..=last).filter(|n| ambient_mask & (1u64 << n) != 0).collect(),
+            ambient: (0..=last)
+                .filter(|n| ambient_mask & (1u64 << n) != 0)
+                .collect(),
         };
         Ok(plan)
     }
@@ -112,13 +118,7 @@ impl CapPlan {
             },
         ];
         // SAFETY: header and data are valid v3 capset structures.
-        let r = unsafe {
-            libc::syscall(
-                libc::SYS_capset,
-                &header as *const Header,
-                data.as_ptr(),
-            )
-        };
+        let r = unsafe { libc::syscall(libc::SYS_capset, &header as *const Header, data.as_ptr()) };
         sys::cvt_long(r).map(|_| ())
     }
 

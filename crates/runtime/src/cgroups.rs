@@ -56,14 +56,18 @@ impl CgroupPaths {
             return out;
         };
         for line in info.lines() {
-            let Some((pre, post)) = line.split_once(" - ") else { continue };
+            let Some((pre, post)) = line.split_once(" - ") else {
+                continue;
+            };
             let mut post = post.split_whitespace();
             if post.next() != Some("cgroup") {
                 continue;
             }
             let _ = post.next();
             let Some(opts) = post.next() else { continue };
-            let Some(mountpoint) = pre.split_whitespace().nth(4) else { continue };
+            let Some(mountpoint) = pre.split_whitespace().nth(4) else {
+                continue;
+            };
             for o in opts.split(',') {
                 let name = match o {
                     "rw" | "ro" | "xattr" | "clone_children" | "noprefix" => continue,
@@ -95,11 +99,17 @@ pub(crate) fn resolve_path(spec_path: Option<&Path>, id: &str) -> Result<String>
         });
     }
     if p.split('/').any(|c| c == "..") {
-        return Err(Error::spec("linux.cgroupsPath", format!("{p} contains '..'")));
+        return Err(Error::spec(
+            "linux.cgroupsPath",
+            format!("{p} contains '..'"),
+        ));
     }
     let rel = p.trim_matches('/').to_string();
     if rel.is_empty() {
-        return Err(Error::spec("linux.cgroupsPath", "must not be the root cgroup"));
+        return Err(Error::spec(
+            "linux.cgroupsPath",
+            "must not be the root cgroup",
+        ));
     }
     Ok(rel)
 }
@@ -132,19 +142,21 @@ impl Cgroup {
     pub(crate) fn create(path: &str, resources: Option<&LinuxResources>) -> Result<Cgroup> {
         let cg = Cgroup::load(path);
         cg.cg.create().map_err(|e| cg_err("create", path, e))?;
-        if let Some(r) = resources {
-            if let Err(e) = cg.apply(r) {
-                let _ = cg.destroy();
-                return Err(e);
-            }
+        if let Some(r) = resources
+            && let Err(e) = cg.apply(r)
+        {
+            let _ = cg.destroy();
+            return Err(e);
         }
         Ok(cg)
     }
 
     /// Applies (or updates) resource limits.
     pub(crate) fn apply(&self, resources: &LinuxResources) -> Result<()> {
-        let mut m = cgroups_rs::manager::FsManager::new(&self.path).map_err(|e| cg_err("open", &self.path, e))?;
-        m.set(resources).map_err(|e| cg_err("set resources", &self.path, e))
+        let mut m = cgroups_rs::manager::FsManager::new(&self.path)
+            .map_err(|e| cg_err("open", &self.path, e))?;
+        m.set(resources)
+            .map_err(|e| cg_err("set resources", &self.path, e))
     }
 
     /// Moves process `pid` into the cgroup.
@@ -169,7 +181,20 @@ impl Cgroup {
             match f.state() {
                 Ok(FreezerState::Frozen) => return Ok(()),
                 Ok(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(2)),
-                Ok(s) => return Err(cg_err("freeze", &self.path, format!("still {} after 10s", if matches!(s, FreezerState::Freezing) { "freezing" } else { "thawed" }))),
+                Ok(s) => {
+                    return Err(cg_err(
+                        "freeze",
+                        &self.path,
+                        format!(
+                            "still {} after 10s",
+                            if matches!(s, FreezerState::Freezing) {
+                                "freezing"
+                            } else {
+                                "thawed"
+                            }
+                        ),
+                    ));
+                }
                 Err(e) => return Err(cg_err("freeze", &self.path, e)),
             }
         }
@@ -177,7 +202,9 @@ impl Cgroup {
 
     /// Thaws the cgroup.
     pub(crate) fn thaw(&self) -> Result<()> {
-        self.freezer()?.thaw().map_err(|e| cg_err("thaw", &self.path, e))
+        self.freezer()?
+            .thaw()
+            .map_err(|e| cg_err("thaw", &self.path, e))
     }
 
     /// Whether the cgroup is frozen (or freezing).
@@ -194,7 +221,11 @@ impl Cgroup {
         let dir = paths
             .unified
             .clone()
-            .or_else(|| ["pids", "freezer", "memory", "cpu"].iter().find_map(|c| paths.v1.get(*c).cloned()))
+            .or_else(|| {
+                ["pids", "freezer", "memory", "cpu"]
+                    .iter()
+                    .find_map(|c| paths.v1.get(*c).cloned())
+            })
             .ok_or_else(|| cg_err("list processes", &self.path, "no cgroup hierarchy found"))?;
         let procs = dir.join("cgroup.procs");
         let text = match std::fs::read_to_string(&procs) {
@@ -234,7 +265,9 @@ impl Cgroup {
 
     /// Removes the cgroup directories (the cgroup must be empty).
     pub(crate) fn destroy(&self) -> Result<()> {
-        self.cg.delete().map_err(|e| cg_err("remove", &self.path, e))
+        self.cg
+            .delete()
+            .map_err(|e| cg_err("remove", &self.path, e))
     }
 }
 
@@ -246,10 +279,15 @@ mod tests {
     fn path_resolution() {
         assert_eq!(resolve_path(None, "abc").unwrap(), "berth/abc");
         assert_eq!(resolve_path(Some(Path::new("/a/b")), "x").unwrap(), "a/b");
-        assert_eq!(resolve_path(Some(Path::new("rel/c")), "x").unwrap(), "rel/c");
+        assert_eq!(
+            resolve_path(Some(Path::new("rel/c")), "x").unwrap(),
+            "rel/c"
+        );
         assert!(resolve_path(Some(Path::new("/a/../b")), "x").is_err());
         assert_eq!(
-            resolve_path(Some(Path::new("system.slice:berth:abc")), "x").unwrap_err().kind(),
+            resolve_path(Some(Path::new("system.slice:berth:abc")), "x")
+                .unwrap_err()
+                .kind(),
             crate::ErrorKind::Unavailable
         );
     }
@@ -261,7 +299,10 @@ mod tests {
         if is_unified() {
             assert_eq!(p.unified, Some(PathBuf::from("/sys/fs/cgroup/berth/x")));
         } else if Path::new("/sys/fs/cgroup/memory").is_dir() {
-            assert_eq!(p.v1.get("memory"), Some(&PathBuf::from("/sys/fs/cgroup/memory/berth/x")));
+            assert_eq!(
+                p.v1.get("memory"),
+                Some(&PathBuf::from("/sys/fs/cgroup/memory/berth/x"))
+            );
         }
     }
 }

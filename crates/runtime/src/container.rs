@@ -139,9 +139,14 @@ impl Runtime {
         };
         let _lock = dir.lock()?;
         let linux = spec.linux().as_ref();
-        let annotations: BTreeMap<String, String> =
-            spec.annotations().clone().unwrap_or_default().into_iter().collect();
-        let cgroup_rel = cgroups::resolve_path(linux.and_then(|l| l.cgroups_path().as_deref()), id)?;
+        let annotations: BTreeMap<String, String> = spec
+            .annotations()
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+        let cgroup_rel =
+            cgroups::resolve_path(linux.and_then(|l| l.cgroups_path().as_deref()), id)?;
         let ns = NsPlan::new(&spec)?;
         let user_ns = ns.new_user || ns.join.iter().any(|j| j.nstype == libc::CLONE_NEWUSER);
         let rootfs = RootfsPlan::new(&spec, &bundle, user_ns, opts.no_pivot)?;
@@ -159,8 +164,10 @@ impl Runtime {
             user_ns,
         };
         dir.write(&state)?;
-        let spec_json = serde_json::to_vec(&spec).map_err(|e| Error::spec("config.json", e.to_string()))?;
-        std::fs::write(dir.config_file(), spec_json).map_err(|e| Error::io("write", dir.config_file(), e))?;
+        let spec_json =
+            serde_json::to_vec(&spec).map_err(|e| Error::spec("config.json", e.to_string()))?;
+        std::fs::write(dir.config_file(), spec_json)
+            .map_err(|e| Error::io("write", dir.config_file(), e))?;
 
         let process = spec
             .process()
@@ -171,7 +178,10 @@ impl Runtime {
         let hostname = match spec.hostname().as_deref() {
             Some(h) if !h.is_empty() => {
                 if !creates_uts {
-                    return Err(Error::spec("hostname", "setting a hostname needs a new UTS namespace"));
+                    return Err(Error::spec(
+                        "hostname",
+                        "setting a hostname needs a new UTS namespace",
+                    ));
                 }
                 Some(cstr("hostname", h)?)
             }
@@ -180,7 +190,10 @@ impl Runtime {
         let domainname = match spec.domainname().as_deref() {
             Some(d) if !d.is_empty() => {
                 if !creates_uts {
-                    return Err(Error::spec("domainname", "setting a domainname needs a new UTS namespace"));
+                    return Err(Error::spec(
+                        "domainname",
+                        "setting a domainname needs a new UTS namespace",
+                    ));
                 }
                 Some(cstr("domainname", d)?)
             }
@@ -225,9 +238,17 @@ impl Runtime {
                 let mut st = state.clone();
                 st.pid = Some(pid);
                 let h = hooks_spec.as_ref();
-                hooks::run_all("createRuntime", h.and_then(|h| h.create_runtime().as_ref()), &st)?;
+                hooks::run_all(
+                    "createRuntime",
+                    h.and_then(|h| h.create_runtime().as_ref()),
+                    &st,
+                )?;
                 hooks::run_all("prestart", h.and_then(|h| h.prestart().as_ref()), &st)?;
-                hooks::run_all("createContainer", h.and_then(|h| h.create_container().as_ref()), &st)
+                hooks::run_all(
+                    "createContainer",
+                    h.and_then(|h| h.create_container().as_ref()),
+                    &st,
+                )
             },
         )?;
         let init = ContainerProcess::new(pid);
@@ -240,13 +261,13 @@ impl Runtime {
             let _ = init.wait();
             return Err(e);
         }
-        if let Some(p) = &opts.pid_file {
-            if let Err(e) = stdio::write_pid_file(p, pid) {
-                // SAFETY: as above.
-                unsafe { libc::kill(pid, libc::SIGKILL) };
-                let _ = init.wait();
-                return Err(e);
-            }
+        if let Some(p) = &opts.pid_file
+            && let Err(e) = stdio::write_pid_file(p, pid)
+        {
+            // SAFETY: as above.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            let _ = init.wait();
+            return Err(e);
         }
         guard.armed = false;
         Ok(init)
@@ -270,9 +291,11 @@ impl Runtime {
         }
         let sock = dir.start_socket();
         let mut conn = stdio::connect_unix(&sock)?;
-        conn.write_all(&[0]).map_err(|e| Error::io("write", &sock, e))?;
+        conn.write_all(&[0])
+            .map_err(|e| Error::io("write", &sock, e))?;
         let mut buf = Vec::new();
-        conn.read_to_end(&mut buf).map_err(|e| Error::io("read", &sock, e))?;
+        conn.read_to_end(&mut buf)
+            .map_err(|e| Error::io("read", &sock, e))?;
         let _ = std::fs::remove_file(&sock);
         if buf.len() >= size_of::<Msg>() {
             // SAFETY: Msg is a plain repr(C) struct of integers; any bytes are valid.
@@ -283,7 +306,9 @@ impl Runtime {
                 .and_then(|p| p.args().as_ref())
                 .and_then(|a| a.first().cloned())
                 .unwrap_or_default();
-            let cwd = proc_.map(|p| p.cwd().display().to_string()).unwrap_or_default();
+            let cwd = proc_
+                .map(|p| p.cwd().display().to_string())
+                .unwrap_or_default();
             st.status = Status::Stopped;
             dir.write(&st)?;
             return Err(spawn::decode_exec_error(&m, &arg0, &cwd));
@@ -291,7 +316,11 @@ impl Runtime {
         st.status = Status::Running;
         dir.write(&st)?;
         if let Ok(spec) = self.spec(id) {
-            hooks::run_all_logged("poststart", spec.hooks().as_ref().and_then(|h| h.poststart().as_ref()), &st);
+            hooks::run_all_logged(
+                "poststart",
+                spec.hooks().as_ref().and_then(|h| h.poststart().as_ref()),
+                &st,
+            );
         }
         Ok(())
     }
@@ -347,10 +376,10 @@ impl Runtime {
             });
         }
         let cg = Cgroup::load(st.cgroup_path.trim_start_matches('/'));
-        if st.status != Status::Stopped {
-            if let (Some(pid), Some(start)) = (st.pid, st.pid_start_time) {
-                let _ = signal_pid(pid, start, libc::SIGKILL);
-            }
+        if st.status != Status::Stopped
+            && let (Some(pid), Some(start)) = (st.pid, st.pid_start_time)
+        {
+            let _ = signal_pid(pid, start, libc::SIGKILL);
         }
         cg.kill_all(Duration::from_secs(10))?;
         cg.destroy()?;
@@ -358,7 +387,11 @@ impl Runtime {
         let mut stopped = st.clone();
         stopped.status = Status::Stopped;
         if let Some(spec) = &spec {
-            hooks::run_all_logged("poststop", spec.hooks().as_ref().and_then(|h| h.poststop().as_ref()), &stopped);
+            hooks::run_all_logged(
+                "poststop",
+                spec.hooks().as_ref().and_then(|h| h.poststop().as_ref()),
+                &stopped,
+            );
         }
         dir.remove()
     }
@@ -445,10 +478,9 @@ impl Runtime {
         let linux = spec.linux().as_ref();
         let plan = ProcessPlan::new(process, linux.and_then(|l| l.seccomp().as_ref()))?;
         let console = if plan.terminal {
-            let path = opts
-                .console_socket
-                .as_deref()
-                .ok_or_else(|| Error::spec("process.terminal", "a terminal needs a console socket"))?;
+            let path = opts.console_socket.as_deref().ok_or_else(|| {
+                Error::spec("process.terminal", "a terminal needs a console socket")
+            })?;
             Some(stdio::connect_console(path)?)
         } else {
             None
@@ -521,7 +553,10 @@ fn signal_pid(pid: i32, start: u64, signal: i32) -> Result<()> {
     // SAFETY: fd is a fresh pidfd we own.
     let fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) };
     if crate::state::proc_start_time(pid).map(|(t, _)| t) != Some(start) {
-        return Err(Error::sys("kill", std::io::Error::from_raw_os_error(libc::ESRCH)));
+        return Err(Error::sys(
+            "kill",
+            std::io::Error::from_raw_os_error(libc::ESRCH),
+        ));
     }
     use std::os::fd::AsRawFd;
     // SAFETY: pidfd_send_signal on our pidfd with a null siginfo.
@@ -535,7 +570,10 @@ fn signal_pid(pid: i32, start: u64, signal: i32) -> Result<()> {
         )
     };
     if r < 0 {
-        return Err(Error::sys("pidfd_send_signal", std::io::Error::last_os_error()));
+        return Err(Error::sys(
+            "pidfd_send_signal",
+            std::io::Error::last_os_error(),
+        ));
     }
     Ok(())
 }

@@ -17,7 +17,11 @@ use crate::error::{Error, Result};
 use crate::state::ContainerState;
 
 /// Runs `hooks` in order, stopping at the first failure.
-pub(crate) fn run_all(kind: &'static str, hooks: Option<&Vec<Hook>>, state: &ContainerState) -> Result<()> {
+pub(crate) fn run_all(
+    kind: &'static str,
+    hooks: Option<&Vec<Hook>>,
+    state: &ContainerState,
+) -> Result<()> {
     for h in hooks.into_iter().flatten() {
         run(kind, h, state)?;
     }
@@ -25,7 +29,11 @@ pub(crate) fn run_all(kind: &'static str, hooks: Option<&Vec<Hook>>, state: &Con
 }
 
 /// Runs `hooks`, logging failures and going on (poststart, poststop).
-pub(crate) fn run_all_logged(kind: &'static str, hooks: Option<&Vec<Hook>>, state: &ContainerState) {
+pub(crate) fn run_all_logged(
+    kind: &'static str,
+    hooks: Option<&Vec<Hook>>,
+    state: &ContainerState,
+) {
     for h in hooks.into_iter().flatten() {
         if let Err(err) = run(kind, h, state) {
             tracing::warn!(%err, hook = kind, "hook failed");
@@ -53,7 +61,9 @@ fn run(kind: &'static str, hook: &Hook, state: &ContainerState) -> Result<()> {
             cmd.env(k, v);
         }
     }
-    cmd.stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::piped());
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
     let mut child = cmd.spawn().map_err(|e| fail(format!("spawn: {e}")))?;
     if let Some(mut stdin) = child.stdin.take() {
         // A hook that does not read its stdin is fine (EPIPE ignored).
@@ -79,7 +89,10 @@ fn run(kind: &'static str, hook: &Hook, state: &ContainerState) -> Result<()> {
         if deadline.is_some_and(|d| Instant::now() > d) {
             let _ = child.kill();
             let _ = child.wait();
-            return Err(fail(format!("timed out after {}s", hook.timeout().unwrap_or(0))));
+            return Err(fail(format!(
+                "timed out after {}s",
+                hook.timeout().unwrap_or(0)
+            )));
         }
         std::thread::sleep(Duration::from_millis(2));
     }
@@ -113,7 +126,11 @@ mod tests {
         let out = dir.path().join("out");
         let h = HookBuilder::default()
             .path("/bin/sh")
-            .args(vec!["sh".into(), "-c".into(), format!("cat > {}", out.display())])
+            .args(vec![
+                "sh".into(),
+                "-c".into(),
+                format!("cat > {}", out.display()),
+            ])
             .build()
             .unwrap();
         run_all("createRuntime", Some(&vec![h]), &state()).unwrap();
@@ -123,7 +140,11 @@ mod tests {
 
         let bad = HookBuilder::default()
             .path("/bin/sh")
-            .args(vec!["sh".into(), "-c".into(), "echo nope >&2; exit 3".into()])
+            .args(vec![
+                "sh".into(),
+                "-c".into(),
+                "echo nope >&2; exit 3".into(),
+            ])
             .build()
             .unwrap();
         let e = run_all("prestart", Some(&vec![bad]), &state()).unwrap_err();

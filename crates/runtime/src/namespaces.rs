@@ -70,7 +70,12 @@ pub(crate) fn proc_name(t: LinuxNamespaceType) -> &'static str {
 fn map_text(maps: &[LinuxIdMapping]) -> Vec<u8> {
     let mut s = String::new();
     for m in maps {
-        s.push_str(&format!("{} {} {}\n", m.container_id(), m.host_id(), m.size()));
+        s.push_str(&format!(
+            "{} {} {}\n",
+            m.container_id(),
+            m.host_id(),
+            m.size()
+        ));
     }
     s.into_bytes()
 }
@@ -87,7 +92,11 @@ impl NsPlan {
         let mut seen = 0;
         let mut has_mount = false;
         let mut join_user = None;
-        for ns in linux.and_then(|l| l.namespaces().as_ref()).into_iter().flatten() {
+        for ns in linux
+            .and_then(|l| l.namespaces().as_ref())
+            .into_iter()
+            .flatten()
+        {
             let flag = clone_flag(ns.typ());
             if seen & flag != 0 {
                 return Err(Error::spec(
@@ -189,7 +198,9 @@ impl NsPlan {
 /// The inode of `/proc/<pid>/ns/<name>` (to compare namespaces).
 pub(crate) fn ns_inode(pid: &str, name: &str) -> Option<u64> {
     use std::os::unix::fs::MetadataExt;
-    std::fs::metadata(format!("/proc/{pid}/ns/{name}")).ok().map(|m| m.ino())
+    std::fs::metadata(format!("/proc/{pid}/ns/{name}"))
+        .ok()
+        .map(|m| m.ino())
 }
 
 #[cfg(test)]
@@ -230,16 +241,20 @@ mod tests {
 
     #[test]
     fn rejects_duplicates_missing_maps_and_no_mount_ns() {
-        assert!(NsPlan::new(&spec(vec![
-            (LinuxNamespaceType::Mount, None),
-            (LinuxNamespaceType::Mount, None)
-        ]))
-        .is_err());
-        assert!(NsPlan::new(&spec(vec![
-            (LinuxNamespaceType::Mount, None),
-            (LinuxNamespaceType::User, None)
-        ]))
-        .is_err());
+        assert!(
+            NsPlan::new(&spec(vec![
+                (LinuxNamespaceType::Mount, None),
+                (LinuxNamespaceType::Mount, None)
+            ]))
+            .is_err()
+        );
+        assert!(
+            NsPlan::new(&spec(vec![
+                (LinuxNamespaceType::Mount, None),
+                (LinuxNamespaceType::User, None)
+            ]))
+            .is_err()
+        );
         assert!(NsPlan::new(&spec(vec![(LinuxNamespaceType::Pid, None)])).is_err());
         let e = NsPlan::new(&spec(vec![
             (LinuxNamespaceType::Mount, None),

@@ -22,7 +22,10 @@ pub fn validate(spec: &Spec) -> Result<()> {
     let mut parts = v.split(['.', '-', '+']);
     let semver_ok = (0..3).all(|_| parts.next().is_some_and(|p| p.parse::<u64>().is_ok()));
     if !semver_ok || !v.starts_with('1') {
-        return Err(Error::spec("ociVersion", format!("{v:?} is not a 1.x semantic version")));
+        return Err(Error::spec(
+            "ociVersion",
+            format!("{v:?} is not a 1.x semantic version"),
+        ));
     }
     if spec.root().is_none() {
         return Err(Error::spec("root", "missing"));
@@ -34,7 +37,10 @@ pub fn validate(spec: &Spec) -> Result<()> {
         return Err(Error::spec("process.args", "must name a program"));
     }
     if spec.linux().is_none() {
-        return Err(Error::spec("linux", "missing: only Linux containers are supported"));
+        return Err(Error::spec(
+            "linux",
+            "missing: only Linux containers are supported",
+        ));
     }
     if let Some(h) = spec.hooks() {
         let lists = [
@@ -48,7 +54,10 @@ pub fn validate(spec: &Spec) -> Result<()> {
         for (field, list) in lists {
             for hook in list.iter().flatten() {
                 if !hook.path().is_absolute() {
-                    return Err(Error::spec(field, format!("{} is not absolute", hook.path().display())));
+                    return Err(Error::spec(
+                        field,
+                        format!("{} is not absolute", hook.path().display()),
+                    ));
                 }
             }
         }
@@ -91,7 +100,13 @@ mod tests {
         SpecBuilder::default()
             .version("1.2.0")
             .root(RootBuilder::default().path("rootfs").build().unwrap())
-            .process(ProcessBuilder::default().args(vec!["/bin/true".to_string()]).cwd("/").build().unwrap())
+            .process(
+                ProcessBuilder::default()
+                    .args(vec!["/bin/true".to_string()])
+                    .cwd("/")
+                    .build()
+                    .unwrap(),
+            )
             .linux(LinuxBuilder::default().build().unwrap())
     }
 

@@ -103,7 +103,10 @@ impl ProcessPlan {
 
         let cwd = process.cwd();
         if !cwd.is_absolute() {
-            return Err(Error::spec("process.cwd", format!("{} is not absolute", cwd.display())));
+            return Err(Error::spec(
+                "process.cwd",
+                format!("{} is not absolute", cwd.display()),
+            ));
         }
         let cwd_display = cwd.display().to_string();
 
@@ -123,7 +126,11 @@ impl ProcessPlan {
             None => None,
         };
 
-        let lsm_label = if let Some(profile) = process.apparmor_profile().as_deref().filter(|p| !p.is_empty()) {
+        let lsm_label = if let Some(profile) = process
+            .apparmor_profile()
+            .as_deref()
+            .filter(|p| !p.is_empty())
+        {
             if !apparmor_enabled() {
                 return Err(Error::Unsupported {
                     feature: format!("process.apparmorProfile {profile:?}"),
@@ -152,7 +159,10 @@ impl ProcessPlan {
         let oom_score_adj = match process.oom_score_adj() {
             Some(v) => {
                 if !(-1000..=1000).contains(&v) {
-                    return Err(Error::spec("process.oomScoreAdj", format!("{v} is out of range")));
+                    return Err(Error::spec(
+                        "process.oomScoreAdj",
+                        format!("{v} is out of range"),
+                    ));
                 }
                 Some(cstring("process.oomScoreAdj", &v.to_string())?)
             }
@@ -191,7 +201,11 @@ impl ProcessPlan {
             // SAFETY: path, argv and envp are NUL-terminated strings and
             // NULL-terminated pointer arrays that live as long as `self`.
             unsafe {
-                libc::execve(path.as_ptr(), self.argv_ptrs.as_ptr(), self.envp_ptrs.as_ptr());
+                libc::execve(
+                    path.as_ptr(),
+                    self.argv_ptrs.as_ptr(),
+                    self.envp_ptrs.as_ptr(),
+                );
             }
             let e = sys::errno();
             match e {
@@ -237,7 +251,10 @@ mod tests {
             .build()
             .unwrap();
         let plan = ProcessPlan::new(&p, None).unwrap();
-        assert_eq!(plan.exe_candidates, vec![c"/bin/sh".to_owned(), c"/usr/bin/sh".to_owned()]);
+        assert_eq!(
+            plan.exe_candidates,
+            vec![c"/bin/sh".to_owned(), c"/usr/bin/sh".to_owned()]
+        );
         assert_eq!(plan.argv_ptrs.len(), 4);
         assert!(plan.argv_ptrs[3].is_null());
     }
@@ -253,7 +270,11 @@ mod tests {
             ProcessPlan::new(&p, None).unwrap_err().kind(),
             crate::ErrorKind::InvalidArgument
         );
-        let p = ProcessBuilder::default().args(Vec::<String>::new()).cwd("/").build().unwrap();
+        let p = ProcessBuilder::default()
+            .args(Vec::<String>::new())
+            .cwd("/")
+            .build()
+            .unwrap();
         assert!(ProcessPlan::new(&p, None).is_err());
     }
 }

@@ -16,7 +16,8 @@ use std::os::unix::ffi::OsStringExt;
 
 use crate::error::{Error, Result};
 
-const SEALS: libc::c_int = libc::F_SEAL_SEAL | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE;
+const SEALS: libc::c_int =
+    libc::F_SEAL_SEAL | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE;
 
 /// Whether the running executable is already a fully sealed memfd.
 pub fn is_sealed() -> bool {
@@ -30,10 +31,14 @@ pub fn is_sealed() -> bool {
 
 /// Copies the running executable into a sealed memfd (without executing it).
 pub fn sealed_exe_copy() -> Result<OwnedFd> {
-    let mut src = std::fs::File::open("/proc/self/exe").map_err(|e| Error::io("open", "/proc/self/exe", e))?;
+    let mut src = std::fs::File::open("/proc/self/exe")
+        .map_err(|e| Error::io("open", "/proc/self/exe", e))?;
     // SAFETY: memfd_create with a static name.
     let raw = unsafe {
-        libc::memfd_create(c"berth-sealed-exe".as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING)
+        libc::memfd_create(
+            c"berth-sealed-exe".as_ptr(),
+            libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING,
+        )
     };
     if raw < 0 {
         return Err(Error::sys("memfd_create", std::io::Error::last_os_error()));
@@ -42,7 +47,8 @@ pub fn sealed_exe_copy() -> Result<OwnedFd> {
     let fd = unsafe { OwnedFd::from_raw_fd(raw) };
     let mut dst = std::fs::File::from(fd);
     std::io::copy(&mut src, &mut dst).map_err(|e| Error::io("copy", "/proc/self/exe", e))?;
-    dst.seek(SeekFrom::Start(0)).map_err(|e| Error::sys("lseek", e))?;
+    dst.seek(SeekFrom::Start(0))
+        .map_err(|e| Error::sys("lseek", e))?;
     // SAFETY: F_ADD_SEALS on an fd we own.
     if unsafe { libc::fcntl(dst.as_raw_fd(), libc::F_ADD_SEALS, SEALS) } < 0 {
         return Err(Error::sys("F_ADD_SEALS", std::io::Error::last_os_error()));
@@ -60,14 +66,18 @@ pub fn seal_self_exe() -> Result<()> {
     }
     let fd = sealed_exe_copy()?;
     let args: Vec<CString> = std::env::args_os()
-        .map(|a: OsString| CString::new(a.into_vec()).map_err(|_| Error::sys("argv", std::io::Error::other("NUL in argument"))))
+        .map(|a: OsString| {
+            CString::new(a.into_vec())
+                .map_err(|_| Error::sys("argv", std::io::Error::other("NUL in argument")))
+        })
         .collect::<Result<_>>()?;
     let env: Vec<CString> = std::env::vars_os()
         .map(|(k, v)| {
             let mut kv = k.into_vec();
             kv.push(b'=');
             kv.extend(v.into_vec());
-            CString::new(kv).map_err(|_| Error::sys("environ", std::io::Error::other("NUL in environment")))
+            CString::new(kv)
+                .map_err(|_| Error::sys("environ", std::io::Error::other("NUL in environment")))
         })
         .collect::<Result<_>>()?;
     let mut argv: Vec<*mut libc::c_char> = args.iter().map(|a| a.as_ptr().cast_mut()).collect();
@@ -77,9 +87,18 @@ pub fn seal_self_exe() -> Result<()> {
     // SAFETY: argv/envp are NULL-terminated arrays of valid C strings; the
     // empty path with AT_EMPTY_PATH executes the fd itself.
     unsafe {
-        libc::execveat(fd.as_raw_fd(), c"".as_ptr(), argv.as_ptr(), envp.as_ptr(), libc::AT_EMPTY_PATH);
+        libc::execveat(
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            argv.as_ptr(),
+            envp.as_ptr(),
+            libc::AT_EMPTY_PATH,
+        );
     }
-    Err(Error::sys("execveat sealed copy", std::io::Error::last_os_error()))
+    Err(Error::sys(
+        "execveat sealed copy",
+        std::io::Error::last_os_error(),
+    ))
 }
 
 #[cfg(test)]

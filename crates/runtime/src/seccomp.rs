@@ -108,7 +108,8 @@ mod compile {
         let default = action(profile.default_action(), profile.default_errno_ret())?;
         let mut ctx = ScmpFilterContext::new(default).map_err(|e| err("new filter", e))?;
         // The runtime sets no_new_privs itself when the spec asks for it.
-        ctx.set_ctl_nnp(false).map_err(|e| err("disable NNP control", e))?;
+        ctx.set_ctl_nnp(false)
+            .map_err(|e| err("disable NNP control", e))?;
         for a in profile.architectures().iter().flatten() {
             let a = arch(*a);
             if a != ScmpArch::Native {
@@ -141,7 +142,9 @@ mod compile {
                 }
                 let cmps: Vec<ScmpArgCompare> = args
                     .iter()
-                    .map(|a| ScmpArgCompare::new(a.index() as u32, op(a.op(), a.value_two()), a.value()))
+                    .map(|a| {
+                        ScmpArgCompare::new(a.index() as u32, op(a.op(), a.value_two()), a.value())
+                    })
                     .collect();
                 if same_arg && cmps.len() > 1 {
                     for c in cmps {
@@ -173,11 +176,13 @@ mod compile {
         }
         // SAFETY: raw is a fresh fd we own.
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        ctx.export_bpf(fd.as_fd()).map_err(|e| err("export BPF", e))?;
+        ctx.export_bpf(fd.as_fd())
+            .map_err(|e| err("export BPF", e))?;
         let mut file = std::fs::File::from(fd);
         file.rewind().map_err(|e| err("rewind BPF", e))?;
         let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes).map_err(|e| err("read BPF", e))?;
+        file.read_to_end(&mut bytes)
+            .map_err(|e| err("read BPF", e))?;
         let insn = size_of::<libc::sock_filter>();
         if bytes.is_empty() || bytes.len() % insn != 0 {
             return Err(err("export BPF", "unexpected program size"));

@@ -119,7 +119,11 @@ impl ContainerState {
             oci_version: self.oci_version.clone(),
             id: self.id.clone(),
             status: self.status,
-            pid: if self.status == Status::Stopped { None } else { self.pid },
+            pid: if self.status == Status::Stopped {
+                None
+            } else {
+                self.pid
+            },
             bundle: self.bundle.clone(),
             annotations: self.annotations.clone(),
         }
@@ -136,7 +140,9 @@ impl ContainerState {
             return;
         }
         let alive = match (self.pid, self.pid_start_time) {
-            (Some(pid), Some(start)) => proc_start_time(pid).is_some_and(|(t, zombie)| t == start && !zombie),
+            (Some(pid), Some(start)) => {
+                proc_start_time(pid).is_some_and(|(t, zombie)| t == start && !zombie)
+            }
             _ => false,
         };
         if !alive {
@@ -244,7 +250,9 @@ impl StateDir {
             .write(true)
             .open(&path)
             .map_err(|e| match e.kind() {
-                std::io::ErrorKind::NotFound => Error::NotFound { id: self.id.clone() },
+                std::io::ErrorKind::NotFound => Error::NotFound {
+                    id: self.id.clone(),
+                },
                 _ => Error::io("open lock", &path, e),
             })?;
         loop {
@@ -259,7 +267,9 @@ impl StateDir {
         }
         // The directory may have been deleted while we waited.
         if !self.state_file().exists() && !self.dir.exists() {
-            return Err(Error::NotFound { id: self.id.clone() });
+            return Err(Error::NotFound {
+                id: self.id.clone(),
+            });
         }
         Ok(ContainerLock { _file: file })
     }
@@ -268,7 +278,9 @@ impl StateDir {
     pub(crate) fn read(&self) -> Result<ContainerState> {
         let path = self.state_file();
         let data = std::fs::read(&path).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => Error::NotFound { id: self.id.clone() },
+            std::io::ErrorKind::NotFound => Error::NotFound {
+                id: self.id.clone(),
+            },
             _ => Error::io("read", &path, e),
         })?;
         serde_json::from_slice(&data).map_err(|source| Error::StateFile { path, source })
@@ -283,7 +295,8 @@ impl StateDir {
             source,
         })?;
         let mut f = File::create(&tmp).map_err(|e| Error::io("write", &tmp, e))?;
-        f.write_all(&data).map_err(|e| Error::io("write", &tmp, e))?;
+        f.write_all(&data)
+            .map_err(|e| Error::io("write", &tmp, e))?;
         drop(f);
         std::fs::rename(&tmp, &path).map_err(|e| Error::io("rename", &path, e))
     }
@@ -324,10 +337,11 @@ pub fn list(root: &Path) -> Result<Vec<String>> {
     let mut ids = Vec::new();
     for entry in rd {
         let entry = entry.map_err(|e| Error::io("read state root", root, e))?;
-        if let Some(name) = entry.file_name().to_str() {
-            if validate_id(name).is_ok() && entry.path().join("state.json").exists() {
-                ids.push(name.to_string());
-            }
+        if let Some(name) = entry.file_name().to_str()
+            && validate_id(name).is_ok()
+            && entry.path().join("state.json").exists()
+        {
+            ids.push(name.to_string());
         }
     }
     ids.sort();
@@ -342,7 +356,11 @@ mod tests {
     fn ids_are_validated() {
         assert!(validate_id("abc-1_2.3+x").is_ok());
         for bad in ["", ".", "..", "a/b", "a b", "ä"] {
-            assert_eq!(validate_id(bad).unwrap_err().kind(), crate::ErrorKind::InvalidArgument, "{bad}");
+            assert_eq!(
+                validate_id(bad).unwrap_err().kind(),
+                crate::ErrorKind::InvalidArgument,
+                "{bad}"
+            );
         }
     }
 
@@ -359,7 +377,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let sd = StateDir::new(dir.path(), "c1").unwrap();
         sd.create().unwrap();
-        assert_eq!(sd.create().unwrap_err().kind(), crate::ErrorKind::AlreadyExists);
+        assert_eq!(
+            sd.create().unwrap_err().kind(),
+            crate::ErrorKind::AlreadyExists
+        );
         let _lock = sd.lock().unwrap();
         let st = ContainerState {
             oci_version: OCI_VERSION.into(),
@@ -380,6 +401,9 @@ mod tests {
         assert_eq!(live.status, Status::Stopped);
         assert_eq!(live.to_oci().pid, None);
         assert_eq!(list(dir.path()).unwrap(), vec!["c1".to_string()]);
-        assert_eq!(read_state(dir.path(), "nope").unwrap_err().kind(), crate::ErrorKind::NotFound);
+        assert_eq!(
+            read_state(dir.path(), "nope").unwrap_err().kind(),
+            crate::ErrorKind::NotFound
+        );
     }
 }

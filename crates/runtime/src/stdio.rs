@@ -135,7 +135,11 @@ impl ContainerProcess {
         if r < 0 {
             return Err(Error::sys("waitpid", std::io::Error::last_os_error()));
         }
-        Ok(if r == 0 { None } else { ExitStatus::from_raw(st) })
+        Ok(if r == 0 {
+            None
+        } else {
+            ExitStatus::from_raw(st)
+        })
     }
 }
 
@@ -198,7 +202,9 @@ pub(crate) fn connect_unix(path: &Path) -> Result<UnixStream> {
     let parent = path.parent().unwrap_or(Path::new("/"));
     let dir = std::fs::File::open(parent).map_err(|e| Error::io("open", parent, e))?;
     let name = path.file_name().unwrap_or_default();
-    let short = Path::new("/proc/self/fd").join(dir.as_raw_fd().to_string()).join(name);
+    let short = Path::new("/proc/self/fd")
+        .join(dir.as_raw_fd().to_string())
+        .join(name);
     UnixStream::connect(&short).map_err(|e| Error::io("connect", path, e))
 }
 
@@ -211,7 +217,9 @@ pub(crate) fn bind_unix(path: &Path) -> Result<std::os::unix::net::UnixListener>
     let parent = path.parent().unwrap_or(Path::new("/"));
     let dir = std::fs::File::open(parent).map_err(|e| Error::io("open", parent, e))?;
     let name = path.file_name().unwrap_or_default();
-    let short = Path::new("/proc/self/fd").join(dir.as_raw_fd().to_string()).join(name);
+    let short = Path::new("/proc/self/fd")
+        .join(dir.as_raw_fd().to_string())
+        .join(name);
     UnixListener::bind(&short).map_err(|e| Error::io("bind", path, e))
 }
 

@@ -89,14 +89,7 @@ pub(crate) fn pair() -> Result<(OwnedFd, OwnedFd)> {
 pub(crate) fn send(fd: RawFd, msg: &Msg) -> SysResult<()> {
     loop {
         // SAFETY: msg is a plain repr(C) struct of MSG_LEN readable bytes.
-        let n = unsafe {
-            libc::send(
-                fd,
-                (msg as *const Msg).cast(),
-                MSG_LEN,
-                libc::MSG_NOSIGNAL,
-            )
-        };
+        let n = unsafe { libc::send(fd, (msg as *const Msg).cast(), MSG_LEN, libc::MSG_NOSIGNAL) };
         if n >= 0 {
             return Ok(());
         }
@@ -172,8 +165,10 @@ impl Channel {
                 return Err(Error::sys("poll sync channel", e));
             }
             if r == 0 {
-                let wchan = std::fs::read_to_string(format!("/proc/{peer}/wchan")).unwrap_or_default();
-                let stack = std::fs::read_to_string(format!("/proc/{peer}/stack")).unwrap_or_default();
+                let wchan =
+                    std::fs::read_to_string(format!("/proc/{peer}/wchan")).unwrap_or_default();
+                let stack =
+                    std::fs::read_to_string(format!("/proc/{peer}/stack")).unwrap_or_default();
                 return Err(Error::protocol(format!(
                     "no message from setup child {peer} within {timeout_ms}ms (wchan {wchan:?}, stack {stack:?})"
                 )));

@@ -228,9 +228,6 @@ mod tests {
         assert_eq!(FdPath::new(0).as_cstr(), c"/proc/self/fd/0");
         assert_eq!(FdPath::new(7).as_cstr(), c"/proc/self/fd/7");
         assert_eq!(FdPath::new(1234).as_cstr(), c"/proc/self/fd/1234");
-        assert_eq!(
-            FdPath::new(i32::MAX).as_cstr(),
-            c"/proc/self/fd/2147483647"
-        );
+        assert_eq!(FdPath::new(i32::MAX).as_cstr(), c"/proc/self/fd/2147483647");
     }
 }

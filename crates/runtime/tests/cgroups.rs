@@ -1,7 +1,13 @@
 //! cgroup limits take effect (youki contest groups cgroup_v1_pids,
 //! cgroup_v1_memory, cgroup_v1_cpu, update). This host is a v1 hybrid.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::tests_outside_test_module,
+    missing_docs
+)]
 
 mod common;
 
@@ -11,13 +17,16 @@ use berth_runtime::oci_spec::runtime::{
 use berth_runtime::{CreateOptions, ExitStatus, Stdio};
 use common::*;
 
-fn with_resources(args: &[&str], cg: &str, r: LinuxResources) -> berth_runtime::oci_spec::runtime::Spec {
+fn with_resources(args: &[&str], cg: &str, r: LinuxResources) -> oci_spec::runtime::Spec {
     let linux = linux_builder(cg).resources(r).build().unwrap();
     spec_builder(args, cg).linux(linux).build().unwrap()
 }
 
 fn v1_dir(controller: &str, cg: &str) -> Option<std::path::PathBuf> {
-    berth_runtime::CgroupPaths::for_relative(cg).v1.get(controller).cloned()
+    berth_runtime::CgroupPaths::for_relative(cg)
+        .v1
+        .get(controller)
+        .cloned()
 }
 
 #[test]
@@ -29,12 +38,22 @@ fn memory_limit_oom_kills() {
     let cg = unique("cg");
     let limit = 32 * 1024 * 1024i64;
     let r = LinuxResourcesBuilder::default()
-        .memory(LinuxMemoryBuilder::default().limit(limit).swap(limit).build().unwrap())
+        .memory(
+            LinuxMemoryBuilder::default()
+                .limit(limit)
+                .swap(limit)
+                .build()
+                .unwrap(),
+        )
         .build()
         .unwrap();
     // Hold 128 MiB in a shell variable: far above the limit.
     let s = with_resources(
-        &["sh", "-c", "a=$(head -c 134217728 /dev/zero | tr '\\0' x); echo survived ${#a}"],
+        &[
+            "sh",
+            "-c",
+            "a=$(head -c 134217728 /dev/zero | tr '\\0' x); echo survived ${#a}",
+        ],
         &cg,
         r,
     );
@@ -43,11 +62,20 @@ fn memory_limit_oom_kills() {
     let (ro, wo) = pipe();
     let init = env
         .runtime
-        .create(&id, &bundle, CreateOptions { stdout: Stdio::Fd(wo), ..Default::default() })
+        .create(
+            &id,
+            &bundle,
+            CreateOptions {
+                stdout: Stdio::Fd(wo),
+                ..Default::default()
+            },
+        )
         .unwrap();
     if let Some(dir) = v1_dir("memory", &cg) {
         assert_eq!(
-            std::fs::read_to_string(dir.join("memory.limit_in_bytes")).unwrap().trim(),
+            std::fs::read_to_string(dir.join("memory.limit_in_bytes"))
+                .unwrap()
+                .trim(),
             limit.to_string()
         );
     }
@@ -58,9 +86,15 @@ fn memory_limit_oom_kills() {
     // The shell's child (tr) or the shell itself was OOM-killed: the cgroup recorded it.
     if let Some(dir) = v1_dir("memory", &cg) {
         // Usage reached the limit (failcnt stays 0 on this kernel's v1 memcg).
-        let max_usage: i64 =
-            std::fs::read_to_string(dir.join("memory.max_usage_in_bytes")).unwrap().trim().parse().unwrap();
-        assert!(max_usage >= limit - 1024 * 1024, "max usage {max_usage} below the limit (status {status:?})");
+        let max_usage: i64 = std::fs::read_to_string(dir.join("memory.max_usage_in_bytes"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        assert!(
+            max_usage >= limit - 1024 * 1024,
+            "max usage {max_usage} below the limit (status {status:?})"
+        );
         let oom = std::fs::read_to_string(dir.join("memory.oom_control")).unwrap();
         let kills: u64 = oom
             .lines()
@@ -88,13 +122,20 @@ fn pids_limit_refuses_fork() {
         .build()
         .unwrap();
     let s = with_resources(
-        &["sh", "-c", "for i in 1 2 3 4 5 6 7 8; do sleep 2 & done; wait; echo done"],
+        &[
+            "sh",
+            "-c",
+            "for i in 1 2 3 4 5 6 7 8; do sleep 2 & done; wait; echo done",
+        ],
         &cg,
         r,
     );
     let (st, out, err) = env.run("pids", s);
     // busybox sh gives up at the first refused fork.
-    assert!(err.contains("can't fork"), "forks were not refused: {err:?} ({st:?})");
+    assert!(
+        err.contains("can't fork"),
+        "forks were not refused: {err:?} ({st:?})"
+    );
     assert_ne!(out, "done\n");
     assert_ne!(st, ExitStatus::Exited(0));
     assert_no_cgroup(&cg);
@@ -108,17 +149,33 @@ fn cpu_resources_applied_and_updated() {
     let env = Env::new();
     let cg = unique("cg");
     let r = LinuxResourcesBuilder::default()
-        .cpu(LinuxCpuBuilder::default().shares(512u64).quota(50000i64).period(100000u64).build().unwrap())
+        .cpu(
+            LinuxCpuBuilder::default()
+                .shares(512u64)
+                .quota(50000i64)
+                .period(100000u64)
+                .build()
+                .unwrap(),
+        )
         .pids(LinuxPidsBuilder::default().limit(50i64).build().unwrap())
         .build()
         .unwrap();
     let id = env.id("cpu");
     let bundle = env.bundle(&id, &with_resources(&["sleep", "1000"], &cg, r));
-    let init = env.runtime.create(&id, &bundle, CreateOptions::default()).unwrap();
+    let init = env
+        .runtime
+        .create(&id, &bundle, CreateOptions::default())
+        .unwrap();
     let paths = env.runtime.state(&id).unwrap().cgroup_paths();
-    assert_eq!(paths, berth_runtime::cgroup_paths(env.runtime.root(), &id).unwrap());
+    assert_eq!(
+        paths,
+        berth_runtime::cgroup_paths(env.runtime.root(), &id).unwrap()
+    );
     let read = |c: &str, f: &str| -> String {
-        std::fs::read_to_string(paths.v1.get(c).unwrap().join(f)).unwrap().trim().to_string()
+        std::fs::read_to_string(paths.v1.get(c).unwrap().join(f))
+            .unwrap()
+            .trim()
+            .to_string()
     };
     if !berth_runtime::cgroups::is_unified() {
         assert_eq!(read("cpu", "cpu.shares"), "512");

@@ -3,7 +3,13 @@
 //! nothing behind (youki contest groups: lifecycle, create, delete,
 //! kill_container, exec, pidfile, hooks, prohibit_symlink).
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::tests_outside_test_module,
+    missing_docs
+)]
 
 mod common;
 
@@ -11,7 +17,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use berth_runtime::oci_spec::runtime::{HookBuilder, HooksBuilder, MountBuilder};
-use berth_runtime::{CreateOptions, ErrorKind, ExecOptions, ExitStatus, Runtime, Status, Stdio, Step};
+use berth_runtime::{
+    CreateOptions, ErrorKind, ExecOptions, ExitStatus, Runtime, Status, Stdio, Step,
+};
 use common::*;
 
 fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
@@ -35,10 +43,13 @@ fn create_start_kill_delete_with_state_from_a_fresh_instance() {
     let env = Env::new();
     let id = env.id("life");
     let cg = unique("cg");
-    let bundle = env.bundle(&id, &spec(&["sh", "-c", "touch /data/started; exec sleep 1000"], &cg));
+    let bundle = env.bundle(
+        &id,
+        &spec(&["sh", "-c", "touch /data/started; exec sleep 1000"], &cg),
+    );
     let data = env.dir.path().join(format!("{id}-data"));
     std::fs::create_dir_all(&data).unwrap();
-    let mut s: berth_runtime::oci_spec::runtime::Spec =
+    let mut s: oci_spec::runtime::Spec =
         serde_json::from_slice(&std::fs::read(bundle.join("config.json")).unwrap()).unwrap();
     let mut mounts = s.mounts().clone().unwrap();
     mounts.push(
@@ -56,14 +67,20 @@ fn create_start_kill_delete_with_state_from_a_fresh_instance() {
     s.set_annotations(Some(ann));
     let bundle = env.bundle(&id, &s);
 
-    let init = env.runtime.create(&id, &bundle, CreateOptions::default()).unwrap();
+    let init = env
+        .runtime
+        .create(&id, &bundle, CreateOptions::default())
+        .unwrap();
     // A second runtime instance (as another CLI process would) sees it.
     let other = Runtime::new(env.runtime.root()).unwrap();
     let st = other.state(&id).unwrap();
     assert_eq!(st.status, Status::Created);
     assert_eq!(st.pid, Some(init.pid()));
     assert_eq!(st.bundle, bundle.canonicalize().unwrap());
-    assert_eq!(st.annotations.get("org.berth.test").map(String::as_str), Some("yes"));
+    assert_eq!(
+        st.annotations.get("org.berth.test").map(String::as_str),
+        Some("yes")
+    );
     let oci = serde_json::to_value(st.to_oci()).unwrap();
     assert_eq!(oci["status"], "created");
     assert_eq!(oci["id"], id.as_str());
@@ -81,14 +98,20 @@ fn create_start_kill_delete_with_state_from_a_fresh_instance() {
         ErrorKind::FailedPrecondition,
         "a second start must be refused"
     );
-    assert_eq!(other.delete(&id, false).unwrap_err().kind(), ErrorKind::FailedPrecondition);
+    assert_eq!(
+        other.delete(&id, false).unwrap_err().kind(),
+        ErrorKind::FailedPrecondition
+    );
 
     other.kill(&id, libc::SIGTERM, false).unwrap();
     // sleep as pid 1 ignores SIGTERM without a handler: use SIGKILL.
     other.kill(&id, libc::SIGKILL, false).unwrap();
     assert_eq!(init.wait().unwrap(), ExitStatus::Signaled(libc::SIGKILL));
     assert_eq!(other.state(&id).unwrap().status, Status::Stopped);
-    assert_eq!(other.kill(&id, libc::SIGKILL, false).unwrap_err().kind(), ErrorKind::FailedPrecondition);
+    assert_eq!(
+        other.kill(&id, libc::SIGKILL, false).unwrap_err().kind(),
+        ErrorKind::FailedPrecondition
+    );
 
     other.delete(&id, false).unwrap();
     assert_eq!(other.state(&id).unwrap_err().kind(), ErrorKind::NotFound);
@@ -105,7 +128,10 @@ fn delete_of_created_container_kills_init() {
     let id = env.id("created-del");
     let cg = unique("cg");
     let bundle = env.bundle(&id, &spec(&["true"], &cg));
-    let init = env.runtime.create(&id, &bundle, CreateOptions::default()).unwrap();
+    let init = env
+        .runtime
+        .create(&id, &bundle, CreateOptions::default())
+        .unwrap();
     env.runtime.delete(&id, false).unwrap();
     assert_eq!(init.wait().unwrap(), ExitStatus::Signaled(libc::SIGKILL));
     assert_no_cgroup(&cg);
@@ -120,24 +146,43 @@ fn force_delete_of_running_container() {
     let id = env.id("force");
     let cg = unique("cg");
     // A process tree: the shell and two sleeps.
-    let bundle = env.bundle(&id, &spec(&["sh", "-c", "sleep 1000 & sleep 1000 & wait"], &cg));
-    let init = env.runtime.create(&id, &bundle, CreateOptions::default()).unwrap();
+    let bundle = env.bundle(
+        &id,
+        &spec(&["sh", "-c", "sleep 1000 & sleep 1000 & wait"], &cg),
+    );
+    let init = env
+        .runtime
+        .create(&id, &bundle, CreateOptions::default())
+        .unwrap();
     env.runtime.start(&id).unwrap();
-    wait_for("three processes", || env.runtime.pids(&id).unwrap().len() == 3);
+    wait_for("three processes", || {
+        env.runtime.pids(&id).unwrap().len() == 3
+    });
     let pids = env.runtime.pids(&id).unwrap();
     assert!(pids.contains(&init.pid()));
     env.runtime.delete(&id, true).unwrap();
     assert_eq!(init.wait().unwrap(), ExitStatus::Signaled(libc::SIGKILL));
     for p in pids {
-        wait_for("process gone", || !alive(p) || berth_runtime_state_is_zombie(p));
+        wait_for("process gone", || {
+            !alive(p) || berth_runtime_state_is_zombie(p)
+        });
     }
-    assert_eq!(env.runtime.state(&id).unwrap_err().kind(), ErrorKind::NotFound);
+    assert_eq!(
+        env.runtime.state(&id).unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
     assert_no_cgroup(&cg);
 }
 
 fn berth_runtime_state_is_zombie(pid: i32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'))
+        .map(|s| {
+            s.rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z')
+        })
         .unwrap_or(true)
 }
 
@@ -148,10 +193,21 @@ fn kill_all_signals_every_process() {
     }
     let env = Env::new();
     let id = env.id("killall");
-    let bundle = env.bundle(&id, &spec(&["sh", "-c", "sleep 1000 & sleep 1000 & wait"], &unique("cg")));
-    let init = env.runtime.create(&id, &bundle, CreateOptions::default()).unwrap();
+    let bundle = env.bundle(
+        &id,
+        &spec(
+            &["sh", "-c", "sleep 1000 & sleep 1000 & wait"],
+            &unique("cg"),
+        ),
+    );
+    let init = env
+        .runtime
+        .create(&id, &bundle, CreateOptions::default())
+        .unwrap();
     env.runtime.start(&id).unwrap();
-    wait_for("three processes", || env.runtime.pids(&id).unwrap().len() == 3);
+    wait_for("three processes", || {
+        env.runtime.pids(&id).unwrap().len() == 3
+    });
     env.runtime.kill(&id, libc::SIGKILL, true).unwrap();
     assert_eq!(init.wait().unwrap(), ExitStatus::Signaled(libc::SIGKILL));
     wait_for("empty cgroup", || env.runtime.pids(&id).unwrap().is_empty());
@@ -166,7 +222,10 @@ fn exec_joins_namespaces_and_cgroup() {
     let env = Env::new();
     let id = env.id("exec");
     let bundle = env.bundle(&id, &spec(&["sleep", "1000"], &unique("cg")));
-    let init = env.runtime.create(&id, &bundle, CreateOptions::default()).unwrap();
+    let init = env
+        .runtime
+        .create(&id, &bundle, CreateOptions::default())
+        .unwrap();
     env.runtime.start(&id).unwrap();
 
     let p = process_builder(&[
@@ -205,7 +264,10 @@ fn exec_joins_namespaces_and_cgroup() {
 
     // A missing program is reported as the Exec step, naming it.
     let bad = process_builder(&["/bin/no-such-program"]).build().unwrap();
-    let e = env.runtime.exec(&id, &bad, ExecOptions::default()).unwrap_err();
+    let e = env
+        .runtime
+        .exec(&id, &bad, ExecOptions::default())
+        .unwrap_err();
     match &e {
         berth_runtime::Error::Child { step, path, .. } => {
             assert_eq!(*step, Step::Exec);
@@ -228,21 +290,38 @@ fn pause_and_resume_freeze_the_container() {
     let env = Env::new();
     let id = env.id("pause");
     let bundle = env.bundle(&id, &spec(&["sleep", "1000"], &unique("cg")));
-    let init = env.runtime.create(&id, &bundle, CreateOptions::default()).unwrap();
-    assert_eq!(env.runtime.pause(&id).unwrap_err().kind(), ErrorKind::FailedPrecondition);
+    let init = env
+        .runtime
+        .create(&id, &bundle, CreateOptions::default())
+        .unwrap();
+    assert_eq!(
+        env.runtime.pause(&id).unwrap_err().kind(),
+        ErrorKind::FailedPrecondition
+    );
     env.runtime.start(&id).unwrap();
     env.runtime.pause(&id).unwrap();
     let st = env.runtime.state(&id).unwrap();
     assert_eq!(st.status, Status::Paused);
-    assert_eq!(serde_json::to_value(st.to_oci()).unwrap()["status"], "paused");
+    assert_eq!(
+        serde_json::to_value(st.to_oci()).unwrap()["status"],
+        "paused"
+    );
     let freezer = st.cgroup_paths().v1.get("freezer").cloned();
     if let Some(f) = freezer {
-        assert_eq!(std::fs::read_to_string(f.join("freezer.state")).unwrap().trim(), "FROZEN");
+        assert_eq!(
+            std::fs::read_to_string(f.join("freezer.state"))
+                .unwrap()
+                .trim(),
+            "FROZEN"
+        );
     }
     // The frozen process is in the refrigerator (state D / 'frozen' wchan).
     assert_eq!(env.runtime.resume(&id).map(|_| ()).unwrap(), ());
     assert_eq!(env.runtime.state(&id).unwrap().status, Status::Running);
-    assert_eq!(env.runtime.resume(&id).unwrap_err().kind(), ErrorKind::FailedPrecondition);
+    assert_eq!(
+        env.runtime.resume(&id).unwrap_err().kind(),
+        ErrorKind::FailedPrecondition
+    );
     // Force-deleting a paused container works too.
     env.runtime.pause(&id).unwrap();
     env.runtime.delete(&id, true).unwrap();
@@ -259,8 +338,14 @@ fn two_containers_at_once() {
     let b = env.id("two-b");
     let ba = env.bundle(&a, &spec(&["sleep", "1000"], &unique("cg")));
     let bb = env.bundle(&b, &spec(&["sleep", "1000"], &unique("cg")));
-    let ia = env.runtime.create(&a, &ba, CreateOptions::default()).unwrap();
-    let ib = env.runtime.create(&b, &bb, CreateOptions::default()).unwrap();
+    let ia = env
+        .runtime
+        .create(&a, &ba, CreateOptions::default())
+        .unwrap();
+    let ib = env
+        .runtime
+        .create(&b, &bb, CreateOptions::default())
+        .unwrap();
     env.runtime.start(&a).unwrap();
     env.runtime.start(&b).unwrap();
     assert_ne!(ia.pid(), ib.pid());
@@ -288,14 +373,23 @@ fn ids_are_validated_and_unique() {
     let env = Env::new();
     let id = env.id("dup");
     let bundle = env.bundle(&id, &spec(&["true"], &unique("cg")));
-    let init = env.runtime.create(&id, &bundle, CreateOptions::default()).unwrap();
+    let init = env
+        .runtime
+        .create(&id, &bundle, CreateOptions::default())
+        .unwrap();
     assert_eq!(
-        env.runtime.create(&id, &bundle, CreateOptions::default()).unwrap_err().kind(),
+        env.runtime
+            .create(&id, &bundle, CreateOptions::default())
+            .unwrap_err()
+            .kind(),
         ErrorKind::AlreadyExists
     );
     for bad in ["../escape", "a/b", "", ".."] {
         assert_eq!(
-            env.runtime.create(bad, &bundle, CreateOptions::default()).unwrap_err().kind(),
+            env.runtime
+                .create(bad, &bundle, CreateOptions::default())
+                .unwrap_err()
+                .kind(),
             ErrorKind::InvalidArgument
         );
     }
@@ -312,7 +406,10 @@ fn failed_start_reports_exec_error_and_stops() {
     let id = env.id("badexec");
     let cg = unique("cg");
     let bundle = env.bundle(&id, &spec(&["/bin/does-not-exist"], &cg));
-    let init = env.runtime.create(&id, &bundle, CreateOptions::default()).unwrap();
+    let init = env
+        .runtime
+        .create(&id, &bundle, CreateOptions::default())
+        .unwrap();
     let e = env.runtime.start(&id).unwrap_err();
     assert!(
         matches!(&e, berth_runtime::Error::Child { step: Step::Exec, path: Some(p), .. } if p == "/bin/does-not-exist"),
@@ -325,11 +422,22 @@ fn failed_start_reports_exec_error_and_stops() {
 }
 
 /// A create failure leaves no state dir, cgroup or process.
-fn assert_create_fails_clean(env: &Env, tag: &str, s: berth_runtime::oci_spec::runtime::Spec, cg: &str) -> berth_runtime::Error {
+fn assert_create_fails_clean(
+    env: &Env,
+    tag: &str,
+    s: oci_spec::runtime::Spec,
+    cg: &str,
+) -> berth_runtime::Error {
     let id = env.id(tag);
     let bundle = env.bundle(&id, &s);
-    let e = env.runtime.create(&id, &bundle, CreateOptions::default()).unwrap_err();
-    assert!(!env.runtime.root().join(&id).exists(), "state dir left behind: {e}");
+    let e = env
+        .runtime
+        .create(&id, &bundle, CreateOptions::default())
+        .unwrap_err();
+    assert!(
+        !env.runtime.root().join(&id).exists(),
+        "state dir left behind: {e}"
+    );
     assert_no_cgroup(cg);
     e
 }
@@ -378,7 +486,10 @@ fn setup_failures_name_step_and_path_and_leave_nothing() {
     let bundle = env.bundle(&id, &spec(&["true"], &cg));
     std::fs::remove_dir(bundle.join("rootfs/proc")).unwrap();
     std::os::unix::fs::symlink("/tmp", bundle.join("rootfs/proc")).unwrap();
-    let e = env.runtime.create(&id, &bundle, CreateOptions::default()).unwrap_err();
+    let e = env
+        .runtime
+        .create(&id, &bundle, CreateOptions::default())
+        .unwrap_err();
     assert!(e.to_string().contains("ordinary directory"), "{e}");
     assert!(!env.runtime.root().join(&id).exists());
     assert_no_cgroup(&cg);
@@ -389,7 +500,10 @@ fn setup_failures_name_step_and_path_and_leave_nothing() {
     let bundle = env.bundle(&id, &spec(&["true"], &cg));
     std::fs::remove_dir(bundle.join("rootfs/sys")).unwrap();
     std::os::unix::fs::symlink("/", bundle.join("rootfs/sys")).unwrap();
-    let e = env.runtime.create(&id, &bundle, CreateOptions::default()).unwrap_err();
+    let e = env
+        .runtime
+        .create(&id, &bundle, CreateOptions::default())
+        .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{e}");
 
     // An AppArmor profile on a host without AppArmor.
@@ -430,7 +544,14 @@ fn mount_targets_cannot_escape_through_symlinks() {
     let (r, w) = pipe();
     let init = env
         .runtime
-        .create(&id, &bundle, CreateOptions { stdout: Stdio::Fd(w), ..Default::default() })
+        .create(
+            &id,
+            &bundle,
+            CreateOptions {
+                stdout: Stdio::Fd(w),
+                ..Default::default()
+            },
+        )
         .unwrap();
     env.runtime.start(&id).unwrap();
     assert_eq!(init.wait().unwrap(), ExitStatus::Exited(0));
@@ -459,7 +580,10 @@ fn mount_targets_cannot_escape_through_symlinks() {
     s.set_mounts(Some(mounts));
     let bundle = env.bundle(&id, &s);
     std::os::unix::fs::symlink(&host_dir, bundle.join("rootfs/escape")).unwrap();
-    let e = env.runtime.create(&id, &bundle, CreateOptions::default()).unwrap_err();
+    let e = env
+        .runtime
+        .create(&id, &bundle, CreateOptions::default())
+        .unwrap_err();
     assert!(
         matches!(&e, berth_runtime::Error::Child { step: Step::ResolveMountTarget, path: Some(p), .. } if p == "/escape/target"),
         "{e}"
@@ -480,7 +604,11 @@ fn hooks_run_with_state_and_pid_file_is_written() {
     let hook = |name: &str| {
         HookBuilder::default()
             .path("/bin/sh")
-            .args(vec!["sh".to_string(), "-c".to_string(), format!("cat > {}/{name}", out.display())])
+            .args(vec![
+                "sh".to_string(),
+                "-c".to_string(),
+                format!("cat > {}/{name}", out.display()),
+            ])
             .build()
             .unwrap()
     };
@@ -498,9 +626,19 @@ fn hooks_run_with_state_and_pid_file_is_written() {
     let pid_file = out.join("pid");
     let init = env
         .runtime
-        .create(&id, &bundle, CreateOptions { pid_file: Some(pid_file.clone()), ..Default::default() })
+        .create(
+            &id,
+            &bundle,
+            CreateOptions {
+                pid_file: Some(pid_file.clone()),
+                ..Default::default()
+            },
+        )
         .unwrap();
-    assert_eq!(std::fs::read_to_string(&pid_file).unwrap(), init.pid().to_string());
+    assert_eq!(
+        std::fs::read_to_string(&pid_file).unwrap(),
+        init.pid().to_string()
+    );
     let read = |name: &str| -> serde_json::Value {
         serde_json::from_slice(&std::fs::read(out.join(name)).unwrap()).unwrap()
     };
@@ -523,17 +661,26 @@ fn hooks_run_with_state_and_pid_file_is_written() {
     s.set_hooks(Some(
         HooksBuilder::default()
             .create_runtime(vec![
-                HookBuilder::default()
-                    .path("/bin/false")
-                    .build()
-                    .unwrap(),
+                HookBuilder::default().path("/bin/false").build().unwrap(),
             ])
             .build()
             .unwrap(),
     ));
     let bundle = env.bundle(&id, &s);
-    let e = env.runtime.create(&id, &bundle, CreateOptions::default()).unwrap_err();
-    assert!(matches!(e, berth_runtime::Error::Hook { hook: "createRuntime", .. }), "{e}");
+    let e = env
+        .runtime
+        .create(&id, &bundle, CreateOptions::default())
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            berth_runtime::Error::Hook {
+                hook: "createRuntime",
+                ..
+            }
+        ),
+        "{e}"
+    );
     assert!(!env.runtime.root().join(&id).exists());
     assert_no_cgroup(&cg);
 }

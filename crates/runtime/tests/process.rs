@@ -3,7 +3,13 @@
 //! process_capabilities, process_rlimits, process_oom_score_adj, seccomp,
 //! fd_control, set_host_name, domainname_test, sysctl, …).
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::tests_outside_test_module,
+    missing_docs
+)]
 
 mod common;
 
@@ -16,7 +22,7 @@ use berth_runtime::oci_spec::runtime::{
 };
 use common::*;
 
-fn sh_spec(script: &str) -> berth_runtime::oci_spec::runtime::SpecBuilder {
+fn sh_spec(script: &str) -> oci_spec::runtime::SpecBuilder {
     spec_builder(&["sh", "-c", script], &unique("cg"))
 }
 
@@ -26,7 +32,9 @@ fn hostname_env_and_cwd() {
         return;
     }
     let env = Env::new();
-    let mut p = process_builder(&["sh", "-c", "hostname; echo $BERTH_TEST; pwd"]).build().unwrap();
+    let mut p = process_builder(&["sh", "-c", "hostname; echo $BERTH_TEST; pwd"])
+        .build()
+        .unwrap();
     p.set_cwd("/tmp".into());
     let s = sh_spec("").process(p).build().unwrap();
     let (st, out, err) = env.run("hostenv", s);
@@ -45,11 +53,13 @@ fn domainname_and_sysctl() {
     sysctl.insert("kernel.shmmax".to_string(), "123456789".to_string());
     sysctl.insert("net.ipv4.ip_forward".to_string(), "1".to_string());
     linux.set_sysctl(Some(sysctl));
-    let s = sh_spec("cat /proc/sys/kernel/domainname /proc/sys/kernel/shmmax /proc/sys/net/ipv4/ip_forward")
-        .domainname("berth.example")
-        .linux(linux)
-        .build()
-        .unwrap();
+    let s = sh_spec(
+        "cat /proc/sys/kernel/domainname /proc/sys/kernel/shmmax /proc/sys/net/ipv4/ip_forward",
+    )
+    .domainname("berth.example")
+    .linux(linux)
+    .build()
+    .unwrap();
     let (st, out, err) = env.run("sysctl", s);
     assert_eq!(st, ExitStatus::Exited(0), "{err}");
     assert_eq!(out, "berth.example\n123456789\n1\n");
@@ -70,11 +80,18 @@ fn namespaces_differ_from_host() {
         .map(|n| format!("readlink /proc/self/ns/{n}"))
         .collect::<Vec<_>>()
         .join("; ");
-    let out = env.sh("ns", &format!("{script}; readlink /proc/self/ns/user; echo pid=$$"));
+    let out = env.sh(
+        "ns",
+        &format!("{script}; readlink /proc/self/ns/user; echo pid=$$"),
+    );
     let lines: Vec<&str> = out.lines().collect();
     for (i, n) in names.iter().enumerate() {
         let host = std::fs::read_link(format!("/proc/self/ns/{n}")).unwrap();
-        assert_ne!(lines[i], host.to_str().unwrap(), "{n} namespace is the host's");
+        assert_ne!(
+            lines[i],
+            host.to_str().unwrap(),
+            "{n} namespace is the host's"
+        );
     }
     // No user namespace asked for: the host's is shared.
     let host_user = std::fs::read_link("/proc/self/ns/user").unwrap();
@@ -119,7 +136,10 @@ fn masked_and_readonly_paths() {
          grep -E ' /proc/(sys|keys|bus) ' /proc/mounts | cut -d' ' -f2,4 | cut -d, -f1 | sort; \
          echo x 2>/dev/null > /proc/sys/kernel/hostname && echo writable || echo refused",
     );
-    assert_eq!(out, "0\n0\n/proc/bus ro\n/proc/keys rw\n/proc/sys ro\nrefused\n");
+    assert_eq!(
+        out,
+        "0\n0\n/proc/bus ro\n/proc/keys rw\n/proc/sys ro\nrefused\n"
+    );
 }
 
 #[test]
@@ -128,7 +148,10 @@ fn capabilities_all_sets() {
         return;
     }
     let env = Env::new();
-    let out = env.sh("caps", "grep -E '^Cap(Inh|Prm|Eff|Bnd|Amb)' /proc/self/status");
+    let out = env.sh(
+        "caps",
+        "grep -E '^Cap(Inh|Prm|Eff|Bnd|Amb)' /proc/self/status",
+    );
     let mut expected = 0u64;
     for n in [29, 0, 1, 3, 4, 5, 27, 10, 13, 31, 6, 8, 7, 18] {
         expected |= 1 << n;
@@ -136,7 +159,9 @@ fn capabilities_all_sets() {
     let e = format!("{expected:016x}");
     assert_eq!(
         out,
-        format!("CapInh:\t0000000000000000\nCapPrm:\t{e}\nCapEff:\t{e}\nCapBnd:\t{e}\nCapAmb:\t0000000000000000\n")
+        format!(
+            "CapInh:\t0000000000000000\nCapPrm:\t{e}\nCapEff:\t{e}\nCapBnd:\t{e}\nCapAmb:\t0000000000000000\n"
+        )
     );
 }
 
@@ -147,8 +172,9 @@ fn ambient_capabilities_survive_a_uid_switch() {
     }
     let env = Env::new();
     use berth_runtime::oci_spec::runtime::Capability;
-    let set: berth_runtime::oci_spec::runtime::Capabilities =
-        [Capability::NetBindService, Capability::Kill].into_iter().collect();
+    let set: oci_spec::runtime::Capabilities = [Capability::NetBindService, Capability::Kill]
+        .into_iter()
+        .collect();
     let caps = LinuxCapabilitiesBuilder::default()
         .bounding(set.clone())
         .effective(set.clone())
@@ -157,9 +183,21 @@ fn ambient_capabilities_survive_a_uid_switch() {
         .ambient(set)
         .build()
         .unwrap();
-    let mut p = process_builder(&["sh", "-c", "grep -E '^Cap(Eff|Amb)' /proc/self/status; id -u"]).build().unwrap();
+    let mut p = process_builder(&[
+        "sh",
+        "-c",
+        "grep -E '^Cap(Eff|Amb)' /proc/self/status; id -u",
+    ])
+    .build()
+    .unwrap();
     p.set_capabilities(Some(caps));
-    p.set_user(UserBuilder::default().uid(1000u32).gid(1000u32).build().unwrap());
+    p.set_user(
+        UserBuilder::default()
+            .uid(1000u32)
+            .gid(1000u32)
+            .build()
+            .unwrap(),
+    );
     let (st, out, err) = env.run("ambient", sh_spec("").process(p).build().unwrap());
     assert_eq!(st, ExitStatus::Exited(0), "{err}");
     let want = format!("{:016x}", (1u64 << 10) | (1u64 << 5));
@@ -207,7 +245,10 @@ fn rlimit_above_hard_limit_fails_with_step() {
     use berth_runtime::oci_spec::runtime::{PosixRlimitBuilder, PosixRlimitType};
     let mut p = process_builder(&["true"]).build().unwrap();
     // Raising the hard limit needs CAP_SYS_RESOURCE, which this host's root lacks.
-    let mut cur = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    let mut cur = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
     // SAFETY: cur is a valid out-parameter.
     unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut cur) };
     let can_raise = caps_effective_has(24); // CAP_SYS_RESOURCE
@@ -227,8 +268,20 @@ fn rlimit_above_hard_limit_fails_with_step() {
         return;
     }
     let e = r.unwrap_err();
-    assert!(matches!(e, berth_runtime::Error::Child { step: berth_runtime::Step::Rlimit, .. }), "{e}");
-    assert_eq!(env.runtime.state(&id).unwrap_err().kind(), berth_runtime::ErrorKind::NotFound);
+    assert!(
+        matches!(
+            e,
+            berth_runtime::Error::Child {
+                step: berth_runtime::Step::Rlimit,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert_eq!(
+        env.runtime.state(&id).unwrap_err().kind(),
+        berth_runtime::ErrorKind::NotFound
+    );
 }
 
 fn caps_effective_has(cap: u32) -> bool {
@@ -333,7 +386,13 @@ fn preserved_fds_arrive_in_order() {
 
     // And data written to them arrives in order.
     let id = env.id("preserve-data");
-    let bundle = env.bundle(&id, &spec(&["sh", "-c", "echo three >&3; echo four >&4"], &unique("cg")));
+    let bundle = env.bundle(
+        &id,
+        &spec(
+            &["sh", "-c", "echo three >&3; echo four >&4"],
+            &unique("cg"),
+        ),
+    );
     let (r3, w3) = pipe();
     let (r4, w4) = pipe();
     let init = env
@@ -372,7 +431,17 @@ fn readonly_root_and_no_pivot() {
 
     let id = env.id("nopivot");
     let (ro, wo) = pipe();
-    let bundle = env.bundle(&id, &spec(&["sh", "-c", "cat /proc/self/mountinfo | wc -l; ls /bin/busybox"], &unique("cg")));
+    let bundle = env.bundle(
+        &id,
+        &spec(
+            &[
+                "sh",
+                "-c",
+                "cat /proc/self/mountinfo | wc -l; ls /bin/busybox",
+            ],
+            &unique("cg"),
+        ),
+    );
     let init = env
         .runtime
         .create(
@@ -410,10 +479,12 @@ fn user_namespace_with_mappings() {
         .gid_mappings(vec![map])
         .build()
         .unwrap();
-    let s = sh_spec("id -u; cat /proc/self/uid_map | tr -s ' '; [ -c /dev/null ] && echo dev-ok; hostname")
-        .linux(linux)
-        .build()
-        .unwrap();
+    let s = sh_spec(
+        "id -u; cat /proc/self/uid_map | tr -s ' '; [ -c /dev/null ] && echo dev-ok; hostname",
+    )
+    .linux(linux)
+    .build()
+    .unwrap();
     let (st, out, err) = env.run("userns", s);
     assert_eq!(st, ExitStatus::Exited(0), "{err}");
     assert_eq!(out, "0\n 0 200000 65536\ndev-ok\nberth-test\n");

@@ -64,7 +64,10 @@ impl DevicePlan {
         let field = format!("linux.devices[{index}]");
         let p = d.path();
         if !p.is_absolute() || !p.starts_with("/dev") {
-            return Err(Error::spec(&field, format!("{} must be an absolute path under /dev", p.display())));
+            return Err(Error::spec(
+                &field,
+                format!("{} must be an absolute path under /dev", p.display()),
+            ));
         }
         let kind = match d.typ() {
             LinuxDeviceType::C | LinuxDeviceType::U => libc::S_IFCHR,
@@ -72,15 +75,18 @@ impl DevicePlan {
             LinuxDeviceType::P => libc::S_IFIFO,
             LinuxDeviceType::A => return Err(Error::spec(&field, "type 'a' is not a device node")),
         };
-        let major = u32::try_from(d.major()).map_err(|_| Error::spec(&field, "major out of range"))?;
-        let minor = u32::try_from(d.minor()).map_err(|_| Error::spec(&field, "minor out of range"))?;
+        let major =
+            u32::try_from(d.major()).map_err(|_| Error::spec(&field, "major out of range"))?;
+        let minor =
+            u32::try_from(d.minor()).map_err(|_| Error::spec(&field, "minor out of range"))?;
         Ok(DevicePlan {
             path: InRootPath::new(&field, p)?,
             mode: kind | (d.file_mode().unwrap_or(0o666) & 0o7777),
             dev: libc::makedev(major, minor),
             uid: d.uid().unwrap_or(0),
             gid: d.gid().unwrap_or(0),
-            host: CString::new(p.to_string_lossy().as_bytes()).map_err(|_| Error::spec(&field, "NUL byte"))?,
+            host: CString::new(p.to_string_lossy().as_bytes())
+                .map_err(|_| Error::spec(&field, "NUL byte"))?,
         })
     }
 
@@ -90,7 +96,13 @@ impl DevicePlan {
         let fail = |e| (Step::CreateDevice, e);
         if bind {
             let fd = self.path.create_all(rootfd, true, true).map_err(fail)?;
-            let r = sys::mount(Some(&self.host), FdPath::new(fd).as_cstr(), None, libc::MS_BIND, None);
+            let r = sys::mount(
+                Some(&self.host),
+                FdPath::new(fd).as_cstr(),
+                None,
+                libc::MS_BIND,
+                None,
+            );
             sys::close(fd);
             return r.map_err(fail);
         }
@@ -108,7 +120,13 @@ impl DevicePlan {
             r?;
             // SAFETY: never follows a symlink (AT_SYMLINK_NOFOLLOW).
             sys::cvt(unsafe {
-                libc::fchownat(dir, leaf.as_ptr(), self.uid, self.gid, libc::AT_SYMLINK_NOFOLLOW)
+                libc::fchownat(
+                    dir,
+                    leaf.as_ptr(),
+                    self.uid,
+                    self.gid,
+                    libc::AT_SYMLINK_NOFOLLOW,
+                )
             })?;
             Ok(())
         })();
@@ -122,10 +140,11 @@ pub(crate) fn parents_of(devices: &[DevicePlan]) -> Result<Vec<InRootPath>> {
     let mut out = Vec::new();
     for d in devices {
         let p = Path::new(&d.path.display);
-        if let Some(parent) = p.parent() {
-            if parent != Path::new("/dev") && parent != Path::new("/") {
-                out.push(InRootPath::new("device parent", parent)?);
-            }
+        if let Some(parent) = p.parent()
+            && parent != Path::new("/dev")
+            && parent != Path::new("/")
+        {
+            out.push(InRootPath::new("device parent", parent)?);
         }
     }
     Ok(out)
@@ -133,7 +152,10 @@ pub(crate) fn parents_of(devices: &[DevicePlan]) -> Result<Vec<InRootPath>> {
 
 /// Creates `/dev/<name>` → `target` symlinks in `devfd`, leaving existing
 /// entries alone. Async-signal-safe. Returns the index of a failure.
-pub(crate) fn create_symlinks(devfd: RawFd, links: &[(CString, CString)]) -> std::result::Result<(), (usize, i32)> {
+pub(crate) fn create_symlinks(
+    devfd: RawFd,
+    links: &[(CString, CString)],
+) -> std::result::Result<(), (usize, i32)> {
     for (i, (name, target)) in links.iter().enumerate() {
         // SAFETY: both strings are NUL-terminated; devfd is an fd we hold.
         let r = sys::cvt(unsafe { libc::symlinkat(target.as_ptr(), devfd, name.as_ptr()) });

@@ -76,20 +76,31 @@ fn host_cgroup_v1_hierarchies() -> Vec<(String, String)> {
     };
     let mut out = Vec::new();
     for line in info.lines() {
-        let Some((pre, post)) = line.split_once(" - ") else { continue };
+        let Some((pre, post)) = line.split_once(" - ") else {
+            continue;
+        };
         let mut post = post.split_whitespace();
         if post.next() != Some("cgroup") {
             continue;
         }
         let _source = post.next();
-        let Some(super_opts) = post.next() else { continue };
-        let Some(mountpoint) = pre.split_whitespace().nth(4) else { continue };
+        let Some(super_opts) = post.next() else {
+            continue;
+        };
+        let Some(mountpoint) = pre.split_whitespace().nth(4) else {
+            continue;
+        };
         let Some(name) = Path::new(mountpoint).file_name().and_then(|n| n.to_str()) else {
             continue;
         };
         let data: Vec<&str> = super_opts
             .split(',')
-            .filter(|o| !matches!(*o, "rw" | "ro" | "xattr" | "clone_children" | "noprefix" | "relatime"))
+            .filter(|o| {
+                !matches!(
+                    *o,
+                    "rw" | "ro" | "xattr" | "clone_children" | "noprefix" | "relatime"
+                )
+            })
             .filter(|o| !o.starts_with("release_agent="))
             .collect();
         if data.is_empty() || out.iter().any(|(n, _)| n == name) {
@@ -134,7 +145,12 @@ fn expand_cgroup_mount(m: &Mount) -> Result<Vec<Mount>> {
             .build()
             .map_err(|e| Error::spec("mounts (cgroup)", e.to_string()))?,
     ];
-    opts.retain(|o| matches!(o.as_str(), "nosuid" | "nodev" | "noexec" | "ro" | "rw" | "relatime"));
+    opts.retain(|o| {
+        matches!(
+            o.as_str(),
+            "nosuid" | "nodev" | "noexec" | "ro" | "rw" | "relatime"
+        )
+    });
     for (name, data) in host_cgroup_v1_hierarchies() {
         let mut o = opts.clone();
         o.push(data);
@@ -157,7 +173,12 @@ impl RootfsPlan {
     /// Errors: [`Error::InvalidSpec`] for a missing root, relative or `..`
     /// destinations, a symlinked `/proc` or `/sys`, or non-procfs `/proc`
     /// mounts; [`Error::Io`] when a bind source cannot be read.
-    pub(crate) fn new(spec: &Spec, bundle: &Path, user_ns: bool, no_pivot: bool) -> Result<RootfsPlan> {
+    pub(crate) fn new(
+        spec: &Spec,
+        bundle: &Path,
+        user_ns: bool,
+        no_pivot: bool,
+    ) -> Result<RootfsPlan> {
         let root = spec
             .root()
             .as_ref()
@@ -171,7 +192,10 @@ impl RootfsPlan {
             .canonicalize()
             .map_err(|e| Error::io("resolve rootfs", &rootfs, e))?;
         if !rootfs.is_dir() {
-            return Err(Error::spec("root.path", format!("{} is not a directory", rootfs.display())));
+            return Err(Error::spec(
+                "root.path",
+                format!("{} is not a directory", rootfs.display()),
+            ));
         }
         let linux = spec.linux().as_ref();
 
@@ -191,19 +215,20 @@ impl RootfsPlan {
         for top in ["proc", "sys"] {
             if mounts.iter().any(|m| m.dest.is_top(top)) {
                 let p = rootfs.join(top);
-                if let Ok(meta) = std::fs::symlink_metadata(&p) {
-                    if !meta.is_dir() {
-                        return Err(Error::spec(
-                            format!("mount /{top}"),
-                            format!("{} must be mounted on ordinary directory", p.display()),
-                        ));
-                    }
+                if let Ok(meta) = std::fs::symlink_metadata(&p)
+                    && !meta.is_dir()
+                {
+                    return Err(Error::spec(
+                        format!("mount /{top}"),
+                        format!("{} must be mounted on ordinary directory", p.display()),
+                    ));
                 }
             }
         }
 
         let dev_mount = mounts.iter().find(|m| m.dest.is_top("dev"));
-        let setup_dev = !matches!(dev_mount, Some(m) if matches!(m.kind, mounts::MountKind::Bind { .. }));
+        let setup_dev =
+            !matches!(dev_mount, Some(m) if matches!(m.kind, mounts::MountKind::Bind { .. }));
         let ptmx = mounts
             .iter()
             .any(|m| m.dest.display == "/dev/pts" && m.fstype.as_deref() == Some(c"devpts"));
@@ -214,7 +239,12 @@ impl RootfsPlan {
                 devices.push(DevicePlan::default_device(path, *major, *minor)?);
             }
         }
-        for (i, d) in linux.and_then(|l| l.devices().as_ref()).into_iter().flatten().enumerate() {
+        for (i, d) in linux
+            .and_then(|l| l.devices().as_ref())
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
             let p = DevicePlan::from_spec(i, d)?;
             devices.retain(|x: &DevicePlan| x.path.display != p.path.display);
             devices.push(p);
@@ -226,7 +256,10 @@ impl RootfsPlan {
             symlinks.push((cstr("dev symlink", name)?, cstr("dev symlink", target)?));
         }
         if Path::new("/proc/kcore").exists() {
-            symlinks.push((cstr("dev symlink", "core")?, cstr("dev symlink", "/proc/kcore")?));
+            symlinks.push((
+                cstr("dev symlink", "core")?,
+                cstr("dev symlink", "/proc/kcore")?,
+            ));
         }
 
         let mut sysctl = Vec::new();
@@ -261,22 +294,32 @@ impl RootfsPlan {
                 })
                 .collect()
         };
-        let masked = in_root_list("linux.maskedPaths", linux.and_then(|l| l.masked_paths().as_ref()))?;
-        let readonly_paths =
-            in_root_list("linux.readonlyPaths", linux.and_then(|l| l.readonly_paths().as_ref()))?;
+        let masked = in_root_list(
+            "linux.maskedPaths",
+            linux.and_then(|l| l.masked_paths().as_ref()),
+        )?;
+        let readonly_paths = in_root_list(
+            "linux.readonlyPaths",
+            linux.and_then(|l| l.readonly_paths().as_ref()),
+        )?;
 
-        let (root_propagation, rootfs_propagation) =
-            match linux.and_then(|l| l.rootfs_propagation().as_deref()).filter(|s| !s.is_empty()) {
-                Some(p) => {
-                    let flag = mounts::propagation_flag(p).ok_or_else(|| {
-                        Error::spec("linux.rootfsPropagation", format!("unknown propagation {p:?}"))
-                    })?;
-                    // Mounts of a shared root must not propagate back to the host:
-                    // start from rslave and apply the wish to the new root.
-                    (libc::MS_SLAVE | libc::MS_REC, Some(flag | libc::MS_REC))
-                }
-                None => (libc::MS_SLAVE | libc::MS_REC, None),
-            };
+        let (root_propagation, rootfs_propagation) = match linux
+            .and_then(|l| l.rootfs_propagation().as_deref())
+            .filter(|s| !s.is_empty())
+        {
+            Some(p) => {
+                let flag = mounts::propagation_flag(p).ok_or_else(|| {
+                    Error::spec(
+                        "linux.rootfsPropagation",
+                        format!("unknown propagation {p:?}"),
+                    )
+                })?;
+                // Mounts of a shared root must not propagate back to the host:
+                // start from rslave and apply the wish to the new root.
+                (libc::MS_SLAVE | libc::MS_REC, Some(flag | libc::MS_REC))
+            }
+            None => (libc::MS_SLAVE | libc::MS_REC, None),
+        };
 
         let rootfs_s = rootfs
             .to_str()
@@ -329,8 +372,13 @@ mod tests {
             .source("proc")
             .build()
             .unwrap();
-        let e = RootfsPlan::new(&spec_with(vec![proc_mount], HashMap::new()), dir.path(), false, false)
-            .unwrap_err();
+        let e = RootfsPlan::new(
+            &spec_with(vec![proc_mount], HashMap::new()),
+            dir.path(),
+            false,
+            false,
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("ordinary directory"), "{e}");
     }
 
@@ -361,7 +409,11 @@ mod tests {
             assert_eq!(out.len(), 1);
         } else {
             assert_eq!(out[0].typ().as_deref(), Some("tmpfs"));
-            assert!(out.iter().skip(1).all(|m| m.typ().as_deref() == Some("cgroup")));
+            assert!(
+                out.iter()
+                    .skip(1)
+                    .all(|m| m.typ().as_deref() == Some("cgroup"))
+            );
         }
     }
 }

@@ -172,16 +172,23 @@ impl MountPlan {
         let on_sys = dest.starts_with_top("sys");
 
         if is_bind {
-            let src = m
-                .source()
-                .as_ref()
-                .ok_or_else(|| Error::spec(format!("{field}.source"), "a bind mount needs a source"))?;
-            let src = if src.is_absolute() { src.clone() } else { bundle.join(src) };
-            let meta = std::fs::metadata(&src).map_err(|e| Error::io("stat bind source", &src, e))?;
+            let src = m.source().as_ref().ok_or_else(|| {
+                Error::spec(format!("{field}.source"), "a bind mount needs a source")
+            })?;
+            let src = if src.is_absolute() {
+                src.clone()
+            } else {
+                bundle.join(src)
+            };
+            let meta =
+                std::fs::metadata(&src).map_err(|e| Error::io("stat bind source", &src, e))?;
             if on_proc && !PROC_BIND_ALLOWED.contains(&dest.display.as_str()) {
                 return Err(Error::spec(
                     format!("{field}.destination"),
-                    format!("{} cannot be a bind mount: /proc must be a real procfs mount", dest.display),
+                    format!(
+                        "{} cannot be a bind mount: /proc must be a real procfs mount",
+                        dest.display
+                    ),
                 ));
             }
             let src_s = src
@@ -204,7 +211,10 @@ impl MountPlan {
         }
 
         if typ.is_empty() {
-            return Err(Error::spec(format!("{field}.type"), "missing filesystem type"));
+            return Err(Error::spec(
+                format!("{field}.type"),
+                "missing filesystem type",
+            ));
         }
         let expect_magic = match typ.as_str() {
             "proc" if dest.is_top("proc") => Some(PROC_SUPER_MAGIC),
@@ -217,10 +227,10 @@ impl MountPlan {
                 format!("/proc must be mounted as proc, not {typ}"),
             ));
         }
-        let source = m.source().as_ref().map_or_else(
-            || typ.clone(),
-            |s| s.to_string_lossy().into_owned(),
-        );
+        let source = m
+            .source()
+            .as_ref()
+            .map_or_else(|| typ.clone(), |s| s.to_string_lossy().into_owned());
         Ok(MountPlan {
             kind: MountKind::Fs,
             source: Some(cstr(&field, &source)?),
@@ -292,7 +302,11 @@ impl MountPlan {
     }
 
     /// Re-resolves the destination (now the new mount's root) and runs `f` on it.
-    fn with_reopened(&self, rootfd: RawFd, f: impl FnOnce(RawFd) -> SysResult<()>) -> SysResult<()> {
+    fn with_reopened(
+        &self,
+        rootfd: RawFd,
+        f: impl FnOnce(RawFd) -> SysResult<()>,
+    ) -> SysResult<()> {
         let fd = self.dest.open(rootfd, self.no_symlinks)?;
         let r = f(fd);
         sys::close(fd);
@@ -311,7 +325,11 @@ mod tests {
 
     #[test]
     fn options_become_flags_data_and_propagation() {
-        let p = parse_options("m", &opts(&["nosuid", "noexec", "ro", "mode=755", "size=64k", "rslave"])).unwrap();
+        let p = parse_options(
+            "m",
+            &opts(&["nosuid", "noexec", "ro", "mode=755", "size=64k", "rslave"]),
+        )
+        .unwrap();
         assert_eq!(p.flags, libc::MS_NOSUID | libc::MS_NOEXEC | libc::MS_RDONLY);
         assert_eq!(p.data, vec!["mode=755", "size=64k"]);
         assert_eq!(p.propagation, vec![libc::MS_SLAVE | libc::MS_REC]);

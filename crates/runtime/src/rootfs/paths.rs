@@ -46,13 +46,19 @@ impl InRootPath {
                     names.push(s.to_string());
                 }
                 Component::ParentDir => {
-                    return Err(Error::spec(field, format!("{} contains '..'", path.display())));
+                    return Err(Error::spec(
+                        field,
+                        format!("{} contains '..'", path.display()),
+                    ));
                 }
                 Component::Prefix(_) => return Err(Error::spec(field, "unexpected path prefix")),
             }
         }
         if names.is_empty() {
-            return Err(Error::spec(field, format!("{} names the root itself", path.display())));
+            return Err(Error::spec(
+                field,
+                format!("{} names the root itself", path.display()),
+            ));
         }
         let mut prefixes = Vec::with_capacity(names.len());
         let mut acc = String::new();
@@ -61,14 +67,22 @@ impl InRootPath {
                 acc.push('/');
             }
             acc.push_str(n);
-            prefixes.push(CString::new(acc.clone()).map_err(|_| Error::spec(field, "NUL byte in path"))?);
+            prefixes.push(
+                CString::new(acc.clone()).map_err(|_| Error::spec(field, "NUL byte in path"))?,
+            );
         }
         let names = names
             .into_iter()
             .map(|n| CString::new(n).map_err(|_| Error::spec(field, "NUL byte in path")))
             .collect::<Result<Vec<_>>>()?;
         Ok(InRootPath {
-            display: format!("/{}", prefixes.last().map(|p| p.to_string_lossy()).unwrap_or_default()),
+            display: format!(
+                "/{}",
+                prefixes
+                    .last()
+                    .map(|p| p.to_string_lossy())
+                    .unwrap_or_default()
+            ),
             prefixes,
             names,
         })
@@ -87,7 +101,9 @@ impl InRootPath {
 
     /// Whether the path is `name` or below it.
     pub(crate) fn starts_with_top(&self, name: &str) -> bool {
-        self.names.first().is_some_and(|n| n.to_bytes() == name.as_bytes())
+        self.names
+            .first()
+            .is_some_and(|n| n.to_bytes() == name.as_bytes())
     }
 
     /// Opens the first `depth` components (`O_PATH`), resolving inside `rootfd`.
@@ -112,7 +128,12 @@ impl InRootPath {
         // SAFETY: F_DUPFD_CLOEXEC on an fd we hold.
         let mut cur = sys::cvt(unsafe { libc::fcntl(rootfd, libc::F_DUPFD_CLOEXEC, 3) })?;
         for name in &self.names[..depth] {
-            let next = sys::openat(cur, name, libc::O_PATH | libc::O_CLOEXEC | libc::O_NOFOLLOW, 0);
+            let next = sys::openat(
+                cur,
+                name,
+                libc::O_PATH | libc::O_CLOEXEC | libc::O_NOFOLLOW,
+                0,
+            );
             sys::close(cur);
             let next = next?;
             // SAFETY: an all-zero stat is a valid out-parameter.
@@ -151,7 +172,12 @@ impl InRootPath {
     /// 0755) and, if `leaf_is_file`, an empty regular file as the last
     /// component. `no_symlinks` refuses any symlink on the way. Returns an
     /// `O_PATH` fd. Async-signal-safe.
-    pub(crate) fn create_all(&self, rootfd: RawFd, leaf_is_file: bool, no_symlinks: bool) -> SysResult<RawFd> {
+    pub(crate) fn create_all(
+        &self,
+        rootfd: RawFd,
+        leaf_is_file: bool,
+        no_symlinks: bool,
+    ) -> SysResult<RawFd> {
         let n = self.names.len();
         for depth in 1..=n {
             match self.open_prefix(rootfd, depth, no_symlinks) {
@@ -168,7 +194,11 @@ impl InRootPath {
                         sys::openat(
                             parent,
                             name,
-                            libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+                            libc::O_CREAT
+                                | libc::O_EXCL
+                                | libc::O_WRONLY
+                                | libc::O_NOFOLLOW
+                                | libc::O_CLOEXEC,
                             0o644,
                         )
                         .map(sys::close)
@@ -208,7 +238,11 @@ mod tests {
         assert_eq!(p.leaf(), c"c");
         assert!(InRootPath::new("t", Path::new("/a/../etc")).is_err());
         assert!(InRootPath::new("t", Path::new("/")).is_err());
-        assert!(InRootPath::new("t", Path::new("/proc")).unwrap().is_top("proc"));
+        assert!(
+            InRootPath::new("t", Path::new("/proc"))
+                .unwrap()
+                .is_top("proc")
+        );
     }
 
     #[test]
@@ -227,7 +261,10 @@ mod tests {
         assert!(!Path::new("/newdir").exists());
         // With no_symlinks the same path is refused.
         let p2 = InRootPath::new("t", Path::new("/escape/other")).unwrap();
-        assert_eq!(p2.create_all(rootf.as_raw_fd(), false, true), Err(libc::ELOOP));
+        assert_eq!(
+            p2.create_all(rootf.as_raw_fd(), false, true),
+            Err(libc::ELOOP)
+        );
         // The fallback walk refuses symlinks too.
         assert_eq!(p2.walk_nofollow(rootf.as_raw_fd(), 1), Err(libc::ELOOP));
         // Files are created as leaves.

@@ -20,7 +20,8 @@ fn at(step: Step, index: usize) -> impl Fn(i32) -> Failure {
 /// Builds the root filesystem and switches into it. `procfd` is an `O_PATH`
 /// fd of the host's `/proc`, already verified to be procfs.
 pub(crate) fn setup(plan: &RootfsPlan, procfd: RawFd) -> Result<(), Failure> {
-    sys::mount(None, c"/", None, plan.root_propagation, None).map_err(at(Step::RootPropagation, 0))?;
+    sys::mount(None, c"/", None, plan.root_propagation, None)
+        .map_err(at(Step::RootPropagation, 0))?;
     sys::mount(
         Some(&plan.rootfs),
         &plan.rootfs,
@@ -48,11 +49,14 @@ fn setup_in(plan: &RootfsPlan, rootfd: RawFd, procfd: RawFd) -> Result<(), Failu
 
     if plan.setup_dev {
         for (i, p) in plan.device_parents.iter().enumerate() {
-            let fd = p.create_all(rootfd, false, true).map_err(at(Step::CreateDevice, i))?;
+            let fd = p
+                .create_all(rootfd, false, true)
+                .map_err(at(Step::CreateDevice, i))?;
             sys::close(fd);
         }
         for (i, d) in plan.devices.iter().enumerate() {
-            d.create(rootfd, plan.bind_devices).map_err(|(s, e)| (s, i as u32, e))?;
+            d.create(rootfd, plan.bind_devices)
+                .map_err(|(s, e)| (s, i as u32, e))?;
         }
         let devfd = plan
             .dev
@@ -90,7 +94,10 @@ fn setup_in(plan: &RootfsPlan, rootfd: RawFd, procfd: RawFd) -> Result<(), Failu
             .map_err(at(Step::ReadonlyRoot, 0))?;
         let locked = sys::locked_mount_flags(fd);
         sys::close(fd);
-        let flags = libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | locked.map_err(at(Step::ReadonlyRoot, 0))?;
+        let flags = libc::MS_BIND
+            | libc::MS_REMOUNT
+            | libc::MS_RDONLY
+            | locked.map_err(at(Step::ReadonlyRoot, 0))?;
         sys::mount(None, c"/", None, flags, None).map_err(at(Step::ReadonlyRoot, 0))?;
     }
     if let Some(p) = plan.rootfs_propagation {
@@ -121,7 +128,13 @@ fn mask(p: &super::InRootPath, rootfd: RawFd) -> Result<(), i32> {
                 Some(c"size=0k,nr_inodes=1"),
             )
         } else {
-            sys::mount(Some(c"/dev/null"), target.as_cstr(), None, libc::MS_BIND, None)
+            sys::mount(
+                Some(c"/dev/null"),
+                target.as_cstr(),
+                None,
+                libc::MS_BIND,
+                None,
+            )
         }
     });
     sys::close(fd);

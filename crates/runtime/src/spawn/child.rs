@@ -68,7 +68,15 @@ fn close_all_except(keep: &[RawFd]) -> SysResult<()> {
 /// parent is already gone.
 fn watch_parent(parent: libc::pid_t) -> SysResult<()> {
     // SAFETY: prctl with integer arguments.
-    sys::cvt(unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) })?;
+    sys::cvt(unsafe {
+        libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGKILL as libc::c_ulong,
+            0,
+            0,
+            0,
+        )
+    })?;
     // SAFETY: getppid has no preconditions.
     if unsafe { libc::getppid() } != parent {
         return Err(libc::ESRCH);
@@ -130,10 +138,14 @@ pub(crate) fn stage1(plan: &ChildPlan) -> ! {
             fail(fd, Step::UnshareNamespaces, 0, sys::errno());
         }
     }
-    if let Some(offsets) = &plan.ns.time_offsets {
-        if let Err(e) = sys::write_file_at(libc::AT_FDCWD, c"/proc/self/timens_offsets", offsets.to_bytes()) {
-            fail(fd, Step::TimeOffsets, 0, e);
-        }
+    if let Some(offsets) = &plan.ns.time_offsets
+        && let Err(e) = sys::write_file_at(
+            libc::AT_FDCWD,
+            c"/proc/self/timens_offsets",
+            offsets.to_bytes(),
+        )
+    {
+        fail(fd, Step::TimeOffsets, 0, e);
     }
     // SAFETY: the child branch only runs `container_process`, which is
     // async-signal-safe and never returns.
@@ -204,7 +216,11 @@ fn setup_console(console_fd: RawFd) -> SysResult<()> {
     sys::cvt(unsafe { libc::ioctl(master, libc::TIOCSPTLCK, &unlock) })?;
     // SAFETY: TIOCGPTPEER returns a new fd for the slave side.
     let slave = sys::cvt(unsafe {
-        libc::ioctl(master, libc::TIOCGPTPEER, libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC)
+        libc::ioctl(
+            master,
+            libc::TIOCGPTPEER,
+            libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
+        )
     })?;
     send_fd(console_fd, master)?;
     sys::close(master);
@@ -261,7 +277,16 @@ pub(crate) fn container_process(plan: &ChildPlan) -> ! {
     // namespace (getppid() is 0 then), so a runtime that died before this
     // point is noticed by the next send on the sync channel failing instead.
     // SAFETY: prctl with integer arguments.
-    if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) } != 0 {
+    if unsafe {
+        libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGKILL as libc::c_ulong,
+            0,
+            0,
+            0,
+        )
+    } != 0
+    {
         fail(fd0, Step::ParentDied, 0, sys::errno());
     }
     let (fd, listen_fd, console_fd) = match place_fds(plan) {
@@ -303,15 +328,15 @@ pub(crate) fn container_process(plan: &ChildPlan) -> ! {
         Ok(_) => fail(fd, Step::OpenProc, 0, libc::EXDEV),
         Err(e) => fail(fd, Step::OpenProc, 0, e),
     }
-    if let Some(v) = &p.oom_score_adj {
-        if let Err(e) = sys::write_file_at(procfd, c"self/oom_score_adj", v.to_bytes()) {
-            fail(fd, Step::OomScoreAdj, 0, e);
-        }
+    if let Some(v) = &p.oom_score_adj
+        && let Err(e) = sys::write_file_at(procfd, c"self/oom_score_adj", v.to_bytes())
+    {
+        fail(fd, Step::OomScoreAdj, 0, e);
     }
-    if let Some((path, label)) = &p.lsm_label {
-        if let Err(e) = sys::write_file_at(procfd, path, label.to_bytes()) {
-            fail(fd, Step::LsmLabel, 0, e);
-        }
+    if let Some((path, label)) = &p.lsm_label
+        && let Err(e) = sys::write_file_at(procfd, path, label.to_bytes())
+    {
+        fail(fd, Step::LsmLabel, 0, e);
     }
     if plan.mode == Mode::Init && plan.run_create_hooks {
         if let Err(e) = sync::send(fd, &Msg::new(tag::HOOKS)) {
@@ -322,10 +347,10 @@ pub(crate) fn container_process(plan: &ChildPlan) -> ! {
             _ => sys::exit_child(1),
         }
     }
-    if let Some(rootfs) = &plan.rootfs {
-        if let Err((step, index, e)) = crate::rootfs::setup(rootfs, procfd) {
-            fail(fd, step, index, e);
-        }
+    if let Some(rootfs) = &plan.rootfs
+        && let Err((step, index, e)) = crate::rootfs::setup(rootfs, procfd)
+    {
+        fail(fd, step, index, e);
     }
     sys::close(procfd);
 
@@ -341,17 +366,16 @@ pub(crate) fn container_process(plan: &ChildPlan) -> ! {
             fail(fd, Step::Rlimit, i as u32, e);
         }
     }
-    if let Some(sc) = &p.seccomp {
-        if !p.no_new_privileges {
-            if let Err(e) = sc.load() {
-                fail(fd, Step::Seccomp, 0, e);
-            }
-        }
+    if let Some(sc) = &p.seccomp
+        && !p.no_new_privileges
+        && let Err(e) = sc.load()
+    {
+        fail(fd, Step::Seccomp, 0, e);
     }
-    if let Some(caps) = &p.caps {
-        if let Err((cap, e)) = caps.drop_bounding() {
-            fail(fd, Step::DropBoundingCapability, cap, e);
-        }
+    if let Some(caps) = &p.caps
+        && let Err((cap, e)) = caps.drop_bounding()
+    {
+        fail(fd, Step::DropBoundingCapability, cap, e);
     }
     if let Err((step, e)) = p.switch_user() {
         fail(fd, step, 0, e);
@@ -379,7 +403,11 @@ pub(crate) fn container_process(plan: &ChildPlan) -> ! {
             fail(fd, Step::NoNewPrivileges, 0, sys::errno());
         }
     }
-    if let Err(e) = close_range(plan.n_targets as libc::c_uint, libc::c_uint::MAX, CLOSE_RANGE_CLOEXEC) {
+    if let Err(e) = close_range(
+        plan.n_targets as libc::c_uint,
+        libc::c_uint::MAX,
+        CLOSE_RANGE_CLOEXEC,
+    ) {
         fail(fd, Step::CloseRange, 0, e);
     }
 
@@ -393,7 +421,12 @@ pub(crate) fn container_process(plan: &ChildPlan) -> ! {
         let conn = loop {
             // SAFETY: accept4 with null address pointers.
             let c = unsafe {
-                libc::accept4(listen_fd, std::ptr::null_mut(), std::ptr::null_mut(), libc::SOCK_CLOEXEC)
+                libc::accept4(
+                    listen_fd,
+                    std::ptr::null_mut(),
+                    std::ptr::null_mut(),
+                    libc::SOCK_CLOEXEC,
+                )
             };
             if c >= 0 {
                 break c;
@@ -415,12 +448,11 @@ pub(crate) fn container_process(plan: &ChildPlan) -> ! {
         clear_pdeathsig();
     }
 
-    if let Some(sc) = &p.seccomp {
-        if p.no_new_privileges {
-            if let Err(e) = sc.load() {
-                fail(report_fd, Step::Seccomp, 0, e);
-            }
-        }
+    if let Some(sc) = &p.seccomp
+        && p.no_new_privileges
+        && let Err(e) = sc.load()
+    {
+        fail(report_fd, Step::Seccomp, 0, e);
     }
     let e = p.exec();
     fail(report_fd, Step::Exec, 0, e)

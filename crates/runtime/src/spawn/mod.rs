@@ -114,23 +114,43 @@ fn describe(plan: &ChildPlan, step: Step, index: u32) -> Option<String> {
             rootfs.map(|r| r.rootfs_display.display().to_string())
         }
         Step::ResolveMountTarget | Step::Mount | Step::MountPropagation | Step::RemountReadonly => {
-            rootfs.and_then(|r| r.mounts.get(i)).map(|m| m.dest.display.clone())
+            rootfs
+                .and_then(|r| r.mounts.get(i))
+                .map(|m| m.dest.display.clone())
         }
-        Step::CreateDevice => rootfs.and_then(|r| r.devices.get(i)).map(|d| d.path.display.clone()),
+        Step::CreateDevice => rootfs
+            .and_then(|r| r.devices.get(i))
+            .map(|d| d.path.display.clone()),
         Step::CreateSymlink => rootfs.map(|r| {
-            r.symlinks
-                .get(i)
-                .map_or("/dev/ptmx".to_string(), |(n, _)| format!("/dev/{}", n.to_string_lossy()))
+            r.symlinks.get(i).map_or("/dev/ptmx".to_string(), |(n, _)| {
+                format!("/dev/{}", n.to_string_lossy())
+            })
         }),
         Step::Sysctl => rootfs.and_then(|r| r.sysctl.get(i)).map(|s| s.key.clone()),
-        Step::MaskPath => rootfs.and_then(|r| r.masked.get(i)).map(|p| p.display.clone()),
-        Step::ReadonlyPath => rootfs.and_then(|r| r.readonly_paths.get(i)).map(|p| p.display.clone()),
+        Step::MaskPath => rootfs
+            .and_then(|r| r.masked.get(i))
+            .map(|p| p.display.clone()),
+        Step::ReadonlyPath => rootfs
+            .and_then(|r| r.readonly_paths.get(i))
+            .map(|p| p.display.clone()),
         Step::Chdir | Step::VerifyCwd => Some(plan.process.cwd_display.clone()),
         Step::Exec => Some(plan.process.arg0.clone()),
-        Step::Rlimit => plan.process.rlimits.get(i).map(|r| format!("resource {}", r.resource)),
-        Step::DropBoundingCapability | Step::RaiseAmbientCapability => Some(format!("capability {index}")),
-        Step::SetHostname => plan.hostname.as_ref().map(|h| h.to_string_lossy().into_owned()),
-        Step::SetDomainname => plan.domainname.as_ref().map(|h| h.to_string_lossy().into_owned()),
+        Step::Rlimit => plan
+            .process
+            .rlimits
+            .get(i)
+            .map(|r| format!("resource {}", r.resource)),
+        Step::DropBoundingCapability | Step::RaiseAmbientCapability => {
+            Some(format!("capability {index}"))
+        }
+        Step::SetHostname => plan
+            .hostname
+            .as_ref()
+            .map(|h| h.to_string_lossy().into_owned()),
+        Step::SetDomainname => plan
+            .domainname
+            .as_ref()
+            .map(|h| h.to_string_lossy().into_owned()),
         Step::OpenProc => Some("/proc".into()),
         Step::TimeOffsets => Some("/proc/self/timens_offsets".into()),
         _ => None,
@@ -193,7 +213,12 @@ pub(crate) fn spawn(
     keep_fds.retain(|&fd| fd >= 0);
     keep_fds.sort_unstable();
     keep_fds.dedup();
-    let join_fds = req.ns.join.iter().map(|j| (j.fd.as_raw_fd(), j.nstype)).collect();
+    let join_fds = req
+        .ns
+        .join
+        .iter()
+        .map(|j| (j.fd.as_raw_fd(), j.nstype))
+        .collect();
     let plan = ChildPlan {
         mode: req.mode,
         // SAFETY: getpid has no preconditions.
@@ -203,7 +228,11 @@ pub(crate) fn spawn(
         listen_fd,
         console_fd,
         keep_fds,
-        fd_moves: req.fd_moves.iter().map(|m| (m.source.as_raw_fd(), m.target)).collect(),
+        fd_moves: req
+            .fd_moves
+            .iter()
+            .map(|m| (m.source.as_raw_fd(), m.target))
+            .collect(),
         n_targets: req.n_targets,
         join_fds,
         ns: req.ns,
@@ -243,8 +272,17 @@ pub(crate) fn spawn(
             }
             Some(m) if m.tag == tag::CHILD_PID => child_pid = Some(m.value),
             Some(m) if m.tag == tag::ERROR => return Err(child_error(&plan, &m)),
-            Some(m) => return Err(Error::protocol(format!("unexpected message {} from stage 1", m.tag))),
-            None => return Err(Error::protocol("stage 1 exited before cloning the container process")),
+            Some(m) => {
+                return Err(Error::protocol(format!(
+                    "unexpected message {} from stage 1",
+                    m.tag
+                )));
+            }
+            None => {
+                return Err(Error::protocol(
+                    "stage 1 exited before cloning the container process",
+                ));
+            }
         }
     }
     let pid = child_pid.unwrap_or(-1);
@@ -263,7 +301,12 @@ pub(crate) fn spawn(
             }
             Some(m) if m.tag == tag::READY && plan.mode == Mode::Init => break,
             Some(m) if m.tag == tag::ERROR => return Err(child_error(&plan, &m)),
-            Some(m) => return Err(Error::protocol(format!("unexpected message {} from container process", m.tag))),
+            Some(m) => {
+                return Err(Error::protocol(format!(
+                    "unexpected message {} from container process",
+                    m.tag
+                )));
+            }
             None if plan.mode == Mode::Exec => break,
             None => return Err(Error::protocol("container init exited during setup")),
         }

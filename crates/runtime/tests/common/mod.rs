@@ -28,7 +28,11 @@ pub fn privileged() -> bool {
     if root && busybox {
         return true;
     }
-    let why = if !root { "not root" } else { "/bin/busybox missing (busybox-static)" };
+    let why = if !root {
+        "not root"
+    } else {
+        "/bin/busybox missing (busybox-static)"
+    };
     if std::env::var_os("CI").is_some() {
         panic!("runtime integration tests need root and busybox-static in CI: {why}");
     }
@@ -74,7 +78,11 @@ impl Env {
         if !rootfs.exists() {
             make_rootfs(&rootfs);
         }
-        std::fs::write(b.join("config.json"), serde_json::to_vec_pretty(spec).unwrap()).unwrap();
+        std::fs::write(
+            b.join("config.json"),
+            serde_json::to_vec_pretty(spec).unwrap(),
+        )
+        .unwrap();
         b
     }
 
@@ -105,7 +113,9 @@ impl Env {
                 },
             )
             .unwrap_or_else(|e| panic!("create {id}: {e}"));
-        self.runtime.start(&id).unwrap_or_else(|e| panic!("start {id}: {e}"));
+        self.runtime
+            .start(&id)
+            .unwrap_or_else(|e| panic!("start {id}: {e}"));
         let out = std::thread::spawn(move || read_all(out_r));
         let err = std::thread::spawn(move || read_all(err_r));
         let status = init.wait().unwrap();
@@ -117,7 +127,11 @@ impl Env {
     /// asserting exit 0.
     pub fn sh(&self, tag: &str, script: &str) -> String {
         let (st, out, err) = self.run(tag, spec(&["sh", "-c", script], &unique(tag)));
-        assert_eq!(st, ExitStatus::Exited(0), "script failed: {script}\nstdout: {out}\nstderr: {err}");
+        assert_eq!(
+            st,
+            ExitStatus::Exited(0),
+            "script failed: {script}\nstdout: {out}\nstderr: {err}"
+        );
         out
     }
 }
@@ -148,17 +162,26 @@ pub fn read_all(fd: OwnedFd) -> String {
 
 /// A busybox root filesystem: the static binary plus one symlink per applet.
 pub fn make_rootfs(rootfs: &Path) {
-    for d in ["bin", "proc", "sys", "dev", "tmp", "etc", "root", "out", "ro", "data"] {
+    for d in [
+        "bin", "proc", "sys", "dev", "tmp", "etc", "root", "out", "ro", "data",
+    ] {
         std::fs::create_dir_all(rootfs.join(d)).unwrap();
     }
     std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).unwrap();
-    let list = std::process::Command::new("/bin/busybox").arg("--list").output().unwrap();
+    let list = std::process::Command::new("/bin/busybox")
+        .arg("--list")
+        .output()
+        .unwrap();
     for applet in String::from_utf8_lossy(&list.stdout).lines() {
         if applet != "busybox" {
             let _ = std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet));
         }
     }
-    std::fs::write(rootfs.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534::/:/bin/false\n").unwrap();
+    std::fs::write(
+        rootfs.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534::/:/bin/false\n",
+    )
+    .unwrap();
     std::fs::write(rootfs.join("etc/group"), "root:x:0:\nnogroup:x:65534:\n").unwrap();
     std::fs::write(rootfs.join("ro/file"), "readonly\n").unwrap();
 }
@@ -177,11 +200,42 @@ fn m(dest: &str, typ: &str, src: &str, opts: &[&str]) -> Mount {
 pub fn default_mounts() -> Vec<Mount> {
     vec![
         m("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"]),
-        m("/dev", "tmpfs", "tmpfs", &["nosuid", "strictatime", "mode=755", "size=65536k"]),
-        m("/dev/pts", "devpts", "devpts", &["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"]),
-        m("/dev/shm", "tmpfs", "shm", &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]),
-        m("/dev/mqueue", "mqueue", "mqueue", &["nosuid", "noexec", "nodev"]),
-        m("/sys", "sysfs", "sysfs", &["nosuid", "noexec", "nodev", "ro"]),
+        m(
+            "/dev",
+            "tmpfs",
+            "tmpfs",
+            &["nosuid", "strictatime", "mode=755", "size=65536k"],
+        ),
+        m(
+            "/dev/pts",
+            "devpts",
+            "devpts",
+            &[
+                "nosuid",
+                "noexec",
+                "newinstance",
+                "ptmxmode=0666",
+                "mode=0620",
+            ],
+        ),
+        m(
+            "/dev/shm",
+            "tmpfs",
+            "shm",
+            &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
+        ),
+        m(
+            "/dev/mqueue",
+            "mqueue",
+            "mqueue",
+            &["nosuid", "noexec", "nodev"],
+        ),
+        m(
+            "/sys",
+            "sysfs",
+            "sysfs",
+            &["nosuid", "noexec", "nodev", "ro"],
+        ),
     ]
 }
 
@@ -189,19 +243,31 @@ pub fn default_mounts() -> Vec<Mount> {
 pub fn default_caps() -> Vec<Capability> {
     use Capability::*;
     vec![
-        AuditWrite, Chown, DacOverride, Fowner, Fsetid, Kill, Mknod, NetBindService, NetRaw, Setfcap,
-        Setgid, Setpcap, Setuid, SysChroot,
+        AuditWrite,
+        Chown,
+        DacOverride,
+        Fowner,
+        Fsetid,
+        Kill,
+        Mknod,
+        NetBindService,
+        NetRaw,
+        Setfcap,
+        Setgid,
+        Setpcap,
+        Setuid,
+        SysChroot,
     ]
 }
 
-pub fn namespaces(types: &[LinuxNamespaceType]) -> Vec<berth_runtime::oci_spec::runtime::LinuxNamespace> {
+pub fn namespaces(types: &[LinuxNamespaceType]) -> Vec<oci_spec::runtime::LinuxNamespace> {
     types
         .iter()
         .map(|t| LinuxNamespaceBuilder::default().typ(*t).build().unwrap())
         .collect()
 }
 
-pub fn all_namespaces() -> Vec<berth_runtime::oci_spec::runtime::LinuxNamespace> {
+pub fn all_namespaces() -> Vec<oci_spec::runtime::LinuxNamespace> {
     use LinuxNamespaceType::*;
     namespaces(&[Pid, Network, Ipc, Uts, Mount, Cgroup])
 }
@@ -212,7 +278,7 @@ pub fn spec(args: &[&str], cgroup: &str) -> Spec {
 }
 
 pub fn process_builder(args: &[&str]) -> ProcessBuilder {
-    let caps: berth_runtime::oci_spec::runtime::Capabilities = default_caps().into_iter().collect();
+    let caps: oci_spec::runtime::Capabilities = default_caps().into_iter().collect();
     ProcessBuilder::default()
         .args(args.iter().map(|s| s.to_string()).collect::<Vec<_>>())
         .env(vec![
@@ -228,8 +294,8 @@ pub fn process_builder(args: &[&str]) -> ProcessBuilder {
                 .effective(caps.clone())
                 .permitted(caps)
                 // oci-spec's builder defaults the other sets to a non-empty list.
-                .inheritable(berth_runtime::oci_spec::runtime::Capabilities::new())
-                .ambient(berth_runtime::oci_spec::runtime::Capabilities::new())
+                .inheritable(oci_spec::runtime::Capabilities::new())
+                .ambient(oci_spec::runtime::Capabilities::new())
                 .build()
                 .unwrap(),
         )
@@ -249,16 +315,28 @@ pub fn linux_builder(cgroup: &str) -> LinuxBuilder {
         .namespaces(all_namespaces())
         .cgroups_path(PathBuf::from(format!("/{cgroup}")))
         .masked_paths(
-            ["/proc/kcore", "/proc/keys", "/proc/timer_list", "/sys/firmware", "/proc/scsi"]
-                .iter()
-                .map(|s| s.to_string())
-                .collect::<Vec<_>>(),
+            [
+                "/proc/kcore",
+                "/proc/keys",
+                "/proc/timer_list",
+                "/sys/firmware",
+                "/proc/scsi",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect::<Vec<_>>(),
         )
         .readonly_paths(
-            ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
-                .iter()
-                .map(|s| s.to_string())
-                .collect::<Vec<_>>(),
+            [
+                "/proc/bus",
+                "/proc/fs",
+                "/proc/irq",
+                "/proc/sys",
+                "/proc/sysrq-trigger",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect::<Vec<_>>(),
         )
         .sysctl(HashMap::new())
 }
@@ -266,7 +344,13 @@ pub fn linux_builder(cgroup: &str) -> LinuxBuilder {
 pub fn spec_builder(args: &[&str], cgroup: &str) -> SpecBuilder {
     SpecBuilder::default()
         .version("1.2.0")
-        .root(RootBuilder::default().path("rootfs").readonly(false).build().unwrap())
+        .root(
+            RootBuilder::default()
+                .path("rootfs")
+                .readonly(false)
+                .build()
+                .unwrap(),
+        )
         .hostname("berth-test")
         .mounts(default_mounts())
         .process(process_builder(args).build().unwrap())
