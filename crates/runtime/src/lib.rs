@@ -35,6 +35,7 @@
 
 mod capabilities;
 pub mod cgroups;
+pub mod console;
 mod container;
 mod error;
 mod hooks;

@@ -1,0 +1,361 @@
+//! Less common spec features: terminals through a console socket, joined
+//! namespaces, time namespaces, exec into a user namespace, rootfs
+//! propagation, cgroup mounts, spec devices (youki contest groups
+//! ns_itype, time_ns, rootfs_propagation, devices, exec).
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::tests_outside_test_module,
+    missing_docs
+)]
+
+mod common;
+
+use std::io::Read;
+use std::os::unix::net::UnixListener;
+
+use berth_runtime::oci_spec::runtime::{
+    LinuxDeviceBuilder, LinuxDeviceType, LinuxIdMappingBuilder, LinuxMemoryBuilder,
+    LinuxNamespaceBuilder, LinuxNamespaceType, LinuxResourcesBuilder, LinuxTimeOffsetBuilder,
+    MountBuilder,
+};
+use berth_runtime::{CreateOptions, ExecOptions, ExitStatus, Stdio};
+use common::*;
+
+#[test]
+fn terminal_master_arrives_on_the_console_socket() {
+    if !privileged() {
+        return;
+    }
+    let env = Env::new();
+    let id = env.id("tty");
+    let sock_path = env.dir.path().join(format!("{id}.console"));
+    let listener = UnixListener::bind(&sock_path).unwrap();
+    let mut s = spec(
+        &["sh", "-c", "tty; [ -t 0 ] && [ -t 1 ] && echo is-a-tty"],
+        &unique("cg"),
+    );
+    let mut p = s.process().clone().unwrap();
+    p.set_terminal(Some(true));
+    s.set_process(Some(p));
+    let bundle = env.bundle(&id, &s);
+    let receiver = std::thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        berth_runtime::console::recv_pty_master(&stream).unwrap()
+    });
+    let init = env
+        .runtime
+        .create(
+            &id,
+            &bundle,
+            CreateOptions {
+                console_socket: Some(sock_path),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let master = receiver.join().unwrap();
+    env.runtime.start(&id).unwrap();
+    let mut f = std::fs::File::from(master);
+    let mut out = Vec::new();
+    // Reading the master ends with EIO once the slave side is gone.
+    let mut buf = [0u8; 256];
+    loop {
+        match f.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+    assert_eq!(init.wait().unwrap(), ExitStatus::Exited(0));
+    let out = String::from_utf8_lossy(&out);
+    assert_eq!(out, "/dev/pts/0\r\nis-a-tty\r\n");
+    env.runtime.delete(&id, false).unwrap();
+
+    // Without a console socket a terminal is refused before anything starts.
+    let id = env.id("tty-nosock");
+    let mut s = spec(&["true"], &unique("cg"));
+    let mut p = s.process().clone().unwrap();
+    p.set_terminal(Some(true));
+    s.set_process(Some(p));
+    let bundle = env.bundle(&id, &s);
+    let e = env
+        .runtime
+        .create(&id, &bundle, CreateOptions::default())
+        .unwrap_err();
+    assert_eq!(e.kind(), berth_runtime::ErrorKind::InvalidArgument, "{e}");
+}
+
+#[test]
+fn namespaces_joined_by_path() {
+    if !privileged() {
+        return;
+    }
+    let env = Env::new();
+    let a = env.id("ns-owner");
+    let ba = env.bundle(&a, &spec(&["sleep", "1000"], &unique("cg")));
+    let ia = env
+        .runtime
+        .create(&a, &ba, CreateOptions::default())
+        .unwrap();
+    env.runtime.start(&a).unwrap();
+
+    use LinuxNamespaceType::*;
+    let mut ns = namespaces(&[Pid, Ipc, Uts, Mount, Cgroup]);
+    for (t, name) in [(Network, "net"), (Ipc, "ipc")] {
+        ns.retain(|n| n.typ() != t);
+        ns.push(
+            LinuxNamespaceBuilder::default()
+                .typ(t)
+                .path(format!("/proc/{}/ns/{name}", ia.pid()))
+                .build()
+                .unwrap(),
+        );
+    }
+    let linux = linux_builder(&unique("cg")).namespaces(ns).build().unwrap();
+    let s = spec_builder(
+        &[
+            "sh",
+            "-c",
+            "readlink /proc/self/ns/net; readlink /proc/self/ns/ipc",
+        ],
+        &unique("cg"),
+    )
+    .linux(linux)
+    .build()
+    .unwrap();
+    let (st, out, err) = env.run("ns-joiner", s);
+    assert_eq!(st, ExitStatus::Exited(0), "{err}");
+    let want = format!(
+        "{}\n{}\n",
+        std::fs::read_link(format!("/proc/{}/ns/net", ia.pid()))
+            .unwrap()
+            .display(),
+        std::fs::read_link(format!("/proc/{}/ns/ipc", ia.pid()))
+            .unwrap()
+            .display()
+    );
+    assert_eq!(out, want);
+    env.runtime.delete(&a, true).unwrap();
+    ia.wait().unwrap();
+}
+
+#[test]
+fn time_namespace_offsets() {
+    if !privileged() {
+        return;
+    }
+    if !std::path::Path::new("/proc/self/ns/time").exists() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI kernel lacks time namespaces"
+        );
+        eprintln!("skipping: no time namespaces");
+        return;
+    }
+    let env = Env::new();
+    use LinuxNamespaceType::*;
+    let mut offsets = std::collections::HashMap::new();
+    offsets.insert(
+        "boottime".to_string(),
+        LinuxTimeOffsetBuilder::default()
+            .secs(10_000_000i64)
+            .nanosecs(0u32)
+            .build()
+            .unwrap(),
+    );
+    let linux = linux_builder(&unique("cg"))
+        .namespaces(namespaces(&[Pid, Network, Ipc, Uts, Mount, Cgroup, Time]))
+        .time_offsets(offsets)
+        .build()
+        .unwrap();
+    let s = spec_builder(&["sh", "-c", "cut -d. -f1 /proc/uptime"], &unique("cg"))
+        .linux(linux)
+        .build()
+        .unwrap();
+    let (st, out, err) = env.run("timens", s);
+    assert_eq!(st, ExitStatus::Exited(0), "{err}");
+    let inside: u64 = out.trim().parse().unwrap();
+    let host: f64 = std::fs::read_to_string("/proc/uptime")
+        .unwrap()
+        .split('.')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        inside >= 10_000_000 + host as u64 - 5,
+        "uptime {inside} vs host {host}"
+    );
+}
+
+#[test]
+fn exec_into_a_user_namespace_container() {
+    if !privileged() {
+        return;
+    }
+    let env = Env::new();
+    use LinuxNamespaceType::*;
+    let map = LinuxIdMappingBuilder::default()
+        .container_id(0u32)
+        .host_id(300000u32)
+        .size(65536u32)
+        .build()
+        .unwrap();
+    let linux = linux_builder(&unique("cg"))
+        .namespaces(namespaces(&[Pid, Network, Ipc, Uts, Mount, Cgroup, User]))
+        .uid_mappings(vec![map])
+        .gid_mappings(vec![map])
+        .build()
+        .unwrap();
+    let id = env.id("userns-exec");
+    let bundle = env.bundle(
+        &id,
+        &spec_builder(&["sleep", "1000"], &unique("cg"))
+            .linux(linux)
+            .build()
+            .unwrap(),
+    );
+    let init = env
+        .runtime
+        .create(&id, &bundle, CreateOptions::default())
+        .unwrap();
+    env.runtime.start(&id).unwrap();
+    let (r, w) = pipe();
+    let p = process_builder(&[
+        "sh",
+        "-c",
+        "id -u; cat /proc/self/uid_map | tr -s ' '; hostname",
+    ])
+    .build()
+    .unwrap();
+    let child = env
+        .runtime
+        .exec(
+            &id,
+            &p,
+            ExecOptions {
+                stdout: Stdio::Fd(w),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(child.wait().unwrap(), ExitStatus::Exited(0));
+    assert_eq!(read_all(r), "0\n 0 300000 65536\nberth-test\n");
+    // From the host, the exec'd process ran as the mapped uid.
+    env.runtime.delete(&id, true).unwrap();
+    init.wait().unwrap();
+}
+
+#[test]
+fn rootfs_propagation_private_and_shared() {
+    if !privileged() {
+        return;
+    }
+    let env = Env::new();
+    for (prop, want_shared) in [("private", false), ("rshared", true)] {
+        let linux = linux_builder(&unique("cg"))
+            .rootfs_propagation(prop)
+            .build()
+            .unwrap();
+        let s = spec_builder(
+            &["awk", "$5 == \"/\"", "/proc/self/mountinfo"],
+            &unique("cg"),
+        )
+        .linux(linux)
+        .build()
+        .unwrap();
+        let (st, out, err) = env.run(&format!("prop-{prop}"), s);
+        assert_eq!(st, ExitStatus::Exited(0), "{err}");
+        assert_eq!(out.lines().count(), 1, "{out}");
+        assert_eq!(out.contains(" shared:"), want_shared, "{prop}: {out}");
+        assert!(!out.contains(" master:"), "{prop}: {out}");
+    }
+}
+
+#[test]
+fn cgroup_mount_shows_the_containers_own_cgroup() {
+    if !privileged() {
+        return;
+    }
+    let env = Env::new();
+    let limit = 48 * 1024 * 1024i64;
+    let mut mounts = default_mounts();
+    mounts.push(
+        MountBuilder::default()
+            .destination("/sys/fs/cgroup")
+            .typ("cgroup")
+            .source("cgroup")
+            .options(vec![
+                "nosuid".into(),
+                "noexec".into(),
+                "nodev".into(),
+                "relatime".into(),
+                "ro".into(),
+            ])
+            .build()
+            .unwrap(),
+    );
+    let linux = linux_builder(&unique("cg"))
+        .resources(
+            LinuxResourcesBuilder::default()
+                .memory(LinuxMemoryBuilder::default().limit(limit).build().unwrap())
+                .build()
+                .unwrap(),
+        )
+        .build()
+        .unwrap();
+    let script = if berth_runtime::cgroups::is_unified() {
+        "cat /sys/fs/cgroup/memory.max; cat /proc/self/cgroup"
+    } else {
+        "cat /sys/fs/cgroup/memory/memory.limit_in_bytes; grep memory /proc/self/cgroup; \
+         touch /sys/fs/cgroup/memory/x 2>/dev/null && echo writable || echo ro"
+    };
+    let s = spec_builder(&["sh", "-c", script], &unique("cg"))
+        .mounts(mounts)
+        .linux(linux)
+        .build()
+        .unwrap();
+    let (st, out, err) = env.run("cgmount", s);
+    assert_eq!(st, ExitStatus::Exited(0), "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], limit.to_string());
+    // Inside its cgroup namespace the container is at the root.
+    assert!(lines[1].ends_with(":/"), "{out}");
+    if !berth_runtime::cgroups::is_unified() {
+        assert_eq!(lines[2], "ro");
+    }
+}
+
+#[test]
+fn spec_devices_are_created_with_owner_and_mode() {
+    if !privileged() {
+        return;
+    }
+    let env = Env::new();
+    let dev = LinuxDeviceBuilder::default()
+        .path("/dev/custom/mynull")
+        .typ(LinuxDeviceType::C)
+        .major(1i64)
+        .minor(3i64)
+        .file_mode(0o620u32)
+        .uid(1000u32)
+        .gid(1001u32)
+        .build()
+        .unwrap();
+    let linux = linux_builder(&unique("cg"))
+        .devices(vec![dev])
+        .build()
+        .unwrap();
+    let s = spec_builder(
+        &["sh", "-c", "stat -c '%F %a %u %g %t %T' /dev/custom/mynull; echo x > /dev/custom/mynull && echo ok"],
+        &unique("cg"),
+    )
+    .linux(linux)
+    .build()
+    .unwrap();
+    let (st, out, err) = env.run("devices", s);
+    assert_eq!(st, ExitStatus::Exited(0), "{err}");
+    assert_eq!(out, "character special file 620 1000 1001 1 3\nok\n");
+}
