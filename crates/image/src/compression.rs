@@ -27,7 +27,9 @@ const ZSTD_SKIPPABLE_MAX: u32 = 0x184D_2A5F;
 #[non_exhaustive]
 pub enum Error {
     /// The magic bytes of a blob disagree with the compression its media type declares.
-    #[error("blob {blob}: media type declares {declared:?} compression but the content is {detected:?}")]
+    #[error(
+        "blob {blob}: media type declares {declared:?} compression but the content is {detected:?}"
+    )]
     Mismatch {
         /// The blob concerned (digest or path).
         blob: String,

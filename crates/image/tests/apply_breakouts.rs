@@ -5,7 +5,12 @@
 //! absolute path), so a broken resolver would change that directory — which every case checks is
 //! untouched — and never the machine's `/etc`. The root sits nine directories below the sandbox,
 //! deeper than any `..` chain here, so relative escapes also stay in the sandbox.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::tests_outside_test_module
+)]
 
 mod apply_support;
 
@@ -47,7 +52,10 @@ fn ok(res: Result<ApplyStats, Error>) {
 
 fn invalid(res: Result<ApplyStats, Error>) {
     match res {
-        Err(e) => assert!(e.is_invalid_archive(), "expected an invalid archive, got {e}"),
+        Err(e) => assert!(
+            e.is_invalid_archive(),
+            "expected an invalid archive, got {e}"
+        ),
         Ok(_) => panic!("expected an invalid archive error, apply succeeded"),
     }
 }
@@ -68,8 +76,7 @@ fn same_file(sb: &Sandbox, a: &str, b: &str) -> bool {
 /// continuity's `fs.RootPath`).
 fn resolve_in_root(root: &Path, p: &str) -> std::path::PathBuf {
     let mut stack: Vec<String> = Vec::new();
-    let mut queue: std::collections::VecDeque<String> =
-        p.split('/').map(str::to_owned).collect();
+    let mut queue: std::collections::VecDeque<String> = p.split('/').map(str::to_owned).collect();
     let mut hops = 0;
     while let Some(c) = queue.pop_front() {
         match c.as_str() {
@@ -269,7 +276,11 @@ fn hardlink_absolute() {
         },
         |sb, r| {
             ok(r);
-            assert!(same_file(sb, "localpasswd", &format!("{}/passwd", sb.etc())));
+            assert!(same_file(
+                sb,
+                "localpasswd",
+                &format!("{}/passwd", sb.etc())
+            ));
         },
     );
 }
@@ -320,7 +331,11 @@ fn hardlink_direct_absolute() {
         },
         |sb, r| {
             ok(r);
-            assert!(same_file(sb, "localpasswd", &format!("{}/passwd", sb.etc())));
+            assert!(same_file(
+                sb,
+                "localpasswd",
+                &format!("{}/passwd", sb.etc())
+            ));
         },
     );
 }
@@ -443,7 +458,10 @@ fn directory_override_symlink() {
         |sb, r| {
             ok(r);
             let m = std::fs::symlink_metadata(sb.root.join("localetc")).unwrap();
-            assert!(m.is_dir(), "the symlink must have been replaced by a directory");
+            assert!(
+                m.is_dir(),
+                "the symlink must have been replaced by a directory"
+            );
             assert!(same_file(
                 sb,
                 "/localetc/localpasswd",
@@ -460,11 +478,8 @@ fn directory_override_symlink_and_hardlink() {
             std::fs::create_dir(sb.root.join("etc")).unwrap();
             std::fs::write(sb.root.join("etc/passwd"), b"inside").unwrap();
             std::os::unix::fs::symlink("etc", sb.root.join("localetc")).unwrap();
-            std::fs::hard_link(
-                sb.root.join("etc/passwd"),
-                sb.root.join("etc/localpasswd"),
-            )
-            .unwrap();
+            std::fs::hard_link(sb.root.join("etc/passwd"), sb.root.join("etc/localpasswd"))
+                .unwrap();
         },
         |_| {
             TarBuilder::new()
@@ -475,7 +490,10 @@ fn directory_override_symlink_and_hardlink() {
         |sb, r| {
             ok(r);
             assert!(!same_file(sb, "/localetc/localpasswd", "/etc/passwd"));
-            assert_eq!(std::fs::read(sb.root.join("etc/passwd")).unwrap(), b"inside");
+            assert_eq!(
+                std::fs::read(sb.root.join("etc/passwd")).unwrap(),
+                b"inside"
+            );
             assert_eq!(
                 std::fs::read(sb.root.join("localetc/localpasswd")).unwrap(),
                 b"different"
@@ -496,7 +514,10 @@ fn whiteout_invalid(name: &'static str) {
         |_| TarBuilder::new().file(name, b"", 0o644).finish(),
         |sb, r| {
             invalid(r);
-            assert_eq!(std::fs::read(sb.root.join("etc/passwd")).unwrap(), b"all users");
+            assert_eq!(
+                std::fs::read(sb.root.join("etc/passwd")).unwrap(),
+                b"all users"
+            );
         },
     );
 }
@@ -532,7 +553,10 @@ fn whiteout_symlink() {
         |_| TarBuilder::new().file(".wh.localetc", b"", 0o644).finish(),
         |sb, r| {
             ok(r);
-            assert_eq!(std::fs::read(sb.root.join("etc/passwd")).unwrap(), b"all users");
+            assert_eq!(
+                std::fs::read(sb.root.join("etc/passwd")).unwrap(),
+                b"all users"
+            );
             assert_eq!(
                 std::fs::read(sb.in_root(&sb.etc()).join("passwd")).unwrap(),
                 b"inside"
@@ -580,7 +604,10 @@ fn whiteout_directory_name() {
         },
         |sb, r| {
             ok(r);
-            assert_eq!(std::fs::read(sb.root.join("etc/passwd")).unwrap(), b"all users");
+            assert_eq!(
+                std::fs::read(sb.root.join("etc/passwd")).unwrap(),
+                b"all users"
+            );
             assert_eq!(
                 std::fs::read(sb.root.join(".wh.etc/somefile")).unwrap(),
                 b"non-empty"
@@ -596,10 +623,17 @@ fn whiteout_dead_symlink_parent() {
             whiteout_pre(sb);
             std::os::unix::fs::symlink("/dne", sb.root.join("localetc")).unwrap();
         },
-        |_| TarBuilder::new().file("localetc/.wh.etc", b"", 0o644).finish(),
+        |_| {
+            TarBuilder::new()
+                .file("localetc/.wh.etc", b"", 0o644)
+                .finish()
+        },
         |sb, r| {
             ok(r);
-            assert_eq!(std::fs::read(sb.root.join("etc/passwd")).unwrap(), b"all users");
+            assert_eq!(
+                std::fs::read(sb.root.join("etc/passwd")).unwrap(),
+                b"all users"
+            );
         },
     );
 }
@@ -611,7 +645,11 @@ fn whiteout_relative_path() {
             whiteout_pre(sb);
             std::os::unix::fs::symlink("/dne", sb.root.join("localetc")).unwrap();
         },
-        |_| TarBuilder::new().file("dne/../.wh.etc", b"", 0o644).finish(),
+        |_| {
+            TarBuilder::new()
+                .file("dne/../.wh.etc", b"", 0o644)
+                .finish()
+        },
         |sb, r| {
             ok(r);
             assert!(!sb.root.join("etc").exists());
@@ -662,7 +700,11 @@ fn hardlink_symlink_before_create_target() {
         },
         |sb, r| {
             ok(r);
-            assert!(same_file(sb, "localpasswd-dup", &format!("{}/passwd", sb.etc())));
+            assert!(same_file(
+                sb,
+                "localpasswd-dup",
+                &format!("{}/passwd", sb.etc())
+            ));
             let m = std::fs::symlink_metadata(sb.root.join("localpasswd-dup")).unwrap();
             assert!(m.is_symlink(), "a hardlink to a symlink is the symlink");
         },
@@ -686,8 +728,15 @@ fn hardlink_symlink_case(target: fn(&Sandbox) -> String) {
             let a = sb.root.join("localpasswd");
             let b = sb.root.join("passwdlink");
             assert!(std::fs::symlink_metadata(&a).unwrap().is_symlink());
-            assert_eq!(std::fs::read_link(&a).unwrap(), std::fs::read_link(&b).unwrap());
-            assert!(same_file(sb, "/localpasswd", &format!("{}/passwd", sb.etc())));
+            assert_eq!(
+                std::fs::read_link(&a).unwrap(),
+                std::fs::read_link(&b).unwrap()
+            );
+            assert!(same_file(
+                sb,
+                "/localpasswd",
+                &format!("{}/passwd", sb.etc())
+            ));
         },
     );
 }
@@ -716,7 +765,11 @@ fn hardlink_symlink_chmod() {
         },
         |sb| {
             let p = sb.host.join("perm400").display().to_string();
-            let ep = sb.host.join("also-exists-outside-root").display().to_string();
+            let ep = sb
+                .host
+                .join("also-exists-outside-root")
+                .display()
+                .to_string();
             TarBuilder::new()
                 .symlink(&p, &ep)
                 .link(&ep, "sketchylink")

@@ -2,7 +2,12 @@
 //! `apply_layer` must give the same tree as `umoci raw unpack` (content, mode, owner, symlink
 //! targets, hardlink groups, xattrs, non-directory mtimes), and each layer's diffID must match
 //! the image config.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::tests_outside_test_module
+)]
 
 mod apply_support;
 
@@ -16,9 +21,7 @@ use berth_oci::Digest;
 fn fixtures() -> PathBuf {
     std::env::var_os("BERTH_FIXTURES")
         .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures")
-        })
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures"))
 }
 
 fn have_umoci() -> bool {
@@ -47,8 +50,14 @@ fn compare_with_umoci(layout: &Path, tag: &str) {
         .iter()
         .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == tag)
         .expect("tag in index");
-    let manifest = read_json(&blob_path(layout, manifest_desc["digest"].as_str().unwrap()));
-    let config = read_json(&blob_path(layout, manifest["config"]["digest"].as_str().unwrap()));
+    let manifest = read_json(&blob_path(
+        layout,
+        manifest_desc["digest"].as_str().unwrap(),
+    ));
+    let config = read_json(&blob_path(
+        layout,
+        manifest["config"]["digest"].as_str().unwrap(),
+    ));
     let diff_ids = config["rootfs"]["diff_ids"].as_array().unwrap();
     let layers = manifest["layers"].as_array().unwrap();
     assert_eq!(layers.len(), diff_ids.len());

@@ -1,6 +1,11 @@
 //! Layer apply behaviour: device ranges, whiteouts and opaque directories, overlay conversion,
 //! metadata preservation, corrupt streams, diffID checks, the size bound and progress.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::tests_outside_test_module
+)]
 
 mod apply_support;
 
@@ -95,7 +100,10 @@ fn devices_and_fifos_are_created() {
 #[test]
 fn whiteout_with_empty_name_is_invalid() {
     let sb = Sandbox::new();
-    assert_invalid(apply(&sb, &TarBuilder::new().file("etc/.wh.", b"", 0o644).finish()));
+    assert_invalid(apply(
+        &sb,
+        &TarBuilder::new().file("etc/.wh.", b"", 0o644).finish(),
+    ));
 }
 
 #[test]
@@ -190,13 +198,17 @@ fn metadata_is_preserved() {
     dir.set_uid(1000);
     dir.set_gid(1001);
     dir.set_mtime(1_500_000_000);
-    t.with_pax(&[("SCHILY.xattr.user.dirattr", b"dv")]).raw(dir, &[]);
+    t.with_pax(&[("SCHILY.xattr.user.dirattr", b"dv")])
+        .raw(dir, &[]);
     let mut file = TarBuilder::header(tar::EntryType::Regular, "dir/suid", 0o4755, 5);
     file.set_uid(1000);
     file.set_gid(1000);
     t.with_pax(&[
         ("SCHILY.xattr.user.key", b"value"),
-        ("SCHILY.xattr.security.capability", b"\x01\x00\x00\x02\x00\x20\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00"),
+        (
+            "SCHILY.xattr.security.capability",
+            b"\x01\x00\x00\x02\x00\x20\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00",
+        ),
         ("mtime", b"1600000000.25"),
     ])
     .raw(file, b"hello");
@@ -212,7 +224,11 @@ fn metadata_is_preserved() {
 
     let d = std::fs::symlink_metadata(sb.root.join("dir")).unwrap();
     assert_eq!((d.mode() & 0o7777, d.uid(), d.gid()), (0o750, 1000, 1001));
-    assert_eq!(d.mtime(), 1_500_000_000, "directory mtime is set after its children");
+    assert_eq!(
+        d.mtime(),
+        1_500_000_000,
+        "directory mtime is set after its children"
+    );
     assert_eq!(
         xattr::get(sb.root.join("dir"), "user.dirattr").unwrap(),
         Some(b"dv".to_vec())
@@ -235,7 +251,10 @@ fn metadata_is_preserved() {
     let l = std::fs::symlink_metadata(sb.root.join("dir/ln")).unwrap();
     assert!(l.is_symlink());
     assert_eq!((l.uid(), l.gid(), l.mtime()), (1002, 1003, 1_400_000_000));
-    assert_eq!(std::fs::read_link(sb.root.join("dir/ln")).unwrap().to_str(), Some("suid"));
+    assert_eq!(
+        std::fs::read_link(sb.root.join("dir/ln")).unwrap().to_str(),
+        Some("suid")
+    );
 }
 
 #[test]
@@ -249,7 +268,11 @@ fn out_of_range_mtimes_are_clamped_to_the_epoch() {
         .finish();
     apply(&sb, &layer).unwrap();
     for p in ["old", "future"] {
-        assert_eq!(std::fs::metadata(sb.root.join(p)).unwrap().mtime(), 0, "{p}");
+        assert_eq!(
+            std::fs::metadata(sb.root.join(p)).unwrap().mtime(),
+            0,
+            "{p}"
+        );
     }
 }
 
@@ -297,14 +320,21 @@ fn existing_objects_are_replaced_and_directories_merged() {
         .file("was-link", b"file", 0o644)
         .finish();
     apply(&sb, &layer).unwrap();
-    assert_eq!(std::fs::read(sb.root.join("was-dir")).unwrap(), b"now a file");
+    assert_eq!(
+        std::fs::read(sb.root.join("was-dir")).unwrap(),
+        b"now a file"
+    );
     assert!(sb.root.join("was-file").is_dir());
     assert_eq!(
         std::fs::metadata(sb.root.join("merge")).unwrap().mode() & 0o777,
         0o700
     );
     assert!(sb.root.join("merge/lower").exists() && sb.root.join("merge/upper").exists());
-    assert!(std::fs::symlink_metadata(sb.root.join("was-link")).unwrap().is_file());
+    assert!(
+        std::fs::symlink_metadata(sb.root.join("was-link"))
+            .unwrap()
+            .is_file()
+    );
 }
 
 #[test]
@@ -350,6 +380,46 @@ fn diff_id_is_the_digest_of_the_decompressed_stream() {
         assert_eq!(stats.compression, c);
         assert_eq!(stats.entries, 3);
     }
+}
+
+#[test]
+fn blob_digest_is_verified_in_the_same_pass() {
+    let tar = sample_tar();
+    let blob = compress(Compression::Zstd, &tar);
+    let sb = Sandbox::new();
+    apply_layer(
+        &sb.root,
+        &blob[..],
+        ApplyOptions::default().with_expected_digest(Digest::sha256(&blob)),
+    )
+    .unwrap();
+    let sb = Sandbox::new();
+    let e = apply_layer(
+        &sb.root,
+        &blob[..],
+        ApplyOptions::default().with_expected_digest(Digest::sha256(&tar)),
+    )
+    .unwrap_err();
+    assert!(matches!(e, Error::DigestMismatch { .. }), "{e}");
+    assert_eq!(e.kind(), ErrorKind::FailedPrecondition);
+}
+
+#[test]
+fn empty_numeric_fields_read_as_zero() {
+    let sb = Sandbox::new();
+    let mut h = TarBuilder::header(tar::EntryType::Regular, "f", 0o644, 1);
+    let raw = h.as_mut_bytes();
+    raw[108..116].fill(0); // uid
+    raw[116..124].fill(0); // gid
+    raw[136..148].fill(0); // mtime
+    let layer = TarBuilder::new().raw(h, b"x").finish();
+    apply_layer(
+        &sb.root,
+        &layer[..],
+        ApplyOptions::default().with_no_same_owner(true),
+    )
+    .unwrap();
+    assert_eq!(std::fs::metadata(sb.root.join("f")).unwrap().mtime(), 0);
 }
 
 #[test]
@@ -432,7 +502,10 @@ fn decompression_bomb_is_bounded() {
             ApplyOptions::default().with_max_uncompressed(1 << 20),
         )
         .unwrap_err();
-        assert!(matches!(e, Error::TooLarge { limit, .. } if limit == 1 << 20), "{e}");
+        assert!(
+            matches!(e, Error::TooLarge { limit, .. } if limit == 1 << 20),
+            "{e}"
+        );
         assert_eq!(e.kind(), ErrorKind::FailedPrecondition);
     }
 }
@@ -454,7 +527,10 @@ fn progress_reports_compressed_bytes() {
     .unwrap();
     assert!(seen.len() >= 3);
     assert!(seen.windows(2).all(|w| w[0].0 <= w[1].0));
-    assert_eq!(seen.last().copied(), Some((blob.len() as u64, Some(blob.len() as u64))));
+    assert_eq!(
+        seen.last().copied(),
+        Some((blob.len() as u64, Some(blob.len() as u64)))
+    );
 }
 
 #[test]
@@ -474,7 +550,11 @@ fn apply_layer_file_autodetects_compression() {
 #[test]
 fn missing_root_is_not_found() {
     let sb = Sandbox::new();
-    let e = apply_layer(&sb.root.join("nope"), &sample_tar()[..], ApplyOptions::default())
-        .unwrap_err();
+    let e = apply_layer(
+        &sb.root.join("nope"),
+        &sample_tar()[..],
+        ApplyOptions::default(),
+    )
+    .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::NotFound);
 }

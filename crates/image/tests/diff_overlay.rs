@@ -2,7 +2,12 @@
 //! whiteouts into an upper dir mounts as the same tree as the layer applied plainly; and the
 //! diff of an upper dir written through a mount, applied onto the lower, reproduces the merged
 //! view.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::tests_outside_test_module
+)]
 
 mod apply_support;
 
@@ -113,7 +118,12 @@ fn overlay_whiteouts_mount_as_the_plain_apply() {
     cp_a(&dirs.p("lower"), &plain);
     apply_layer(&plain, &layer[..], ApplyOptions::default()).unwrap();
 
-    let m = Overlay::mount(&dirs.p("lower"), &dirs.p("upper"), &dirs.p("work"), &dirs.p("merged"));
+    let m = Overlay::mount(
+        &dirs.p("lower"),
+        &dirs.p("upper"),
+        &dirs.p("work"),
+        &dirs.p("merged"),
+    );
     assert!(!m.merged.join("a/gone").exists());
     assert!(!m.merged.join("d/hidden").exists());
     assert!(!m.merged.join("d/sub").exists());

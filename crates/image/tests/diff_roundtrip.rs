@@ -1,6 +1,11 @@
 //! Diff of two plain trees: round trip through apply, containerd's `TestDiffTar` entry checks,
 //! determinism and the SOURCE_DATE_EPOCH-like mtime bound.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::tests_outside_test_module
+)]
 
 mod apply_support;
 
@@ -92,8 +97,11 @@ fn round_trip_reproduces_upper() {
     cp_a(&lower, &upper);
 
     write(&upper.join("etc/hosts"), b"10.0.0.1 other", 0o644);
-    std::fs::set_permissions(upper.join("etc/profile"), std::fs::Permissions::from_mode(0o600))
-        .unwrap();
+    std::fs::set_permissions(
+        upper.join("etc/profile"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
     std::fs::remove_file(upper.join("etc/gone")).unwrap();
     std::fs::remove_dir_all(upper.join("lib/tree")).unwrap();
     std::fs::remove_file(upper.join("becomes-dir")).unwrap();
@@ -116,7 +124,7 @@ fn round_trip_reproduces_upper() {
         xattr::set(upper.join("bin/tool"), "security.capability", &cap).unwrap();
         rustix::fs::mknodat(
             rustix::fs::CWD,
-            &upper.join("fifo"),
+            upper.join("fifo"),
             rustix::fs::FileType::Fifo,
             rustix::fs::Mode::from_raw_mode(0o640),
             0,
@@ -146,7 +154,10 @@ fn round_trip_reproduces_upper() {
         let d = tree_diff(&snapshot(&upper, true), &snapshot(&target, true));
         assert!(d.is_empty(), "{c:?}: {d:#?}");
         let n = names(&layer);
-        assert!(!n.iter().any(|p| p == "same"), "unchanged files are not in the layer");
+        assert!(
+            !n.iter().any(|p| p == "same"),
+            "unchanged files are not in the layer"
+        );
         assert!(n.iter().any(|p| p == "etc/.wh.gone"));
         assert!(n.iter().any(|p| p == "lib/.wh.tree"));
         assert!(!n.iter().any(|p| p.starts_with("lib/tree/")));
@@ -172,11 +183,15 @@ fn relative_symlinks_survive_unchanged() {
     cp_a(&lower, &target);
     apply_layer(&target, &layer[..], ApplyOptions::default()).unwrap();
     assert_eq!(
-        std::fs::read_link(target.join("home/derek/breakout")).unwrap().to_str(),
+        std::fs::read_link(target.join("home/derek/breakout"))
+            .unwrap()
+            .to_str(),
         Some("../../../breakout")
     );
     assert_eq!(
-        std::fs::read_link(target.join("breakout")).unwrap().to_str(),
+        std::fs::read_link(target.join("breakout"))
+            .unwrap()
+            .to_str(),
         Some("etc/../../upandout")
     );
     assert!(tree_diff(&snapshot(&upper, true), &snapshot(&target, true)).is_empty());
@@ -237,10 +252,23 @@ fn whiteouts_include_parents_and_remove_only_the_top() {
     let got: Vec<&str> = e.iter().map(|e| e.0.as_str()).collect();
     assert_eq!(
         got,
-        ["d1/", "d1/.wh.f1", "d2/", "d2/.wh.f1", "d2/f2", "d3/", "d3/.wh.f1", ".wh.d5"]
+        [
+            "d1/",
+            "d1/.wh.f1",
+            "d2/",
+            "d2/.wh.f1",
+            "d2/f2",
+            "d3/",
+            "d3/.wh.f1",
+            ".wh.d5"
+        ]
     );
     for w in e.iter().filter(|e| e.0.contains(".wh.")) {
-        assert_eq!((w.1, w.3), ('0', 0), "whiteouts are regular files with mtime 0");
+        assert_eq!(
+            (w.1, w.3),
+            ('0', 0),
+            "whiteouts are regular files with mtime 0"
+        );
     }
 }
 
@@ -254,8 +282,7 @@ fn new_hardlinks_bring_their_group() {
     cp_a(&lower, &upper);
     std::fs::hard_link(upper.join("d1/f1"), upper.join("d2/l1")).unwrap();
     let e = entries(&diff(&lower, &upper, &DiffOptions::default()));
-    let got: Vec<(String, char, Option<String>)> =
-        e.into_iter().map(|e| (e.0, e.1, e.4)).collect();
+    let got: Vec<(String, char, Option<String>)> = e.into_iter().map(|e| (e.0, e.1, e.4)).collect();
     assert_eq!(
         got,
         [
@@ -277,7 +304,10 @@ fn sockets_are_skipped() {
     write(&upper.join("f2"), b"content", 0o644);
     let _sock = std::os::unix::net::UnixListener::bind(upper.join("s0")).unwrap();
     write(&upper.join("f3"), b"content", 0o644);
-    assert_eq!(names(&diff(&lower, &upper, &DiffOptions::default())), ["f2", "f3"]);
+    assert_eq!(
+        names(&diff(&lower, &upper, &DiffOptions::default())),
+        ["f2", "f3"]
+    );
 }
 
 #[test]

@@ -16,7 +16,6 @@ use super::resolve::{self, Components, Root};
 use super::whiteout::{self, Unpacked, Whiteout};
 
 /// Per-layer state of the extractor. Holds no fds across entries besides the root.
-#[derive(Debug)]
 pub(super) struct Applier<'r> {
     root: &'r Root,
     no_same_owner: bool,
@@ -24,6 +23,18 @@ pub(super) struct Applier<'r> {
     unpacked: Unpacked,
     dir_times: Vec<(Components, Timestamps)>,
     root_times: Option<Timestamps>,
+    buf: Vec<u8>,
+}
+
+impl std::fmt::Debug for Applier<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Applier")
+            .field("root", &self.root)
+            .field("no_same_owner", &self.no_same_owner)
+            .field("overlay", &self.overlay)
+            .field("deferred_dir_times", &self.dir_times.len())
+            .finish_non_exhaustive()
+    }
 }
 
 /// Whether an entry was applied or skipped.
@@ -45,6 +56,7 @@ impl<'r> Applier<'r> {
             unpacked: Unpacked::default(),
             dir_times: Vec::new(),
             root_times: None,
+            buf: vec![0u8; 256 * 1024],
         }
     }
 
@@ -96,7 +108,13 @@ impl<'r> Applier<'r> {
                 return Ok(Outcome::Skipped);
             }
             let fd = self.root.dup_dir().map_err(io_err("open root"))?;
-            metadata::apply(&name, Target::Fd(fd.as_fd()), &meta, self.no_same_owner, true)?;
+            metadata::apply(
+                &name,
+                Target::Fd(fd.as_fd()),
+                &meta,
+                self.no_same_owner,
+                true,
+            )?;
             self.root_times = Some(meta.timestamps());
             return Ok(Outcome::Applied);
         };
@@ -137,7 +155,13 @@ impl<'r> Applier<'r> {
                         .map_err(errno("mkdirat"))?;
                 }
                 let fd = open_dir(&parent, base_os).map_err(errno("open directory"))?;
-                metadata::apply(&name, Target::Fd(fd.as_fd()), &meta, self.no_same_owner, true)?;
+                metadata::apply(
+                    &name,
+                    Target::Fd(fd.as_fd()),
+                    &meta,
+                    self.no_same_owner,
+                    true,
+                )?;
                 self.dir_times.push((comps.clone(), meta.timestamps()));
             }
             EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
@@ -153,8 +177,20 @@ impl<'r> Applier<'r> {
                 )
                 .map_err(errno("create file"))?;
                 let mut file = std::fs::File::from(fd);
-                copy_data(entry, &mut file, stream_err, &io_err("write"))?;
-                metadata::apply(&name, Target::Fd(file.as_fd()), &meta, self.no_same_owner, false)?;
+                copy_data(
+                    entry,
+                    &mut file,
+                    &mut self.buf,
+                    stream_err,
+                    &io_err("write"),
+                )?;
+                metadata::apply(
+                    &name,
+                    Target::Fd(file.as_fd()),
+                    &meta,
+                    self.no_same_owner,
+                    false,
+                )?;
             }
             EntryType::Symlink => {
                 let target = link.ok_or_else(|| Error::InvalidArchive {
@@ -366,12 +402,12 @@ fn is_absent(e: &io::Error) -> bool {
 fn copy_data<R: Read>(
     entry: &mut tar::Entry<'_, R>,
     file: &mut std::fs::File,
+    buf: &mut [u8],
     stream_err: &dyn Fn(io::Error) -> Error,
     write_err: &dyn Fn(io::Error) -> Error,
 ) -> Result<()> {
-    let mut buf = vec![0u8; 128 * 1024];
     loop {
-        let n = match entry.read(&mut buf) {
+        let n = match entry.read(buf) {
             Ok(0) => return Ok(()),
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,

@@ -87,15 +87,25 @@ pub enum Error {
         /// The limit in bytes.
         limit: u64,
     },
+    /// The digest of the (compressed) blob is not the expected one.
+    #[error("layer {blob}: digest mismatch: expected {expected}, got {actual}")]
+    DigestMismatch {
+        /// The layer (path or label).
+        blob: String,
+        /// The digest the manifest declares (boxed to keep the error small).
+        expected: Box<Digest>,
+        /// The digest of the bytes read.
+        actual: Box<Digest>,
+    },
     /// The diffID of the decompressed stream is not the expected one.
     #[error("layer {blob}: diffID mismatch: expected {expected}, got {actual}")]
     DiffIdMismatch {
         /// The layer (digest or path).
         blob: String,
-        /// The diffID the image config declares.
-        expected: Digest,
+        /// The diffID the image config declares (boxed to keep the error small).
+        expected: Box<Digest>,
         /// The diffID of what was applied.
-        actual: Digest,
+        actual: Box<Digest>,
     },
 }
 
@@ -115,7 +125,9 @@ impl Error {
             | Error::Tar { .. }
             | Error::InvalidArchive { .. }
             | Error::ForbiddenXattr { .. } => ErrorKind::InvalidArgument,
-            Error::TooLarge { .. } | Error::DiffIdMismatch { .. } => ErrorKind::FailedPrecondition,
+            Error::TooLarge { .. }
+            | Error::DigestMismatch { .. }
+            | Error::DiffIdMismatch { .. } => ErrorKind::FailedPrecondition,
         }
     }
 

@@ -48,16 +48,22 @@ impl EntryMeta {
             entry: entry.to_owned(),
             reason,
         };
-        let mode = header
-            .mode()
-            .map_err(|e| invalid(format!("bad mode field: {e}")))?
-            & 0o7777;
-        let id = |v: std::io::Result<u64>, what: &str| -> Result<u32> {
-            let v = v.map_err(|e| invalid(format!("bad {what} field: {e}")))?;
-            u32::try_from(v).map_err(|_| invalid(format!("{what} {v} exceeds 32 bits")))
+        // Numeric fields are parsed leniently (empty = 0, octal or base-256), as Go's tar does;
+        // PAX `uid`/`gid` were already folded into the header by the parser.
+        let raw = header.as_bytes();
+        let num = |range: std::ops::Range<usize>, what: &str| -> Result<i128> {
+            raw.get(range)
+                .and_then(parse_numeric)
+                .ok_or_else(|| invalid(format!("malformed {what} field")))
         };
-        let uid = id(header.uid(), "uid")?;
-        let gid = id(header.gid(), "gid")?;
+        let mode = u32::try_from(num(100..108, "mode")? & 0o7777)
+            .map_err(|_| invalid("negative mode".to_owned()))?;
+        let id = |range: std::ops::Range<usize>, what: &str| -> Result<u32> {
+            let v = num(range, what)?;
+            u32::try_from(v).map_err(|_| invalid(format!("{what} {v} outside 0..={}", u32::MAX)))
+        };
+        let uid = id(108..116, "uid")?;
+        let gid = id(116..124, "gid")?;
         let mut mtime = None;
         let mut xattrs = Vec::new();
         for (key, value) in pax {
@@ -70,7 +76,7 @@ impl EntryMeta {
         let mtime = match mtime {
             Some(t) => t,
             None => (
-                i64::try_from(header.mtime().unwrap_or(0)).unwrap_or(i64::MAX),
+                i64::try_from(num(136..148, "mtime")?).unwrap_or(i64::MAX),
                 0,
             ),
         };

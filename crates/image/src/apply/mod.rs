@@ -33,7 +33,7 @@ pub mod whiteout;
 
 mod entry;
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::io::{self, Read};
 use std::path::Path;
@@ -53,6 +53,9 @@ pub struct ApplyOptions<'a> {
     pub compression: Option<Compression>,
     /// A name for the blob in errors and progress (its digest, or a file path).
     pub blob: Option<String>,
+    /// The digest of the (compressed) blob, verified over the bytes read in the same pass; a
+    /// different one fails with [`Error::DigestMismatch`].
+    pub expected_digest: Option<Digest>,
     /// The diffID the image config declares; a different one fails with
     /// [`Error::DiffIdMismatch`] (after the layer was applied: the caller discards the root).
     pub expected_diff_id: Option<Digest>,
@@ -79,6 +82,7 @@ impl fmt::Debug for ApplyOptions<'_> {
         f.debug_struct("ApplyOptions")
             .field("compression", &self.compression)
             .field("blob", &self.blob)
+            .field("expected_digest", &self.expected_digest)
             .field("expected_diff_id", &self.expected_diff_id)
             .field("max_uncompressed", &self.max_uncompressed)
             .field("total_size", &self.total_size)
@@ -99,6 +103,11 @@ impl<'a> ApplyOptions<'a> {
     /// Sets [`ApplyOptions::blob`].
     pub fn with_blob(mut self, blob: impl Into<String>) -> Self {
         self.blob = Some(blob.into());
+        self
+    }
+    /// Sets [`ApplyOptions::expected_digest`].
+    pub fn with_expected_digest(mut self, d: Digest) -> Self {
+        self.expected_digest = Some(d);
         self
     }
     /// Sets [`ApplyOptions::expected_diff_id`].
@@ -161,6 +170,7 @@ struct Probe {
     source_failed: Cell<bool>,
     decode_failed: Cell<bool>,
     too_large: Cell<bool>,
+    digester: RefCell<Option<Digester>>,
 }
 
 /// The caller's reader, counted.
@@ -173,7 +183,12 @@ impl<R: Read> Read for SourceReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self.inner.read(buf) {
             Ok(n) => {
-                self.probe.compressed.set(self.probe.compressed.get() + n as u64);
+                self.probe
+                    .compressed
+                    .set(self.probe.compressed.get() + n as u64);
+                if let Some(d) = self.probe.digester.borrow_mut().as_mut() {
+                    d.update(&buf[..n]);
+                }
                 Ok(n)
             }
             Err(e) => {
@@ -239,7 +254,14 @@ pub fn apply_layer<R: Read>(
     if opts.force_userspace_resolver {
         root_dir.force_fallback();
     }
-    let probe = Rc::new(Probe::default());
+    let probe = Rc::new(Probe {
+        digester: RefCell::new(
+            opts.expected_digest
+                .as_ref()
+                .map(|d| Digester::new(d.algorithm())),
+        ),
+        ..Probe::default()
+    });
     let source = SourceReader {
         inner: reader,
         probe: Rc::clone(&probe),
@@ -310,13 +332,25 @@ pub fn apply_layer<R: Read>(
     if let Some(progress) = opts.progress.as_mut() {
         progress(probe.compressed.get(), opts.total_size);
     }
+    // The decoders read their source to the end (a gzip member list or zstd frame sequence
+    // ends only at EOF), so the blob digest covers the whole blob.
+    if let (Some(expected), Some(d)) = (opts.expected_digest.take(), probe.digester.take()) {
+        let actual = d.finalize();
+        if expected != actual {
+            return Err(Error::DigestMismatch {
+                blob,
+                expected: Box::new(expected),
+                actual: Box::new(actual),
+            });
+        }
+    }
     if let Some(expected) = opts.expected_diff_id.take()
         && expected != diff_id
     {
         return Err(Error::DiffIdMismatch {
             blob,
-            expected,
-            actual: diff_id,
+            expected: Box::new(expected),
+            actual: Box::new(diff_id),
         });
     }
     Ok(ApplyStats {
@@ -336,7 +370,11 @@ pub fn apply_layer<R: Read>(
 ///
 /// # Errors
 /// [`Error::Read`] when the file cannot be opened, otherwise as [`apply_layer`].
-pub fn apply_layer_file(file: &Path, root: &Path, mut opts: ApplyOptions<'_>) -> Result<ApplyStats> {
+pub fn apply_layer_file(
+    file: &Path,
+    root: &Path,
+    mut opts: ApplyOptions<'_>,
+) -> Result<ApplyStats> {
     let blob = opts
         .blob
         .get_or_insert_with(|| file.display().to_string())

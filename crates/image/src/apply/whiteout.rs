@@ -189,7 +189,10 @@ mod tests {
         assert_eq!(classify("x", b"file").unwrap(), Whiteout::None);
         assert_eq!(classify("x", b".wh..wh..opq").unwrap(), Whiteout::Opaque);
         assert_eq!(classify("x", b".wh.foo").unwrap(), Whiteout::Remove(b"foo"));
-        assert_eq!(classify("x", b".wh..foo").unwrap(), Whiteout::Remove(b".foo"));
+        assert_eq!(
+            classify("x", b".wh..foo").unwrap(),
+            Whiteout::Remove(b".foo")
+        );
         for bad in [&b".wh."[..], b".wh..", b".wh..."] {
             assert!(classify("x", bad).unwrap_err().is_invalid_archive());
         }
@@ -213,8 +216,8 @@ mod tests {
         let inside = t.path().join("inside");
         std::fs::create_dir_all(inside.join("d/e")).unwrap();
         std::os::unix::fs::symlink(&outside, inside.join("d/link")).unwrap();
-        let fd = rustix::fs::open(&inside, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty())
-            .unwrap();
+        let fd =
+            rustix::fs::open(&inside, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty()).unwrap();
         remove_all(fd.as_fd(), OsStr::new("d")).unwrap();
         assert!(!inside.join("d").exists());
         assert!(outside.join("keep").exists());

@@ -191,7 +191,8 @@ pub fn between_trees(lower: &Path, upper: &Path) -> Result<Vec<Change>> {
 
 /// Whether the xattr is carried by layers.
 pub fn captured_xattr(name: &[u8]) -> bool {
-    name == b"security.capability" || (name.starts_with(b"user.") && !name.starts_with(b"user.overlay."))
+    name == b"security.capability"
+        || (name.starts_with(b"user.") && !name.starts_with(b"user.overlay."))
 }
 
 /// The captured xattrs of a path (not following it), sorted by name.

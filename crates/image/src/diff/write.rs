@@ -130,12 +130,17 @@ impl<W: Write> LayerWriter<W> {
         }
         h.set_mtime(secs.unsigned_abs());
         if nanos != 0 {
-            pax.push(("mtime".to_owned(), format!("{secs}.{nanos:09}").into_bytes()));
+            pax.push((
+                "mtime".to_owned(),
+                format!("{secs}.{nanos:09}").into_bytes(),
+            ));
         }
         for (n, v) in changes::xattrs_of(&full)? {
             match String::from_utf8(n) {
                 Ok(n) => pax.push((format!("SCHILY.xattr.{n}"), v)),
-                Err(n) => tracing::warn!(path = %full.display(), xattr = ?n.as_bytes(), "non-UTF-8 xattr name not stored"),
+                Err(n) => {
+                    tracing::warn!(path = %full.display(), xattr = ?n.as_bytes(), "non-UTF-8 xattr name not stored")
+                }
             }
         }
         let unrepresentable = |reason: String| Error::Unrepresentable {
@@ -212,16 +217,18 @@ impl<W: Write> LayerWriter<W> {
                 .map_err(|source| Error::Write { source })?;
         }
         h.set_cksum();
-        self.builder
-            .append(&h, data)
-            .map_err(|source| match source.get_ref().and_then(|e| e.downcast_ref::<ShortRead>()) {
+        self.builder.append(&h, data).map_err(|source| {
+            match source.get_ref().and_then(|e| e.downcast_ref::<ShortRead>()) {
                 Some(_) => Error::Read {
-                    path: PathBuf::from(String::from_utf8_lossy(h.path_bytes().as_ref()).into_owned()),
+                    path: PathBuf::from(
+                        String::from_utf8_lossy(h.path_bytes().as_ref()).into_owned(),
+                    ),
                     op: "read (file changed size during diff)",
                     source,
                 },
                 None => Error::Write { source },
-            })?;
+            }
+        })?;
         self.entries += 1;
         Ok(())
     }

@@ -170,7 +170,10 @@ pub fn describe(p: &Path) -> String {
     let what = if ft.is_symlink() {
         format!("link->{}", std::fs::read_link(p).unwrap().display())
     } else if ft.is_file() {
-        format!("file:{:?}", String::from_utf8_lossy(&std::fs::read(p).unwrap()))
+        format!(
+            "file:{:?}",
+            String::from_utf8_lossy(&std::fs::read(p).unwrap())
+        )
     } else if ft.is_dir() {
         "dir".to_owned()
     } else {
@@ -255,7 +258,10 @@ pub fn snapshot(root: &Path, with_mtimes: bool) -> Tree {
             }
         }
         if !ft.is_dir() && m.nlink() > 1 {
-            inodes.entry((m.dev(), m.ino())).or_default().push(rel.clone());
+            inodes
+                .entry((m.dev(), m.ino()))
+                .or_default()
+                .push(rel.clone());
         }
         nodes.insert(
             rel,
@@ -294,7 +300,10 @@ pub fn tree_diff(a: &Tree, b: &Tree) -> Vec<String> {
         }
     }
     if a.links != b.links {
-        out.push(format!("hardlink groups differ: {:?} != {:?}", a.links, b.links));
+        out.push(format!(
+            "hardlink groups differ: {:?} != {:?}",
+            a.links, b.links
+        ));
     }
     out
 }
