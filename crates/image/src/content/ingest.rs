@@ -11,9 +11,10 @@
 //! path, and retries otherwise.
 //!
 //! # Crash safety
-//! The small files are written to a temporary name, synced and renamed into place; `ref` is
-//! written last, so a directory without a readable `ref` is an ingest that never started and is
-//! recreated. The `data` file's length is the offset; whatever the kernel kept of it after a
+//! The small files are written to a temporary name and renamed into place; `ref` is written
+//! last, so a directory without a readable `ref` is an ingest that never started and is
+//! recreated. They are not fsynced: after a power loss an ingest may restart from zero, which
+//! costs time, never correctness (only a commit makes content durable, and it fsyncs). The `data` file's length is the offset; whatever the kernel kept of it after a
 //! crash is hashed on resume, so the digest always describes the bytes really there.
 //!
 //! # Saved hash state
@@ -66,14 +67,16 @@ pub(crate) fn open_nofollow(path: &Path, create: bool, truncate: bool) -> io::Re
         .open(path)
 }
 
-/// Writes `contents` to `dir/name` atomically: a temporary file, fsync, rename.
+/// Writes `contents` to `dir/name` atomically (a temporary file renamed into place), without
+/// fsync: the small ingest files are advisory, and a reader treats a missing or garbled one as
+/// absent (an ingest without a readable `ref` is recreated, a state that fails its checksum is
+/// recomputed). Durability is needed, and paid for, only at commit.
 pub(crate) fn write_atomic(dir: &Path, name: &str, contents: &[u8]) -> Result<()> {
     let tmp = dir.join(format!(".{name}.tmp"));
     let path = dir.join(name);
     let mut f = open_nofollow(&tmp, true, true).map_err(|e| Error::io("create", &tmp, e))?;
     f.write_all(contents)
         .map_err(|e| Error::io("write", &tmp, e))?;
-    f.sync_data().map_err(|e| Error::io("fsync", &tmp, e))?;
     fs::rename(&tmp, &path).map_err(|e| Error::io("rename", &path, e))
 }
 

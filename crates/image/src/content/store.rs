@@ -283,7 +283,6 @@ impl ContentStore {
         }
         // `ref` last: its presence marks a started ingest.
         ingest::write_atomic(dir, ingest::REF, r#ref.as_bytes())?;
-        ingest::sync_dir(dir)?;
         let alg = expected
             .digest
             .as_ref()

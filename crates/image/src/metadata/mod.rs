@@ -421,3 +421,187 @@ impl MetadataDb {
         Ok(snap)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::time::{Duration, SystemTime};
+
+    use berth_oci::Digest;
+
+    use super::*;
+    use crate::error::ErrorKind;
+
+    fn tmp() -> tempfile::TempDir {
+        tempfile::Builder::new()
+            .prefix("berth-metadata-")
+            .tempdir()
+            .unwrap()
+    }
+
+    fn target(n: u8) -> Descriptor {
+        Descriptor::new(
+            berth_oci::media_type::OCI_MANIFEST,
+            Digest::sha256(&[n]),
+            n.into(),
+        )
+    }
+
+    #[test]
+    fn one_handle_per_file_per_process() {
+        let dir = tmp();
+        let path = dir.path().join("metadata.redb");
+        let a = MetadataDb::open(&path).unwrap();
+        // A second open in the same process shares the handle instead of failing.
+        let b = MetadataDb::open(&dir.path().join(".").join("metadata.redb")).unwrap();
+        assert!(Arc::ptr_eq(&a.inner, &b.inner));
+        assert_eq!(a.schema_version().unwrap(), SCHEMA_VERSION);
+        drop((a, b));
+        // After the last handle is gone the file can be opened again.
+        let c = MetadataDb::open(&path).unwrap();
+        assert_eq!(c.schema_version().unwrap(), SCHEMA_VERSION);
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused() {
+        let dir = tmp();
+        let path = dir.path().join("metadata.redb");
+        {
+            let db = Database::create(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            txn.open_table(SCHEMA)
+                .unwrap()
+                .insert("version", SCHEMA_VERSION + 1)
+                .unwrap();
+            txn.commit().unwrap();
+        }
+        let err = MetadataDb::open(&path).unwrap_err();
+        assert!(matches!(err, Error::SchemaVersion { found, .. } if found == SCHEMA_VERSION + 1));
+        assert_eq!(err.kind(), ErrorKind::FailedPrecondition);
+    }
+
+    #[test]
+    fn image_records_lifecycle_and_filters() {
+        let dir = tmp();
+        let images = ImageStore::new(MetadataDb::open(&dir.path().join("m.redb")).unwrap());
+        let before = SystemTime::now();
+        let mut img = Image::new("docker.io/library/busybox:latest", target(1));
+        img.labels.insert("team".into(), "core".into());
+        let created = images.create(img.clone()).unwrap();
+        assert!(created.created >= before && created.created == created.updated);
+        let err = images.create(img.clone()).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::AlreadyExists);
+        assert_eq!(images.get(&img.name).unwrap(), created);
+        assert_eq!(images.get("nope").unwrap_err().kind(), ErrorKind::NotFound);
+        assert_eq!(
+            images.create(Image::new("", target(1))).unwrap_err().kind(),
+            ErrorKind::InvalidArgument
+        );
+
+        std::thread::sleep(Duration::from_millis(2));
+        img.target = target(2);
+        let updated = images.update(img.clone()).unwrap();
+        assert_eq!(updated.created, created.created);
+        assert!(updated.updated > created.updated);
+        assert_eq!(updated.target, target(2));
+        assert_eq!(
+            images
+                .update(Image::new("missing", target(3)))
+                .unwrap_err()
+                .kind(),
+            ErrorKind::NotFound
+        );
+        images
+            .put(Image::new("example.com/app:1", target(3)))
+            .unwrap();
+        let replaced = images
+            .put(Image::new("example.com/app:1", target(4)))
+            .unwrap();
+        assert_eq!(replaced.target, target(4));
+
+        let names = |f: &[&str]| -> Vec<String> {
+            images
+                .list(f)
+                .unwrap()
+                .into_iter()
+                .map(|i| i.name)
+                .collect()
+        };
+        assert_eq!(
+            names(&[]),
+            ["docker.io/library/busybox:latest", "example.com/app:1"]
+        );
+        assert_eq!(
+            names(&["labels.team==core"]),
+            ["docker.io/library/busybox:latest"]
+        );
+        assert_eq!(names(&["name~=^example\\.com/"]), ["example.com/app:1"]);
+        assert_eq!(
+            names(&[&format!("target.digest=={}", target(4).digest)]),
+            ["example.com/app:1"]
+        );
+        images.delete("example.com/app:1").unwrap();
+        assert_eq!(
+            images.delete("example.com/app:1").unwrap_err().kind(),
+            ErrorKind::NotFound
+        );
+        assert_eq!(names(&[]), ["docker.io/library/busybox:latest"]);
+    }
+
+    #[test]
+    fn leases_lifecycle() {
+        let dir = tmp();
+        let leases = LeaseManager::new(MetadataDb::open(&dir.path().join("m.redb")).unwrap());
+        let l = leases.create("imp", BTreeMap::new(), None).unwrap();
+        assert_eq!(
+            leases
+                .create("imp", BTreeMap::new(), None)
+                .unwrap_err()
+                .kind(),
+            ErrorKind::AlreadyExists
+        );
+        let d = Digest::sha256(b"x");
+        leases
+            .add_resource(&l.id, LeaseResource::Content(d.clone()))
+            .unwrap();
+        leases
+            .add_resource(&l.id, LeaseResource::Content(d.clone()))
+            .unwrap();
+        leases
+            .add_resource(&l.id, LeaseResource::Ingest("ref".into()))
+            .unwrap();
+        assert_eq!(leases.get("imp").unwrap().resources.len(), 2);
+        leases
+            .delete_resource(&l.id, &LeaseResource::Ingest("ref".into()))
+            .unwrap();
+        assert_eq!(
+            leases
+                .get("imp")
+                .unwrap()
+                .resources
+                .into_iter()
+                .collect::<Vec<_>>(),
+            [LeaseResource::Content(d.clone())]
+        );
+        assert_eq!(
+            leases
+                .add_resource("nope", LeaseResource::Content(d))
+                .unwrap_err()
+                .kind(),
+            ErrorKind::NotFound
+        );
+        let random = leases
+            .create("", BTreeMap::new(), Some(SystemTime::now()))
+            .unwrap();
+        assert!(random.id.starts_with("lease-"));
+        assert!(random.is_expired(SystemTime::now() + Duration::from_secs(1)));
+        assert!(!l.is_expired(SystemTime::now()));
+        assert_eq!(leases.list().unwrap().len(), 2);
+        leases.delete("imp").unwrap();
+        assert_eq!(
+            leases.delete("imp").unwrap_err().kind(),
+            ErrorKind::NotFound
+        );
+        assert_eq!(leases.list().unwrap(), [random]);
+    }
+}
