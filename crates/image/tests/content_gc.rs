@@ -278,3 +278,35 @@ fn gc_keeps_a_blob_committed_inside_a_lease_during_an_import() {
     );
     assert!(!store.exists(&d));
 }
+
+#[test]
+fn a_leased_handle_protects_everything_it_writes() {
+    let tmp = TempRoot::new("leased");
+    let store = ContentStore::open(&tmp.0).unwrap();
+    let lease = store.leases().create("", BTreeMap::new(), None).unwrap();
+    let leased = store.leased(&lease.id);
+    assert_eq!(leased.lease(), Some(lease.id.as_str()));
+    let a = put(&leased, b"written through the lease", &[]);
+    // Already stored content found through the lease is recorded too.
+    let b = put(&store, b"already there", &[]);
+    put(&leased, b"already there", &[]);
+    let mut w = leased.writer("half-done", None).unwrap();
+    w.write_all(b"partial").unwrap();
+    drop(w);
+    age_ingest(&tmp.0, "half-done");
+    let held = store.leases().get(&lease.id).unwrap().resources;
+    assert!(held.contains(&LeaseResource::Content(a.digest.clone())));
+    assert!(held.contains(&LeaseResource::Content(b.digest.clone())));
+    assert!(held.contains(&LeaseResource::Ingest("half-done".into())));
+
+    let report = store.gc(&GcOptions::default()).unwrap();
+    assert!(report.removed_blobs.is_empty(), "{report:?}");
+    assert!(report.removed_ingests.is_empty(), "{report:?}");
+    store.leases().delete(&lease.id).unwrap();
+    let report = store.gc(&GcOptions::default()).unwrap();
+    assert_eq!(report.removed_blobs.len(), 2);
+    assert_eq!(report.removed_ingests, ["half-done"]);
+    // A handle whose lease is gone refuses to write unprotected content.
+    let err = leased.writer("late", None).unwrap_err();
+    assert_eq!(err.kind(), berth_image::ErrorKind::NotFound);
+}

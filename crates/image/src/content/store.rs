@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::{self, Read, Seek, SeekFrom};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -16,7 +17,7 @@ use super::writer::{Writer, rehash};
 use super::{BlobReader, Expected, Info, Status};
 use crate::error::{Error, ErrorKind, Result};
 use crate::metadata::labels::ContentRecord;
-use crate::metadata::{ImageStore, LeaseManager, MetadataDb};
+use crate::metadata::{ImageStore, LeaseManager, LeaseResource, MetadataDb};
 
 /// How long the copy helpers wait for a ref locked by another writer.
 const LOCK_WAIT: Duration = Duration::from_secs(600);
@@ -25,6 +26,8 @@ const LOCK_WAIT: Duration = Duration::from_secs(600);
 #[derive(Clone)]
 pub struct ContentStore {
     inner: Arc<Inner>,
+    /// The lease this handle records its ingests and commits in (see [`ContentStore::leased`]).
+    lease: Option<Arc<str>>,
 }
 
 struct Inner {
@@ -36,6 +39,7 @@ impl std::fmt::Debug for ContentStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ContentStore")
             .field("root", &self.inner.root)
+            .field("lease", &self.lease)
             .finish()
     }
 }
@@ -87,7 +91,35 @@ impl ContentStore {
         let db = MetadataDb::open(&root.join("metadata.redb"))?;
         Ok(ContentStore {
             inner: Arc::new(Inner { root, db }),
+            lease: None,
         })
+    }
+
+    /// A handle on the same store that records, in the lease `lease_id`, every ingest it opens
+    /// (as [`LeaseResource::Ingest`]) and every blob it commits or finds already stored (as
+    /// [`LeaseResource::Content`], added **before** the blob is renamed into place), like
+    /// containerd's lease in a context. A GC running at any moment then keeps what this handle
+    /// wrote until the lease is deleted.
+    ///
+    /// The lease must exist when the handle is used (operations fail with `NotFound` if not).
+    pub fn leased(&self, lease_id: &str) -> ContentStore {
+        ContentStore {
+            inner: self.inner.clone(),
+            lease: Some(Arc::from(lease_id)),
+        }
+    }
+
+    /// The lease this handle records in, if any.
+    pub fn lease(&self) -> Option<&str> {
+        self.lease.as_deref()
+    }
+
+    /// Records a resource in this handle's lease, if it has one.
+    pub(crate) fn hold(&self, resource: LeaseResource) -> Result<()> {
+        match &self.lease {
+            Some(id) => self.leases().add_resource(id, resource),
+            None => Ok(()),
+        }
     }
 
     /// The store's root directory (canonical).
@@ -152,9 +184,11 @@ impl ContentStore {
         if let Some(d) = &expected.digest
             && self.exists(d)
         {
+            self.hold(LeaseResource::Content(d.clone()))?;
             return Err(Error::BlobExists { digest: d.clone() });
         }
         let dir = self.ingest_dir(r#ref);
+        self.hold(LeaseResource::Ingest(r#ref.to_owned()))?;
         let lock = ingest::lock(&self.ingest_root(), &dir, r#ref)?;
         if let Some(disk) = ingest::read(&dir) {
             if disk.r#ref != r#ref {
@@ -391,7 +425,11 @@ impl ContentStore {
     /// `NotFound`; `Io`.
     pub fn reader(&self, digest: &Digest) -> Result<BlobReader> {
         let path = self.blob_path(digest);
-        let file = match File::open(&path) {
+        let file = match fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&path)
+        {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 return Err(Error::BlobNotFound {
@@ -881,6 +919,53 @@ mod tests {
         assert_eq!(store.delete(&d2).unwrap_err().kind(), ErrorKind::NotFound);
         store.delete(&d).unwrap();
         assert!(!store.exists(&d));
+    }
+
+    #[test]
+    fn sha512_content_lands_under_its_algorithm() {
+        let dir = tmp();
+        let store = ContentStore::open(dir.path()).unwrap();
+        let data = b"five hundred and twelve";
+        let d = Digest::of(Algorithm::Sha512, data);
+        let mut w = store
+            .writer("s512", Some(&Expected::digest(d.clone())))
+            .unwrap();
+        w.write_all(data).unwrap();
+        assert_eq!(w.digest(), d, "the expected digest picks the algorithm");
+        drop(w);
+        let w = store
+            .writer("s512", Some(&Expected::digest(d.clone())))
+            .unwrap();
+        assert_eq!(w.digest(), d, "and a resume keeps it");
+        w.commit(0, None, &BTreeMap::new()).unwrap();
+        assert!(
+            store
+                .blob_path(&d)
+                .starts_with(dir.path().canonicalize().unwrap().join("blobs/sha512"))
+        );
+        assert_eq!(store.read_all(&d, 100).unwrap(), data);
+        // A writer hashing sha256 can still be committed against a sha512 expectation.
+        let other = b"committed against another algorithm";
+        let d2 = Digest::of(Algorithm::Sha512, other);
+        let mut w = store.writer("mixed", None).unwrap();
+        w.write_all(other).unwrap();
+        assert_eq!(w.commit(0, Some(&d2), &BTreeMap::new()).unwrap().digest, d2);
+        assert_eq!(store.list_digests().unwrap().len(), 2);
+        assert!(store.verify().unwrap().is_ok());
+    }
+
+    #[test]
+    fn a_symlink_planted_in_blobs_is_not_followed() {
+        let dir = tmp();
+        let store = ContentStore::open(dir.path()).unwrap();
+        let secret = dir.path().join("secret");
+        fs::write(&secret, b"secret").unwrap();
+        let d = Digest::sha256(b"secret");
+        fs::create_dir_all(store.blob_path(&d).parent().unwrap()).unwrap();
+        std::os::unix::fs::symlink(&secret, store.blob_path(&d)).unwrap();
+        assert!(!store.exists(&d));
+        assert!(store.reader(&d).is_err());
+        assert!(store.read_all(&d, 100).is_err());
     }
 
     #[test]

@@ -18,6 +18,7 @@ use berth_oci::{Algorithm, Digest, Digester};
 use super::ingest::{self, IngestLock};
 use super::{ContentStore, Info, Status};
 use crate::error::{Error, Result};
+use crate::metadata::LeaseResource;
 use crate::metadata::labels::ContentRecord;
 
 /// An open ingest. Created by [`ContentStore::writer`]; holds the ref's lock until it is
@@ -192,6 +193,8 @@ impl Writer {
                 actual: digest,
             });
         }
+        // Protect the blob before it becomes visible, so no GC can see it unreferenced.
+        self.store.hold(LeaseResource::Content(digest.clone()))?;
         let target = self.store.blob_path(&digest);
         let alg_dir = self
             .store
