@@ -8,10 +8,18 @@
 //! that scrape; the others are still exported. A container whose cgroup is gone simply has no
 //! samples.
 //!
+//! Cost: a scrape reads about 20 small files per v1 container (fewer on v2), only those the
+//! exposition uses ([`ReadOptions::exposition`]). Scrapes of [`PARALLEL_MIN`] or more
+//! containers are split over up to `min(available_parallelism, 4)` threads
+//! ([`CgroupCollector::with_threads`]); [`CgroupCollector::with_open_files`] keeps the files
+//! open between scrapes (see [`crate::fdcache`]).
+//!
 //! Concurrency: the collector is `Send + Sync`; concurrent scrapes each read the cgroups
-//! independently. The source is called once per scrape, from the scraping thread.
+//! independently (they share the open-file cache, which is thread-safe). The source is called
+//! once per scrape, from the scraping thread.
 
 use std::fmt;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use prometheus_client::collector::Collector;
@@ -20,7 +28,11 @@ use prometheus_client::metrics::counter::ConstCounter;
 
 use crate::detect::CgroupPaths;
 use crate::exposition::{ContainerStats, DeviceNames, encode_stats};
-use crate::read_metrics;
+use crate::fdcache::{OpenFiles, with_open_files};
+use crate::{ReadOptions, read_metrics_with};
+
+/// Scrapes with fewer containers than this are read on the calling thread.
+pub const PARALLEL_MIN: usize = 16;
 
 /// A container to export: labels and cgroup location.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,6 +72,8 @@ pub struct CgroupCollector {
     source: Box<dyn ContainerSource>,
     devices: DeviceNames,
     read_errors: AtomicU64,
+    threads: usize,
+    open_files: Option<Arc<OpenFiles>>,
 }
 
 impl fmt::Debug for CgroupCollector {
@@ -67,18 +81,44 @@ impl fmt::Debug for CgroupCollector {
         f.debug_struct("CgroupCollector")
             .field("devices", &self.devices)
             .field("read_errors", &self.read_errors.load(Ordering::Relaxed))
+            .field("threads", &self.threads)
             .finish_non_exhaustive()
     }
 }
 
 impl CgroupCollector {
-    /// A collector over `source`, resolving device names under `/sys`.
+    /// A collector over `source`, resolving device names under `/sys`, reading with up to
+    /// `min(available_parallelism, 4)` threads.
     pub fn new(source: impl ContainerSource) -> Self {
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
         CgroupCollector {
             source: Box::new(source),
             devices: DeviceNames::default(),
             read_errors: AtomicU64::new(0),
+            threads,
+            open_files: None,
         }
+    }
+
+    /// Keeps up to `budget` cgroup files open between scrapes and re-reads them with
+    /// `pread(2)` (see [`crate::fdcache`]): several times cheaper per file, at the cost of
+    /// holding fds (and a kernel `seq_file` buffer each). Files not read by a scrape are closed
+    /// at its end. [`OpenFiles::default_budget`] is a reasonable budget.
+    pub fn with_open_files(mut self, budget: usize) -> Self {
+        self.open_files = (budget > 0).then(|| Arc::new(OpenFiles::new(budget)));
+        self
+    }
+
+    /// The open-file cache, when enabled.
+    pub fn open_files(&self) -> Option<&OpenFiles> {
+        self.open_files.as_deref()
+    }
+
+    /// Reads the containers of one scrape with up to `threads` threads (at least 1). A scrape
+    /// of fewer than [`PARALLEL_MIN`] containers always runs on the calling thread.
+    pub fn with_threads(mut self, threads: usize) -> Self {
+        self.threads = threads.max(1);
+        self
     }
 
     /// Resolves block-device names under `sys_root` instead of `/sys` (for fixture trees).
@@ -87,25 +127,84 @@ impl CgroupCollector {
         self
     }
 
-    /// Reads the statistics of every current container (what a scrape exports). Containers
-    /// whose read fails are skipped, logged and counted.
+    /// Reads the statistics of every current container (what a scrape exports), in the
+    /// source's order. Containers whose read fails are skipped, logged and counted.
     pub fn scrape(&self) -> Vec<ContainerStats> {
-        let containers = self.source.containers();
-        let mut out = Vec::with_capacity(containers.len());
-        for c in containers {
-            match read_metrics(&c.cgroup) {
-                Ok(metrics) => out.push(ContainerStats {
-                    id: c.id,
-                    namespace: c.namespace,
-                    metrics,
-                }),
-                Err(err) => {
-                    self.read_errors.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(container_id = %c.id, %err, "reading cgroup statistics failed");
-                }
-            }
+        if let Some(cache) = &self.open_files {
+            cache.begin_scrape();
+        }
+        let out = self.scrape_all();
+        if let Some(cache) = &self.open_files {
+            cache.end_scrape();
         }
         out
+    }
+
+    fn scrape_all(&self) -> Vec<ContainerStats> {
+        let containers = self.source.containers();
+        let threads = if containers.len() < PARALLEL_MIN {
+            1
+        } else {
+            self.threads.min(containers.len())
+        };
+        if threads <= 1 {
+            return containers
+                .into_iter()
+                .filter_map(|c| self.read_one(c))
+                .collect();
+        }
+        let chunk = containers.len().div_ceil(threads);
+        let mut parts: Vec<Vec<Container>> = Vec::with_capacity(threads);
+        let mut rest = containers;
+        while rest.len() > chunk {
+            let tail = rest.split_off(chunk);
+            parts.push(rest);
+            rest = tail;
+        }
+        parts.push(rest);
+        std::thread::scope(|scope| {
+            let mut handles = Vec::with_capacity(parts.len());
+            let mut parts = parts.into_iter();
+            // The calling thread reads the first part itself.
+            let first = parts.next().unwrap_or_default();
+            for part in parts {
+                handles.push(scope.spawn(move || {
+                    part.into_iter()
+                        .filter_map(|c| self.read_one(c))
+                        .collect::<Vec<_>>()
+                }));
+            }
+            let mut out: Vec<ContainerStats> =
+                first.into_iter().filter_map(|c| self.read_one(c)).collect();
+            for h in handles {
+                match h.join() {
+                    Ok(part) => out.extend(part),
+                    Err(_) => {
+                        self.read_errors.fetch_add(1, Ordering::Relaxed);
+                        tracing::error!("a cgroup reader thread panicked");
+                    }
+                }
+            }
+            out
+        })
+    }
+
+    fn read_one(&self, c: Container) -> Option<ContainerStats> {
+        let read = with_open_files(self.open_files.as_ref(), || {
+            read_metrics_with(&c.cgroup, &ReadOptions::exposition())
+        });
+        match read {
+            Ok(metrics) => Some(ContainerStats {
+                id: c.id,
+                namespace: c.namespace,
+                metrics,
+            }),
+            Err(err) => {
+                self.read_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(container_id = %c.id, %err, "reading cgroup statistics failed");
+                None
+            }
+        }
     }
 
     /// Number of container reads that failed since the collector was made.

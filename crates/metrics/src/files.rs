@@ -10,7 +10,6 @@
 //! content (`Err(MetricsError::Parse)` naming the file). Files are opened by `std::fs`, which
 //! always sets `O_CLOEXEC`.
 
-use std::io::Read;
 use std::path::Path;
 
 use crate::error::{MetricsError, Result};
@@ -18,9 +17,21 @@ use crate::error::{MetricsError, Result};
 /// The value the crate stores for a v2 `max` limit (containerd uses the same convention).
 pub const UNLIMITED: u64 = u64::MAX;
 
-/// Reads a whole file; `Ok(None)` when it (or its cgroup) does not exist.
-pub(crate) fn read_optional(path: &Path) -> Result<Option<String>> {
-    let mut file = match std::fs::File::open(path) {
+/// Initial size of the per-thread read buffer (most cgroup files are far smaller).
+const READ_BUF: usize = 16 * 1024;
+
+thread_local! {
+    static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Reads the whole file at `path` into `buf` (resized as needed) and returns its length;
+/// `Ok(None)` when it (or its cgroup) does not exist. Goes through this thread's
+/// [`crate::fdcache::OpenFiles`] when one is set.
+fn read_into(path: &Path, buf: &mut Vec<u8>) -> Result<Option<usize>> {
+    if let Some(cache) = crate::fdcache::current() {
+        return cache.read(path, buf);
+    }
+    let file = match std::fs::File::open(path) {
         Ok(f) => f,
         Err(e) if is_missing(&e) => return Ok(None),
         Err(source) => {
@@ -30,18 +41,79 @@ pub(crate) fn read_optional(path: &Path) -> Result<Option<String>> {
             });
         }
     };
-    let mut text = String::with_capacity(256);
-    match file.read_to_string(&mut text) {
-        Ok(_) => Ok(Some(text)),
-        Err(e) if is_missing(&e) => Ok(None),
-        Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
-            Err(MetricsError::parse(path, 0, "content is not UTF-8"))
-        }
-        Err(source) => Err(MetricsError::Io {
-            path: path.to_path_buf(),
-            source,
-        }),
+    read_file_at(&file, path, buf)
+}
+
+/// Reads all of `file` from offset 0 with `pread(2)` into `buf`; `Ok(None)` when its cgroup
+/// is gone (`ENODEV`/`ENOENT`).
+///
+/// A read shorter than the space offered is taken as end of file, which saves the second,
+/// empty read: cgroupfs (kernfs `seq_file`) fills the whole buffer unless the content is
+/// exhausted, and so do regular files (the fixture trees). Reading at offset 0 makes a
+/// `seq_file` regenerate its content, which is what lets [`crate::fdcache`] re-read open fds.
+pub(crate) fn read_file_at(
+    file: &std::fs::File,
+    path: &Path,
+    buf: &mut Vec<u8>,
+) -> Result<Option<usize>> {
+    use std::os::unix::fs::FileExt;
+    if buf.len() < READ_BUF {
+        buf.resize(READ_BUF, 0);
     }
+    let mut len = 0;
+    loop {
+        if len == buf.len() {
+            buf.resize(buf.len() * 2, 0);
+        }
+        let want = buf.len() - len;
+        match file.read_at(&mut buf[len..], len as u64) {
+            Ok(0) => break,
+            Ok(n) => {
+                len += n;
+                if n < want {
+                    break;
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) if is_missing(&e) => return Ok(None),
+            Err(source) => {
+                return Err(MetricsError::Io {
+                    path: path.to_path_buf(),
+                    source,
+                });
+            }
+        }
+    }
+    Ok(Some(len))
+}
+
+/// Reads the file at `path` and hands its text to `parse`; `Ok(None)` when the file (or its
+/// cgroup) does not exist. Uses a per-thread buffer, so no allocation per file.
+pub(crate) fn read_with<T, F>(path: &Path, parse: F) -> Result<Option<T>>
+where
+    F: FnOnce(&str) -> Result<T>,
+{
+    fn run<T, F>(path: &Path, buf: &mut Vec<u8>, parse: F) -> Result<Option<T>>
+    where
+        F: FnOnce(&str) -> Result<T>,
+    {
+        let Some(len) = read_into(path, buf)? else {
+            return Ok(None);
+        };
+        let text = std::str::from_utf8(&buf[..len])
+            .map_err(|_| MetricsError::parse(path, 0, "content is not UTF-8"))?;
+        parse(text).map(Some)
+    }
+    BUF.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut buf) => run(path, &mut buf, parse),
+        // Re-entered from inside a parser: use a private buffer.
+        Err(_) => run(path, &mut Vec::new(), parse),
+    })
+}
+
+/// Reads a whole file as a `String`; `Ok(None)` when it (or its cgroup) does not exist.
+pub(crate) fn read_optional(path: &Path) -> Result<Option<String>> {
+    read_with(path, |s| Ok(s.to_string()))
 }
 
 /// True for the errors that mean "this file or its cgroup is not there".
@@ -69,30 +141,21 @@ pub(crate) fn parse_limit(path: &Path, line: usize, s: &str) -> Result<u64> {
 
 /// Reads a single-value file holding an unsigned integer.
 pub(crate) fn read_u64(path: &Path) -> Result<Option<u64>> {
-    match read_optional(path)? {
-        None => Ok(None),
-        Some(text) => parse_u64(path, 1, text.trim()).map(Some),
-    }
+    read_with(path, |text| parse_u64(path, 1, text.trim()))
 }
 
 /// Reads a single-value file holding an unsigned integer or `max`.
 pub(crate) fn read_limit(path: &Path) -> Result<Option<u64>> {
-    match read_optional(path)? {
-        None => Ok(None),
-        Some(text) => parse_limit(path, 1, text.trim()).map(Some),
-    }
+    read_with(path, |text| parse_limit(path, 1, text.trim()))
 }
 
 /// Reads space-separated unsigned integers (`cpuacct.usage_percpu`).
 pub(crate) fn read_u64_list(path: &Path) -> Result<Option<Vec<u64>>> {
-    match read_optional(path)? {
-        None => Ok(None),
-        Some(text) => text
-            .split_ascii_whitespace()
+    read_with(path, |text| {
+        text.split_ascii_whitespace()
             .map(|v| parse_u64(path, 1, v))
             .collect::<Result<Vec<_>>>()
-            .map(Some),
-    }
+    })
 }
 
 /// Calls `f(key, value)` for every `key value` line of a flat-keyed file.
@@ -112,10 +175,7 @@ pub(crate) fn for_each_flat(path: &Path, text: &str, mut f: impl FnMut(&str, u64
 
 /// Reads a flat-keyed file and calls `f` for each entry; `Ok(false)` when the file is missing.
 pub(crate) fn read_flat(path: &Path, f: impl FnMut(&str, u64)) -> Result<bool> {
-    match read_optional(path)? {
-        None => Ok(false),
-        Some(text) => for_each_flat(path, &text, f).map(|()| true),
-    }
+    Ok(read_with(path, |text| for_each_flat(path, text, f))?.is_some())
 }
 
 /// Splits a nested-keyed line (`key a=1 b=2`) into its key and `(sub, value)` pairs.
@@ -248,5 +308,26 @@ mod tests {
         assert_eq!(read_u64(&dir.path().join("v")).unwrap(), Some(12));
         std::fs::write(dir.path().join("bad"), "twelve\n").unwrap();
         assert!(read_u64(&dir.path().join("bad")).is_err());
+    }
+
+    #[test]
+    fn large_files_and_nested_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let big: String = (0..5000).map(|i| format!("key{i} {i}\n")).collect();
+        assert!(big.len() > 3 * READ_BUF);
+        std::fs::write(dir.path().join("big"), &big).unwrap();
+        std::fs::write(dir.path().join("small"), "7\n").unwrap();
+        let mut n = 0u64;
+        assert!(read_flat(&dir.path().join("big"), |_, v| n += v).unwrap());
+        assert_eq!(n, (0..5000).sum::<u64>());
+        // A parser that reads another file falls back to a private buffer.
+        let inner = read_with(&dir.path().join("small"), |outer| {
+            let v = read_u64(&dir.path().join("small"))?;
+            Ok((outer.trim().to_string(), v))
+        })
+        .unwrap();
+        assert_eq!(inner, Some(("7".to_string(), Some(7))));
+        std::fs::write(dir.path().join("latin1"), [0xffu8, 0xfe]).unwrap();
+        assert!(read_optional(&dir.path().join("latin1")).is_err());
     }
 }

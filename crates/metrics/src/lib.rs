@@ -38,6 +38,7 @@ pub mod collector;
 pub mod detect;
 pub mod error;
 pub mod exposition;
+pub mod fdcache;
 mod files;
 pub mod oom;
 pub mod psi;
@@ -54,6 +55,29 @@ pub use files::{UNLIMITED, page_size_bytes};
 pub use oom::{OomEvent, OomWatcher};
 pub use types::*;
 
+/// What to read besides the figures the Prometheus exposition uses.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReadOptions {
+    /// Skip the files whose figures the exposition does not export (v1 `memsw`/`kmem`/
+    /// `kmem.tcp` limits, peaks and fail counts; v1 blkio queue/wait/service-time/merged/
+    /// sectors lists). Those fields are then `None`/empty. Fewer files make a scrape cheaper.
+    pub exposition_only: bool,
+}
+
+impl ReadOptions {
+    /// Everything (the default).
+    pub fn full() -> Self {
+        ReadOptions::default()
+    }
+
+    /// Only what the exposition needs (what [`CgroupCollector`] reads).
+    pub fn exposition() -> Self {
+        ReadOptions {
+            exposition_only: true,
+        }
+    }
+}
+
 /// Reads the statistics of the cgroup at `paths`: v1 when it has any v1 controller directory
 /// (with PSI and possibly hugetlb from its unified directory on hybrid hosts), v2 otherwise.
 ///
@@ -61,8 +85,13 @@ pub use types::*;
 /// [`MetricsError::Io`] for a file that exists but cannot be read or understood. Missing files
 /// (and a missing cgroup) give `None` figures.
 pub fn read_metrics(paths: &CgroupPaths) -> Result<Metrics> {
+    read_metrics_with(paths, &ReadOptions::full())
+}
+
+/// [`read_metrics`] with [`ReadOptions`].
+pub fn read_metrics_with(paths: &CgroupPaths, opts: &ReadOptions) -> Result<Metrics> {
     if paths.is_v1() {
-        return v1::read_v1(paths).map(Metrics::V1);
+        return v1::read_v1(paths, opts).map(Metrics::V1);
     }
     match paths.unified() {
         Some(dir) => v2::read_v2(dir).map(Metrics::V2),

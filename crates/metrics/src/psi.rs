@@ -11,7 +11,7 @@
 use std::path::Path;
 
 use crate::error::{MetricsError, Result};
-use crate::files::{nested_line, parse_u64, read_optional};
+use crate::files::{nested_line, parse_u64, read_with};
 use crate::types::{Pressure, PsiData, PsiStats};
 
 /// Parses the text of one PSI file (`path` is only used in errors).
@@ -64,9 +64,8 @@ pub fn parse_psi(path: &Path, text: &str) -> Result<PsiStats> {
 /// Reads one PSI file; `Ok(None)` when it is missing (or, as on kernels booted with
 /// `psi=0`, unreadable with `EOPNOTSUPP`).
 pub fn read_psi(path: &Path) -> Result<Option<PsiStats>> {
-    match read_optional(path) {
-        Ok(Some(text)) => parse_psi(path, &text).map(Some),
-        Ok(None) => Ok(None),
+    match read_with(path, |text| parse_psi(path, text)) {
+        Ok(v) => Ok(v),
         Err(MetricsError::Io { source, .. }) if source.raw_os_error() == Some(libc::EOPNOTSUPP) => {
             Ok(None)
         }

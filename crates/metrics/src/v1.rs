@@ -20,11 +20,11 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use crate::ReadOptions;
 use crate::detect::CgroupPaths;
 use crate::error::{MetricsError, Result};
 use crate::files::{
-    for_each_flat, list_infix, parse_dev, parse_u64, read_flat, read_optional, read_u64,
-    read_u64_list,
+    for_each_flat, list_infix, parse_dev, parse_u64, read_flat, read_u64, read_u64_list, read_with,
 };
 use crate::types::{
     BlkIoEntry, HugetlbStat, MemoryEntry, PidsStat, V1BlkIoStat, V1CpuStat, V1CpuUsage,
@@ -37,10 +37,10 @@ const NS_PER_USER_HZ: u64 = 10_000_000;
 
 /// Reads every v1 figure of the cgroup at `paths` (plus PSI, and hugetlb when v1 has none, from
 /// its unified directory on hybrid hosts).
-pub fn read_v1(paths: &CgroupPaths) -> Result<V1Metrics> {
+pub fn read_v1(paths: &CgroupPaths, opts: &ReadOptions) -> Result<V1Metrics> {
     let cpu = read_cpu(paths.controller("cpuacct"), paths.controller("cpu"))?;
     let (memory, memory_oom_control) = match paths.controller("memory") {
-        Some(dir) => (read_memory(dir)?, read_oom_control(dir)?),
+        Some(dir) => (read_memory(dir, opts)?, read_oom_control(dir)?),
         None => (None, None),
     };
     let pids = match paths.controller("pids") {
@@ -48,7 +48,7 @@ pub fn read_v1(paths: &CgroupPaths) -> Result<V1Metrics> {
         None => None,
     };
     let blkio = match paths.controller("blkio") {
-        Some(dir) => read_blkio(dir)?,
+        Some(dir) => read_blkio(dir, opts)?,
         None => None,
     };
     let mut hugetlb = match paths.controller("hugetlb") {
@@ -149,8 +149,19 @@ fn read_entry(dir: &Path, prefix: &str) -> Result<Option<MemoryEntry>> {
     }))
 }
 
-/// Reads the `memory` controller's statistics of the cgroup directory `dir`.
-pub fn read_memory(dir: &Path) -> Result<Option<V1MemoryStat>> {
+/// Reads only `PREFIX.usage_in_bytes` as an entry (the exposition needs no more).
+fn read_usage_only(dir: &Path, prefix: &str) -> Result<Option<MemoryEntry>> {
+    Ok(
+        read_u64(&dir.join(format!("{prefix}.usage_in_bytes")))?.map(|usage| MemoryEntry {
+            usage,
+            ..MemoryEntry::default()
+        }),
+    )
+}
+
+/// Reads the `memory` controller's statistics of the cgroup directory `dir`. With
+/// [`ReadOptions::exposition`] the `memsw`/`kmem`/`kmem.tcp` entries carry only their usage.
+pub fn read_memory(dir: &Path, opts: &ReadOptions) -> Result<Option<V1MemoryStat>> {
     let mut m = V1MemoryStat::default();
     let stat_found = read_flat(&dir.join("memory.stat"), |k, v| {
         m.stat.set(k, v);
@@ -160,9 +171,14 @@ pub fn read_memory(dir: &Path) -> Result<Option<V1MemoryStat>> {
     if !stat_found && m.usage.is_none() {
         return Ok(None);
     }
-    m.swap = read_entry(dir, "memory.memsw")?;
-    m.kernel = read_entry(dir, "memory.kmem")?;
-    m.kernel_tcp = read_entry(dir, "memory.kmem.tcp")?;
+    let entry = if opts.exposition_only {
+        read_usage_only
+    } else {
+        read_entry
+    };
+    m.swap = entry(dir, "memory.memsw")?;
+    m.kernel = entry(dir, "memory.kmem")?;
+    m.kernel_tcp = entry(dir, "memory.kmem.tcp")?;
     if let Some(usage) = &m.usage {
         let inactive = m.stat.total_inactive_file.or(m.stat.inactive_file);
         m.working_set = inactive.map(|i| usage.usage.saturating_sub(i));
@@ -231,45 +247,49 @@ pub fn parse_blkio(path: &Path, text: &str) -> Result<Vec<BlkIoEntry>> {
     Ok(out)
 }
 
-fn read_blkio_file(dir: &Path, name: &str, any: &mut bool) -> Result<Vec<BlkIoEntry>> {
+fn read_blkio_file(dir: &Path, name: &str) -> Result<Option<Vec<BlkIoEntry>>> {
     let path = dir.join(name);
-    match read_optional(&path)? {
-        None => Ok(Vec::new()),
-        Some(text) => {
-            *any = true;
-            parse_blkio(&path, &text)
-        }
-    }
+    read_with(&path, |text| parse_blkio(&path, text))
 }
 
 /// Reads the blkio controller's recursive statistics.
-pub fn read_blkio(dir: &Path) -> Result<Option<V1BlkIoStat>> {
+///
+/// The CFQ/BFQ-era `blkio.io_*_recursive` files are registered together by one policy, so when
+/// `blkio.io_service_bytes_recursive` is absent the other five are not probed. With
+/// [`ReadOptions::exposition`] only the two lists the exposition uses are read.
+pub fn read_blkio(dir: &Path, opts: &ReadOptions) -> Result<Option<V1BlkIoStat>> {
+    let mut s = V1BlkIoStat::default();
     let mut any = false;
-    let mut s = V1BlkIoStat {
-        io_service_bytes_recursive: read_blkio_file(
-            dir,
-            "blkio.io_service_bytes_recursive",
-            &mut any,
-        )?,
-        io_serviced_recursive: read_blkio_file(dir, "blkio.io_serviced_recursive", &mut any)?,
-        io_queued_recursive: read_blkio_file(dir, "blkio.io_queued_recursive", &mut any)?,
-        io_service_time_recursive: read_blkio_file(
-            dir,
-            "blkio.io_service_time_recursive",
-            &mut any,
-        )?,
-        io_wait_time_recursive: read_blkio_file(dir, "blkio.io_wait_time_recursive", &mut any)?,
-        io_merged_recursive: read_blkio_file(dir, "blkio.io_merged_recursive", &mut any)?,
-        io_time_recursive: read_blkio_file(dir, "blkio.time_recursive", &mut any)?,
-        sectors_recursive: read_blkio_file(dir, "blkio.sectors_recursive", &mut any)?,
+    let mut take = |list: Option<Vec<BlkIoEntry>>| {
+        any |= list.is_some();
+        list.unwrap_or_default()
     };
+    let service_bytes = read_blkio_file(dir, "blkio.io_service_bytes_recursive")?;
+    let cfq = service_bytes.is_some();
+    s.io_service_bytes_recursive = take(service_bytes);
+    if cfq {
+        s.io_serviced_recursive = take(read_blkio_file(dir, "blkio.io_serviced_recursive")?);
+        if !opts.exposition_only {
+            s.io_queued_recursive = take(read_blkio_file(dir, "blkio.io_queued_recursive")?);
+            s.io_service_time_recursive =
+                take(read_blkio_file(dir, "blkio.io_service_time_recursive")?);
+            s.io_wait_time_recursive = take(read_blkio_file(dir, "blkio.io_wait_time_recursive")?);
+            s.io_merged_recursive = take(read_blkio_file(dir, "blkio.io_merged_recursive")?);
+            s.io_time_recursive = take(read_blkio_file(dir, "blkio.time_recursive")?);
+            s.sectors_recursive = take(read_blkio_file(dir, "blkio.sectors_recursive")?);
+        }
+    }
     if s.io_service_bytes_recursive.is_empty() {
-        s.io_service_bytes_recursive =
-            read_blkio_file(dir, "blkio.throttle.io_service_bytes_recursive", &mut any)?;
+        s.io_service_bytes_recursive = take(read_blkio_file(
+            dir,
+            "blkio.throttle.io_service_bytes_recursive",
+        )?);
     }
     if s.io_serviced_recursive.is_empty() {
-        s.io_serviced_recursive =
-            read_blkio_file(dir, "blkio.throttle.io_serviced_recursive", &mut any)?;
+        s.io_serviced_recursive = take(read_blkio_file(
+            dir,
+            "blkio.throttle.io_serviced_recursive",
+        )?);
     }
     Ok(any.then_some(s))
 }
@@ -344,7 +364,7 @@ mod tests {
             ("blkio", gone.clone()),
             ("hugetlb", gone.clone()),
         ]);
-        let m = read_v1(&paths).unwrap();
+        let m = read_v1(&paths, &ReadOptions::default()).unwrap();
         assert_eq!(m, V1Metrics::default());
     }
 

@@ -148,14 +148,20 @@ pub fn parse_io_stat(path: &Path, text: &str) -> Result<IoStat> {
 /// Reads `io.stat`.
 pub fn read_io(dir: &Path) -> Result<Option<IoStat>> {
     let path = dir.join("io.stat");
-    match crate::files::read_optional(&path)? {
-        None => Ok(None),
-        Some(text) => parse_io_stat(&path, &text).map(Some),
-    }
+    crate::files::read_with(&path, |text| parse_io_stat(&path, text))
 }
 
 /// Reads `hugetlb.<size>.{current,max,events}` for each page size present in `dir`.
+///
+/// When the cgroup's `cgroup.controllers` exists and does not list `hugetlb`, the directory is
+/// not listed at all (a cheap answer for the common case).
 pub fn read_hugetlb(dir: &Path) -> Result<Option<Vec<HugetlbStat>>> {
+    let enabled = crate::files::read_with(&dir.join("cgroup.controllers"), |text| {
+        Ok(text.split_ascii_whitespace().any(|c| c == "hugetlb"))
+    })?;
+    if enabled == Some(false) {
+        return Ok(None);
+    }
     let Some(sizes) = list_infix(dir, "hugetlb.", ".current")? else {
         return Ok(None);
     };

@@ -298,3 +298,39 @@ fn collector_reads_at_scrape_time_and_counts_failures() {
     assert_eq!(collector.read_errors(), 1);
     common::promtool_check(&second);
 }
+
+#[test]
+fn parallel_scrape_keeps_the_source_order() {
+    let t = tempfile::tempdir().unwrap();
+    let bad = t.path().join("bad");
+    std::fs::create_dir(&bad).unwrap();
+    std::fs::write(bad.join("pids.current"), "x\n").unwrap();
+    let v1 = Hierarchy::detect_at(fixtures().join("v1")).unwrap();
+    let v2 = Hierarchy::detect_at(fixtures().join("v2")).unwrap();
+    let n = 3 * collector::PARALLEL_MIN;
+    let list: Vec<Container> = (0..n)
+        .map(|i| Container {
+            id: format!("c{i:03}"),
+            namespace: "ns".into(),
+            cgroup: match i % 3 {
+                0 => v1.paths_for("/berth-fixture").unwrap(),
+                1 => v2.paths_for("/berth/ctr-full").unwrap(),
+                _ if i == 5 => CgroupPaths::v2(&bad),
+                _ => v2.paths_for("/berth/ctr-partial").unwrap(),
+            },
+        })
+        .collect();
+    for threads in [1, 2, 4] {
+        let collector = CgroupCollector::new(list.clone()).with_threads(threads);
+        let got = collector.scrape();
+        let ids: Vec<&str> = got.iter().map(|s| s.id.as_str()).collect();
+        let want: Vec<String> = (0..n)
+            .filter(|i| *i != 5)
+            .map(|i| format!("c{i:03}"))
+            .collect();
+        assert_eq!(ids, want, "threads={threads}");
+        assert_eq!(collector.read_errors(), 1);
+        assert!(matches!(got[0].metrics, Metrics::V1(_)));
+        assert!(matches!(got[1].metrics, Metrics::V2(_)));
+    }
+}

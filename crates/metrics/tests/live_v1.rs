@@ -304,3 +304,61 @@ fn figures_agree_with_cgroups_rs() {
     assert_eq!(pids.get_pid_max().unwrap(), MaxValue::Value(17));
     assert_eq!(ours.pids.unwrap().limit, Some(17));
 }
+
+#[test]
+fn open_file_cache_follows_live_values_and_recreated_cgroups() {
+    if !can_make_v1_cgroups() {
+        return;
+    }
+    let name = common::unique_name("fdcache");
+    let h = Hierarchy::detect().unwrap();
+    let paths = h.paths_for(&name).unwrap();
+    let cg = TestCgroup::create_named(name.clone(), &V1_CONTROLLERS, true);
+    let list = std::sync::Arc::new(std::sync::Mutex::new(vec![Container {
+        id: "c".into(),
+        namespace: "n".into(),
+        cgroup: paths.clone(),
+    }]));
+    let source = list.clone();
+    let collector =
+        CgroupCollector::new(move || source.lock().unwrap().clone()).with_open_files(1000);
+    let usage = |s: &[ContainerStats]| match &s[0].metrics {
+        Metrics::V1(m) => m.cpu.as_ref().unwrap().usage.as_ref().unwrap().total,
+        Metrics::V2(_) => panic!("v1 expected"),
+    };
+    let first = usage(&collector.scrape());
+    let open = collector.open_files().unwrap().len();
+    assert!(open >= 15, "only {open} files kept open");
+    let child = KillOnDrop(cg.spawn_sh("while :; do :; done"));
+    // Values read through the cached fds move.
+    let later = wait_for(20, || {
+        let u = usage(&collector.scrape());
+        (u >= first + 100_000_000).then_some(u)
+    })
+    .expect("cached reads did not see cpu usage rise");
+    assert!(later > first);
+    assert_eq!(
+        collector.open_files().unwrap().len(),
+        open,
+        "fds reused, not reopened"
+    );
+    drop(child);
+    drop(cg);
+
+    // The same path re-created: the stale fds are dropped and the new cgroup is read.
+    let cg2 = TestCgroup::create_named(name, &V1_CONTROLLERS, true);
+    let s = collector.scrape();
+    assert_eq!(s.len(), 1);
+    assert!(usage(&s) < later, "read the removed cgroup's figures");
+    match &s[0].metrics {
+        Metrics::V1(m) => assert_eq!(m.pids.as_ref().unwrap().current, 0),
+        Metrics::V2(_) => unreachable!(),
+    }
+    assert_eq!(collector.read_errors(), 0);
+
+    // Containers that leave the source have their files closed after the next scrape.
+    list.lock().unwrap().clear();
+    assert!(collector.scrape().is_empty());
+    assert!(collector.open_files().unwrap().is_empty());
+    drop(cg2);
+}

@@ -105,7 +105,11 @@ impl TestCgroup {
     /// Creates `/sys/fs/cgroup/<c>/<name>` for each controller in `controllers`, plus
     /// `/sys/fs/cgroup/unified/<name>` when `unified` and the host is hybrid.
     pub fn create(tag: &str, controllers: &[&str], unified: bool) -> TestCgroup {
-        let name = unique_name(tag);
+        Self::create_named(unique_name(tag), controllers, unified)
+    }
+
+    /// Like [`TestCgroup::create`] with an exact `name` (which must be unique).
+    pub fn create_named(name: String, controllers: &[&str], unified: bool) -> TestCgroup {
         let mut cg = TestCgroup {
             name: name.clone(),
             dirs: Vec::new(),
