@@ -18,3 +18,4 @@ pub mod build;
 pub mod export;
 pub mod import;
 pub mod progress;
+pub mod unpack;
