@@ -310,3 +310,47 @@ fn a_leased_handle_protects_everything_it_writes() {
     let err = leased.writer("late", None).unwrap_err();
     assert_eq!(err.kind(), berth_image::ErrorKind::NotFound);
 }
+
+/// An importer working through leased handles while collections run back to back: every image
+/// it records ends up complete, whether its blobs were new or already present (and perhaps
+/// being swept) when it found them.
+#[test]
+fn gc_running_concurrently_with_leased_imports_never_loses_recorded_content() {
+    let tmp = TempRoot::new("concurrent");
+    let store = ContentStore::open(&tmp.0).unwrap();
+    // Half the blobs are already present but unreferenced: fair game for the collector.
+    let blobs: Vec<Vec<u8>> = (0..40)
+        .map(|i| format!("blob number {i}").into_bytes())
+        .collect();
+    for b in blobs.iter().step_by(2) {
+        put(&store, b, &[]);
+    }
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut runs = 0;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) || runs == 0 {
+                store.gc(&GcOptions::default()).unwrap();
+                runs += 1;
+            }
+        });
+        for (i, b) in blobs.iter().enumerate() {
+            let lease = store.leases().create("", BTreeMap::new(), None).unwrap();
+            let info = put(&store.leased(&lease.id), b, &[]);
+            let target = Descriptor::new("application/octet-stream", info.digest, info.size);
+            store
+                .images()
+                .put(Image::new(format!("example.com/blob:{i}"), target))
+                .unwrap();
+            store.leases().delete(&lease.id).unwrap();
+        }
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
+    store.gc(&GcOptions::default()).unwrap();
+    for (i, b) in blobs.iter().enumerate() {
+        let d = Digest::sha256(b);
+        assert!(store.exists(&d), "image {i}'s blob was swept");
+    }
+    assert_eq!(store.list_digests().unwrap().len(), blobs.len());
+    assert!(store.verify().unwrap().is_ok());
+}

@@ -11,14 +11,19 @@
 //! not written to for [`GcOptions::ingest_max_age`] are removed; expired leases are deleted.
 //!
 //! # Concurrency
-//! One collection runs at a time per root (an exclusive `flock` on `<root>/gc.lock`). The blob
-//! list is taken **before** the metadata is read, so a blob committed during the collection is
-//! never swept by it; a writer that adds its blob to a lease before committing is therefore safe
-//! at every moment (this is what import does). Metadata is read in one transaction, leases and
-//! images together.
+//! A collection holds an exclusive `flock` on `<root>/gc.lock` from listing to sweeping. Every
+//! commit holds it shared from the moment it records its blob in its handle's lease (see
+//! [`ContentStore::leased`]) until the blob is renamed into place and its labels are written, and
+//! a leased handle holds it shared while it finds a blob already present and records it. So a
+//! collection sees either the blob together with its lease or `gc.root` label, or neither; and a
+//! writer never reports "already exists" for a blob a running collection is about to sweep.
+//! Writers that add blobs to a lease themselves must do so before committing (as import does).
+//! The blob list is also taken before the metadata is read, and metadata is read in one
+//! transaction.
 
 use std::collections::{BTreeSet, HashSet};
 use std::fs::{self, File, OpenOptions};
+use std::os::unix::fs::OpenOptionsExt;
 use std::time::{Duration, SystemTime};
 
 use berth_oci::Digest;
@@ -68,17 +73,16 @@ impl ContentStore {
     /// # Errors
     /// `Io`/`Database` on failures; a blob that cannot be parsed is kept, not an error.
     pub fn gc(&self, opts: &GcOptions) -> Result<GcReport> {
-        let lock_path = self.root().join("gc.lock");
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|e| Error::io("open", &lock_path, e))?;
-        lock.lock().map_err(|e| Error::io("flock", &lock_path, e))?;
+        let lock = lock_gc(self.root(), true)?;
         let res = self.collect(opts);
         drop::<File>(lock);
         res
+    }
+
+    /// Holds off a collection for as long as the returned file is open: taken around the
+    /// moments a blob becomes visible or is found present for a lease (see the module docs).
+    pub(crate) fn gc_fence(&self) -> Result<File> {
+        lock_gc(self.root(), false)
     }
 
     fn collect(&self, opts: &GcOptions) -> Result<GcReport> {
@@ -263,6 +267,25 @@ impl ContentStore {
         };
         descriptors_in(&bytes)
     }
+}
+
+/// Takes `<root>/gc.lock`, exclusively (a collection) or shared (a commit).
+fn lock_gc(root: &std::path::Path, exclusive: bool) -> Result<File> {
+    let lock_path = root.join("gc.lock");
+    let lock = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(&lock_path)
+        .map_err(|e| Error::io("open", &lock_path, e))?;
+    let res = if exclusive {
+        lock.lock()
+    } else {
+        lock.lock_shared()
+    };
+    res.map_err(|e| Error::io("flock", &lock_path, e))?;
+    Ok(lock)
 }
 
 fn is_gc_ref_content(key: &str) -> bool {

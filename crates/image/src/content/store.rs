@@ -181,11 +181,16 @@ impl ContentStore {
         }
         let none = Expected::default();
         let expected = expected.unwrap_or(&none);
-        if let Some(d) = &expected.digest
-            && self.exists(d)
-        {
-            self.hold(LeaseResource::Content(d.clone()))?;
-            return Err(Error::BlobExists { digest: d.clone() });
+        if let Some(d) = &expected.digest {
+            // For a leased handle, "already there" must stay true until the lease holds it.
+            let _fence = match self.lease {
+                Some(_) => Some(self.gc_fence()?),
+                None => None,
+            };
+            if self.exists(d) {
+                self.hold(LeaseResource::Content(d.clone()))?;
+                return Err(Error::BlobExists { digest: d.clone() });
+            }
         }
         let dir = self.ingest_dir(r#ref);
         self.hold(LeaseResource::Ingest(r#ref.to_owned()))?;

@@ -193,7 +193,9 @@ impl Writer {
                 actual: digest,
             });
         }
-        // Protect the blob before it becomes visible, so no GC can see it unreferenced.
+        // Protect the blob before it becomes visible, and keep collections out until it is in
+        // place with its labels, so no GC can see it unreferenced.
+        let _fence = self.store.gc_fence()?;
         self.store.hold(LeaseResource::Content(digest.clone()))?;
         let target = self.store.blob_path(&digest);
         let alg_dir = self
