@@ -28,7 +28,10 @@ fn fixtures() -> Option<PathBuf> {
 }
 
 fn fresh_store() -> (tempfile::TempDir, ContentStore) {
-    let dir = tempfile::Builder::new().prefix("berth-bench-").tempdir().unwrap();
+    let dir = tempfile::Builder::new()
+        .prefix("berth-bench-")
+        .tempdir()
+        .unwrap();
     let store = ContentStore::open(&dir.path().join("content")).unwrap();
     (dir, store)
 }
@@ -39,8 +42,14 @@ fn bench_import(c: &mut Criterion) {
         return;
     };
     let mut group = c.benchmark_group("import");
-    group.sample_size(10).measurement_time(Duration::from_secs(20));
-    for file in ["busybox.oci.tar", "busybox.docker.tar", "debian-gzip.oci.tar"] {
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(20));
+    for file in [
+        "busybox.oci.tar",
+        "busybox.docker.tar",
+        "debian-gzip.oci.tar",
+    ] {
         let path = fx.join(file);
         group.throughput(Throughput::Bytes(std::fs::metadata(&path).unwrap().len()));
         group.bench_function(file, |b| {
@@ -68,12 +77,17 @@ fn bench_import(c: &mut Criterion) {
 }
 
 fn bench_layer_builder(c: &mut Criterion) {
-    let tree = tempfile::Builder::new().prefix("berth-bench-tree-").tempdir().unwrap();
+    let tree = tempfile::Builder::new()
+        .prefix("berth-bench-tree-")
+        .tempdir()
+        .unwrap();
     for d in 0..16 {
         let dir = tree.path().join(format!("dir{d}"));
         std::fs::create_dir_all(&dir).unwrap();
         for f in 0..16 {
-            let content: Vec<u8> = (0..16 * 1024u32).map(|i| (i * 31 + f * 7 + d) as u8).collect();
+            let content: Vec<u8> = (0..16 * 1024u32)
+                .map(|i| (i * 31 + f * 7 + d) as u8)
+                .collect();
             std::fs::write(dir.join(format!("file{f}")), content).unwrap();
         }
     }

@@ -4,6 +4,10 @@
 //! berth [--root DIR] image import PATH [--name REF] [--platform P | --all-platforms]
 //! berth [--root DIR] image ls | rm REF… | tag SRC DST | export REF DEST [--format oci-dir|oci-archive]
 //! berth [--root DIR] content ls | gc | verify
+//! berth [--root DIR] image unpack REF [--snapshotter overlay|native]
+//! berth [--root DIR] snapshot [--snapshotter S] ls | info KEY | rm KEY… | mounts KEY | usage [KEY] | diff KEY | gc
+//! berth [--root DIR] layer apply FILE DIR
+//! berth [--root DIR] mount REF TARGET [--snapshotter S] | umount TARGET
 //! ```
 //!
 //! The store root defaults to `/var/lib/berth` for root, else `$XDG_DATA_HOME/berth`
@@ -15,8 +19,14 @@
 mod content;
 #[path = "berth_cli/image.rs"]
 mod image;
+#[path = "berth_cli/layer.rs"]
+mod layer;
+#[path = "berth_cli/mount.rs"]
+mod mount;
 #[path = "berth_cli/progress.rs"]
 mod progress;
+#[path = "berth_cli/snapshot.rs"]
+mod snapshot;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -40,10 +50,39 @@ struct Cli {
 enum Group {
     /// Manage images.
     #[command(subcommand)]
-    Image(image::ImageCommand),
+    Image(ImageGroup),
     /// Inspect and maintain the content store.
     #[command(subcommand)]
     Content(content::ContentCommand),
+    /// Manage snapshots (unpacked layers).
+    Snapshot(snapshot::SnapshotArgs),
+    /// Apply layer blobs onto plain directories.
+    #[command(subcommand)]
+    Layer(layer::LayerCommand),
+    /// Mount a read-only view of an image (unpacking it first if needed).
+    Mount {
+        /// The image name.
+        name: String,
+        /// The mount point (created if missing).
+        target: PathBuf,
+        /// The snapshotter: overlay or native.
+        #[arg(long, default_value = "overlay")]
+        snapshotter: String,
+    },
+    /// Unmount and remove a view made by `berth mount`.
+    Umount {
+        /// The mount point.
+        target: PathBuf,
+    },
+}
+
+/// `berth image …`: the image module's commands plus `unpack`.
+#[derive(Debug, Subcommand)]
+enum ImageGroup {
+    #[command(flatten)]
+    Base(image::ImageCommand),
+    /// Unpack an image into a chain of committed snapshots.
+    Unpack(snapshot::UnpackArgs),
 }
 
 /// The default store root. Stores live below it: `content/` (blobs, metadata), and the
@@ -66,11 +105,25 @@ fn is_root() -> bool {
 
 fn run(cli: &Cli) -> Result<()> {
     let root = cli.root.clone().unwrap_or_else(default_root);
+    match &cli.group {
+        Group::Layer(cmd) => return layer::run(cmd),
+        Group::Umount { target } => return mount::umount(&root, target),
+        _ => {}
+    }
     let content_root = root.join("content");
     let store = ContentStore::open(&content_root)
         .with_context(|| format!("opening the content store at {}", content_root.display()))?;
     match &cli.group {
-        Group::Image(cmd) => image::run(&store, cmd),
+        Group::Image(ImageGroup::Base(cmd)) => image::run(&store, cmd),
+        Group::Image(ImageGroup::Unpack(args)) => snapshot::unpack_command(&store, &root, args),
+        Group::Snapshot(args) => snapshot::run(&store, &root, args),
+        Group::Mount {
+            name,
+            target,
+            snapshotter,
+        } => mount::mount(&store, &root, name, target, snapshotter),
+        Group::Layer(cmd) => layer::run(cmd),
+        Group::Umount { target } => mount::umount(&root, target),
         Group::Content(cmd) => content::run(&store, cmd),
     }
 }

@@ -1,7 +1,12 @@
 //! The `berth` command line, run as a user would: the built example binary
 //! (`target/<profile>/examples/berth`, which `cargo test` builds before the tests) against a
 //! temporary store root and the fixture images.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::tests_outside_test_module
+)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -1,6 +1,11 @@
 //! Export to OCI layouts and oci-archives: re-import round trips, and acceptance by skopeo
 //! and umoci.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::tests_outside_test_module
+)]
 
 mod import_common;
 

@@ -1,6 +1,11 @@
 //! Bad input: every malformed source gives a typed error naming the blob or entry, records no
 //! name, and leaves no blob in the store whose bytes do not match its digest.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::tests_outside_test_module
+)]
 
 mod import_common;
 

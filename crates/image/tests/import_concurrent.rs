@@ -1,7 +1,12 @@
 //! Imports across processes: two processes importing the same archive at once, and an import
 //! killed in the middle of a layer and rerun. The child processes are this test binary,
 //! re-executed to run the ignored `child_import` test with its instructions in the environment.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::tests_outside_test_module
+)]
 
 mod import_common;
 

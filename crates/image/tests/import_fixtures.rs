@@ -1,6 +1,11 @@
 //! Imports every fixture image made by other tools (skopeo, umoci) and checks names, digests,
 //! platforms and that the store holds exactly the verified blobs.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::tests_outside_test_module
+)]
 
 mod import_common;
 

@@ -118,12 +118,15 @@ pub(crate) fn plan_archive(
     Ok((plan, images))
 }
 
+/// Serialised documents to store, with their digests.
+pub(crate) type Documents = Vec<(Digest, Vec<u8>)>;
+
 /// Builds the manifest of each planned image from the stored layers; returns the manifests'
 /// bytes (to store) and the images found.
 pub(crate) fn build_manifests(
     images: &[PlannedImage],
     stored: &[Stored],
-) -> Result<(Vec<(Digest, Vec<u8>)>, Vec<Found>)> {
+) -> Result<(Documents, Vec<Found>)> {
     let mut docs = Vec::new();
     let mut found = Vec::new();
     for image in images {
