@@ -12,7 +12,9 @@
 //! - [`exposition`]: one Prometheus schema for v1 and v2 (unit-correct names, counters as
 //!   counters), encoded with `prometheus-client` in text 0.0.4 or OpenMetrics.
 //! - [`collector`]: a `prometheus_client` [`Collector`](prometheus_client::collector::Collector)
-//!   that reads a changing set of containers at scrape time.
+//!   that reads a changing set of containers at scrape time (only the files the exposition
+//!   uses, [`ReadOptions::exposition`]; in parallel; optionally through [`fdcache`], which keeps
+//!   the files open between scrapes).
 //! - [`oom`]: OOM notifications (v1 eventfd on `memory.oom_control`, v2 inotify on
 //!   `memory.events`) from a background thread that stops on drop.
 //!

@@ -75,7 +75,8 @@ fn sys<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(nix::Error) -> Metri
 impl OomWatcher {
     /// Starts watching the memory cgroup of `paths`: v1 when it has a `memory` controller
     /// directory, else v2 through its unified directory. `on_oom` is called on the watcher's
-    /// thread for each OOM.
+    /// thread for each OOM; it must not block for long, since dropping the watcher waits for
+    /// the thread (and so for a running callback) to finish.
     ///
     /// Errors: [`MetricsError::CgroupNotFound`] when the memory cgroup (v1 `memory.oom_control`
     /// or v2 `memory.events`) does not exist; [`MetricsError::Sys`] / [`MetricsError::Io`] when
