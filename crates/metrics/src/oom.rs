@@ -15,7 +15,9 @@
 //! All fds are `O_CLOEXEC`.
 
 use std::fs::File;
+use std::io::Write;
 use std::os::fd::{AsFd, AsRawFd};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver};
@@ -164,14 +166,28 @@ fn register_v1(dir: &Path) -> Result<Source> {
             }
         }
     })?;
+    // Only ever write to a real cgroup v1 filesystem.
+    let fs = nix::sys::statfs::fstatfs(&oom_control).map_err(sys("fstatfs", &oom_path))?;
+    if fs.filesystem_type() != nix::sys::statfs::CGROUP_SUPER_MAGIC {
+        return Err(MetricsError::InvalidPath {
+            path: oom_path,
+            reason: "not on a cgroup v1 filesystem",
+        });
+    }
     let eventfd = EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
         .map_err(sys("eventfd", dir))?;
     let control = dir.join("cgroup.event_control");
     let line = format!("{} {}", eventfd.as_raw_fd(), oom_control.as_raw_fd());
-    std::fs::write(&control, line).map_err(|source| MetricsError::Io {
-        path: control,
+    let io_err = |source| MetricsError::Io {
+        path: control.clone(),
         source,
-    })?;
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&control)
+        .map_err(io_err)?;
+    file.write_all(line.as_bytes()).map_err(io_err)?;
     Ok(Source::V1 {
         eventfd,
         _oom_control: oom_control,
@@ -313,6 +329,12 @@ mod tests {
         let v1 = CgroupPaths::v1([("memory", t.path().join("gone"))]);
         let err = OomWatcher::spawn(&v1, |_| {}).unwrap_err();
         assert_eq!(err.kind(), crate::ErrorKind::NotFound, "{err}");
+        // A directory that is not on cgroupfs is refused before anything is written.
+        std::fs::write(t.path().join("memory.oom_control"), "oom_kill 0\n").unwrap();
+        let fake = CgroupPaths::v1([("memory", t.path())]);
+        let err = OomWatcher::spawn(&fake, |_| {}).unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::InvalidArgument, "{err}");
+        assert!(!t.path().join("cgroup.event_control").exists());
         let v2 = CgroupPaths::v2(t.path().join("gone"));
         let err = OomWatcher::channel(&v2).unwrap_err();
         assert_eq!(err.kind(), crate::ErrorKind::NotFound, "{err}");

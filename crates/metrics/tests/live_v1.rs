@@ -159,6 +159,7 @@ fn oom_raises_the_counter_and_fires_the_notification() {
     })
     .expect("oom_kill counter did not rise");
     assert!(kills >= 1);
+    assert!(oom::oom_kills(&paths).unwrap().unwrap() >= kills);
     let m = read(&cg);
     assert!(m.memory.unwrap().usage.unwrap().failcnt.unwrap() > 0);
     drop(child);
