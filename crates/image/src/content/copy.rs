@@ -7,16 +7,13 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, Read, Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
 
 use berth_oci::Digest;
 
 use super::{BlobReader, Info, Writer};
 use crate::error::{Error, ErrorKind, Result};
-
-/// Size of the copy buffer.
-const BUF: usize = 1 << 20;
 
 /// A source that can be read at any offset without a cursor.
 pub trait ReadAt {
@@ -166,31 +163,9 @@ fn finish(
     labels: &BTreeMap<String, String>,
     progress: &mut dyn FnMut(u64, Option<u64>),
 ) -> Result<Info> {
-    let mut buf = vec![0u8; BUF];
-    let mut done = writer.offset();
-    progress(done, size);
+    progress(writer.offset(), size);
     // Read at most one byte past the declared size: that byte proves an overrun.
-    let limit = size.map(|s| s + 1);
-    loop {
-        let want = match limit {
-            Some(l) => (l.saturating_sub(done)).min(BUF as u64) as usize,
-            None => BUF,
-        };
-        if want == 0 {
-            break;
-        }
-        let n = match reader.read(&mut buf[..want]) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(source_err(&writer, e)),
-        };
-        writer
-            .write_all(&buf[..n])
-            .map_err(|e| Error::io("write", writer.dir.join(super::ingest::DATA), e))?;
-        done += n as u64;
-        progress(done, size);
-    }
+    super::pump::pump(&mut writer, reader, size.map(|s| s + 1), size, progress)?;
     let store = writer.store.clone();
     let r#ref = writer.r#ref().to_owned();
     match writer.commit(size.unwrap_or(0), Some(expected), labels) {

@@ -49,7 +49,11 @@ pub(crate) const LOCK: &str = "lock";
 pub(crate) const STATE: &str = "state";
 
 /// How many bytes a writer appends between two saved hash states.
+#[cfg(not(test))]
 pub(crate) const CHECKPOINT: u64 = 256 << 20;
+/// Small in unit tests, so they cross checkpoints.
+#[cfg(test)]
+pub(crate) const CHECKPOINT: u64 = (3 << 20) + 5;
 
 /// The directory name of a ref: the hex SHA-256 of the ref (fixed length, no path tricks).
 pub(crate) fn dir_name(r#ref: &str) -> String {

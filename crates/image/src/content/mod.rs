@@ -39,6 +39,7 @@ pub mod copy;
 pub mod filter;
 pub mod gc;
 pub(crate) mod ingest;
+mod pump;
 pub mod reader;
 mod store;
 #[cfg(feature = "testsuite")]

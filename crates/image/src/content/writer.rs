@@ -112,7 +112,7 @@ impl Writer {
     }
 
     /// Makes the data durable, then saves the hash state describing it.
-    fn checkpoint(&mut self) -> Result<()> {
+    pub(crate) fn checkpoint(&mut self) -> Result<()> {
         let path = self.dir.join(ingest::DATA);
         self.data
             .sync_data()
@@ -122,7 +122,7 @@ impl Writer {
         Ok(())
     }
 
-    fn touch(&mut self) {
+    pub(crate) fn touch(&mut self) {
         self.updated_at = SystemTime::now();
         self.dirty = true;
     }
