@@ -194,7 +194,7 @@ where
 }
 
 /// Encodes the families of all `stats` into `encoder` (for use inside a
-/// [`Collector`](prometheus_client::collector::Collector)).
+/// [`Collector`]).
 pub fn encode_stats(
     encoder: &mut DescriptorEncoder,
     stats: &[ContainerStats],

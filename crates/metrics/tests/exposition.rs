@@ -239,6 +239,11 @@ fn promtool_accepts_the_fixture_exposition() {
 }
 
 #[test]
+fn openmetrics_reference_parser_accepts_the_fixture_exposition() {
+    common::openmetrics_check(&text(Format::OpenMetrics));
+}
+
+#[test]
 fn readme_maps_every_name() {
     let readme =
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();

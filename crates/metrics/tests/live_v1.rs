@@ -270,6 +270,7 @@ fn promtool_accepts_the_live_exposition() {
     common::promtool_check(&text);
     let om = encode_registry(&registry, Format::OpenMetrics).unwrap();
     assert!(om.ends_with("# EOF\n"));
+    common::openmetrics_check(&om);
 }
 
 #[test]

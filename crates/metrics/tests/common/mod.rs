@@ -57,6 +57,47 @@ pub fn promtool_check(text: &str) -> bool {
     true
 }
 
+/// Parses `text` with the reference OpenMetrics parser (Debian's `python3-prometheus-client`,
+/// strict about `# EOF`, `_total`, `# UNIT` and label syntax). Returns false when skipped.
+pub fn openmetrics_check(text: &str) -> bool {
+    const SCRIPT: &str = "import sys\n\
+        from prometheus_client.openmetrics.parser import text_string_to_metric_families as p\n\
+        fams = list(p(sys.stdin.read()))\n\
+        print(len(fams))\n";
+    let probe = Command::new("/usr/bin/python3")
+        .args(["-c", "import prometheus_client.openmetrics.parser"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    if !probe.is_ok_and(|s| s.success()) {
+        return skip_or_fail(
+            "the OpenMetrics reference parser is missing; apt-get install python3-prometheus-client",
+        );
+    }
+    let mut child = Command::new("/usr/bin/python3")
+        .args(["-c", SCRIPT])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "OpenMetrics parser rejected the exposition:\n{}\n--- input ---\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let families: usize = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    assert!(families > 0);
+    true
+}
+
 /// The v1 controllers the live tests use.
 pub const V1_CONTROLLERS: [&str; 5] = ["cpu", "cpuacct", "memory", "pids", "blkio"];
 
