@@ -364,3 +364,59 @@ fn open_file_cache_follows_live_values_and_recreated_cgroups() {
     assert!(collector.open_files().unwrap().is_empty());
     drop(cg2);
 }
+
+#[test]
+fn unified_tree_of_a_hybrid_host_reads_as_v2() {
+    if !can_make_v1_cgroups() {
+        return;
+    }
+    let unified_root = std::path::Path::new("/sys/fs/cgroup/unified");
+    if !unified_root.join("cgroup.controllers").is_file() {
+        eprintln!("SKIP: no cgroup2 tree at /sys/fs/cgroup/unified");
+        return;
+    }
+    // The cgroup2 mount alone is a v2 layout: detection, pid lookup and the v2 readers run on
+    // the real kernel files (cpu.stat and PSI exist without any controller enabled).
+    let h = Hierarchy::detect_at(unified_root).unwrap();
+    assert_eq!(h.mode(), CgroupMode::V2);
+    let cg = TestCgroup::create("v2view", &[], true);
+    let dir = cg.dir("unified");
+    let child = KillOnDrop(cg.spawn_sh("while :; do :; done"));
+    let paths = h.paths_for_pid(None, child.0.id()).unwrap();
+    assert_eq!(paths, CgroupPaths::v2(&dir));
+    let cpu = wait_for(20, || match read_metrics(&paths).unwrap() {
+        Metrics::V2(m) => m.cpu.filter(|c| c.usage_usec >= 100_000),
+        Metrics::V1(_) => panic!("v2 expected"),
+    })
+    .expect("v2 cpu.stat usage did not rise");
+    assert!(
+        cpu.user_usec + cpu.system_usec <= cpu.usage_usec + 10_000,
+        "{cpu:?}"
+    );
+    let m = match read_metrics(&paths).unwrap() {
+        Metrics::V2(m) => m,
+        Metrics::V1(_) => unreachable!(),
+    };
+    assert!(m.pressure.as_ref().unwrap().cpu.is_some());
+    let enabled = h.unified_controllers().unwrap();
+    if !enabled.iter().any(|c| c == "memory") {
+        assert!(m.memory.is_none() && m.memory_events.is_none());
+        // No memory.events: there is nothing to watch.
+        let err = OomWatcher::spawn(&paths, |_| {}).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::NotFound);
+    }
+    if !enabled.iter().any(|c| c == "pids") {
+        assert!(m.pids.is_none());
+    }
+    let text = render(
+        &[ContainerStats {
+            id: "v2view".into(),
+            namespace: "default".into(),
+            metrics: Metrics::V2(m),
+        }],
+        Format::Prometheus,
+    )
+    .unwrap();
+    assert!(text.contains("container_cpu_usage_seconds_total{container_id=\"v2view\""));
+    common::promtool_check(&text);
+}
