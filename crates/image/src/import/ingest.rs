@@ -2,7 +2,7 @@
 //! verifying writer, several blobs at once.
 //!
 //! Blobs are independent, so they are hashed and written on a small pool of threads (one per
-//! CPU, at most one per blob), largest first so the long ones start early. The first failure
+//! CPU but at least four, at most one per blob), largest first so the long ones start early. The first failure
 //! stops the pool from taking new blobs and is returned; blobs already committed stay in the
 //! store (they are verified, and the import's lease or a rerun reclaims them).
 //!
@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use berth_oci::{Compression, Digest};
 
 use super::error::{Error, Result};
-use super::plan::{Plan, StreamBlob};
+use super::plan::{MemoryBlob, Plan, StreamBlob};
 use super::source::Source;
 use crate::content::{ContentStore, Expected};
 use crate::progress::{Progress, ProgressEvent, report_done};
@@ -69,15 +69,23 @@ pub(crate) fn store_plan(
     progress: &dyn Progress,
 ) -> Result<Vec<Stored>> {
     let no_labels = BTreeMap::new();
-    let mut order: Vec<usize> = (0..plan.stream.len()).collect();
-    order.sort_by_key(|i| std::cmp::Reverse(plan.stream[*i].size));
+    // One queue: streamed blobs largest first, then the small documents.
+    let mut order: Vec<Job> = (0..plan.stream.len()).map(Job::Stream).collect();
+    order.sort_by_key(|j| match j {
+        Job::Stream(i) => std::cmp::Reverse(plan.stream[*i].size),
+        Job::Memory(_) => std::cmp::Reverse(0),
+    });
+    order.extend((0..plan.memory.len()).map(Job::Memory));
     let results: Vec<Mutex<Option<Stored>>> =
         plan.stream.iter().map(|_| Mutex::new(None)).collect();
     let next = AtomicUsize::new(0);
     let failed = AtomicBool::new(false);
     let first_error: Mutex<Option<Error>> = Mutex::new(None);
+    // Hashing is CPU-bound, but each blob also waits on fsyncs at commit: a few more threads
+    // than CPUs keep the CPUs busy while others wait.
     let workers = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
+        .max(MIN_WORKERS)
         .min(order.len())
         .max(1);
     std::thread::scope(|scope| {
@@ -85,53 +93,35 @@ pub(crate) fn store_plan(
             scope.spawn(|| {
                 while !failed.load(Ordering::Relaxed) {
                     let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(&index) = order.get(i) else { break };
-                    let blob = &plan.stream[index];
-                    match store_stream(store, source, blob, protect, progress, &no_labels) {
-                        Ok(stored) => {
+                    let Some(job) = order.get(i) else { break };
+                    let r = match *job {
+                        Job::Stream(index) => store_stream(
+                            store,
+                            source,
+                            &plan.stream[index],
+                            protect,
+                            progress,
+                            &no_labels,
+                        )
+                        .map(|stored| {
                             if let Ok(mut slot) = results[index].lock() {
                                 *slot = Some(stored);
                             }
+                        }),
+                        Job::Memory(index) => {
+                            store_memory(store, &plan.memory[index], protect, progress, &no_labels)
                         }
-                        Err(e) => {
-                            failed.store(true, Ordering::Relaxed);
-                            if let Ok(mut slot) = first_error.lock()
-                                && slot.is_none()
-                            {
-                                *slot = Some(e);
-                            }
+                    };
+                    if let Err(e) = r {
+                        failed.store(true, Ordering::Relaxed);
+                        if let Ok(mut slot) = first_error.lock()
+                            && slot.is_none()
+                        {
+                            *slot = Some(e);
                         }
                     }
                 }
             });
-        }
-        // The small documents go in from this thread meanwhile.
-        for doc in &plan.memory {
-            if failed.load(Ordering::Relaxed) {
-                break;
-            }
-            let r = protect(&doc.digest).and_then(|()| {
-                let info = store
-                    .ingest(
-                        &format!("import-{}", doc.digest),
-                        &doc.bytes[..],
-                        &doc.digest,
-                        Some(doc.bytes.len() as u64),
-                        &no_labels,
-                        &mut |_, _| {},
-                    )
-                    .map_err(|e| map_store_error(e, &doc.digest, doc.kind))?;
-                report_done(progress, &doc.digest.to_string(), doc.kind, info.size);
-                Ok(())
-            });
-            if let Err(e) = r {
-                failed.store(true, Ordering::Relaxed);
-                if let Ok(mut slot) = first_error.lock()
-                    && slot.is_none()
-                {
-                    *slot = Some(e);
-                }
-            }
         }
     });
     if let Some(e) = first_error.into_inner().ok().flatten() {
@@ -150,6 +140,38 @@ pub(crate) fn store_plan(
                 })
         })
         .collect()
+}
+
+/// Threads used at least, when there are that many blobs.
+const MIN_WORKERS: usize = 4;
+
+/// One unit of work: a blob to stream or a document to store.
+#[derive(Debug, Clone, Copy)]
+enum Job {
+    Stream(usize),
+    Memory(usize),
+}
+
+fn store_memory(
+    store: &ContentStore,
+    doc: &MemoryBlob,
+    protect: &Protect<'_>,
+    progress: &dyn Progress,
+    labels: &BTreeMap<String, String>,
+) -> Result<()> {
+    protect(&doc.digest)?;
+    let info = store
+        .ingest(
+            &format!("import-{}", doc.digest),
+            &doc.bytes[..],
+            &doc.digest,
+            Some(doc.bytes.len() as u64),
+            labels,
+            &mut |_, _| {},
+        )
+        .map_err(|e| map_store_error(e, &doc.digest, doc.kind))?;
+    report_done(progress, &doc.digest.to_string(), doc.kind, info.size);
+    Ok(())
 }
 
 /// Turns a store verification failure into one that names the blob.
