@@ -273,3 +273,65 @@ pub fn assert_same_tree(ours: &Tree, theirs: &Tree, what: &str) {
         diff.iter().take(20).cloned().collect::<Vec<_>>().join("\n")
     );
 }
+
+pub use apply_support::TarBuilder;
+
+/// Stores `tar` as a layer blob (gzip-compressed when `gzip`) and describes it.
+pub fn store_layer(store: &ContentStore, tar: &[u8], gzip: bool) -> berth_image::build::LayerInfo {
+    use berth_oci::{Compression, Digest, media_type::oci_layer};
+    use std::io::Write;
+    let (bytes, compression) = if gzip {
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        enc.write_all(tar).unwrap();
+        (enc.finish().unwrap(), Compression::Gzip)
+    } else {
+        (tar.to_vec(), Compression::None)
+    };
+    let digest = Digest::sha256(&bytes);
+    match store.ingest(
+        &format!("test-{digest}"),
+        &bytes[..],
+        &digest,
+        Some(bytes.len() as u64),
+        &Default::default(),
+        &mut |_, _| {},
+    ) {
+        Ok(_) => {}
+        Err(e) if e.kind() == berth_image::ErrorKind::AlreadyExists => {}
+        Err(e) => panic!("storing layer: {e}"),
+    }
+    berth_image::build::LayerInfo {
+        digest,
+        size: bytes.len() as u64,
+        diff_id: Digest::sha256(tar),
+        uncompressed_size: tar.len() as u64,
+        media_type: oci_layer(compression),
+    }
+}
+
+/// Records an image `name` made of `layers` (bottom first) in `store`; returns its full name.
+pub fn store_image(
+    store: &ContentStore,
+    name: &str,
+    layers: &[berth_image::build::LayerInfo],
+) -> String {
+    let mut b = berth_image::build::ImageBuilder::new();
+    for (i, l) in layers.iter().enumerate() {
+        b = b.layer(l.clone(), format!("layer {i}"));
+    }
+    b.finish()
+        .unwrap()
+        .write_to_store(store, name)
+        .unwrap()
+        .name
+}
+
+/// A small layer: directory `dir` with files `files` (name, content).
+pub fn files_tar(dir: &str, files: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut t = TarBuilder::new();
+    t.dir(&format!("{dir}/"), 0o755);
+    for (name, content) in files {
+        t.file(&format!("{dir}/{name}"), content, 0o644);
+    }
+    t.finish()
+}
