@@ -248,6 +248,9 @@ impl Cgroup {
     /// Kills everything in the cgroup (freezing it meanwhile so nothing
     /// forks away) and waits until it is empty, up to `timeout`.
     pub(crate) fn kill_all(&self, timeout: Duration) -> Result<()> {
+        if self.pids()?.is_empty() {
+            return Ok(());
+        }
         let frozen = self.freeze().is_ok();
         self.signal_all(libc::SIGKILL)?;
         if frozen {

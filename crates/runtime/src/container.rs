@@ -215,6 +215,21 @@ impl Runtime {
             h.create_runtime().is_some() || h.prestart().is_some() || h.create_container().is_some()
         });
 
+        let start_hooks = hooks_spec
+            .as_ref()
+            .and_then(|h| h.start_container().as_ref())
+            .into_iter()
+            .flatten()
+            .map(crate::hooks_exec::StartHook::new)
+            .collect::<Result<Vec<_>>>()?;
+        let start_state = if start_hooks.is_empty() {
+            Default::default()
+        } else {
+            let mut st = state.clone();
+            st.status = Status::Created;
+            crate::hooks_exec::state_json(&st)?
+        };
+
         let cg = Cgroup::create(&cgroup_rel, linux.and_then(|l| l.resources().as_ref()))?;
         guard.cgroup = Some(Cgroup::load(&cgroup_rel));
 
@@ -230,6 +245,8 @@ impl Runtime {
             listen: Some(OwnedFd::from(listener)),
             console,
             run_create_hooks,
+            start_hooks,
+            start_state,
         };
         let pid = spawn::spawn(
             req,
@@ -309,9 +326,17 @@ impl Runtime {
             let cwd = proc_
                 .map(|p| p.cwd().display().to_string())
                 .unwrap_or_default();
+            let hooks: Vec<String> = spec
+                .as_ref()
+                .and_then(|s| s.hooks().as_ref())
+                .and_then(|h| h.start_container().as_ref())
+                .into_iter()
+                .flatten()
+                .map(|h| h.path().display().to_string())
+                .collect();
             st.status = Status::Stopped;
             dir.write(&st)?;
-            return Err(spawn::decode_exec_error(&m, &arg0, &cwd));
+            return Err(spawn::decode_exec_error(&m, &arg0, &cwd, &hooks));
         }
         st.status = Status::Running;
         dir.write(&st)?;
@@ -500,6 +525,8 @@ impl Runtime {
             listen: None,
             console,
             run_create_hooks: false,
+            start_hooks: Vec::new(),
+            start_state: Default::default(),
         };
         let child = spawn::spawn(req, |p| cg.add(p), |_| Ok(()))?;
         let proc_ = ContainerProcess::new(child);

@@ -84,13 +84,14 @@ pub enum Step {
     Sync,
     OpenProc,
     ParentDied,
+    StartContainerHook,
 }
 
 impl Step {
     /// Decodes a step number received from a child.
     pub(crate) fn from_u32(v: u32) -> Option<Step> {
         use Step::*;
-        const ALL: [Step; 47] = [
+        const ALL: [Step; 48] = [
             CloseFds,
             SetupStdio,
             Dumpable,
@@ -138,6 +139,7 @@ impl Step {
             Sync,
             OpenProc,
             ParentDied,
+            StartContainerHook,
         ];
         ALL.iter().copied().find(|s| *s as u32 == v)
     }
@@ -344,12 +346,12 @@ mod tests {
 
     #[test]
     fn step_round_trips_through_u32() {
-        for v in 1..=47u32 {
+        for v in 1..=48u32 {
             let s = Step::from_u32(v).unwrap();
             assert_eq!(s as u32, v);
         }
         assert!(Step::from_u32(0).is_none());
-        assert!(Step::from_u32(48).is_none());
+        assert!(Step::from_u32(49).is_none());
     }
 
     #[test]

@@ -39,6 +39,7 @@ pub mod console;
 mod container;
 mod error;
 mod hooks;
+mod hooks_exec;
 mod namespaces;
 pub mod preflight;
 mod process;

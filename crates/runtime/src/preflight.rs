@@ -42,6 +42,26 @@ pub fn validate(spec: &Spec) -> Result<()> {
             "missing: only Linux containers are supported",
         ));
     }
+    let unsupported = |feature: &str| {
+        Err(Error::Unsupported {
+            feature: feature.into(),
+            reason: "not implemented by berth-runtime".into(),
+        })
+    };
+    if process.scheduler().is_some() {
+        return unsupported("process.scheduler");
+    }
+    if process.io_priority().is_some() {
+        return unsupported("process.ioPriority");
+    }
+    if process.exec_cpu_affinity().is_some() {
+        return unsupported("process.execCPUAffinity");
+    }
+    for (i, m) in spec.mounts().iter().flatten().enumerate() {
+        if m.uid_mappings().is_some() || m.gid_mappings().is_some() {
+            return unsupported(&format!("mounts[{i}].uidMappings (id-mapped mounts)"));
+        }
+    }
     if let Some(h) = spec.hooks() {
         let lists = [
             ("hooks.prestart", h.prestart()),
@@ -61,12 +81,6 @@ pub fn validate(spec: &Spec) -> Result<()> {
                 }
             }
         }
-        if h.start_container().as_ref().is_some_and(|l| !l.is_empty()) {
-            return Err(Error::Unsupported {
-                feature: "hooks.startContainer".into(),
-                reason: "startContainer hooks are not implemented".into(),
-            });
-        }
     }
     if let Some(linux) = spec.linux() {
         if linux.intel_rdt().is_some() {
@@ -74,6 +88,9 @@ pub fn validate(spec: &Spec) -> Result<()> {
                 feature: "linux.intelRdt".into(),
                 reason: "not implemented".into(),
             });
+        }
+        if linux.memory_policy().is_some() {
+            return unsupported("linux.memoryPolicy");
         }
         if linux.personality().is_some() {
             return Err(Error::Unsupported {

@@ -32,6 +32,8 @@ pub(crate) mod tag {
     pub(crate) const HOOKS: u32 = 7;
     /// runtime → init: the hooks ran.
     pub(crate) const HOOKS_DONE: u32 = 8;
+    /// runtime → init: your pid in the runtime's pid namespace is `value`.
+    pub(crate) const INIT_PID: u32 = 9;
 }
 
 /// One sync record.

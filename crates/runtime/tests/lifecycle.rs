@@ -684,3 +684,108 @@ fn hooks_run_with_state_and_pid_file_is_written() {
     assert!(!env.runtime.root().join(&id).exists());
     assert_no_cgroup(&cg);
 }
+
+#[test]
+fn start_container_hooks_run_inside_before_the_program() {
+    if !privileged() {
+        return;
+    }
+    let env = Env::new();
+    let id = env.id("starthook");
+    let data = env.dir.path().join(format!("{id}-data"));
+    std::fs::create_dir_all(&data).unwrap();
+    let mut s = spec(
+        &[
+            "sh",
+            "-c",
+            "test -e /data/hooked && echo program-after-hook > /data/program",
+        ],
+        &unique("cg"),
+    );
+    let mut mounts = s.mounts().clone().unwrap();
+    mounts.push(
+        MountBuilder::default()
+            .destination("/data")
+            .typ("bind")
+            .source(data.clone())
+            .options(vec!["rbind".to_string()])
+            .build()
+            .unwrap(),
+    );
+    s.set_mounts(Some(mounts));
+    s.set_hooks(Some(
+        HooksBuilder::default()
+            .start_container(vec![
+                HookBuilder::default()
+                    .path("/bin/sh")
+                    .args(vec![
+                        "sh".to_string(),
+                        "-c".to_string(),
+                        // Runs in the container: its hostname and root.
+                        "cat > /data/hooked; hostname >> /data/hooked".to_string(),
+                    ])
+                    .build()
+                    .unwrap(),
+            ])
+            .build()
+            .unwrap(),
+    ));
+    let bundle = env.bundle(&id, &s);
+    let init = env
+        .runtime
+        .create(&id, &bundle, CreateOptions::default())
+        .unwrap();
+    assert!(!data.join("hooked").exists());
+    env.runtime.start(&id).unwrap();
+    assert_eq!(init.wait().unwrap(), ExitStatus::Exited(0));
+    let hooked = std::fs::read_to_string(data.join("hooked")).unwrap();
+    let (json, host) = hooked
+        .split_once('}')
+        .map(|(a, b)| (format!("{a}}}"), b))
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["id"], id.as_str());
+    assert_eq!(v["pid"], init.pid());
+    assert_eq!(host.trim(), "berth-test");
+    assert_eq!(
+        std::fs::read_to_string(data.join("program")).unwrap(),
+        "program-after-hook\n"
+    );
+    env.runtime.delete(&id, false).unwrap();
+
+    // A failing hook stops the start, naming the hook; the program never runs.
+    let id = env.id("starthook-fail");
+    let mut s = spec(&["sh", "-c", "echo ran > /data/ran"], &unique("cg"));
+    let mut mounts = s.mounts().clone().unwrap();
+    mounts.push(
+        MountBuilder::default()
+            .destination("/data")
+            .typ("bind")
+            .source(data.clone())
+            .options(vec!["rbind".to_string()])
+            .build()
+            .unwrap(),
+    );
+    s.set_mounts(Some(mounts));
+    s.set_hooks(Some(
+        HooksBuilder::default()
+            .start_container(vec![
+                HookBuilder::default().path("/bin/false").build().unwrap(),
+            ])
+            .build()
+            .unwrap(),
+    ));
+    let bundle = env.bundle(&id, &s);
+    let init = env
+        .runtime
+        .create(&id, &bundle, CreateOptions::default())
+        .unwrap();
+    let e = env.runtime.start(&id).unwrap_err();
+    assert!(
+        matches!(&e, berth_runtime::Error::Child { step: Step::StartContainerHook, path: Some(p), .. } if p == "/bin/false"),
+        "{e}"
+    );
+    assert_eq!(init.wait().unwrap(), ExitStatus::Exited(1));
+    assert!(!data.join("ran").exists());
+    env.runtime.delete(&id, false).unwrap();
+}

@@ -221,6 +221,15 @@ impl MountPlan {
             "sysfs" if dest.is_top("sys") => Some(SYSFS_MAGIC),
             _ => None,
         };
+        if on_proc && !dest.is_top("proc") && !PROC_BIND_ALLOWED.contains(&dest.display.as_str()) {
+            return Err(Error::spec(
+                format!("{field}.destination"),
+                format!(
+                    "{} cannot be mounted over: only /proc itself may be mounted",
+                    dest.display
+                ),
+            ));
+        }
         if dest.is_top("proc") && typ != "proc" {
             return Err(Error::spec(
                 format!("{field}.type"),

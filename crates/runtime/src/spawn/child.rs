@@ -289,6 +289,14 @@ pub(crate) fn container_process(plan: &ChildPlan) -> ! {
     {
         fail(fd0, Step::ParentDied, 0, sys::errno());
     }
+    // The startContainer hooks need our pid as the runtime sees it.
+    let mut host_pid = 0;
+    if !plan.start_hooks.is_empty() {
+        match sync::recv(fd0) {
+            Ok(Some(m)) if m.tag == tag::INIT_PID => host_pid = m.value,
+            _ => sys::exit_child(1),
+        }
+    }
     let (fd, listen_fd, console_fd) = match place_fds(plan) {
         Ok(v) => v,
         Err(e) => fail(fd0, Step::SetupStdio, 0, e),
@@ -444,6 +452,11 @@ pub(crate) fn container_process(plan: &ChildPlan) -> ! {
         }
         sys::close(listen_fd);
         report_fd = conn;
+        for (i, h) in plan.start_hooks.iter().enumerate() {
+            if let Err(e) = h.run(&plan.start_state, host_pid) {
+                fail(report_fd, Step::StartContainerHook, i as u32, e);
+            }
+        }
     } else {
         clear_pdeathsig();
     }

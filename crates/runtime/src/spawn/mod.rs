@@ -18,6 +18,8 @@
 pub(crate) mod child;
 mod clone;
 
+pub(crate) use clone::clone_raw;
+
 use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -62,6 +64,9 @@ pub(crate) struct SpawnRequest {
     /// A connected console socket (terminal only).
     pub(crate) console: Option<OwnedFd>,
     pub(crate) run_create_hooks: bool,
+    /// startContainer hooks (init only) and the state JSON they read.
+    pub(crate) start_hooks: Vec<crate::hooks_exec::StartHook>,
+    pub(crate) start_state: crate::hooks_exec::StateJson,
 }
 
 /// Everything the children read. Raw fd numbers refer to fds owned by the
@@ -84,6 +89,8 @@ pub(crate) struct ChildPlan {
     pub(crate) rootfs: Option<RootfsPlan>,
     pub(crate) process: ProcessPlan,
     pub(crate) run_create_hooks: bool,
+    pub(crate) start_hooks: Vec<crate::hooks_exec::StartHook>,
+    pub(crate) start_state: crate::hooks_exec::StateJson,
 }
 
 /// Kills and reaps a pid on drop unless disarmed.
@@ -153,6 +160,7 @@ fn describe(plan: &ChildPlan, step: Step, index: u32) -> Option<String> {
             .map(|h| h.to_string_lossy().into_owned()),
         Step::OpenProc => Some("/proc".into()),
         Step::TimeOffsets => Some("/proc/self/timens_offsets".into()),
+        Step::StartContainerHook => plan.start_hooks.get(i).map(|h| h.display.clone()),
         _ => None,
     }
 }
@@ -170,11 +178,12 @@ fn child_error(plan: &ChildPlan, m: &Msg) -> Error {
 
 /// Decodes an error record received after the sync channel (the start
 /// connection), for the same plan shape.
-pub(crate) fn decode_exec_error(m: &Msg, arg0: &str, cwd: &str) -> Error {
+pub(crate) fn decode_exec_error(m: &Msg, arg0: &str, cwd: &str, hooks: &[String]) -> Error {
     let step = Step::from_u32(m.step).unwrap_or(Step::Exec);
     let path = match step {
         Step::Exec => Some(arg0.to_string()),
         Step::Chdir | Step::VerifyCwd => Some(cwd.to_string()),
+        Step::StartContainerHook => hooks.get(m.index as usize).cloned(),
         _ => None,
     };
     Error::Child {
@@ -241,11 +250,13 @@ pub(crate) fn spawn(
         rootfs: req.rootfs,
         process: req.process,
         run_create_hooks: req.run_create_hooks,
+        start_hooks: req.start_hooks,
+        start_state: req.start_state,
     };
 
     // SAFETY: the child branch runs only `child::stage1`, which is
     // async-signal-safe, touches only the prepared plan and never returns.
-    let stage1 = match unsafe { clone::clone_raw(0) } {
+    let stage1 = match unsafe { clone_raw(0) } {
         Ok(0) => child::stage1(&plan),
         Ok(pid) => pid,
         Err(e) => return Err(Error::sys("clone", io::Error::from_raw_os_error(e))),
@@ -286,6 +297,11 @@ pub(crate) fn spawn(
         }
     }
     let pid = child_pid.unwrap_or(-1);
+    if !plan.start_hooks.is_empty() {
+        let mut m = Msg::new(tag::INIT_PID);
+        m.value = pid;
+        ch2.send(m)?;
+    }
     let mut child_reaper = Reaper { pid, armed: true };
     // Reap stage 1.
     stage1_reaper.armed = false;
