@@ -71,11 +71,16 @@ fn cstr(field: &str, s: &str) -> Result<std::ffi::CString> {
     std::ffi::CString::new(s).map_err(|_| Error::spec(field, "contains a NUL byte"))
 }
 
-/// Loads `<bundle>/config.json`.
+/// Loads and validates `<bundle>/config.json` (with `berth_oci::validate_json`,
+/// which reports every problem of the document at once).
+///
+/// Errors: [`Error::Io`] when the file cannot be read, [`Error::InvalidSpec`]
+/// listing the problems.
 pub fn load_spec(bundle: &Path) -> Result<Spec> {
     let path = bundle.join("config.json");
     let data = std::fs::read(&path).map_err(|e| Error::io("read", &path, e))?;
-    serde_json::from_slice(&data).map_err(|e| Error::spec("config.json", e.to_string()))
+    berth_oci::validate_json(&data)
+        .map_err(|e| Error::spec(path.display().to_string(), e.to_string()))
 }
 
 impl Runtime {

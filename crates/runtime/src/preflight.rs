@@ -1,11 +1,10 @@
 //! Pre-flight checks of a spec before anything is created.
 //!
-//! **Spec validation call site.** `berth_oci::validate(&Spec)` will be the
-//! suite's general validator; when it lands, call it from [`validate`] (the
-//! single place where the runtime validates a spec). Until then this module
-//! checks what the runtime itself relies on; the plan builders
-//! (`NsPlan`, `RootfsPlan`, `ProcessPlan`) reject the rest with precise
-//! field names.
+//! **Spec validation call site.** [`validate`] is the single place where
+//! the runtime validates a spec: it runs the suite's general validator
+//! (`berth_oci::validate`, every problem at once) and then the checks of
+//! what this runtime implements. The plan builders (`NsPlan`, `RootfsPlan`,
+//! `ProcessPlan`) reject the rest with precise field names.
 
 use oci_spec::runtime::Spec;
 
@@ -17,7 +16,7 @@ use crate::error::{Error, Result};
 /// section, a non-semver `ociVersion`, or relative hook paths;
 /// [`Error::Unsupported`] for features this runtime does not implement.
 pub fn validate(spec: &Spec) -> Result<()> {
-    // TODO(berth-oci): berth_oci::validate(spec)? goes here.
+    berth_oci::validate(spec).map_err(|e| Error::spec("config.json", e.to_string()))?;
     let v = spec.version();
     let mut parts = v.split(['.', '-', '+']);
     let semver_ok = (0..3).all(|_| parts.next().is_some_and(|p| p.parse::<u64>().is_ok()));

@@ -789,3 +789,29 @@ fn start_container_hooks_run_inside_before_the_program() {
     assert!(!data.join("ran").exists());
     env.runtime.delete(&id, false).unwrap();
 }
+
+#[test]
+fn invalid_config_is_refused_with_every_problem() {
+    if !privileged() {
+        return;
+    }
+    let env = Env::new();
+    let id = env.id("badconfig");
+    let bundle = env.bundle(&id, &spec(&["true"], &unique("cg")));
+    let mut v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(bundle.join("config.json")).unwrap()).unwrap();
+    v["process"]["capabilities"]["bounding"] = serde_json::json!(["CAP_SYS_ADMN"]);
+    v["process"]["cwd"] = serde_json::json!("relative/dir");
+    std::fs::write(bundle.join("config.json"), serde_json::to_vec(&v).unwrap()).unwrap();
+    let e = env
+        .runtime
+        .create(&id, &bundle, CreateOptions::default())
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidArgument);
+    let msg = e.to_string();
+    assert!(
+        msg.contains("CAP_SYS_ADMN") && msg.contains("process.cwd"),
+        "{msg}"
+    );
+    assert!(!env.runtime.root().join(&id).exists());
+}
