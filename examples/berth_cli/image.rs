@@ -137,7 +137,7 @@ pub fn run(store: &ContentStore, cmd: &ImageCommand) -> Result<()> {
                 path,
                 &ImportOptions {
                     name: name.as_deref(),
-                    platform: &choice,
+                    platform: choice,
                     progress: &bars,
                 },
             )

@@ -162,7 +162,7 @@ fn export_into_existing_layout_adds_entries_and_unknown_names_fail() {
         &t.store,
         &fx.join("busybox.oci.tar"),
         &ImportOptions {
-            platform: &PlatformChoice::All,
+            platform: PlatformChoice::All,
             ..Default::default()
         },
     )

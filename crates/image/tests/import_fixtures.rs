@@ -205,7 +205,7 @@ fn name_option_and_platform_choice() {
         &t2.store,
         &path,
         &ImportOptions {
-            platform: &arm,
+            platform: arm,
             ..Default::default()
         },
     )
@@ -220,7 +220,7 @@ fn name_option_and_platform_choice() {
         &t2.store,
         &fx.join("busybox.docker.tar"),
         &ImportOptions {
-            platform: &PlatformChoice::All,
+            platform: PlatformChoice::All,
             ..Default::default()
         },
     )

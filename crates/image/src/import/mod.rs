@@ -53,13 +53,13 @@ use source::{DirSource, Source, TarSource};
 const LEASE_TTL: Duration = Duration::from_secs(24 * 3600);
 
 /// What to import and how.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 pub struct ImportOptions<'a> {
     /// Name for the imported image, instead of the names in the source. The source must then
     /// hold exactly one image.
     pub name: Option<&'a str>,
     /// Which platforms of a multi-platform image to import.
-    pub platform: &'a PlatformChoice,
+    pub platform: PlatformChoice,
     /// Receives per-blob progress.
     pub progress: &'a dyn Progress,
 }
@@ -77,7 +77,7 @@ impl Default for ImportOptions<'_> {
     fn default() -> Self {
         ImportOptions {
             name: None,
-            platform: &PlatformChoice::Host,
+            platform: PlatformChoice::Host,
             progress: &NoProgress,
         }
     }
@@ -179,11 +179,11 @@ pub fn import(store: &ContentStore, path: &Path, opts: &ImportOptions<'_>) -> Re
     // Plan (documents verified and in memory, layers located).
     let (mut plan, docker_images, mut found) = match format {
         Format::OciDir | Format::OciArchive => {
-            let (plan, found) = oci::plan_layout(source, opts.platform)?;
+            let (plan, found) = oci::plan_layout(source, &opts.platform)?;
             (plan, Vec::new(), found)
         }
         Format::DockerArchive => {
-            let (plan, images) = docker::plan_archive(source, opts.platform)?;
+            let (plan, images) = docker::plan_archive(source, &opts.platform)?;
             (plan, images, Vec::new())
         }
     };
