@@ -159,7 +159,10 @@ fn multi_platform_index_host_one_or_all() {
     assert_eq!(r.images[0].target.digest, m.amd64.descriptor.digest);
 }
 
-fn tar_of(path: &Path, entries: &[(&str, Option<&[u8]>, Option<&str>)]) {
+/// An archive member: name, file data or symlink target.
+type Member<'a> = (&'a str, Option<&'a [u8]>, Option<&'a str>);
+
+fn tar_of(path: &Path, entries: &[Member<'_>]) {
     let mut b = tar::Builder::new(fs::File::create(path).unwrap());
     for (name, data, link) in entries {
         let mut h = tar::Header::new_gnu();
