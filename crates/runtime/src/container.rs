@@ -295,6 +295,19 @@ impl Runtime {
         Ok(init)
     }
 
+    /// `create` followed by `start` (what `runc run` does).
+    ///
+    /// If `start` fails the container is deleted before the error is returned.
+    pub fn run(&self, id: &str, bundle: &Path, opts: CreateOptions) -> Result<ContainerProcess> {
+        let init = self.create(id, bundle, opts)?;
+        if let Err(e) = self.start(id) {
+            let _ = self.delete(id, true);
+            let _ = init.wait();
+            return Err(e);
+        }
+        Ok(init)
+    }
+
     /// Starts the user program of a created container.
     ///
     /// Returns once the program was exec'd. Errors: [`Error::InvalidState`]

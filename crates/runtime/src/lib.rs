@@ -10,6 +10,23 @@
 //! per container under the root (default [`state::DEFAULT_ROOT`]), so each
 //! step can be a separate process (a runc-style CLI).
 //!
+//! # Example
+//! ```no_run
+//! use berth_runtime::{CreateOptions, Runtime, Stdio};
+//! # fn main() -> berth_runtime::Result<()> {
+//! let rt = Runtime::new(berth_runtime::state::DEFAULT_ROOT)?;
+//! // bundle/config.json + bundle/rootfs, e.g. from `runc spec`.
+//! let init = rt.create("web", "bundle".as_ref(), CreateOptions {
+//!     stdin: Stdio::Null,
+//!     ..Default::default()
+//! })?;
+//! rt.start("web")?; // the user program is now exec'd
+//! println!("{}", serde_json::to_string(&rt.state("web")?.to_oci()).unwrap_or_default());
+//! let status = init.wait()?; // only the creating process can wait
+//! rt.delete("web", false)?;
+//! # let _ = status; Ok(()) }
+//! ```
+//!
 //! # Design
 //! - **Spawn path** ([`spawn`](crate) internals): the runtime clones a
 //!   stage-1 child, which joins/creates namespaces and clones the container

@@ -815,3 +815,51 @@ fn invalid_config_is_refused_with_every_problem() {
     );
     assert!(!env.runtime.root().join(&id).exists());
 }
+
+#[test]
+fn run_is_create_plus_start_and_cleans_up_on_failure() {
+    if !privileged() {
+        return;
+    }
+    let env = Env::new();
+    let id = env.id("run");
+    let (r, w) = pipe();
+    let bundle = env.bundle(&id, &spec(&["echo", "ran"], &unique("cg")));
+    let init = env
+        .runtime
+        .run(
+            &id,
+            &bundle,
+            CreateOptions {
+                stdout: Stdio::Fd(w),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(init.wait().unwrap(), ExitStatus::Exited(0));
+    assert_eq!(read_all(r), "ran\n");
+    env.runtime.delete(&id, false).unwrap();
+
+    let id = env.id("run-fail");
+    let cg = unique("cg");
+    let bundle = env.bundle(&id, &spec(&["/nope"], &cg));
+    let e = env
+        .runtime
+        .run(&id, &bundle, CreateOptions::default())
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            berth_runtime::Error::Child {
+                step: Step::Exec,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert_eq!(
+        env.runtime.state(&id).unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+    assert_no_cgroup(&cg);
+}

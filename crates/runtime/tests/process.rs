@@ -489,3 +489,36 @@ fn user_namespace_with_mappings() {
     assert_eq!(st, ExitStatus::Exited(0), "{err}");
     assert_eq!(out, "0\n 0 200000 65536\ndev-ok\nberth-test\n");
 }
+
+#[test]
+fn leaked_fd_cwd_cannot_reach_the_host() {
+    if !privileged() {
+        return;
+    }
+    // CVE-2024-21626: a host directory fd leaked into init plus
+    // cwd=/proc/self/fd/N would give the container a host cwd.
+    let host_dir = std::fs::File::open("/").unwrap();
+    // SAFETY: dup of an fd we own, deliberately without close-on-exec.
+    let leaked = unsafe { libc::dup(host_dir.as_raw_fd()) };
+    assert!(leaked > 2);
+    let env = Env::new();
+    let id = env.id("cwdleak");
+    let mut p = process_builder(&["sh", "-c", "pwd; ls"]).build().unwrap();
+    p.set_cwd(format!("/proc/self/fd/{leaked}").into());
+    let bundle = env.bundle(&id, &sh_spec("").process(p).build().unwrap());
+    let r = env.runtime.create(&id, &bundle, Default::default());
+    // SAFETY: closing our own dup.
+    unsafe { libc::close(leaked) };
+    let e = r.unwrap_err();
+    assert!(
+        matches!(
+            &e,
+            berth_runtime::Error::Child {
+                step: berth_runtime::Step::Chdir | berth_runtime::Step::VerifyCwd,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert!(!env.runtime.root().join(&id).exists());
+}
