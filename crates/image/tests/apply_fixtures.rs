@@ -166,6 +166,55 @@ fn debian_gzip_matches_umoci() {
     compare_with_umoci(layout.path(), "bookworm");
 }
 
+/// The zstd Debian image (written by skopeo; umoci refuses it) has the same diffIDs as the gzip
+/// one: every layer must decode and apply to exactly those diffIDs and blob digests.
+#[test]
+fn debian_zstd_layers_apply_with_the_configs_diff_ids() {
+    let archive = fixtures().join("debian-zstd.oci.tar");
+    if !archive.exists() {
+        return skip_or_fail(&format!("fixture {} is missing", archive.display()));
+    }
+    let layout = tempfile::Builder::new()
+        .prefix("berth-apply-layout-")
+        .tempdir()
+        .unwrap();
+    tar::Archive::new(std::fs::File::open(&archive).unwrap())
+        .unpack(layout.path())
+        .unwrap();
+    let index = read_json(&layout.path().join("index.json"));
+    let manifest = read_json(&blob_path(
+        layout.path(),
+        index["manifests"][0]["digest"].as_str().unwrap(),
+    ));
+    let config = read_json(&blob_path(
+        layout.path(),
+        manifest["config"]["digest"].as_str().unwrap(),
+    ));
+    let root = layout.path().join("rootfs");
+    std::fs::create_dir(&root).unwrap();
+    let layers = manifest["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 3);
+    for (layer, diff_id) in layers
+        .iter()
+        .zip(config["rootfs"]["diff_ids"].as_array().unwrap())
+    {
+        assert_eq!(layer["mediaType"], berth_oci::media_type::OCI_LAYER_ZSTD);
+        let digest: Digest = layer["digest"].as_str().unwrap().parse().unwrap();
+        let stats = apply_layer_file(
+            &blob_path(layout.path(), layer["digest"].as_str().unwrap()),
+            &root,
+            ApplyOptions::default()
+                .with_compression(berth_oci::Compression::Zstd)
+                .with_expected_digest(digest)
+                .with_expected_diff_id(diff_id.as_str().unwrap().parse().unwrap())
+                .with_no_same_owner(!is_root()),
+        )
+        .unwrap();
+        assert_eq!(stats.compression, berth_oci::Compression::Zstd);
+    }
+    assert!(root.join("usr/bin/bash").is_file() || root.join("bin/bash").exists());
+}
+
 fn make_writable(dir: &Path) {
     use std::os::unix::fs::PermissionsExt;
     for e in walkdir::WalkDir::new(dir) {

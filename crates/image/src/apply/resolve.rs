@@ -135,8 +135,9 @@ impl Root {
                         self.openat2.store(false, Ordering::Relaxed);
                         break;
                     }
-                    // Missing components are resolved lexically (and created) by the walk.
-                    Err(Errno::NOENT) => break,
+                    // Missing components are resolved lexically (and created) by the walk,
+                    // which also has no PATH_MAX limit.
+                    Err(Errno::NOENT) | Err(Errno::NAMETOOLONG) => break,
                     Err(e) => return Err(e.into()),
                 }
             }

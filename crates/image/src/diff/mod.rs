@@ -16,6 +16,10 @@
 //! Round trip: [`apply_layer`](crate::apply::apply_layer) of the produced layer onto a copy of
 //! `lower` reproduces `upper` (content, mode, owner, captured xattrs, symlinks, hardlinks).
 //!
+//! Overlay uppers written with `redirect_dir=on` or `metacopy=on` are not supported (a renamed
+//! directory or a metadata-only copy-up would need the lower layers to resolve); berth's
+//! overlay snapshotter mounts without them.
+//!
 //! # Concurrency
 //! Blocking. The trees must not change during the diff (diff a committed or unmounted
 //! snapshot); a file that shrinks while being read is reported as an error instead of producing
