@@ -10,7 +10,7 @@
 mod apply_support;
 
 use std::io::Write;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 
 use apply_support::{Sandbox, TarBuilder, is_root, skip_or_fail};
 use berth_image::apply::{ApplyOptions, Error, apply_layer, apply_layer_file};
@@ -185,6 +185,47 @@ fn overlay_whiteouts_are_converted() {
     assert!(sb.root.join("d/kept").exists());
     assert!(!sb.root.join("d/.wh..wh..opq").exists());
     assert!(!sb.root.join(".wh.gone").exists());
+}
+
+#[test]
+fn missing_parents_copy_lower_layer_metadata() {
+    if !is_root() {
+        return skip_or_fail("chown to other users needs root");
+    }
+    let sb = Sandbox::new();
+    let lower = sb.tmp.path().join("lower");
+    std::fs::create_dir_all(lower.join("d/e")).unwrap();
+    std::os::unix::fs::chown(lower.join("d"), Some(1234), Some(4321)).unwrap();
+    std::fs::set_permissions(lower.join("d"), std::fs::Permissions::from_mode(0o710)).unwrap();
+    filetime::set_file_mtime(
+        lower.join("d"),
+        filetime::FileTime::from_unix_time(1_234_567, 0),
+    )
+    .unwrap();
+    let layer = TarBuilder::new()
+        .file("d/e/f", b"x", 0o644)
+        .file("new/g", b"y", 0o644)
+        .finish();
+    apply_layer(
+        &sb.root,
+        &layer[..],
+        ApplyOptions::default()
+            .with_overlay_whiteouts(true)
+            .with_parent_layers(vec![lower.clone()]),
+    )
+    .unwrap();
+    let d = std::fs::metadata(sb.root.join("d")).unwrap();
+    assert_eq!((d.uid(), d.gid(), d.mode() & 0o7777), (1234, 4321, 0o710));
+    assert_eq!(d.mtime(), 1_234_567);
+    let n = std::fs::metadata(sb.root.join("new")).unwrap();
+    assert_eq!(n.mode() & 0o7777, 0o755 & !umask());
+}
+
+/// The process umask, read without changing it (tests run in parallel threads).
+fn umask() -> u32 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("Umask:")).unwrap();
+    u32::from_str_radix(line["Umask:".len()..].trim(), 8).unwrap()
 }
 
 #[test]

@@ -24,6 +24,7 @@ pub(super) struct Applier<'r> {
     dir_times: Vec<(Components, Timestamps)>,
     root_times: Option<Timestamps>,
     buf: Vec<u8>,
+    lowers: Vec<Root>,
 }
 
 impl std::fmt::Debug for Applier<'_> {
@@ -48,7 +49,12 @@ pub(super) enum Outcome {
 }
 
 impl<'r> Applier<'r> {
-    pub(super) fn new(root: &'r Root, no_same_owner: bool, overlay: bool) -> Self {
+    pub(super) fn new(
+        root: &'r Root,
+        no_same_owner: bool,
+        overlay: bool,
+        lowers: Vec<Root>,
+    ) -> Self {
         Applier {
             root,
             no_same_owner,
@@ -57,7 +63,66 @@ impl<'r> Applier<'r> {
             dir_times: Vec::new(),
             root_times: None,
             buf: vec![0u8; 256 * 1024],
+            lowers,
         }
+    }
+
+    /// Resolves (creating if needed) the parent directory `comps`. Without lower layers missing
+    /// directories get mode 0755; with them, each created directory copies the owner, mode and
+    /// mtime of the same directory in the nearest lower layer that has it (so an overlay upper
+    /// directory does not mask the lower one's metadata).
+    fn parent_dir(&mut self, comps: &[Vec<u8>]) -> io::Result<OwnedFd> {
+        if self.lowers.is_empty() {
+            return self.root.resolve_dir(comps, true);
+        }
+        match self.root.resolve_dir(comps, false) {
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+            other => return other,
+        }
+        for n in 1..=comps.len() {
+            let prefix = &comps[..n];
+            match self.root.resolve_dir(prefix, false) {
+                Ok(_) => continue,
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+                Err(e) => return Err(e),
+            }
+            let fd = self.root.resolve_dir(prefix, true)?;
+            self.copy_lower_metadata(prefix, &fd)?;
+        }
+        self.root.resolve_dir(comps, false)
+    }
+
+    fn copy_lower_metadata(&mut self, prefix: &[Vec<u8>], fd: &OwnedFd) -> io::Result<()> {
+        for lower in &self.lowers {
+            let lfd = match lower.resolve_dir(prefix, false) {
+                Ok(lfd) => lfd,
+                Err(e) if is_absent(&e) => continue,
+                Err(e) => return Err(e),
+            };
+            let st = rustix::fs::fstat(&lfd)?;
+            let dir = open_dir(fd, OsStr::new("."))?;
+            if !self.no_same_owner {
+                rustix::fs::fchown(
+                    &dir,
+                    Some(rustix::fs::Uid::from_raw(st.st_uid)),
+                    Some(rustix::fs::Gid::from_raw(st.st_gid)),
+                )?;
+            }
+            rustix::fs::fchmod(&dir, Mode::from_raw_mode(st.st_mode & 0o7777))?;
+            let t = rustix::fs::Timespec {
+                tv_sec: st.st_mtime,
+                tv_nsec: st.st_mtime_nsec as _,
+            };
+            self.dir_times.push((
+                prefix.to_vec(),
+                Timestamps {
+                    last_access: t,
+                    last_modification: t,
+                },
+            ));
+            break;
+        }
+        Ok(())
     }
 
     /// Applies one entry. `stream_err` turns an error reading the entry's data into the right
@@ -133,8 +198,7 @@ impl<'r> Applier<'r> {
         }
 
         let parent = self
-            .root
-            .resolve_dir(parent_comps, true)
+            .parent_dir(parent_comps)
             .map_err(io_err("resolve parent"))?;
         let is_dir = kind == EntryType::Directory;
         let merge = match resolve::lstat_at(parent.as_fd(), base_os).map_err(io_err("lstat"))? {

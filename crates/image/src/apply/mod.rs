@@ -70,6 +70,10 @@ pub struct ApplyOptions<'a> {
     /// applying straight into an empty overlay upper directory. Needs `CAP_MKNOD` and
     /// `CAP_SYS_ADMIN` (for `trusted.*`).
     pub overlay_whiteouts: bool,
+    /// Lower layers of the root (nearest first), consulted when a missing parent directory
+    /// must be created: it copies the owner, mode and mtime of the lower directory instead of
+    /// defaulting to 0755 root (needed when applying into an overlay upper directory).
+    pub parent_layers: Vec<std::path::PathBuf>,
     /// Use the userspace resolver even when openat2 is available (for tests and sandboxes
     /// whose seccomp profile misreports openat2).
     pub force_userspace_resolver: bool,
@@ -88,6 +92,7 @@ impl fmt::Debug for ApplyOptions<'_> {
             .field("total_size", &self.total_size)
             .field("no_same_owner", &self.no_same_owner)
             .field("overlay_whiteouts", &self.overlay_whiteouts)
+            .field("parent_layers", &self.parent_layers)
             .field("force_userspace_resolver", &self.force_userspace_resolver)
             .field("progress", &self.progress.is_some())
             .finish()
@@ -133,6 +138,11 @@ impl<'a> ApplyOptions<'a> {
     /// Sets [`ApplyOptions::overlay_whiteouts`].
     pub fn with_overlay_whiteouts(mut self, v: bool) -> Self {
         self.overlay_whiteouts = v;
+        self
+    }
+    /// Sets [`ApplyOptions::parent_layers`].
+    pub fn with_parent_layers(mut self, lowers: Vec<std::path::PathBuf>) -> Self {
+        self.parent_layers = lowers;
         self
     }
     /// Sets [`ApplyOptions::force_userspace_resolver`].
@@ -313,7 +323,23 @@ pub fn apply_layer<R: Read>(
     };
 
     let mut archive = tar::Archive::new(tee);
-    let mut applier = entry::Applier::new(&root_dir, opts.no_same_owner, opts.overlay_whiteouts);
+    let mut lowers = Vec::with_capacity(opts.parent_layers.len());
+    for path in &opts.parent_layers {
+        let lower = resolve::Root::open(path).map_err(|source| Error::Root {
+            path: path.clone(),
+            source,
+        })?;
+        if opts.force_userspace_resolver {
+            lower.force_fallback();
+        }
+        lowers.push(lower);
+    }
+    let mut applier = entry::Applier::new(
+        &root_dir,
+        opts.no_same_owner,
+        opts.overlay_whiteouts,
+        lowers,
+    );
     let mut entries = 0u64;
     for item in archive.entries().map_err(&stream_err)? {
         let mut item = item.map_err(&stream_err)?;
