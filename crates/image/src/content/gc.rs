@@ -3,7 +3,7 @@
 //! **Roots**: the target of every image record; every resource of every lease that has not
 //! expired; every blob labelled `containerd.io/gc.root`. **Edges**: from an index to its
 //! manifests, from a manifest to its config, layers and subject (JSON parsed with the
-//! [`MAX_DOCUMENT_SIZE`](super::MAX_DOCUMENT_SIZE) cap; a blob reached without a media type —
+//! [`MAX_DOCUMENT_SIZE`] cap; a blob reached without a media type —
 //! from a lease or a label — is parsed if it looks like such a document), and from any blob to
 //! the digests in its `containerd.io/gc.ref.content[.*]` labels.
 //!

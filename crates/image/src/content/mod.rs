@@ -18,7 +18,7 @@
 //! racing end with exactly one `AlreadyExists`), fsyncs the directory and makes the blob
 //! read-only. A writer dropped without commit, or a process killed mid-write, leaves an ingest
 //! that the next `writer` call with the same ref resumes at its offset, restoring the saved hash
-//! state and hashing only the bytes written after it. [`ContentStore::ingest`] and [`copy`] are
+//! state and hashing only the bytes written after it. [`ContentStore::ingest`] and [`copy()`] are
 //! the copy helpers: they resume, verify, and treat `AlreadyExists` as success.
 //!
 //! # Reading
@@ -35,10 +35,12 @@
 //! [`ContentStore`] is `Clone + Send + Sync` (an `Arc` inside). Several processes may open the
 //! same root at once.
 
+mod blobs;
 pub mod copy;
 pub mod filter;
 pub mod gc;
 pub(crate) mod ingest;
+mod ingest_manager;
 mod pump;
 pub mod reader;
 mod store;
@@ -51,11 +53,12 @@ use std::time::SystemTime;
 
 use berth_oci::Digest;
 
+pub use blobs::{CorruptBlob, VerifyReport};
 pub use copy::{ReadAt, copy, copy_at, copy_seek};
 pub use filter::Filter;
 pub use gc::{GcOptions, GcReport};
 pub use reader::BlobReader;
-pub use store::{ContentStore, CorruptBlob, VerifyReport};
+pub use store::ContentStore;
 pub use writer::Writer;
 
 /// What is known in advance about the content an ingest will receive.
