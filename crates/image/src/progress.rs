@@ -56,7 +56,7 @@ const REPORT_EVERY: u64 = 512 * 1024;
 
 /// A reader adapter that reports the bytes read through it as one item's progress.
 ///
-/// It reports when created (`done = 0`), every [`REPORT_EVERY`] bytes, and at end of stream;
+/// It reports when created (`done = 0`), every 512 KiB, and at end of stream;
 /// call [`ProgressReader::finish`] once the item is fully processed (for example committed)
 /// to report `finished = true`.
 pub struct ProgressReader<'p, R> {
