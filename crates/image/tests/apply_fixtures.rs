@@ -42,7 +42,7 @@ fn read_json(path: &Path) -> serde_json::Value {
 
 /// Applies every layer of the image tagged `tag` in `layout` onto a fresh dir, checks the
 /// diffIDs, unpacks the same image with umoci and compares the trees.
-fn compare_with_umoci(layout: &Path, tag: &str) {
+fn compare_with_umoci(layout: &Path, tag: &str, also_fallback: bool) {
     let index = read_json(&layout.join("index.json"));
     let manifest_desc = index["manifests"]
         .as_array()
@@ -86,6 +86,26 @@ fn compare_with_umoci(layout: &Path, tag: &str) {
         .unwrap_or_else(|e| panic!("applying {digest}: {e}"));
         assert_eq!(stats.diff_id, expected);
         assert_eq!(stats.compressed_size, layer["size"].as_u64().unwrap());
+    }
+
+    if also_fallback {
+        // The userspace resolver must build the very same tree.
+        let fallback = work.path().join("fallback");
+        std::fs::create_dir(&fallback).unwrap();
+        for layer in layers {
+            let digest = layer["digest"].as_str().unwrap();
+            apply_layer_file(
+                &blob_path(layout, digest),
+                &fallback,
+                ApplyOptions::default().with_userspace_resolver(true),
+            )
+            .unwrap();
+        }
+        let d = tree_diff(&snapshot(&ours, true), &snapshot(&fallback, true));
+        assert!(
+            d.is_empty(),
+            "openat2 and fallback resolvers differ: {d:#?}"
+        );
     }
 
     let theirs = work.path().join("umoci");
@@ -147,7 +167,7 @@ fn busybox_matches_umoci() {
         .unwrap();
     assert!(status.success());
     make_writable(copy.path());
-    compare_with_umoci(copy.path(), "latest");
+    compare_with_umoci(copy.path(), "latest", true);
 }
 
 #[test]
@@ -163,7 +183,7 @@ fn debian_gzip_matches_umoci() {
     let mut a = tar::Archive::new(std::fs::File::open(&archive).unwrap());
     a.unpack(layout.path()).unwrap();
     make_writable(layout.path());
-    compare_with_umoci(layout.path(), "bookworm");
+    compare_with_umoci(layout.path(), "bookworm", false);
 }
 
 /// The zstd Debian image (written by skopeo; umoci refuses it) has the same diffIDs as the gzip

@@ -98,6 +98,29 @@ fn devices_and_fifos_are_created() {
 }
 
 #[test]
+fn directories_are_created_without_parent_entries() {
+    let sb = Sandbox::new();
+    std::fs::create_dir(sb.root.join("etc")).unwrap();
+    let layer = TarBuilder::new()
+        .dir("/etc/subdir", 0o755)
+        .dir("/etc/subdir2/", 0o755)
+        .dir("/etc/subdir2/more", 0o755)
+        .dir("/other/noparent-1/1", 0o755)
+        .dir("/other/noparent-2/2/", 0o755)
+        .finish();
+    apply(&sb, &layer).unwrap();
+    for d in [
+        "etc/subdir",
+        "etc/subdir2",
+        "etc/subdir2/more",
+        "other/noparent-1/1",
+        "other/noparent-2/2",
+    ] {
+        assert!(sb.root.join(d).is_dir(), "{d}");
+    }
+}
+
+#[test]
 fn whiteout_with_empty_name_is_invalid() {
     let sb = Sandbox::new();
     assert_invalid(apply(
