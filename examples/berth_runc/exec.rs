@@ -56,6 +56,9 @@ pub fn exec(root: &Path, args: &ExecArgs) -> Result<ExitCode> {
         pid_file: args.pid_file.clone(),
         ..ExecOptions::default()
     };
+    if !args.detach {
+        foreground::catch_signals();
+    }
     let child = rt
         .exec(&args.id, &process, options)
         .map_err(|e| runtime_error(e, "exec"))?;

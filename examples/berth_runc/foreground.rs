@@ -11,7 +11,7 @@ use std::io::{IoSliceMut, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 
 use anyhow::{Context, Result, bail};
 use berth_runtime::{ContainerProcess, ExitStatus};
@@ -85,13 +85,35 @@ pub fn receive_fd(sock: BorrowedFd<'_>) -> Result<OwnedFd> {
 }
 
 static CHILD: AtomicI32 = AtomicI32::new(0);
+/// Signals received before the child was known (bit n = signal n), delivered once it is.
+static PENDING: AtomicU64 = AtomicU64::new(0);
 static WINCH: AtomicBool = AtomicBool::new(false);
+
+/// The signals a foreground `run`/`exec` passes on to its process.
+const FORWARDED: [libc::c_int; 6] = [
+    libc::SIGINT,
+    libc::SIGTERM,
+    libc::SIGHUP,
+    libc::SIGQUIT,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+];
 
 extern "C" fn forward(sig: libc::c_int) {
     let pid = CHILD.load(Ordering::Relaxed);
     if pid > 0 {
         // SAFETY: kill is async-signal-safe; signalling our own child.
         unsafe { libc::kill(pid, sig) };
+    } else if (0..64).contains(&sig) {
+        PENDING.fetch_or(1 << sig, Ordering::Relaxed);
+    }
+}
+
+/// Starts catching the forwarded signals, before the process exists: what arrives before
+/// [`wait`] is held and delivered to the process then.
+pub fn catch_signals() {
+    for sig in FORWARDED {
+        install(sig, forward, true);
     }
 }
 
@@ -114,16 +136,14 @@ fn install(sig: libc::c_int, handler: extern "C" fn(libc::c_int), restart: bool)
 /// Waits for a foreground process: forwards signals to it, proxies its terminal if `master`
 /// is given, and returns its exit status.
 pub fn wait(process: &ContainerProcess, master: Option<OwnedFd>) -> Result<ExitStatus> {
+    catch_signals();
     CHILD.store(process.pid(), Ordering::Relaxed);
-    for sig in [
-        libc::SIGINT,
-        libc::SIGTERM,
-        libc::SIGHUP,
-        libc::SIGQUIT,
-        libc::SIGUSR1,
-        libc::SIGUSR2,
-    ] {
-        install(sig, forward, true);
+    let pending = PENDING.swap(0, Ordering::Relaxed);
+    for sig in FORWARDED {
+        if pending & (1 << sig) != 0 {
+            // SAFETY: signalling our own child.
+            unsafe { libc::kill(process.pid(), sig) };
+        }
     }
     if let Some(master) = master {
         proxy_terminal(master)?;

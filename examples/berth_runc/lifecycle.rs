@@ -97,7 +97,9 @@ pub fn run(root: &Path, args: &RunArgs) -> Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    // Foreground: our own console socket when the process wants a terminal.
+    // Foreground: signals that arrive from now on are passed to the container's process.
+    foreground::catch_signals();
+    // Our own console socket when the process wants a terminal.
     let console = match (terminal, &args.opts.console_socket) {
         (true, None) => {
             let listener = ConsoleListener::new(root, &args.id)?;
