@@ -221,8 +221,12 @@ impl Drop for StateRoot {
     }
 }
 
-/// Whether bundles keep the default spec's deny-all device rule (see [`Bundle::busybox`]).
-pub const KEEP_DEVICE_RULES: bool = false;
+/// Whether berth-runtime allows the default devices (/dev/null, zero, full, random, urandom,
+/// tty, ptmx, pts) in the devices cgroup whatever the spec's rules, as runc does. Until it does,
+/// a spec with the usual deny-all rule (runc's and berth-runc's default spec, podman's) fails at
+/// the mknod of /dev/null, so the tests drop that rule from their bundles and podman is given
+/// an allow-all device rule. Flip to `true` once the library adds the default allowances.
+pub const LIBRARY_ALLOWS_DEFAULT_DEVICES: bool = false;
 
 /// A busybox bundle in a temp dir: `rootfs/` from /bin/busybox and `config.json` from
 /// `berth-runc spec`, edited by the caller.
@@ -269,13 +273,8 @@ impl Bundle {
             c["process"]["args"] = serde_json::json!(args);
             c["process"]["terminal"] = serde_json::json!(terminal);
             c["root"]["readonly"] = serde_json::json!(false);
-            if !KEEP_DEVICE_RULES {
-                // berth-runtime does not yet allow the default devices in the devices cgroup
-                // (runc adds them to every deny-all rule set), so the deny-all rule of the
-                // default spec would make the mknod of /dev/null fail.
-                if let Some(linux) = c["linux"].as_object_mut() {
-                    linux.remove("resources");
-                }
+            if !LIBRARY_ALLOWS_DEFAULT_DEVICES && let Some(linux) = c["linux"].as_object_mut() {
+                linux.remove("resources");
             }
         });
         bundle
