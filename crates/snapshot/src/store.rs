@@ -310,25 +310,23 @@ impl<D: Driver> Store<D> {
 
     pub fn remove(&self, key: &str) -> Result<()> {
         self.check_open()?;
-        let doomed = {
+        let id = {
             let session = self.meta.session()?;
             let tx = session.begin_write()?;
             let (id, _kind) = tx.remove(key)?;
             tx.commit()?;
-            // Still under the lock: move the directory out of the id namespace, so a later
-            // create (or cleanup) never sees it under a live name.
-            let dir = self.paths.dir(id);
-            let doomed = self.paths.snapshots.join(fsutil::unique_name("rm-"));
-            match fs::rename(&dir, &doomed) {
-                Ok(()) => Some(doomed),
-                Err(e) => {
-                    tracing::warn!(dir = %dir.display(), error = %e, "cannot move removed snapshot; cleanup will retry");
-                    None
-                }
-            }
+            id
         };
-        if let Some(d) = doomed {
-            remove_dir_logged(&d);
+        // Phase two: the directory is now unowned. Move it out of the id namespace and
+        // delete it; a concurrent cleanup may have swept it already, which is fine.
+        let dir = self.paths.dir(id);
+        let doomed = self.paths.snapshots.join(fsutil::unique_name("rm-"));
+        match fs::rename(&dir, &doomed) {
+            Ok(()) => remove_doomed(&doomed, true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::warn!(dir = %dir.display(), error = %e, "cannot move removed snapshot; cleanup will retry");
+            }
         }
         Ok(())
     }
@@ -347,8 +345,11 @@ impl<D: Driver> Store<D> {
         self.check_open()?;
         let mut doomed = Vec::new();
         {
+            // The write transaction is the root-wide critical section: no create can
+            // publish a directory while the sweep decides what is unowned.
             let session = self.meta.session()?;
-            let ids = session.ids()?;
+            let tx = session.begin_write()?;
+            let ids = tx.ids()?;
             let entries = fs::read_dir(&self.paths.snapshots)
                 .map_err(|e| Error::io("readdir", &self.paths.snapshots, e))?;
             for entry in entries {
@@ -376,18 +377,17 @@ impl<D: Driver> Store<D> {
                     tracing::warn!(entry = %path.display(), "unknown entry in snapshots directory left alone");
                 }
             }
+            // Nothing to write: dropping the transaction aborts it.
         }
-        let mut first = None;
         for d in doomed {
-            if let Err(e) = remove_dir(&d) {
-                first.get_or_insert(e);
-            }
+            remove_doomed(&d, false);
         }
-        first.map_or(Ok(()), Err)
+        Ok(())
     }
 
     pub fn close(&self) -> Result<()> {
         self.closed.store(true, Ordering::Release);
+        self.meta.close();
         Ok(())
     }
 
@@ -421,6 +421,20 @@ impl Drop for Building {
             remove_dir_logged(&self.dir);
         }
         self.lock.take();
+    }
+}
+
+/// Deletes an `rm-*` directory while holding its flock, so two deleters (a remove and a
+/// cleanup, possibly in different processes) never work on the same tree. With `wait`
+/// false, a directory someone else is deleting is skipped.
+fn remove_doomed(path: &Path, wait: bool) {
+    match fsutil::lock_dir(path, wait) {
+        Ok(Some(_lock)) => remove_dir_logged(path),
+        Ok(None) => {}
+        Err(Error::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => {
+            tracing::warn!(dir = %path.display(), error = %e, "cannot lock directory for removal")
+        }
     }
 }
 

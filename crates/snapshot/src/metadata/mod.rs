@@ -17,19 +17,23 @@
 //! labels only (`labels`, `labels.<k>`).
 //!
 //! # Several processes
-//! redb lets only one handle open a file at a time, so the store never keeps the database
-//! open between operations: every operation takes an exclusive `flock` on `<root>/lock`
-//! (a fresh open file description, so threads of one process exclude each other too), opens
-//! the database, runs one transaction plus the directory work that belongs to it, closes the
-//! database and drops the lock. Any number of processes and threads may therefore share a
-//! root; operations on it are serialised. Opening costs well under a millisecond on a clean
-//! file; after a crash redb repairs the file on the next open.
+//! The database is opened once per handle in redb's `ConcurrencyMode::MultiWriter` (redb ≥
+//! 4.5): any number of processes and handles may have it open; write transactions are
+//! serialised across all of them (open-file-description locks, so two handles in one process
+//! exclude each other too), reads run concurrently on MVCC snapshots. Directory work that
+//! must be atomic with a record change (create's rename into place, the cleanup sweep) runs
+//! inside the write transaction, which therefore acts as the root-wide critical section.
+//!
+//! `<root>/lock` serialises only the opening of a root (database creation and the schema
+//! check), so two processes initialising a fresh root do not race. It is held exclusively
+//! for the duration of [`MetaStore::open`] and not afterwards: open handles never block
+//! each other through it.
 
-use std::collections::HashSet;
-use std::fs::{File, OpenOptions};
+use std::fs::OpenOptions;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
@@ -87,19 +91,17 @@ pub(crate) struct Snapshot {
     pub parent_ids: Vec<u64>,
 }
 
-/// Handle on a root's metadata; cheap, holds no open file between operations.
+/// Handle on a root's metadata: the open database.
 #[derive(Debug)]
 pub(crate) struct MetaStore {
     db_path: PathBuf,
-    lock_path: PathBuf,
+    db: Mutex<Option<Arc<redb::Database>>>,
 }
 
-/// One locked operation: the root lock plus the open database.
-/// Field order matters: the database closes before the lock is released.
+/// Access to the database for one operation (keeps it open even across a `close`).
 #[derive(Debug)]
 pub(crate) struct Session {
-    db: redb::Database,
-    _lock: File,
+    db: Arc<redb::Database>,
     path: PathBuf,
 }
 
@@ -134,19 +136,8 @@ fn corrupt(path: &Path, key: &str, reason: impl Into<String>) -> Error {
 impl MetaStore {
     /// Opens (creating if needed) the metadata of `root` and checks the schema version.
     pub fn open(root: &Path) -> Result<Self> {
-        let store = MetaStore {
-            db_path: root.join(DB_FILE),
-            lock_path: root.join(LOCK_FILE),
-        };
-        let session = store.session()?;
-        let tx = session.begin_write()?;
-        tx.init_schema()?;
-        tx.commit()?;
-        Ok(store)
-    }
-
-    /// Takes the root lock and opens the database.
-    pub fn session(&self) -> Result<Session> {
+        let lock_path = root.join(LOCK_FILE);
+        let db_path = root.join(DB_FILE);
         let lock = OpenOptions::new()
             .read(true)
             .write(true)
@@ -154,30 +145,58 @@ impl MetaStore {
             .truncate(false)
             .mode(0o600)
             .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
-            .open(&self.lock_path)
-            .map_err(|e| Error::io("open lock file", &self.lock_path, e))?;
-        rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)
-            .map_err(|e| Error::io("flock", &self.lock_path, e.into()))?;
-        // Under the lock nobody else should hold the file; a handle still closing in this
-        // process (a dropped transaction) can linger for a moment, so retry briefly.
-        let mut delay = Duration::from_millis(1);
-        let db = loop {
-            let mut builder = redb::Database::builder();
-            builder.set_cache_size(8 << 20);
-            match builder.create(&self.db_path) {
-                Ok(db) => break db,
-                Err(redb::DatabaseError::DatabaseAlreadyOpen) if delay < Duration::from_secs(2) => {
-                    std::thread::sleep(delay);
-                    delay *= 2;
-                }
-                Err(e) => return Err(db_err(&self.db_path, "open", e)),
-            }
+            .open(&lock_path)
+            .map_err(|e| Error::io("open lock file", &lock_path, e))?;
+        let flock =
+            |op| rustix::fs::flock(&lock, op).map_err(|e| Error::io("flock", &lock_path, e.into()));
+        flock(rustix::fs::FlockOperation::LockExclusive)?;
+        let mut builder = redb::Database::builder();
+        builder
+            .set_cache_size(8 << 20)
+            .set_concurrency_mode(redb::ConcurrencyMode::MultiWriter);
+        let db = builder.create(&db_path).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => Error::Unavailable {
+                reason: format!(
+                    "{} is held exclusively by another process",
+                    db_path.display()
+                ),
+            },
+            e => db_err(&db_path, "open", e),
+        })?;
+        let store = MetaStore {
+            db_path,
+            db: Mutex::new(Some(Arc::new(db))),
         };
+        let session = store.session()?;
+        let tx = session.begin_write()?;
+        tx.init_schema()?;
+        tx.commit()?;
+        drop(session);
+        flock(rustix::fs::FlockOperation::Unlock)?;
+        Ok(store)
+    }
+
+    /// The database for one operation. FailedPrecondition after [`MetaStore::close`].
+    pub fn session(&self) -> Result<Session> {
+        let db = self
+            .db
+            .lock()
+            .map_err(|_| corrupt(&self.db_path, "", "metadata handle lock poisoned"))?
+            .clone()
+            .ok_or_else(|| {
+                Error::precondition(self.db_path.display().to_string(), "snapshotter is closed")
+            })?;
         Ok(Session {
             db,
-            _lock: lock,
             path: self.db_path.clone(),
         })
+    }
+
+    /// Closes the database once in-flight operations finish. Idempotent.
+    pub fn close(&self) {
+        if let Ok(mut db) = self.db.lock() {
+            db.take();
+        }
     }
 }
 
@@ -232,18 +251,6 @@ impl Session {
                 let (k, v) = item.map_err(|e| db_err(&self.path, "iterate", e))?;
                 let rec = decode(&self.path, k.value(), v.value())?;
                 out.push(rec.info(k.value()));
-            }
-            Ok(out)
-        })
-    }
-
-    /// The set of ids in use (for the orphan sweep).
-    pub fn ids(&self) -> Result<HashSet<u64>> {
-        self.read(|t| {
-            let mut out = HashSet::new();
-            for item in t.iter().map_err(|e| db_err(&self.path, "iterate", e))? {
-                let (k, v) = item.map_err(|e| db_err(&self.path, "iterate", e))?;
-                out.insert(decode(&self.path, k.value(), v.value())?.id);
             }
             Ok(out)
         })

@@ -117,7 +117,7 @@ fn commit_keeps_id_replaces_labels_and_moves_the_parent_link() {
     assert_eq!(e.unwrap_err().kind(), ErrorKind::FailedPrecondition);
     write(&m, |tx| tx.remove("child-c")).unwrap();
     write(&m, |tx| tx.remove("base")).unwrap();
-    assert!(m.session().unwrap().ids().unwrap().is_empty());
+    assert!(m.session().unwrap().all().unwrap().is_empty());
 }
 
 #[test]
@@ -234,7 +234,9 @@ fn ids_are_never_reused_after_commit() {
 fn corrupt_record_is_internal() {
     let (t, m) = store();
     {
-        let db = redb::Database::create(t.path().join(DB_FILE)).unwrap();
+        let mut b = redb::Database::builder();
+        b.set_concurrency_mode(redb::ConcurrencyMode::MultiWriter);
+        let db = b.create(t.path().join(DB_FILE)).unwrap();
         let tx = db.begin_write().unwrap();
         tx.open_table(SNAPSHOTS)
             .unwrap()

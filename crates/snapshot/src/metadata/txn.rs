@@ -284,4 +284,15 @@ impl WriteTx {
         self.put(key, &rec)?;
         Ok(rec.info(key))
     }
+
+    /// The set of ids in use, as seen by this transaction (for the orphan sweep).
+    pub fn ids(&self) -> Result<std::collections::HashSet<u64>> {
+        let t = self.tx.open_table(SNAPSHOTS).map_err(self.err("open"))?;
+        let mut out = std::collections::HashSet::new();
+        for item in t.iter().map_err(self.serr("iterate"))? {
+            let (k, v) = item.map_err(self.serr("iterate"))?;
+            out.insert(super::decode(&self.path, k.value(), v.value())?.id);
+        }
+        Ok(out)
+    }
 }
