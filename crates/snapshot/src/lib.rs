@@ -19,10 +19,11 @@
 //!   transaction, so a record never points at a missing or half-made directory. Removal is
 //!   two-phase: the record goes in the transaction, the directory afterwards; a crash in
 //!   between leaves an orphan that [`Snapshotter::cleanup`] sweeps.
-//! * Several processes may open the same root: every operation holds the root's lock file
-//!   for its duration (see [`metadata`]). Two processes unpacking the same image race on
-//!   `prepare`/`commit` of the same names and get `AlreadyExists`, which containerd's unpack
-//!   protocol treats as "someone else has this layer".
+//! * Several processes may open the same root at once (redb's multi-writer mode; write
+//!   transactions are serialised across processes, reads are concurrent). Two processes
+//!   unpacking the same image race on `prepare`/`commit` of the same names and get
+//!   `AlreadyExists`, which containerd's unpack protocol treats as "someone else has this
+//!   layer". A root needs redb ≥ 4.5 in every process that opens it.
 //! * [`Mount`] describes what a snapshotter returns and can mount it itself:
 //!   [`Mount::mount`] handles bind, read-only bind and overlay mounts, including lowerdir
 //!   lists longer than a page (the new mount API's `lowerdir+`, else relative-path

@@ -1,21 +1,23 @@
 //! The engine shared by the backends: metadata transactions around directory work.
 //!
 //! A backend ([`Driver`]) only knows how to fill a new snapshot directory and how to
-//! describe its mounts; [`Store`] enforces the contract and the crash-safety protocol:
+//! describe its mounts; [`Store`] enforces the contract and the crash-safety protocol. A
+//! metadata write transaction is exclusive across all threads and processes sharing the
+//! root (see [`crate::metadata`]), so it doubles as the root-wide critical section:
 //!
 //! * create: record inserted in a write transaction → directory built as
 //!   `snapshots/new-XXXX` (flocked while it is built) → renamed to `snapshots/<id>` →
 //!   directory fsynced → transaction committed. A failure before the commit removes the
 //!   directory; a crash leaves only an unowned directory, never a record without one.
-//!   Slow backends (the native copy) build *before* the locked transaction, in an unlocked
-//!   phase between a validating (aborted) transaction and the publishing one, so a long
-//!   copy never blocks other processes.
-//! * remove: record deleted and committed → directory renamed to `snapshots/rm-XXXX`
-//!   (still under the root lock) → deleted after the lock is released. A crash in between
-//!   leaves an orphan for [`Store::cleanup`].
-//! * cleanup: under the root lock, every entry of `snapshots/` that no record owns and that
-//!   is not being built (its flock is free) is renamed to `rm-XXXX`; then all `rm-*`
-//!   directories are deleted.
+//!   Slow backends (the native copy) build *outside* any write transaction, between a
+//!   validating (aborted) transaction and the publishing one, so a long copy never blocks
+//!   other writers.
+//! * remove: record deleted and committed → directory renamed to `snapshots/rm-XXXX` →
+//!   deleted (holding its flock). A crash in between leaves an orphan for
+//!   [`Store::cleanup`].
+//! * cleanup: inside a write transaction, every entry of `snapshots/` that no record owns
+//!   and that is not being built (its flock is free) is renamed to `rm-XXXX`; afterwards
+//!   all `rm-*` directories nobody else is deleting are removed.
 
 use std::fs;
 use std::io;
@@ -46,7 +48,7 @@ pub(crate) trait Driver: Send + Sync + std::fmt::Debug {
     fn supports(&self, cap: Capability) -> bool;
     /// How the `fs` directory of an active snapshot relates to its parents.
     fn layout(&self) -> DirLayout;
-    /// Whether `populate` is slow enough (a copy) to run without the root lock.
+    /// Whether `populate` is slow enough (a copy) to run outside the write transaction.
     fn slow_populate(&self) -> bool {
         false
     }
@@ -164,7 +166,7 @@ impl<D: Driver> Store<D> {
                 .create_locked(kind, key, parent, opts, built)?
                 .ok_or_else(|| Error::precondition(key, "parent chain changed during create"));
         }
-        // Slow backends (a tree copy) build the directory without holding the root lock:
+        // Slow backends (a tree copy) build the directory outside any write transaction:
         // validate and learn the parent chain in an aborted transaction, build, then
         // re-validate and publish. Committed parents are immutable and their ids never
         // reused, so an unchanged chain proves the copy read a stable tree.
@@ -174,7 +176,7 @@ impl<D: Driver> Store<D> {
                 let tx = session.begin_write()?;
                 let snap = tx.create(kind, key, parent, &opts.labels, now())?;
                 self.driver.check(key, &snap)?;
-                // Made and locked while holding the root lock, so cleanup never sees it
+                // Made and flocked inside the transaction, so cleanup never sees it
                 // unlocked.
                 (snap, self.start_building()?)
             };
@@ -249,7 +251,7 @@ impl<D: Driver> Store<D> {
         self.check_open()?;
         let mut attempts = 0;
         loop {
-            // Measure the layer before taking the lock: the walk is O(size) and the active
+            // Measure the layer before the write transaction: the walk is O(size) and the active
             // snapshot belongs to the caller, so nobody else changes it meanwhile.
             let first = self.meta.session()?.snapshot(key)?;
             let usage = match first.kind {
@@ -567,7 +569,7 @@ mod tests {
         std::thread::scope(|s| {
             let t = s.spawn(|| store.create(Kind::Active, "slow", "", &Opts::new()));
             entered_rx.recv().unwrap();
-            // While the build is in progress, the root lock is free: other operations run,
+            // While the build is in progress no write transaction is held: other operations run,
             // and cleanup leaves the flocked new-* directory alone.
             assert_eq!(
                 store.stat("slow").unwrap_err().kind(),

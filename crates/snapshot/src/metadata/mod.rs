@@ -26,7 +26,7 @@
 //!
 //! `<root>/lock` serialises only the opening of a root (database creation and the schema
 //! check), so two processes initialising a fresh root do not race. It is held exclusively
-//! for the duration of [`MetaStore::open`] and not afterwards: open handles never block
+//! while a handle opens the root and not afterwards: open handles never block
 //! each other through it.
 
 use std::fs::OpenOptions;
