@@ -128,6 +128,14 @@ fn child_main(spec: &str) {
             writeln!(out, "\nBERTH-DONE").unwrap();
             out.flush().unwrap();
         }
+        ["exclusive", path, ms] => {
+            // Another program holding the metadata file the old way (whole-file lock).
+            let db = redb::Database::create(path).unwrap();
+            writeln!(out, "\nBERTH-READY").unwrap();
+            out.flush().unwrap();
+            std::thread::sleep(Duration::from_millis(ms.parse().unwrap()));
+            drop(db);
+        }
         _ => panic!("bad child spec {spec}"),
     }
 }
@@ -294,4 +302,41 @@ fn racing_commits_in_threads_end_with_one_already_exists() {
         .writer("late", Some(&Expected::digest(d)))
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::AlreadyExists);
+}
+
+/// A process holding the metadata file exclusively makes `open` wait (with backoff) instead of
+/// failing at once; the open succeeds as soon as the holder lets go.
+#[test]
+fn open_waits_for_an_exclusive_holder_of_the_metadata_file() {
+    if let Ok(spec) = std::env::var(CHILD_ENV) {
+        child_main(&spec);
+        return;
+    }
+    let tmp = TempRoot::new("exclusive");
+    let root = tmp.0.join("store");
+    ContentStore::open(&root).unwrap();
+    let (mut guard, mut out) = spawn(
+        "open_waits_for_an_exclusive_holder_of_the_metadata_file",
+        &format!("exclusive|{}|700", root.join("metadata.redb").display()),
+    );
+    wait_line(&mut out, "BERTH-READY");
+    let start = Instant::now();
+    let store = ContentStore::open(&root).unwrap();
+    assert!(
+        start.elapsed() >= Duration::from_millis(200),
+        "the open did wait"
+    );
+    assert!(guard.0.wait().unwrap().success());
+    let d = Digest::sha256(b"after");
+    store
+        .ingest(
+            "after",
+            &b"after"[..],
+            &d,
+            None,
+            &BTreeMap::new(),
+            &mut |_, _| {},
+        )
+        .unwrap();
+    assert!(store.images().list(&[]).unwrap().is_empty());
 }
