@@ -44,6 +44,8 @@ pub(crate) struct ProcessPlan {
     pub(crate) lsm_label: Option<(CString, CString)>,
     pub(crate) oom_score_adj: Option<CString>,
     pub(crate) terminal: bool,
+    /// `process.consoleSize` as (rows, columns).
+    pub(crate) console_size: Option<(u16, u16)>,
 }
 
 fn cstring(field: &str, s: &str) -> Result<CString> {
@@ -189,6 +191,12 @@ impl ProcessPlan {
             lsm_label,
             oom_score_adj,
             terminal: process.terminal().unwrap_or(false),
+            console_size: process.console_size().as_ref().map(|b| {
+                (
+                    u16::try_from(b.height()).unwrap_or(u16::MAX),
+                    u16::try_from(b.width()).unwrap_or(u16::MAX),
+                )
+            }),
         })
     }
 

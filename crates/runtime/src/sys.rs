@@ -197,11 +197,16 @@ pub(crate) fn fs_magic(fd: RawFd) -> SysResult<i64> {
 
 /// The mount flags (`ST_*` translated to `MS_*`) of the filesystem at `fd`,
 /// restricted to the ones that are locked in a user namespace.
+///
+/// glibc's `fstatvfs` takes the flags from the kernel's `f_flags` (marked
+/// `ST_VALID` since Linux 2.6.36) without reading `/proc/mounts`, so it
+/// stays a plain system call here.
 pub(crate) fn locked_mount_flags(fd: RawFd) -> SysResult<libc::c_ulong> {
     // SAFETY: an all-zero statvfs is a valid out-parameter.
     let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
     // SAFETY: st is a valid, writable statvfs.
     cvt(unsafe { libc::fstatvfs(fd, &mut st) })?;
+    let flags = st.f_flag;
     let pairs: [(libc::c_ulong, libc::c_ulong); 6] = [
         (libc::ST_NOSUID, libc::MS_NOSUID),
         (libc::ST_NODEV, libc::MS_NODEV),
@@ -212,7 +217,7 @@ pub(crate) fn locked_mount_flags(fd: RawFd) -> SysResult<libc::c_ulong> {
     ];
     let mut out = 0;
     for (st_flag, ms_flag) in pairs {
-        if st.f_flag & st_flag != 0 {
+        if flags & st_flag != 0 {
             out |= ms_flag;
         }
     }
@@ -222,6 +227,32 @@ pub(crate) fn locked_mount_flags(fd: RawFd) -> SysResult<libc::c_ulong> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn locked_flags_match_the_mount_table() {
+        let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
+        let opts = mounts
+            .lines()
+            .find_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                (f.get(1) == Some(&"/proc")).then(|| f[3].to_string())
+            })
+            .unwrap();
+        let f = std::fs::File::open("/proc").unwrap();
+        use std::os::fd::AsRawFd;
+        let flags = locked_mount_flags(f.as_raw_fd()).unwrap();
+        for (name, bit) in [
+            ("nosuid", libc::MS_NOSUID),
+            ("nodev", libc::MS_NODEV),
+            ("noexec", libc::MS_NOEXEC),
+        ] {
+            assert_eq!(
+                opts.split(',').any(|o| o == name),
+                flags & bit != 0,
+                "{name} in {opts}"
+            );
+        }
+    }
 
     #[test]
     fn fd_path_formats_numbers() {

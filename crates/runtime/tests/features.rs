@@ -34,11 +34,22 @@ fn terminal_master_arrives_on_the_console_socket() {
     let sock_path = env.dir.path().join(format!("{id}.console"));
     let listener = UnixListener::bind(&sock_path).unwrap();
     let mut s = spec(
-        &["sh", "-c", "tty; [ -t 0 ] && [ -t 1 ] && echo is-a-tty"],
+        &[
+            "sh",
+            "-c",
+            "tty; stty size; [ -t 0 ] && [ -t 1 ] && echo is-a-tty",
+        ],
         &unique("cg"),
     );
     let mut p = s.process().clone().unwrap();
     p.set_terminal(Some(true));
+    p.set_console_size(Some(
+        berth_runtime::oci_spec::runtime::BoxBuilder::default()
+            .height(40u64)
+            .width(120u64)
+            .build()
+            .unwrap(),
+    ));
     s.set_process(Some(p));
     let bundle = env.bundle(&id, &s);
     let receiver = std::thread::spawn(move || {
@@ -70,7 +81,7 @@ fn terminal_master_arrives_on_the_console_socket() {
     }
     assert_eq!(init.wait().unwrap(), ExitStatus::Exited(0));
     let out = String::from_utf8_lossy(&out);
-    assert_eq!(out, "/dev/pts/0\r\nis-a-tty\r\n");
+    assert_eq!(out, "/dev/pts/0\r\n40 120\r\nis-a-tty\r\n");
     env.runtime.delete(&id, false).unwrap();
 
     // Without a console socket a terminal is refused before anything starts.

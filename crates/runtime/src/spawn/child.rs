@@ -204,7 +204,7 @@ fn verify_cwd() -> SysResult<()> {
 
 /// Sends the pty master over the console socket (SCM_RIGHTS) and makes the
 /// slave the controlling terminal and stdio.
-fn setup_console(console_fd: RawFd) -> SysResult<()> {
+fn setup_console(console_fd: RawFd, size: Option<(u16, u16)>) -> SysResult<()> {
     let master = sys::openat(
         libc::AT_FDCWD,
         c"/dev/ptmx",
@@ -222,6 +222,16 @@ fn setup_console(console_fd: RawFd) -> SysResult<()> {
             libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
         )
     })?;
+    if let Some((rows, cols)) = size {
+        let ws = libc::winsize {
+            ws_row: rows,
+            ws_col: cols,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        // SAFETY: TIOCSWINSZ reads a winsize we own.
+        sys::cvt(unsafe { libc::ioctl(master, libc::TIOCSWINSZ, &ws) })?;
+    }
     send_fd(console_fd, master)?;
     sys::close(master);
     // SAFETY: TIOCSCTTY on our session's new terminal.
@@ -363,7 +373,7 @@ pub(crate) fn container_process(plan: &ChildPlan) -> ! {
     sys::close(procfd);
 
     if p.terminal && console_fd >= 0 {
-        if let Err(e) = setup_console(console_fd) {
+        if let Err(e) = setup_console(console_fd, p.console_size) {
             fail(fd, Step::Console, 0, e);
         }
         sys::close(console_fd);
