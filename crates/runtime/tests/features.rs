@@ -17,7 +17,7 @@ use std::io::Read;
 use std::os::unix::net::UnixListener;
 
 use berth_runtime::oci_spec::runtime::{
-    LinuxDeviceBuilder, LinuxDeviceType, LinuxIdMappingBuilder, LinuxMemoryBuilder,
+    BoxBuilder, LinuxDeviceBuilder, LinuxDeviceType, LinuxIdMappingBuilder, LinuxMemoryBuilder,
     LinuxNamespaceBuilder, LinuxNamespaceType, LinuxResourcesBuilder, LinuxTimeOffsetBuilder,
     MountBuilder,
 };
@@ -44,7 +44,7 @@ fn terminal_master_arrives_on_the_console_socket() {
     let mut p = s.process().clone().unwrap();
     p.set_terminal(Some(true));
     p.set_console_size(Some(
-        berth_runtime::oci_spec::runtime::BoxBuilder::default()
+        BoxBuilder::default()
             .height(40u64)
             .width(120u64)
             .build()
