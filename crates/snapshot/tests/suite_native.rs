@@ -40,6 +40,7 @@ mod tests {
         root_permission => cases::root_permission, "RootPermission";
         rename => cases::rename, "Rename";
         layers_128_mount => cases::layers_128_mount, "128LayersMount";
+        special_files => cases::special_files, "SpecialFiles";
     }
 
     #[test]

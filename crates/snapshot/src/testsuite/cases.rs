@@ -658,3 +658,44 @@ pub fn layers_128_mount(factory: &Factory) -> CaseResult {
     }
     check_snapshot(&h, &parent, &flat)
 }
+
+/// berth extra `SpecialFiles`: xattrs (incl. `security.capability`), devices, fifos,
+/// symlinks, hardlinks and setuid bits survive layering, and changes to them in an upper
+/// layer are seen. (Metadata changes to a *hardlinked* lower file are left out: overlayfs
+/// with `index=off`, containerd's setting, breaks the link on copy-up by design.)
+pub fn special_files(factory: &Factory) -> CaseResult {
+    // A minimal v2 file-capability blob: CAP_NET_BIND_SERVICE permitted+effective.
+    const CAP: &[u8] = &[
+        0x01, 0x00, 0x00, 0x02, 0x00, 0x04, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x00, 0x00, 0x00, 0x00, 0x00,
+    ];
+    let h = Harness::new(factory)?;
+    check_snapshots(
+        &h,
+        &[
+            vec![
+                create_dir("/bin", 0o755),
+                create_file("/bin/ping", b"elf", 0o755),
+                fstest::set_xattr("/bin/ping", "security.capability", CAP),
+                fstest::set_xattr("/bin/ping", "user.origin", b"layer0"),
+                create_file("/bin/su", b"su", 0o4755),
+                link("/bin/su", "/bin/su-link"),
+                fstest::symlink("ping", "/bin/p"),
+                fstest::symlink("/nonexistent/target", "/dangling"),
+                create_dir("/dev", 0o755),
+                fstest::create_char_device("/dev/null", 1, 3, 0o666),
+                fstest::create_fifo("/dev/pipe", 0o620),
+                create_dir("/sticky", 0o1777),
+            ],
+            vec![
+                fstest::set_xattr("/bin/ping", "user.origin", b"layer1"),
+                fstest::chmod("/bin/ping", 0o4711),
+                fremove("/dev/pipe"),
+                fstest::create_fifo("/dev/pipe2", 0o600),
+                fstest::symlink("su", "/bin/s"),
+                fchown("/bin/p", 7, 7),
+            ],
+        ],
+    )
+    .map(|_| ())
+}

@@ -87,6 +87,19 @@ pub enum Applier {
         /// Attribute value.
         value: Vec<u8>,
     },
+    /// Create a device node or fifo (`kind` is `'c'`, `'b'` or `'p'`).
+    Mknod {
+        /// Path.
+        path: String,
+        /// `'c'` character device, `'b'` block device, `'p'` fifo.
+        kind: char,
+        /// Permission bits.
+        mode: u32,
+        /// Device major number (ignored for fifos).
+        major: u32,
+        /// Device minor number (ignored for fifos).
+        minor: u32,
+    },
     /// Set access and modification times (no symlink following).
     Chtimes {
         /// Path.
@@ -170,6 +183,28 @@ pub fn set_xattr(path: &str, name: &str, value: &[u8]) -> Applier {
         path: path.into(),
         name: name.into(),
         value: value.to_vec(),
+    }
+}
+
+/// [`Applier::Mknod`] for a character device.
+pub fn create_char_device(path: &str, major: u32, minor: u32, mode: u32) -> Applier {
+    Applier::Mknod {
+        path: path.into(),
+        kind: 'c',
+        mode,
+        major,
+        minor,
+    }
+}
+
+/// [`Applier::Mknod`] for a fifo.
+pub fn create_fifo(path: &str, mode: u32) -> Applier {
+    Applier::Mknod {
+        path: path.into(),
+        kind: 'p',
+        mode,
+        major: 0,
+        minor: 0,
     }
 }
 
@@ -278,6 +313,30 @@ fn apply_one(root: &Path, a: &Applier) -> io::Result<()> {
             let p = under(root, path);
             xattr::set(&p, name, value).map_err(|e| ctx(e, "lsetxattr", &p))
         }
+        Applier::Mknod {
+            path,
+            kind,
+            mode,
+            major,
+            minor,
+        } => {
+            let p = under(root, path);
+            let ft = match kind {
+                'c' => rustix::fs::FileType::CharacterDevice,
+                'b' => rustix::fs::FileType::BlockDevice,
+                _ => rustix::fs::FileType::Fifo,
+            };
+            let dev = rustix::fs::makedev(*major, *minor);
+            rustix::fs::mknodat(
+                rustix::fs::CWD,
+                &p,
+                ft,
+                rustix::fs::Mode::from_raw_mode(*mode),
+                dev,
+            )
+            .map_err(|e| ctx(e.into(), "mknod", &p))?;
+            fs::set_permissions(&p, Permissions::from_mode(*mode)).map_err(|e| ctx(e, "chmod", &p))
+        }
         Applier::Chtimes { path, time } => {
             let p = under(root, path);
             let d = time
@@ -340,9 +399,10 @@ impl fmt::Display for Entry {
     }
 }
 
-/// Xattrs that belong to the storage, not to the tree (overlayfs bookkeeping, LSM labels).
+/// Xattrs that belong to the storage, not to the tree (overlayfs bookkeeping, the SELinux
+/// label a host may stamp on new files). `security.capability` is compared.
 fn ignored_xattr(name: &str) -> bool {
-    name.starts_with("trusted.overlay.") || name.starts_with("security.")
+    name.starts_with("trusted.overlay.") || name == "security.selinux"
 }
 
 fn scan(root: &Path) -> io::Result<BTreeMap<PathBuf, Entry>> {

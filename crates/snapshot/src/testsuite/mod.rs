@@ -127,6 +127,9 @@ pub const SNAPSHOTTER_SUITE: &[(&str, Case)] = &[
     ("128LayersMount", cases::layers_128_mount),
 ];
 
+/// berth's extra cases, run like the containerd ones against every backend.
+pub const EXTRA_CASES: &[(&str, Case)] = &[("SpecialFiles", cases::special_files)];
+
 /// Runs every case of [`SNAPSHOTTER_SUITE`] in turn; returns each name with its result.
 pub fn run_suite(factory: &Factory) -> Vec<(&'static str, CaseResult)> {
     SNAPSHOTTER_SUITE
