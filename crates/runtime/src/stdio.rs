@@ -229,3 +229,32 @@ pub(crate) fn write_pid_file(path: &Path, pid: i32) -> Result<()> {
     std::fs::write(&tmp, pid.to_string()).map_err(|e| Error::io("write pid file", &tmp, e))?;
     std::fs::rename(&tmp, path).map_err(|e| Error::io("rename pid file", path, e))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+
+    #[test]
+    fn unix_sockets_work_beyond_sun_path_length() {
+        let dir = tempfile::tempdir().unwrap();
+        let long = dir.path().join("d".repeat(60)).join("e".repeat(60));
+        std::fs::create_dir_all(&long).unwrap();
+        let path = long.join("start.sock");
+        assert!(path.as_os_str().len() > 108);
+        let listener = bind_unix(&path).unwrap();
+        assert!(path.exists());
+        let mut client = connect_unix(&path).unwrap();
+        let (mut server, _) = listener.accept().unwrap();
+        client.write_all(b"x").unwrap();
+        let mut b = [0u8; 1];
+        server.read_exact(&mut b).unwrap();
+        assert_eq!(&b, b"x");
+    }
+
+    #[test]
+    fn exit_status_codes() {
+        assert_eq!(ExitStatus::Exited(3).code(), 3);
+        assert_eq!(ExitStatus::Signaled(9).code(), 137);
+    }
+}

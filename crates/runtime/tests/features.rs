@@ -114,7 +114,7 @@ fn namespaces_joined_by_path() {
 
     use LinuxNamespaceType::*;
     let mut ns = namespaces(&[Pid, Ipc, Uts, Mount, Cgroup]);
-    for (t, name) in [(Network, "net"), (Ipc, "ipc")] {
+    for (t, name) in [(Network, "net"), (Ipc, "ipc"), (Pid, "pid")] {
         ns.retain(|n| n.typ() != t);
         ns.push(
             LinuxNamespaceBuilder::default()
@@ -129,7 +129,8 @@ fn namespaces_joined_by_path() {
         &[
             "sh",
             "-c",
-            "readlink /proc/self/ns/net; readlink /proc/self/ns/ipc",
+            "readlink /proc/self/ns/net; readlink /proc/self/ns/ipc; readlink /proc/self/ns/pid; \
+             cat /proc/1/comm",
         ],
         &unique("cg"),
     )
@@ -138,15 +139,14 @@ fn namespaces_joined_by_path() {
     .unwrap();
     let (st, out, err) = env.run("ns-joiner", s);
     assert_eq!(st, ExitStatus::Exited(0), "{err}");
-    let want = format!(
-        "{}\n{}\n",
-        std::fs::read_link(format!("/proc/{}/ns/net", ia.pid()))
-            .unwrap()
-            .display(),
-        std::fs::read_link(format!("/proc/{}/ns/ipc", ia.pid()))
+    let link = |n: &str| {
+        std::fs::read_link(format!("/proc/{}/ns/{n}", ia.pid()))
             .unwrap()
             .display()
-    );
+            .to_string()
+    };
+    // Joined pid namespace: the owner's `sleep` is pid 1 there.
+    let want = format!("{}\n{}\n{}\nsleep\n", link("net"), link("ipc"), link("pid"));
     assert_eq!(out, want);
     env.runtime.delete(&a, true).unwrap();
     ia.wait().unwrap();
