@@ -10,13 +10,15 @@
 //! * otherwise `overlay` with options `workdir=…, upperdir=…` (active only), then
 //!   `lowerdir=p0:p1:…` with the **nearest parent first**, then the configured options:
 //!   `index=off` is added when `/sys/module/overlay/parameters/index` exists and the user
-//!   did not set `index` themselves.
+//!   did not set `index` themselves; `userxattr` is added inside a user namespace.
+//!
+//! The root must be on a filesystem that reports `d_type` (checked at construction).
 //!
 //! More than [`crate::mount::MAX_LOWERS`] parents are refused at `prepare`/`view` time with
 //! `InvalidArgument`. Long lowerdir lists are handled by [`Mount::mount`].
 //!
-//! Not done (containerd has them): `userxattr` inside user namespaces, id-mapped
-//! (`uidmap=`) mounts, the upperdir label, asynchronous removal.
+//! Not done (containerd has them): id-mapped (`uidmap=`) mounts, the upperdir label,
+//! asynchronous removal.
 
 use std::fs;
 use std::os::unix::fs::MetadataExt;
@@ -74,6 +76,15 @@ impl OverlaySnapshotter {
         let store = Store::open(root, OverlayDriver::new(opts))?;
         // The canonical path (symlinks resolved) is what goes into the options.
         check_root_path(&store.paths.root)?;
+        if !supports_d_type(&store.paths.snapshots)? {
+            return Err(Error::Unavailable {
+                reason: format!(
+                    "{}: the filesystem does not report d_type (e.g. xfs with ftype=0), \
+                     which overlayfs needs",
+                    store.paths.root.display()
+                ),
+            });
+        }
         Ok(OverlaySnapshotter { store })
     }
 
@@ -101,6 +112,36 @@ fn check_root_path(root: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Whether directory entries under `dir` carry their file type (containerd refuses an
+/// overlay root without d_type: whiteouts would go unnoticed).
+fn supports_d_type(dir: &Path) -> Result<bool> {
+    let probe = dir.join(fsutil::unique_name("dtype-probe-"));
+    fsutil::mkdir_mode(&probe, 0o700)?;
+    let result = (|| {
+        fs::write(probe.join("f"), b"").map_err(|e| Error::io("create", &probe, e))?;
+        let fd = fs::File::open(&probe).map_err(|e| Error::io("open", &probe, e))?;
+        let entries =
+            rustix::fs::Dir::read_from(&fd).map_err(|e| Error::io("readdir", &probe, e.into()))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| Error::io("readdir", &probe, e.into()))?;
+            if entry.file_name().to_bytes() == b"f" {
+                return Ok(entry.file_type() != rustix::fs::FileType::Unknown);
+            }
+        }
+        Ok(false)
+    })();
+    let _ = fs::remove_dir_all(&probe);
+    result
+}
+
+/// Whether this process runs in a user namespace other than the initial one, where overlay
+/// must use `user.overlay.*` xattrs (`userxattr`, containerd's `NeedsUserXAttr`).
+pub fn in_user_namespace() -> bool {
+    fs::read_to_string("/proc/self/uid_map")
+        .map(|m| m.split_whitespace().collect::<Vec<_>>() != ["0", "0", "4294967295"])
+        .unwrap_or(false)
+}
+
 /// Whether the running kernel offers overlayfs.
 pub fn overlay_supported() -> bool {
     fs::read_to_string("/proc/filesystems")
@@ -117,6 +158,9 @@ impl OverlayDriver {
         let user_index = options.iter().any(|o| o.starts_with("index="));
         if !user_index && !opts.no_auto_index_off && Path::new(INDEX_PARAMETER).exists() {
             options.push("index=off".into());
+        }
+        if in_user_namespace() && !options.iter().any(|o| o == "userxattr") {
+            options.push("userxattr".into());
         }
         OverlayDriver { options }
     }
