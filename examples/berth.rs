@@ -8,6 +8,13 @@
 //! berth [--root DIR] snapshot [--snapshotter S] ls | info KEY | rm KEY… | mounts KEY | usage [KEY] | diff KEY | gc
 //! berth [--root DIR] layer apply FILE DIR
 //! berth [--root DIR] mount REF TARGET [--snapshotter S] | umount TARGET
+//! berth [--root DIR] run [--rm] [-d] [-t] [-i] [--name N] [-e K=V] [--mount SRC:DST[:ro]]
+//!       [--memory 256m] [--cpus 0.5] [--pids-limit N] [--user U] [--workdir W]
+//!       [--network host|none] [--runtime-root DIR] IMAGE [CMD…]
+//! berth [--root DIR] ps | exec ID CMD… | kill ID [SIGNAL] | rm [-f] ID… | logs ID
+//! berth [--root DIR] commit CONTAINER REF
+//! berth metrics [--runtime-root DIR] [--cgroup PATH] [--json|--prometheus] [ID…]
+//! berth serve-metrics --listen 127.0.0.1:PORT [--runtime-root DIR]
 //! ```
 //!
 //! The store root defaults to `/var/lib/berth` for root, else `$XDG_DATA_HOME/berth`
@@ -15,16 +22,26 @@
 //! adding a group means adding a module, a variant of [`Group`] and a line in `main`.
 //! Errors print one line (with their causes) and exit with status 1.
 
+#[path = "berth_cli/container.rs"]
+mod container;
 #[path = "berth_cli/content.rs"]
 mod content;
+#[path = "berth_cli/engine.rs"]
+mod engine;
+#[path = "berth_cli/foreground.rs"]
+mod foreground;
 #[path = "berth_cli/image.rs"]
 mod image;
 #[path = "berth_cli/layer.rs"]
 mod layer;
+#[path = "berth_cli/metrics.rs"]
+mod metrics;
 #[path = "berth_cli/mount.rs"]
 mod mount;
 #[path = "berth_cli/progress.rs"]
 mod progress;
+#[path = "berth_cli/run.rs"]
+mod run;
 #[path = "berth_cli/snapshot.rs"]
 mod snapshot;
 
@@ -74,6 +91,12 @@ enum Group {
         /// The mount point.
         target: PathBuf,
     },
+    /// Containers: run, ps, exec, kill, rm, logs, commit.
+    #[command(flatten)]
+    Container(container::ContainerCommand),
+    /// Container metrics: metrics, serve-metrics.
+    #[command(flatten)]
+    Metrics(metrics::MetricsCommand),
 }
 
 /// `berth image …`: the image module's commands plus `unpack`.
@@ -108,6 +131,8 @@ fn run(cli: &Cli) -> Result<()> {
     match &cli.group {
         Group::Layer(cmd) => return layer::run(cmd),
         Group::Umount { target } => return mount::umount(&root, target),
+        Group::Container(cmd) => return container::run(&root, cmd),
+        Group::Metrics(cmd) => return metrics::run(cmd),
         _ => {}
     }
     let content_root = root.join("content");
@@ -125,6 +150,8 @@ fn run(cli: &Cli) -> Result<()> {
         Group::Layer(cmd) => layer::run(cmd),
         Group::Umount { target } => mount::umount(&root, target),
         Group::Content(cmd) => content::run(&store, cmd),
+        Group::Container(cmd) => container::run(&root, cmd),
+        Group::Metrics(cmd) => metrics::run(cmd),
     }
 }
 
@@ -133,6 +160,10 @@ fn main() -> ExitCode {
     match run(&cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
+            // A container's non-zero exit status becomes ours.
+            if let Some(foreground::ExitWith(code)) = e.downcast_ref() {
+                return ExitCode::from(*code);
+            }
             eprintln!("berth: {e:#}");
             ExitCode::FAILURE
         }

@@ -1,0 +1,314 @@
+//! Containers from images, composed from the crates' public APIs: the part of `berth run`
+//! that the demo shares.
+//!
+//! [`prepare`] turns an image into a ready bundle:
+//! 1. unpack the image (a no-op when its chain exists) into the snapshotter;
+//! 2. `prepare` an active snapshot keyed by the container id on the image's top chainID and
+//!    mount it at `<root>/containers/<id>/rootfs` (it stays mounted while the container exists);
+//! 3. resolve the user against the image's `/etc/passwd`/`/etc/group`, create the image's
+//!    Volumes as directories under `<root>/containers/<id>/volumes/`, and write the runtime
+//!    spec (`config.json`) of [`runspec`];
+//! 4. record the container ([`records`]).
+//!
+//! Creating and starting through the runtime is the caller's part (stdio differs). [`remove`]
+//! undoes everything — runtime state and cgroup, mount, snapshot, directory — and tolerates
+//! each piece being gone already, so it also cleans up after a half-made container.
+#![allow(dead_code)] // shared by the `berth` and `demo` examples, which use different parts
+
+#[path = "records.rs"]
+pub mod records;
+#[path = "runspec.rs"]
+pub mod runspec;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use berth::image::content::ContentStore;
+use berth::image::progress::{NoProgress, Progress};
+use berth::image::unpack::{self, UnpackOptions};
+use berth::oci::{MAX_DOCUMENT_SIZE, Reference};
+use berth::runtime::{ErrorKind as RtErrorKind, Runtime};
+use berth::snapshot::{
+    ErrorKind as SnErrorKind, NativeSnapshotter, Opts, OverlaySnapshotter, Snapshotter, mount_all,
+    unmount_all,
+};
+use oci_spec::image::ImageConfiguration;
+
+use records::ContainerRecord;
+use runspec::RunOptions;
+
+/// Label on a container's snapshot naming the container.
+pub const LABEL_CONTAINER: &str = "berth.container/id";
+
+/// Opens the snapshotter `name` (`overlay` or `native`) at `<root>/snapshots/<name>`.
+pub fn open_snapshotter(root: &Path, name: &str) -> Result<Box<dyn Snapshotter>> {
+    let dir = root.join("snapshots").join(name);
+    Ok(match name {
+        "overlay" => Box::new(
+            OverlaySnapshotter::new(&dir)
+                .with_context(|| format!("opening the overlay snapshotter at {}", dir.display()))?,
+        ),
+        "native" => Box::new(
+            NativeSnapshotter::new(&dir)
+                .with_context(|| format!("opening the native snapshotter at {}", dir.display()))?,
+        ),
+        other => bail!("unknown snapshotter {other:?} (overlay or native)"),
+    })
+}
+
+/// Opens the content store at `<root>/content`.
+pub fn open_store(root: &Path) -> Result<ContentStore> {
+    let dir = root.join("content");
+    ContentStore::open(&dir)
+        .with_context(|| format!("opening the content store at {}", dir.display()))
+}
+
+/// An image resolved for running: its name, config and top chainID.
+#[derive(Debug, Clone)]
+pub struct ImageInfo {
+    /// The normalised reference.
+    pub name: String,
+    /// The parsed config.
+    pub config: ImageConfiguration,
+    /// The top chainID ("" without layers).
+    pub chain_id: String,
+}
+
+/// Unpacks image `name` into `sn` (nothing to do when already unpacked) and reads its config.
+pub fn unpack_image(
+    store: &ContentStore,
+    sn: &dyn Snapshotter,
+    snapshotter: &str,
+    name: &str,
+    progress: &dyn Progress,
+) -> Result<ImageInfo> {
+    let name = Reference::parse(name)
+        .with_context(|| format!("image reference {name:?}"))?
+        .to_string();
+    let image = store
+        .images()
+        .get(&name)
+        .with_context(|| format!("image {name}"))?;
+    let mut opts = UnpackOptions::new(snapshotter);
+    opts.progress = progress;
+    let report = unpack::unpack(store, sn, &image.target, &opts)
+        .with_context(|| format!("unpacking {name}"))?;
+    let bytes = store
+        .read_all(&report.config, MAX_DOCUMENT_SIZE)
+        .with_context(|| format!("reading the config of {name}"))?;
+    let config = berth::oci::manifest::parse_config(&bytes, &report.config.to_string())?;
+    Ok(ImageInfo {
+        name,
+        config,
+        chain_id: report.chain_id.map(|c| c.to_string()).unwrap_or_default(),
+    })
+}
+
+/// What [`prepare`] needs.
+#[derive(Debug, Clone)]
+pub struct PrepareRequest<'a> {
+    /// The berth root (content, snapshots, containers).
+    pub root: &'a Path,
+    /// The runtime's state root.
+    pub runtime_root: &'a Path,
+    /// The image reference.
+    pub image: &'a str,
+    /// The snapshotter name.
+    pub snapshotter: &'a str,
+    /// A unique name, if any.
+    pub name: Option<&'a str>,
+    /// The run options.
+    pub options: &'a RunOptions,
+    /// Whether output goes to the log file.
+    pub detached: bool,
+}
+
+/// A prepared container: the bundle is ready for `Runtime::create`.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    /// Its record (saved).
+    pub record: ContainerRecord,
+    /// The bundle directory.
+    pub bundle: PathBuf,
+}
+
+/// Removes a half-made container when dropped unless disarmed.
+struct Undo<'a> {
+    root: &'a Path,
+    record: Option<ContainerRecord>,
+}
+
+impl Drop for Undo<'_> {
+    fn drop(&mut self) {
+        if let Some(r) = self.record.take()
+            && let Err(e) = remove(self.root, &r, true)
+        {
+            eprintln!("berth: cleaning up container {}: {e:#}", r.id);
+        }
+    }
+}
+
+/// Prepares a container from an image (see the module docs). On error nothing is left.
+pub fn prepare(req: &PrepareRequest<'_>, progress: &dyn Progress) -> Result<Prepared> {
+    let store = open_store(req.root)?;
+    let sn = open_snapshotter(req.root, req.snapshotter)?;
+    if let Some(name) = req.name {
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+        {
+            bail!("invalid container name {name:?} (letters, digits, _ . -)");
+        }
+        if records::list(req.root)?
+            .iter()
+            .any(|r| r.name.as_deref() == Some(name))
+        {
+            bail!("the container name {name:?} is already in use");
+        }
+    }
+    let image = unpack_image(&store, sn.as_ref(), req.snapshotter, req.image, progress)?;
+    let id = records::new_id()?;
+    let dir = records::container_dir(req.root, &id);
+    std::fs::create_dir_all(records::containers_dir(req.root))?;
+    std::fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let record = ContainerRecord {
+        id: id.clone(),
+        name: req.name.map(str::to_owned),
+        image: image.name.clone(),
+        chain_id: image.chain_id.clone(),
+        snapshotter: req.snapshotter.to_owned(),
+        runtime_root: req.runtime_root.to_path_buf(),
+        command: Vec::new(),
+        created: records::now_secs(),
+        detached: req.detached,
+    };
+    let mut undo = Undo {
+        root: req.root,
+        record: Some(record.clone()),
+    };
+    let mut record = record;
+    records::save(req.root, &record)?;
+
+    let rootfs = dir.join("rootfs");
+    std::fs::create_dir(&rootfs)?;
+    let opts = Opts::new().with_label(LABEL_CONTAINER, id.clone());
+    let mounts = sn
+        .prepare(record.snapshot_key(), &image.chain_id, &opts)
+        .with_context(|| format!("preparing the snapshot {id}"))?;
+    let _kept = mount_all(&mounts, &rootfs)
+        .with_context(|| format!("mounting the root filesystem on {}", rootfs.display()))?
+        .disarm();
+
+    let run = image.config.config().clone().unwrap_or_default();
+    let user_spec = req
+        .options
+        .user
+        .clone()
+        .or_else(|| run.user().clone())
+        .unwrap_or_default();
+    let user = runspec::resolve_user(&rootfs, &user_spec)?;
+    let hostname: String = id.chars().take(12).collect();
+    let mut volumes = Vec::new();
+    for (i, dst) in run.volumes().iter().flatten().enumerate() {
+        if !dst.starts_with('/') {
+            continue;
+        }
+        let host = dir.join("volumes").join(i.to_string());
+        std::fs::create_dir_all(&host)?;
+        volumes.push((dst.clone(), host.display().to_string()));
+    }
+    let process = runspec::process(&image.config, req.options, &user, &hostname)?;
+    let spec = runspec::spec(process, &hostname, req.options, &volumes)?;
+    record.command = spec
+        .process()
+        .as_ref()
+        .and_then(|p| p.args().clone())
+        .unwrap_or_default();
+    records::write_atomic(&dir.join("config.json"), &serde_json::to_vec_pretty(&spec)?)?;
+    records::save(req.root, &record)?;
+    undo.record = None;
+    Ok(Prepared {
+        record,
+        bundle: dir,
+    })
+}
+
+/// Prepares with no progress output.
+pub fn prepare_quiet(req: &PrepareRequest<'_>) -> Result<Prepared> {
+    prepare(req, &NoProgress)
+}
+
+/// Removes a container: its runtime state and cgroup (killing its processes with `force`),
+/// the rootfs mount, the snapshot and `<root>/containers/<id>`. Pieces already gone are skipped.
+///
+/// Errors: without `force`, a container that still runs.
+pub fn remove(root: &Path, record: &ContainerRecord, force: bool) -> Result<()> {
+    let id = &record.id;
+    if record.runtime_root.exists() {
+        let rt = Runtime::new(&record.runtime_root)?;
+        match rt.delete(id, force) {
+            Ok(()) => {}
+            Err(e) if e.kind() == RtErrorKind::NotFound => {}
+            Err(e) if !force => {
+                return Err(e).with_context(|| {
+                    format!("container {id} is running: stop it first or use rm -f")
+                });
+            }
+            Err(e) => return Err(e).with_context(|| format!("deleting container {id}")),
+        }
+    }
+    let dir = records::container_dir(root, id);
+    let rootfs = dir.join("rootfs");
+    unmount_all(&rootfs).with_context(|| format!("unmounting {}", rootfs.display()))?;
+    let sn = open_snapshotter(root, &record.snapshotter)?;
+    match sn.remove(record.snapshot_key()) {
+        Ok(()) => {}
+        Err(e) if e.kind() == SnErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("removing the snapshot {id}")),
+    }
+    match std::fs::remove_dir_all(&dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("removing {}", dir.display())),
+    }
+}
+
+/// Brings the loopback interface up in the network namespace of `pid` (a new network
+/// namespace has `lo` down). Runs on a short-lived thread that joins the namespace, so the
+/// calling thread's namespace never changes.
+pub fn loopback_up(pid: i32) -> Result<()> {
+    let ns = std::fs::File::open(format!("/proc/{pid}/ns/net"))
+        .with_context(|| format!("opening the network namespace of {pid}"))?;
+    let worker = std::thread::spawn(move || -> std::io::Result<()> {
+        nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)?;
+        // SAFETY: plain socket(2); the result is checked and owned below.
+        let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+        if raw < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: `raw` is a new socket that nothing else owns.
+        let sock = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) };
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&sock);
+        // SAFETY: an all-zero ifreq is valid; the name is set below.
+        let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+        for (d, s) in req.ifr_name.iter_mut().zip(b"lo\0") {
+            *d = *s as libc::c_char;
+        }
+        // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS with a valid ifreq on our socket.
+        unsafe {
+            if libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut req) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+            if libc::ioctl(fd, libc::SIOCSIFFLAGS, &req) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+        Ok(())
+    });
+    match worker.join() {
+        Ok(r) => r.context("bringing up lo in the container's network namespace"),
+        Err(_) => bail!("the loopback thread panicked"),
+    }
+}
