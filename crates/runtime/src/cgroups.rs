@@ -20,7 +20,7 @@ use cgroups_rs::fs::freezer::FreezerController;
 use cgroups_rs::fs::hierarchies;
 use cgroups_rs::manager::Manager;
 use cgroups_rs::{CgroupPid, FreezerState};
-use oci_spec::runtime::LinuxResources;
+use oci_spec::runtime::{LinuxDeviceCgroup, LinuxDeviceType, LinuxResources};
 
 use crate::error::{Error, Result};
 
@@ -138,13 +138,18 @@ impl Cgroup {
         }
     }
 
-    /// Creates the cgroup in every hierarchy and applies `resources`.
+    /// Creates the cgroup in every hierarchy and applies `resources`, with
+    /// the devices controller set to deny everything but the default
+    /// devices (null, zero, full, random, urandom, tty, ptmx, pts) followed
+    /// by the spec's own device rules.
     pub(crate) fn create(path: &str, resources: Option<&LinuxResources>) -> Result<Cgroup> {
         let cg = Cgroup::load(path);
         cg.cg.create().map_err(|e| cg_err("create", path, e))?;
-        if let Some(r) = resources
-            && let Err(e) = cg.apply(r)
-        {
+        let mut r = resources.cloned().unwrap_or_default();
+        let mut rules = default_device_rules();
+        rules.extend(r.devices().clone().unwrap_or_default());
+        r.set_devices(Some(rules));
+        if let Err(e) = cg.apply(&r) {
             let _ = cg.destroy();
             return Err(e);
         }
@@ -152,10 +157,23 @@ impl Cgroup {
     }
 
     /// Applies (or updates) resource limits.
+    ///
+    /// Device rules take effect on v1 only: cgroup v2 needs an eBPF device
+    /// program, which this runtime does not load; they are dropped there
+    /// with a warning.
     pub(crate) fn apply(&self, resources: &LinuxResources) -> Result<()> {
+        let mut r = resources.clone();
+        if let Some(rules) = r.devices().clone() {
+            if is_unified() {
+                tracing::warn!(cgroup = %self.path, "device cgroup rules are not enforced on cgroup v2");
+                r.set_devices(None);
+            } else {
+                r.set_devices(Some(rules.into_iter().map(normalize_rule).collect()));
+            }
+        }
         let mut m = cgroups_rs::manager::FsManager::new(&self.path)
             .map_err(|e| cg_err("open", &self.path, e))?;
-        m.set(resources)
+        m.set(&r)
             .map_err(|e| cg_err("set resources", &self.path, e))
     }
 
@@ -272,6 +290,47 @@ impl Cgroup {
             .delete()
             .map_err(|e| cg_err("remove", &self.path, e))
     }
+}
+
+/// The spec's "omitted means all" major/minor, spelled as cgroups-rs's `-1` (`*`).
+fn normalize_rule(mut rule: LinuxDeviceCgroup) -> LinuxDeviceCgroup {
+    if rule.major().is_none() {
+        rule.set_major(Some(-1));
+    }
+    if rule.minor().is_none() {
+        rule.set_minor(Some(-1));
+    }
+    if rule.typ().is_none() {
+        rule.set_typ(Some(LinuxDeviceType::A));
+    }
+    rule
+}
+
+/// Deny everything, then allow mknod of any node and use of the default devices.
+fn default_device_rules() -> Vec<LinuxDeviceCgroup> {
+    let rule = |allow: bool, typ: LinuxDeviceType, major: i64, minor: i64, access: &str| {
+        let mut r = LinuxDeviceCgroup::default();
+        r.set_allow(allow);
+        r.set_typ(Some(typ));
+        r.set_major(Some(major));
+        r.set_minor(Some(minor));
+        r.set_access(Some(access.to_string()));
+        r
+    };
+    use LinuxDeviceType::{A, B, C};
+    vec![
+        rule(false, A, -1, -1, "rwm"),
+        rule(true, C, -1, -1, "m"),
+        rule(true, B, -1, -1, "m"),
+        rule(true, C, 1, 3, "rwm"),
+        rule(true, C, 1, 5, "rwm"),
+        rule(true, C, 1, 7, "rwm"),
+        rule(true, C, 1, 8, "rwm"),
+        rule(true, C, 1, 9, "rwm"),
+        rule(true, C, 5, 0, "rwm"),
+        rule(true, C, 5, 2, "rwm"),
+        rule(true, C, 136, -1, "rwm"),
+    ]
 }
 
 #[cfg(test)]

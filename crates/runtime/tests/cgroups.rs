@@ -201,3 +201,69 @@ fn cpu_resources_applied_and_updated() {
     init.wait().unwrap();
     assert_no_cgroup(&cg);
 }
+
+#[test]
+fn device_cgroup_allows_only_default_and_spec_devices() {
+    if !privileged() {
+        return;
+    }
+    if berth_runtime::cgroups::is_unified() {
+        eprintln!("skipping: device rules are enforced on cgroup v1 only");
+        return;
+    }
+    let env = Env::new();
+    let cg = unique("cg");
+    use berth_runtime::oci_spec::runtime::{LinuxDeviceCgroupBuilder, LinuxDeviceType};
+    let r = LinuxResourcesBuilder::default()
+        .devices(vec![
+            // The spec may allow more: /dev/loop-control style 10:237.
+            LinuxDeviceCgroupBuilder::default()
+                .allow(true)
+                .typ(LinuxDeviceType::C)
+                .major(10i64)
+                .minor(237i64)
+                .access("rw")
+                .build()
+                .unwrap(),
+        ])
+        .build()
+        .unwrap();
+    let s = with_resources(
+        &[
+            "sh",
+            "-c",
+            "mknod /tmp/sda b 8 0 && echo mknod-ok; head -c1 /tmp/sda >/dev/null 2>&1 && echo read-ok || echo read-denied; \
+             head -c1 /dev/zero | wc -c",
+        ],
+        &cg,
+        r,
+    );
+    let id = env.id("devcg");
+    let bundle = env.bundle(&id, &s);
+    let (ro, wo) = pipe();
+    let init = env
+        .runtime
+        .create(
+            &id,
+            &bundle,
+            CreateOptions {
+                stdout: Stdio::Fd(wo),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let list =
+        std::fs::read_to_string(v1_dir("devices", &cg).unwrap().join("devices.list")).unwrap();
+    for want in ["c 1:3 rwm", "c 136:* rwm", "c 10:237 rw", "b *:* m"] {
+        assert!(
+            list.lines().any(|l| l == want),
+            "{want} missing from {list}"
+        );
+    }
+    assert!(!list.contains("a *:* rwm"), "{list}");
+    env.runtime.start(&id).unwrap();
+    assert_eq!(init.wait().unwrap(), ExitStatus::Exited(0));
+    assert_eq!(read_all(ro), "mknod-ok\nread-denied\n1\n");
+    env.runtime.delete(&id, false).unwrap();
+    assert_no_cgroup(&cg);
+}
