@@ -1,5 +1,5 @@
 //! Copy helpers (containerd's `content.Copy`): continue an ingest from its offset, verify, and
-//! treat `AlreadyExists` as success.
+//! treat `AlreadyExists` as success. They work with any [`ContentWriter`].
 //!
 //! Three flavours position the source at the writer's offset in the cheapest way the source
 //! allows: [`copy`] reads and discards the first `offset` bytes, [`copy_seek`] seeks, and
@@ -12,7 +12,8 @@ use std::os::unix::fs::FileExt;
 
 use berth_oci::Digest;
 
-use super::{BlobReader, Info, Writer};
+use super::api::ContentWriter;
+use super::{BlobReader, Info};
 use crate::error::{Error, ErrorKind, Result};
 
 /// A source that can be read at any offset without a cursor.
@@ -53,19 +54,28 @@ impl ReadAt for BlobReader {
     }
 }
 
+/// What a copy ended with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Copied {
+    /// The content was committed.
+    Committed(Info),
+    /// The store already held it (the ingest was removed); this counts as success.
+    AlreadyExists(Digest),
+}
+
 /// Finishes `writer` from `reader`, whose first `writer.offset()` bytes are skipped by reading
 /// and discarding them. See [`copy_seek`] for the contract.
 ///
 /// # Errors
 /// As [`copy_seek`].
-pub fn copy(
-    mut writer: Writer,
+pub fn copy<W: ContentWriter>(
+    mut writer: W,
     mut reader: impl Read,
     size: Option<u64>,
     expected: &Digest,
     labels: &BTreeMap<String, String>,
     progress: &mut dyn FnMut(u64, Option<u64>),
-) -> Result<Info> {
+) -> Result<Copied> {
     restart_if_overlong(&mut writer, size)?;
     let offset = writer.offset();
     if offset > 0 {
@@ -73,7 +83,7 @@ pub fn copy(
             .map_err(|e| source_err(&writer, e))?;
         if skipped != offset {
             return Err(Error::SizeMismatch {
-                r#ref: writer.r#ref().to_owned(),
+                r#ref: writer.ingest_ref().to_owned(),
                 expected: offset,
                 actual: skipped,
             });
@@ -87,20 +97,21 @@ pub fn copy(
 /// Bytes are copied until the end of `reader` (or one byte past `size` when known, which is
 /// enough to prove an overrun), then the writer is committed with `size` and `expected`.
 /// `progress(done, total)` is called as bytes land, `done` counting from the start of the
-/// content. An ingest longer than `size` is restarted from zero. `AlreadyExists` returns the
-/// stored blob's info. When verification fails the ingest is aborted.
+/// content. An ingest longer than `size` is restarted from zero. `AlreadyExists` is success
+/// ([`Copied::AlreadyExists`]). A failed verification leaves the ingest to the caller (the
+/// store's own [`ContentStore::ingest`](super::ContentStore::ingest) aborts it).
 ///
 /// # Errors
 /// `FailedPrecondition` on a size or digest mismatch; `Io` from the source or the store;
 /// `Database`.
-pub fn copy_seek(
-    mut writer: Writer,
+pub fn copy_seek<W: ContentWriter>(
+    mut writer: W,
     mut reader: impl Read + Seek,
     size: Option<u64>,
     expected: &Digest,
     labels: &BTreeMap<String, String>,
     progress: &mut dyn FnMut(u64, Option<u64>),
-) -> Result<Info> {
+) -> Result<Copied> {
     restart_if_overlong(&mut writer, size)?;
     let offset = writer.offset();
     reader
@@ -113,14 +124,14 @@ pub fn copy_seek(
 ///
 /// # Errors
 /// As [`copy_seek`].
-pub fn copy_at<R: ReadAt + ?Sized>(
-    mut writer: Writer,
+pub fn copy_at<W: ContentWriter, R: ReadAt + ?Sized>(
+    mut writer: W,
     reader: &R,
     size: Option<u64>,
     expected: &Digest,
     labels: &BTreeMap<String, String>,
     progress: &mut dyn FnMut(u64, Option<u64>),
-) -> Result<Info> {
+) -> Result<Copied> {
     restart_if_overlong(&mut writer, size)?;
     let mut pos = AtCursor {
         inner: reader,
@@ -142,7 +153,7 @@ impl<R: ReadAt + ?Sized> Read for AtCursor<'_, R> {
     }
 }
 
-fn restart_if_overlong(writer: &mut Writer, size: Option<u64>) -> Result<()> {
+fn restart_if_overlong<W: ContentWriter>(writer: &mut W, size: Option<u64>) -> Result<()> {
     if let Some(size) = size
         && writer.offset() > size
     {
@@ -151,32 +162,30 @@ fn restart_if_overlong(writer: &mut Writer, size: Option<u64>) -> Result<()> {
     Ok(())
 }
 
-fn source_err(writer: &Writer, e: io::Error) -> Error {
-    Error::io("read source for", format!("ingest {:?}", writer.r#ref()), e)
+fn source_err<W: ContentWriter>(writer: &W, e: io::Error) -> Error {
+    Error::io(
+        "read source for",
+        format!("ingest {:?}", writer.ingest_ref()),
+        e,
+    )
 }
 
-fn finish(
-    mut writer: Writer,
+fn finish<W: ContentWriter>(
+    mut writer: W,
     reader: &mut dyn Read,
     size: Option<u64>,
     expected: &Digest,
     labels: &BTreeMap<String, String>,
     progress: &mut dyn FnMut(u64, Option<u64>),
-) -> Result<Info> {
+) -> Result<Copied> {
     progress(writer.offset(), size);
     // Read at most one byte past the declared size: that byte proves an overrun.
-    super::pump::pump(&mut writer, reader, size.map(|s| s + 1), size, progress)?;
-    let store = writer.store.clone();
-    let r#ref = writer.r#ref().to_owned();
+    writer.fill_from(reader, size.map(|s| s + 1), size, progress)?;
     match writer.commit(size.unwrap_or(0), Some(expected), labels) {
-        Ok(info) => Ok(info),
-        Err(Error::BlobExists { digest }) => store.info(&digest),
-        Err(e) if e.kind() == ErrorKind::FailedPrecondition => {
-            // The bytes in the ingest can never become `expected`: start clean next time.
-            if let Err(abort) = store.abort(&r#ref) {
-                tracing::warn!(r#ref, error = %abort, "cannot abort failed ingest");
-            }
-            Err(e)
+        Ok(info) => Ok(Copied::Committed(info)),
+        Err(Error::BlobExists { digest }) => Ok(Copied::AlreadyExists(digest)),
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+            Ok(Copied::AlreadyExists(expected.clone()))
         }
         Err(e) => Err(e),
     }

@@ -35,6 +35,7 @@
 //! [`ContentStore`] is `Clone + Send + Sync` (an `Arc` inside). Several processes may open the
 //! same root at once.
 
+pub mod api;
 mod blobs;
 pub mod copy;
 pub mod filter;
@@ -53,8 +54,9 @@ use std::time::SystemTime;
 
 use berth_oci::Digest;
 
+pub use api::{ContentWriter, Store};
 pub use blobs::{CorruptBlob, VerifyReport};
-pub use copy::{ReadAt, copy, copy_at, copy_seek};
+pub use copy::{Copied, ReadAt, copy, copy_at, copy_seek};
 pub use filter::Filter;
 pub use gc::{GcOptions, GcReport};
 pub use reader::BlobReader;

@@ -10,9 +10,10 @@ use std::time::{Duration, Instant};
 
 use berth_oci::Digest;
 
+use super::copy::Copied;
 use super::ingest;
 use super::{Expected, Info, Writer};
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::metadata::{ImageStore, LeaseManager, LeaseResource, MetadataDb};
 
 /// How long the copy helpers wait for a ref locked by another writer.
@@ -155,7 +156,19 @@ impl ContentStore {
             Some(w) => w,
             None => return self.info(expected_digest),
         };
-        super::copy::copy(w, reader, expected_size, expected_digest, labels, progress)
+        match super::copy::copy(w, reader, expected_size, expected_digest, labels, progress) {
+            Ok(Copied::Committed(info)) => Ok(info),
+            Ok(Copied::AlreadyExists(d)) => self.info(&d),
+            Err(e) if e.kind() == ErrorKind::FailedPrecondition => {
+                // The bytes in the ingest can never become the expected content: start clean
+                // next time.
+                if let Err(abort) = self.abort(r#ref) {
+                    tracing::warn!(r#ref, error = %abort, "cannot abort failed ingest");
+                }
+                Err(e)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Opens a writer, retrying while the ref is locked; `None` when the blob already exists.

@@ -8,8 +8,9 @@
 //! `UpdateStatus`, `CommitExists`, `Resume`, `ResumeTruncate`, `ResumeDiscard`, `ResumeCopy`,
 //! `ResumeCopySeeker`, `ResumeCopyReaderAt`, `SmallBlob`, `Labels`, `CommitErrorState`.
 //!
-//! A factory may wrap the store any way it likes (a root opened by two handles, a store reopened
-//! between steps) as long as it returns a [`ContentStore`] over that root.
+//! The cases are generic over [`Store`], so any implementation can run them; a factory may also
+//! wrap the reference [`ContentStore`](super::ContentStore) any way it likes (a root opened by
+//! two handles, a store reopened between steps).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::BTreeMap;
@@ -20,14 +21,16 @@ use std::time::SystemTime;
 
 use berth_oci::Digest;
 
-use super::{ContentStore, Expected, Info, LABEL_GC_ROOT, Status, Writer};
+use super::api::{ContentWriter, Store};
+use super::copy::Copied;
+use super::{Expected, Info, LABEL_GC_ROOT, Status};
 use crate::error::{ErrorKind, Result};
 
 /// Opens a fresh store at the given root.
-pub type Factory<'a> = &'a dyn Fn(&Path) -> Result<ContentStore>;
+pub type Factory<'a, S> = &'a dyn Fn(&Path) -> Result<S>;
 
 /// Runs every case.
-pub fn run_all(factory: Factory<'_>) {
+pub fn run_all<S: Store>(factory: Factory<'_, S>) {
     writer(factory);
     update_status(factory);
     commit_exists(factory);
@@ -42,7 +45,7 @@ pub fn run_all(factory: Factory<'_>) {
     commit_error_state(factory);
 }
 
-fn with_store(name: &str, factory: Factory<'_>, f: impl FnOnce(&ContentStore)) {
+fn with_store<S: Store>(name: &str, factory: Factory<'_, S>, f: impl FnOnce(&S)) {
     let tmp = tempfile::Builder::new()
         .prefix(&format!("berth-content-suite-{name}-"))
         .tempdir()
@@ -86,8 +89,8 @@ fn within(what: &str, t: SystemTime, lo: SystemTime, hi: SystemTime) {
     );
 }
 
-fn check_info(
-    store: &ContentStore,
+fn check_info<S: Store>(
+    store: &S,
     d: &Digest,
     size: u64,
     labels: &BTreeMap<String, String>,
@@ -104,8 +107,8 @@ fn check_info(
     assert_eq!(&info.labels, labels, "labels of {d}");
 }
 
-fn check_status(
-    w: &Writer,
+fn check_status<W: ContentWriter>(
+    w: &W,
     expected: &Status,
     digest: &Digest,
     started: (SystemTime, SystemTime),
@@ -120,15 +123,32 @@ fn check_status(
     within("updated at", st.updated_at, updated.0, updated.1);
 }
 
-fn write_blob(store: &ContentStore, r#ref: &str, data: &[u8], d: &Digest) {
-    store
-        .ingest(r#ref, data, d, None, &BTreeMap::new(), &mut no_progress())
+fn write_blob<S: Store>(store: &S, r#ref: &str, data: &[u8], d: &Digest) {
+    let w = store
+        .writer(r#ref, Some(&Expected::digest(d.clone())))
         .unwrap_or_else(|e| panic!("write blob {ref}: {e}"));
+    super::copy(w, data, None, d, &BTreeMap::new(), &mut no_progress())
+        .unwrap_or_else(|e| panic!("write blob {ref}: {e}"));
+}
+
+/// Reads a whole blob through `read_at`, asking for up to `ask` bytes.
+fn read_blob<S: Store>(store: &S, d: &Digest, ask: usize) -> Vec<u8> {
+    let mut out = vec![0u8; ask];
+    let mut at = 0;
+    while at < ask {
+        let n = store.read_at(d, at as u64, &mut out[at..]).unwrap();
+        if n == 0 {
+            break;
+        }
+        at += n;
+    }
+    out.truncate(at);
+    out
 }
 
 /// `Writer`: four writers open at once (no expectation, size only, digest only, both), written
 /// in small chunks and committed with labels; the infos are right.
-pub fn writer(factory: Factory<'_>) {
+pub fn writer<S: Store>(factory: Factory<'_, S>) {
     with_store("writer", factory, |cs| {
         let contents: Vec<(Vec<u8>, Digest)> = (0..4).map(|_| create_content(256)).collect();
         let expectations = [
@@ -137,7 +157,7 @@ pub fn writer(factory: Factory<'_>) {
             Some(Expected::digest(contents[2].1.clone())),
             Some(Expected::new(contents[3].1.clone(), 256)),
         ];
-        let mut writers: Vec<Writer> = expectations
+        let mut writers: Vec<S::Writer> = expectations
             .iter()
             .enumerate()
             .map(|(i, e)| cs.writer(&format!("c{}", i + 1), e.as_ref()).unwrap())
@@ -167,7 +187,7 @@ pub fn writer(factory: Factory<'_>) {
 }
 
 /// `UpdateStatus`: offset, total, digest and times follow each write.
-pub fn update_status(factory: Factory<'_>) {
+pub fn update_status<S: Store>(factory: Factory<'_, S>) {
     with_store("update-status", factory, |cs| {
         let (c1, d1) = create_content(256);
         let pre_start = SystemTime::now();
@@ -210,7 +230,7 @@ pub fn update_status(factory: Factory<'_>) {
 
 /// `CommitExists`: committing content that is already stored is `AlreadyExists`, with or
 /// without an expected digest.
-pub fn commit_exists(factory: Factory<'_>) {
+pub fn commit_exists<S: Store>(factory: Factory<'_, S>) {
     with_store("commit-exists", factory, |cs| {
         let (c1, d1) = create_content(256);
         write_blob(cs, "c1", &c1, &d1);
@@ -230,7 +250,7 @@ pub fn commit_exists(factory: Factory<'_>) {
 
 /// `Resume`: a writer closed half-way is reopened at its offset with the same status, and
 /// finishes.
-pub fn resume(factory: Factory<'_>) {
+pub fn resume<S: Store>(factory: Factory<'_, S>) {
     with_store("resume", factory, |cs| {
         let (cb, d) = create_content(256);
         let (first, second) = cb.split_at(128);
@@ -269,9 +289,9 @@ pub fn resume(factory: Factory<'_>) {
 }
 
 /// How a resume case finishes a reopened writer: `(writer, content, written, digest)`.
-type ResumeFn = dyn Fn(Writer, &[u8], usize, &Digest) -> Result<Info>;
+type ResumeFn<W> = dyn Fn(W, &[u8], usize, &Digest) -> Result<()>;
 
-fn check_resume(name: &str, factory: Factory<'_>, finish: &ResumeFn) {
+fn check_resume<S: Store>(name: &str, factory: Factory<'_, S>, finish: &ResumeFn<S::Writer>) {
     with_store(name, factory, |cs| {
         for (i, size) in [500usize, 5000, 50000].into_iter().enumerate() {
             for (j, tp) in [0.0, 0.1, 0.5, 0.9, 1.0].into_iter().enumerate() {
@@ -301,24 +321,33 @@ fn check_resume(name: &str, factory: Factory<'_>, finish: &ResumeFn) {
 }
 
 /// `ResumeTruncate`: truncate to 0, rewrite everything, commit.
-pub fn resume_truncate(factory: Factory<'_>) {
+pub fn resume_truncate<S: Store>(factory: Factory<'_, S>) {
     check_resume("resume-truncate", factory, &|mut w, b, _, d| {
         w.truncate(0)?;
         for chunk in b.chunks(1024) {
             w.write_all(chunk).expect("write");
         }
         w.commit(b.len() as u64, Some(d), &BTreeMap::new())
+            .map(|_| ())
     });
 }
 
 /// `ResumeDiscard`: write only the missing tail, commit.
-pub fn resume_discard(factory: Factory<'_>) {
+pub fn resume_discard<S: Store>(factory: Factory<'_, S>) {
     check_resume("resume-discard", factory, &|mut w, b, written, d| {
         for chunk in b[written..].chunks(1024) {
             w.write_all(chunk).expect("write");
         }
         w.commit(b.len() as u64, Some(d), &BTreeMap::new())
+            .map(|_| ())
     });
+}
+
+fn committed(c: Result<Copied>) -> Result<()> {
+    match c? {
+        Copied::Committed(_) => Ok(()),
+        Copied::AlreadyExists(d) => panic!("{d} was not expected to exist yet"),
+    }
 }
 
 /// A reader that is only `Read` (no seeking).
@@ -331,49 +360,49 @@ impl<R: Read> Read for ReadOnly<R> {
 }
 
 /// `ResumeCopy`: the copy helper skips the bytes already written by reading them.
-pub fn resume_copy(factory: Factory<'_>) {
+pub fn resume_copy<S: Store>(factory: Factory<'_, S>) {
     check_resume("resume-copy", factory, &|w, b, _, d| {
-        super::copy(
+        committed(super::copy(
             w,
             ReadOnly(b),
             Some(b.len() as u64),
             d,
             &BTreeMap::new(),
             &mut no_progress(),
-        )
+        ))
     });
 }
 
 /// `ResumeCopySeeker`: the copy helper seeks past the bytes already written.
-pub fn resume_copy_seeker(factory: Factory<'_>) {
+pub fn resume_copy_seeker<S: Store>(factory: Factory<'_, S>) {
     check_resume("resume-copy-seeker", factory, &|w, b, _, d| {
-        super::copy_seek(
+        committed(super::copy_seek(
             w,
             Cursor::new(b),
             Some(b.len() as u64),
             d,
             &BTreeMap::new(),
             &mut no_progress(),
-        )
+        ))
     });
 }
 
 /// `ResumeCopyReaderAt`: the copy helper reads positionally from the offset.
-pub fn resume_copy_reader_at(factory: Factory<'_>) {
+pub fn resume_copy_reader_at<S: Store>(factory: Factory<'_, S>) {
     check_resume("resume-copy-reader-at", factory, &|w, b, _, d| {
-        super::copy_at(
+        committed(super::copy_at(
             w,
             b,
             Some(b.len() as u64),
             d,
             &BTreeMap::new(),
             &mut no_progress(),
-        )
+        ))
     });
 }
 
 /// `SmallBlob`: reading more than a small blob holds returns exactly the blob.
-pub fn small_blob(factory: Factory<'_>) {
+pub fn small_blob<S: Store>(factory: Factory<'_, S>) {
     with_store("small-blob", factory, |cs| {
         let blob = b"foobar";
         let d = Digest::sha256(blob);
@@ -382,24 +411,28 @@ pub fn small_blob(factory: Factory<'_>) {
             .unwrap();
         w.write_all(blob).unwrap();
         w.commit(6, Some(&d), &BTreeMap::new()).unwrap();
-        let mut r = cs.reader(&d).unwrap();
-        assert_eq!(r.size(), 6);
+        assert_eq!(cs.info(&d).unwrap().size, 6);
         let mut buf = [0u8; 7];
-        let n = r.read_at(0, &mut buf).unwrap();
+        let n = cs.read_at(&d, 0, &mut buf).unwrap();
         assert_eq!(&buf[..n], blob);
-        let mut all = Vec::new();
-        (&mut r).take(7).read_to_end(&mut all).unwrap();
-        assert_eq!(Digest::sha256(&all), d);
-        assert_eq!(cs.read_all(&d, 6).unwrap(), blob);
         assert_eq!(
-            cs.read_all(&d, 5).unwrap_err().kind(),
-            ErrorKind::FailedPrecondition
+            cs.read_at(&d, 6, &mut buf).unwrap(),
+            0,
+            "nothing past the end"
         );
+        assert_eq!(
+            cs.read_at(&d, 100, &mut buf).unwrap(),
+            0,
+            "nothing far past the end"
+        );
+        let all = read_blob(cs, &d, 7);
+        assert_eq!(Digest::sha256(&all), d);
+        assert_eq!(all, blob);
     });
 }
 
 /// `Labels`: labels given at commit, replaced wholesale, and changed per key.
-pub fn labels(factory: Factory<'_>) {
+pub fn labels<S: Store>(factory: Factory<'_, S>) {
     with_store("labels", factory, |cs| {
         let (c1, d1) = create_content(256);
         let mut w = cs
@@ -449,7 +482,7 @@ pub fn labels(factory: Factory<'_>) {
     });
 }
 
-fn check_ref_not_available(cs: &ContentStore, r#ref: &str) {
+fn check_ref_not_available<S: Store>(cs: &S, r#ref: &str) {
     let err = cs
         .writer(r#ref, None)
         .expect_err("writer created with a ref in use");
@@ -457,7 +490,7 @@ fn check_ref_not_available(cs: &ContentStore, r#ref: &str) {
 }
 
 /// `CommitErrorState`: what a failed or refused commit leaves behind, step by step.
-pub fn commit_error_state(factory: Factory<'_>) {
+pub fn commit_error_state<S: Store>(factory: Factory<'_, S>) {
     with_store("commit-error-state", factory, |cs| {
         let (c1, d1) = create_content(256);
         let (_, d2) = create_content(256);
