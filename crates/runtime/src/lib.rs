@@ -28,7 +28,7 @@
 //! ```
 //!
 //! # Design
-//! - **Spawn path** ([`spawn`](crate) internals): the runtime clones a
+//! - **Spawn path**: the runtime clones a
 //!   stage-1 child, which joins/creates namespaces and clones the container
 //!   process with `CLONE_PARENT`, so the caller can wait for it. Everything
 //!   the children need is prepared before the first clone; between clone
@@ -41,7 +41,13 @@
 //!   `/sys` must be real mounts on real directories; the cwd is verified
 //!   after `pivot_root`; setup runs non-dumpable; [`seal::seal_self_exe`]
 //!   serves front ends that re-exec themselves.
-//! - **Cgroups**: cgroups-rs, v1/v2; hybrid hosts are driven as v1.
+//! - **Cgroups**: cgroups-rs, v1/v2; hybrid hosts are driven as v1. The
+//!   devices controller denies all but the default devices plus the spec's
+//!   rules (v1; v2 would need an eBPF program and is not enforced).
+//! - **Hooks**: createRuntime, prestart and createContainer run in the
+//!   runtime while init waits before `pivot_root`; startContainer runs in
+//!   the container (by init, after `start`); poststart and poststop run in
+//!   the runtime; each gets the OCI state on stdin and honours `timeout`.
 //!
 //! # Front-end obligations
 //! A front end that re-executes its own binary must call

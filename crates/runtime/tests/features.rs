@@ -370,3 +370,49 @@ fn spec_devices_are_created_with_owner_and_mode() {
     assert_eq!(st, ExitStatus::Exited(0), "{err}");
     assert_eq!(out, "character special file 620 1000 1001 1 3\nok\n");
 }
+
+#[test]
+fn exec_into_a_container_without_proc() {
+    if !privileged() {
+        return;
+    }
+    let env = Env::new();
+    let id = env.id("noproc");
+    let mounts: Vec<_> = default_mounts()
+        .into_iter()
+        .filter(|m| m.destination() != std::path::Path::new("/proc"))
+        .collect();
+    let mut linux = linux_builder(&unique("cg")).build().unwrap();
+    // Masked/read-only paths under /proc do not exist without it (skipped).
+    linux.set_sysctl(None);
+    let s = spec_builder(&["sleep", "1000"], &unique("cg"))
+        .mounts(mounts)
+        .linux(linux)
+        .build()
+        .unwrap();
+    let bundle = env.bundle(&id, &s);
+    let init = env
+        .runtime
+        .create(&id, &bundle, CreateOptions::default())
+        .unwrap();
+    env.runtime.start(&id).unwrap();
+    let (r, w) = pipe();
+    let p = process_builder(&["sh", "-c", "ls /proc | wc -l; echo exec-ok"])
+        .build()
+        .unwrap();
+    let child = env
+        .runtime
+        .exec(
+            &id,
+            &p,
+            ExecOptions {
+                stdout: Stdio::Fd(w),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(child.wait().unwrap(), ExitStatus::Exited(0));
+    assert_eq!(read_all(r), "0\nexec-ok\n");
+    env.runtime.delete(&id, true).unwrap();
+    init.wait().unwrap();
+}

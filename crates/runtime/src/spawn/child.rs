@@ -331,21 +331,29 @@ pub(crate) fn container_process(plan: &ChildPlan) -> ! {
         }
     }
 
-    // The host's procfs, verified, for /proc writes before the pivot.
-    let procfd = match sys::openat(
-        libc::AT_FDCWD,
-        c"/proc",
-        libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC | libc::O_NOFOLLOW,
-        0,
-    ) {
-        Ok(pfd) => pfd,
-        Err(e) => fail(fd, Step::OpenProc, 0, e),
+    // A procfs fd, verified, for /proc writes: the host's before the pivot
+    // (init), the container's (exec). Only opened when something needs it,
+    // so exec works in a container without /proc.
+    let needs_proc = plan.rootfs.is_some() || p.oom_score_adj.is_some() || p.lsm_label.is_some();
+    let procfd = if needs_proc {
+        let pfd = match sys::openat(
+            libc::AT_FDCWD,
+            c"/proc",
+            libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC | libc::O_NOFOLLOW,
+            0,
+        ) {
+            Ok(pfd) => pfd,
+            Err(e) => fail(fd, Step::OpenProc, 0, e),
+        };
+        match sys::fs_magic(pfd) {
+            Ok(m) if m == crate::rootfs::PROC_MAGIC => {}
+            Ok(_) => fail(fd, Step::OpenProc, 0, libc::EXDEV),
+            Err(e) => fail(fd, Step::OpenProc, 0, e),
+        }
+        pfd
+    } else {
+        -1
     };
-    match sys::fs_magic(procfd) {
-        Ok(m) if m == crate::rootfs::PROC_MAGIC => {}
-        Ok(_) => fail(fd, Step::OpenProc, 0, libc::EXDEV),
-        Err(e) => fail(fd, Step::OpenProc, 0, e),
-    }
     if let Some(v) = &p.oom_score_adj
         && let Err(e) = sys::write_file_at(procfd, c"self/oom_score_adj", v.to_bytes())
     {
