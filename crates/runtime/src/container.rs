@@ -178,7 +178,8 @@ impl Runtime {
             .process()
             .as_ref()
             .ok_or_else(|| Error::spec("process", "missing"))?;
-        let process_plan = ProcessPlan::new(process, linux.and_then(|l| l.seccomp().as_ref()))?;
+        let mut process_plan = ProcessPlan::new(process, linux.and_then(|l| l.seccomp().as_ref()))?;
+        process_plan.set_personality(linux.and_then(|l| l.personality().as_ref()));
         let creates_uts = ns.unshare & libc::CLONE_NEWUTS != 0;
         let hostname = match spec.hostname().as_deref() {
             Some(h) if !h.is_empty() => {
@@ -519,7 +520,8 @@ impl Runtime {
         let pid = st.pid.ok_or_else(|| Error::protocol("state has no pid"))?;
         let ns = exec_namespaces(&spec, pid)?;
         let linux = spec.linux().as_ref();
-        let plan = ProcessPlan::new(process, linux.and_then(|l| l.seccomp().as_ref()))?;
+        let mut plan = ProcessPlan::new(process, linux.and_then(|l| l.seccomp().as_ref()))?;
+        plan.set_personality(linux.and_then(|l| l.personality().as_ref()));
         let console = if plan.terminal {
             let path = opts.console_socket.as_deref().ok_or_else(|| {
                 Error::spec("process.terminal", "a terminal needs a console socket")

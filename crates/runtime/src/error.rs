@@ -85,13 +85,15 @@ pub enum Step {
     OpenProc,
     ParentDied,
     StartContainerHook,
+    IoPriority,
+    Personality,
 }
 
 impl Step {
     /// Decodes a step number received from a child.
     pub(crate) fn from_u32(v: u32) -> Option<Step> {
         use Step::*;
-        const ALL: [Step; 48] = [
+        const ALL: [Step; 50] = [
             CloseFds,
             SetupStdio,
             Dumpable,
@@ -140,6 +142,8 @@ impl Step {
             OpenProc,
             ParentDied,
             StartContainerHook,
+            IoPriority,
+            Personality,
         ];
         ALL.iter().copied().find(|s| *s as u32 == v)
     }
@@ -346,12 +350,12 @@ mod tests {
 
     #[test]
     fn step_round_trips_through_u32() {
-        for v in 1..=48u32 {
+        for v in 1..=50u32 {
             let s = Step::from_u32(v).unwrap();
             assert_eq!(s as u32, v);
         }
         assert!(Step::from_u32(0).is_none());
-        assert!(Step::from_u32(49).is_none());
+        assert!(Step::from_u32(51).is_none());
     }
 
     #[test]

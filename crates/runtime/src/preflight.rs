@@ -50,9 +50,6 @@ pub fn validate(spec: &Spec) -> Result<()> {
     if process.scheduler().is_some() {
         return unsupported("process.scheduler");
     }
-    if process.io_priority().is_some() {
-        return unsupported("process.ioPriority");
-    }
     if process.exec_cpu_affinity().is_some() {
         return unsupported("process.execCPUAffinity");
     }
@@ -90,12 +87,6 @@ pub fn validate(spec: &Spec) -> Result<()> {
         }
         if linux.memory_policy().is_some() {
             return unsupported("linux.memoryPolicy");
-        }
-        if linux.personality().is_some() {
-            return Err(Error::Unsupported {
-                feature: "linux.personality".into(),
-                reason: "not implemented".into(),
-            });
         }
         if linux.net_devices().as_ref().is_some_and(|d| !d.is_empty()) {
             return Err(Error::Unsupported {

@@ -46,6 +46,10 @@ pub(crate) struct ProcessPlan {
     pub(crate) terminal: bool,
     /// `process.consoleSize` as (rows, columns).
     pub(crate) console_size: Option<(u16, u16)>,
+    /// `process.ioPriority` as an `ioprio_set` value.
+    pub(crate) io_priority: Option<libc::c_int>,
+    /// `linux.personality` as a `personality(2)` persona (set by the caller).
+    pub(crate) personality: Option<libc::c_ulong>,
 }
 
 fn cstring(field: &str, s: &str) -> Result<CString> {
@@ -158,6 +162,25 @@ impl ProcessPlan {
             None
         };
 
+        let io_priority = match process.io_priority() {
+            Some(p) => {
+                use oci_spec::runtime::IOPriorityClass;
+                let class = match p.class() {
+                    IOPriorityClass::IoprioClassRt => 1,
+                    IOPriorityClass::IoprioClassBe => 2,
+                    IOPriorityClass::IoprioClassIdle => 3,
+                };
+                let prio = p.priority();
+                if !(0..=7).contains(&prio) {
+                    return Err(Error::spec(
+                        "process.ioPriority.priority",
+                        format!("{prio} is not in 0..=7"),
+                    ));
+                }
+                Some((class << 13) | prio as libc::c_int)
+            }
+            None => None,
+        };
         let oom_score_adj = match process.oom_score_adj() {
             Some(v) => {
                 if !(-1000..=1000).contains(&v) {
@@ -197,7 +220,35 @@ impl ProcessPlan {
                     u16::try_from(b.width()).unwrap_or(u16::MAX),
                 )
             }),
+            io_priority,
+            personality: None,
         })
+    }
+
+    /// Sets the persona from `linux.personality`.
+    pub(crate) fn set_personality(&mut self, p: Option<&oci_spec::runtime::LinuxPersonality>) {
+        use oci_spec::runtime::LinuxPersonalityDomain;
+        self.personality = p.map(|p| match p.domain() {
+            LinuxPersonalityDomain::PerLinux => 0x0000,
+            LinuxPersonalityDomain::PerLinux32 => 0x0008,
+        });
+    }
+
+    /// Applies ioPriority and personality. Async-signal-safe.
+    pub(crate) fn apply_scheduling(&self) -> std::result::Result<(), (crate::error::Step, i32)> {
+        use crate::error::Step;
+        if let Some(v) = self.io_priority {
+            // SAFETY: ioprio_set(IOPRIO_WHO_PROCESS, 0 = self, value).
+            let r = unsafe { libc::syscall(libc::SYS_ioprio_set, 1, 0, v) };
+            sys::cvt_long(r).map_err(|e| (Step::IoPriority, e))?;
+        }
+        if let Some(p) = self.personality {
+            // SAFETY: personality with a plain persona value.
+            if unsafe { libc::personality(p) } == -1 {
+                return Err((Step::Personality, sys::errno()));
+            }
+        }
+        Ok(())
     }
 
     /// Tries each candidate executable; returns only on failure, with the

@@ -522,3 +522,39 @@ fn leaked_fd_cwd_cannot_reach_the_host() {
     );
     assert!(!env.runtime.root().join(&id).exists());
 }
+
+#[test]
+fn io_priority_and_personality() {
+    if !privileged() {
+        return;
+    }
+    use berth_runtime::oci_spec::runtime::{
+        IOPriorityClass, LinuxIOPriorityBuilder, LinuxPersonalityBuilder, LinuxPersonalityDomain,
+    };
+    let env = Env::new();
+    let p = process_builder(&["sh", "-c", "ionice; uname -m"])
+        .io_priority(
+            LinuxIOPriorityBuilder::default()
+                .class(IOPriorityClass::IoprioClassBe)
+                .priority(6i64)
+                .build()
+                .unwrap(),
+        )
+        .build()
+        .unwrap();
+    let linux = linux_builder(&unique("cg"))
+        .personality(
+            LinuxPersonalityBuilder::default()
+                .domain(LinuxPersonalityDomain::PerLinux32)
+                .build()
+                .unwrap(),
+        )
+        .build()
+        .unwrap();
+    let (st, out, err) = env.run(
+        "ioprio",
+        sh_spec("").process(p).linux(linux).build().unwrap(),
+    );
+    assert_eq!(st, ExitStatus::Exited(0), "{err}");
+    assert_eq!(out, "best-effort: prio 6\ni686\n");
+}

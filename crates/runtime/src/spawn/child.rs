@@ -387,6 +387,9 @@ pub(crate) fn container_process(plan: &ChildPlan) -> ! {
         sys::close(console_fd);
     }
 
+    if let Err((step, e)) = p.apply_scheduling() {
+        fail(fd, step, 0, e);
+    }
     for (i, r) in p.rlimits.iter().enumerate() {
         if let Err(e) = r.apply() {
             fail(fd, Step::Rlimit, i as u32, e);
