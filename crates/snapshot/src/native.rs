@@ -37,6 +37,12 @@ impl NativeSnapshotter {
         })
     }
 
+    /// Checks that every record has its directory (an fsck). Returns the problems found;
+    /// empty means consistent. Unowned directories are not problems: see `cleanup`.
+    pub fn verify(&self) -> Result<Vec<String>> {
+        self.store.verify()
+    }
+
     /// The root directory (canonical).
     pub fn root(&self) -> &Path {
         &self.store.paths.root

@@ -93,6 +93,12 @@ impl OverlaySnapshotter {
         &self.store.paths.root
     }
 
+    /// Checks that every record has its directories (an fsck). Returns the problems found;
+    /// empty means consistent. Unowned directories are not problems: see `cleanup`.
+    pub fn verify(&self) -> Result<Vec<String>> {
+        self.store.verify()
+    }
+
     /// The options appended to every overlay mount (after automatic `index=off`).
     pub fn mount_options(&self) -> &[String] {
         &self.store.driver.options
@@ -230,6 +236,11 @@ impl Driver for OverlayDriver {
 
     fn supports(&self, cap: Capability) -> bool {
         matches!(cap, Capability::Rebase)
+    }
+
+    fn verify(&self, paths: &Paths, snap: &Snapshot) -> Option<String> {
+        let work = paths.work(snap.id);
+        (snap.kind == Kind::Active && !work.is_dir()).then(|| format!("missing {}", work.display()))
     }
 
     fn layout(&self) -> DirLayout {

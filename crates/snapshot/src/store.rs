@@ -48,6 +48,10 @@ pub(crate) trait Driver: Send + Sync + std::fmt::Debug {
     fn supports(&self, cap: Capability) -> bool;
     /// How the `fs` directory of an active snapshot relates to its parents.
     fn layout(&self) -> DirLayout;
+    /// Backend-specific consistency problem of one snapshot's directory, if any.
+    fn verify(&self, _paths: &Paths, _snap: &Snapshot) -> Option<String> {
+        None
+    }
     /// Whether `populate` is slow enough (a copy) to run outside the write transaction.
     fn slow_populate(&self) -> bool {
         false
@@ -391,6 +395,31 @@ impl<D: Driver> Store<D> {
         self.closed.store(true, Ordering::Release);
         self.meta.close();
         Ok(())
+    }
+
+    /// Problems found by comparing records with directories: a record whose directory (or
+    /// `fs`) is missing, or an active overlay snapshot without `work`. Unowned directories
+    /// are not problems (cleanup removes them).
+    pub fn verify(&self) -> Result<Vec<String>> {
+        self.check_open()?;
+        let session = self.meta.session()?;
+        let mut problems = Vec::new();
+        for info in session.all()? {
+            let snap = session.snapshot(&info.name)?;
+            let fs_dir = self.paths.fs(snap.id);
+            if !fs_dir.is_dir() {
+                problems.push(format!(
+                    "{:?} (id {}): missing {}",
+                    info.name,
+                    snap.id,
+                    fs_dir.display()
+                ));
+            }
+            if let Some(p) = self.driver.verify(&self.paths, &snap) {
+                problems.push(format!("{:?} (id {}): {p}", info.name, snap.id));
+            }
+        }
+        Ok(problems)
     }
 
     pub fn writable_dir(&self, key: &str) -> Result<Option<WritableDir>> {

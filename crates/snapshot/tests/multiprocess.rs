@@ -2,6 +2,8 @@
 //! environment variable) unpack the same 16-layer chain concurrently, following
 //! containerd's unpack protocol (prepare under a random key, write, commit the chainID;
 //! AlreadyExists means the other process won). The result must be one clean chain.
+//! Also: writers killed with SIGKILL mid-operation leave a root that verifies, cleans up to
+//! exactly one directory per record, and keeps working.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
@@ -134,7 +136,10 @@ mod tests {
 
     #[test]
     fn two_processes_unpack_one_chain_native() {
-        if std::env::var_os(CHILD_ENV).is_some() || !crate::common::privileged("native") {
+        if std::env::var_os(CHILD_ENV).is_some()
+            || std::env::var_os(CHURN_ENV).is_some()
+            || !crate::common::privileged("native")
+        {
             return;
         }
         run_two("native");
@@ -142,7 +147,10 @@ mod tests {
 
     #[test]
     fn two_processes_unpack_one_chain_overlay() {
-        if std::env::var_os(CHILD_ENV).is_some() || !crate::common::privileged("overlay") {
+        if std::env::var_os(CHILD_ENV).is_some()
+            || std::env::var_os(CHURN_ENV).is_some()
+            || !crate::common::privileged("overlay")
+        {
             return;
         }
         run_two("overlay");
@@ -168,5 +176,112 @@ mod tests {
         })
         .unwrap();
         assert_eq!(n, LAYERS);
+    }
+
+    const CHURN_ENV: &str = "BERTH_SNAPSHOT_MP_CHURN";
+
+    #[test]
+    fn churn_worker() {
+        // Only does something when spawned by `killed_writers_leave_a_consistent_root`: loops
+        // over prepare/write/commit/view/remove until killed (or 30 s pass).
+        let (Some(root), Ok(backend)) = (std::env::var_os(CHURN_ENV), std::env::var(BACKEND_ENV))
+        else {
+            return;
+        };
+        let sn = open(&backend, Path::new(&root));
+        let start = std::time::Instant::now();
+        let mut prev: Option<String> = None;
+        let mut i = 0u64;
+        while start.elapsed() < std::time::Duration::from_secs(30) {
+            let key = testsuite::unique("churn-a");
+            let name = testsuite::unique("churn-c");
+            sn.prepare(&key, "base", &Opts::new()).unwrap();
+            let wd = sn.writable_dir(&key).unwrap().unwrap();
+            for f in 0..20 {
+                fs::write(wd.path.join(format!("f{f}")), vec![b'x'; 1024]).unwrap();
+            }
+            sn.commit(&name, &key, &Opts::new()).unwrap();
+            let view = testsuite::unique("churn-v");
+            sn.view(&view, &name, &Opts::new()).unwrap();
+            sn.remove(&view).unwrap();
+            if i % 2 == 1
+                && let Some(p) = prev.take()
+            {
+                sn.remove(&p).unwrap();
+            }
+            prev = Some(name);
+            i += 1;
+        }
+    }
+
+    fn killed_writers(backend: &str) {
+        let root: PathBuf = std::env::temp_dir().join(testsuite::unique("berth-snapshot-kill"));
+        let _cleanup = Cleanup(root.clone());
+        {
+            let sn = open(backend, &root);
+            sn.prepare("base-a", "", &Opts::new()).unwrap();
+            sn.commit("base", "base-a", &Opts::new()).unwrap();
+        }
+        let exe = std::env::current_exe().unwrap();
+        let mut max_records = 0;
+        for round in 0..4 {
+            let mut child = Command::new(&exe)
+                .args(["--exact", "tests::churn_worker", "--test-threads=1"])
+                .env(CHURN_ENV, &root)
+                .env(BACKEND_ENV, backend)
+                .spawn()
+                .unwrap();
+            let ms = 300 + rand::random::<u64>() % 900;
+            std::thread::sleep(std::time::Duration::from_millis(ms));
+            child.kill().unwrap(); // SIGKILL: no destructor runs, like a crash
+            child.wait().unwrap();
+
+            let problems = match backend {
+                "overlay" => OverlaySnapshotter::new(&root).unwrap().verify().unwrap(),
+                _ => NativeSnapshotter::new(&root).unwrap().verify().unwrap(),
+            };
+            assert!(problems.is_empty(), "round {round}: {problems:?}");
+            let sn = open(backend, &root);
+            sn.cleanup().unwrap();
+            let mut records = 0;
+            sn.walk(&[], &mut |_| {
+                records += 1;
+                Ok(())
+            })
+            .unwrap();
+            let dirs: Vec<String> = fs::read_dir(root.join("snapshots"))
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            assert!(
+                dirs.iter().all(|d| d.parse::<u64>().is_ok()),
+                "round {round}: leftovers after cleanup: {dirs:?}"
+            );
+            assert_eq!(dirs.len(), records, "round {round}: {dirs:?}");
+            max_records = max_records.max(records);
+            // The store still works after the crash.
+            sn.prepare("after", "base", &Opts::new()).unwrap();
+            sn.remove("after").unwrap();
+        }
+        assert!(
+            max_records > 1,
+            "the killed writers never committed anything"
+        );
+    }
+
+    #[test]
+    fn killed_writers_leave_a_consistent_root_native() {
+        if std::env::var_os(CHURN_ENV).is_some() || !crate::common::privileged("native") {
+            return;
+        }
+        killed_writers("native");
+    }
+
+    #[test]
+    fn killed_writers_leave_a_consistent_root_overlay() {
+        if std::env::var_os(CHURN_ENV).is_some() || !crate::common::privileged("overlay") {
+            return;
+        }
+        killed_writers("overlay");
     }
 }
