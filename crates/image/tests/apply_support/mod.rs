@@ -106,6 +106,11 @@ pub struct Sandbox {
 
 impl Sandbox {
     pub fn new() -> Self {
+        Self::with_depth(9)
+    }
+
+    /// A sandbox whose root sits `depth` directories below it.
+    pub fn with_depth(depth: usize) -> Self {
         let tmp = tempfile::Builder::new()
             .prefix("berth-apply-test-")
             .tempdir()
@@ -116,7 +121,7 @@ impl Sandbox {
         std::fs::write(host.join("etc/unbroken"), b"host unbroken").unwrap();
         std::fs::write(host.join("etc/whitedout"), b"host whitedout").unwrap();
         let mut root = tmp.path().to_path_buf();
-        for i in 1..=9 {
+        for i in 1..=depth {
             root.push(format!("d{i}"));
         }
         root.push("root");
