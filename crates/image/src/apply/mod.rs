@@ -22,6 +22,14 @@
 //! anything outside the root. Concurrent changes to the root by other processes during apply
 //! are not defended against beyond what fd-relative resolution gives.
 //!
+//! # Limits
+//! - The userspace resolver keeps one fd per directory level of a path, so paths deeper than
+//!   the fd limit fail with `EMFILE` (openat2 handles them while they fit `PATH_MAX`).
+//! - xattrs of symlinks, devices and fifos, and the mode of devices and fifos, are set through
+//!   `/proc/self/fd`; without a mounted procfs those entries fail with an `Io` error.
+//! - zstd frames needing a window above libzstd's default limit (128 MiB, `--long=27`) are
+//!   refused, which bounds the decoder's memory.
+//!
 //! # Concurrency
 //! [`apply_layer`] is blocking and single-threaded; apply distinct layers into distinct roots in
 //! parallel freely. Applying two layers into one root at once is not supported.
