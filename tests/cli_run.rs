@@ -1,0 +1,321 @@
+//! `berth run` and the container commands, driven through the built `berth` example against
+//! a unique store root holding a busybox image built from the host's `/bin/busybox`, and a
+//! unique runtime state root. Needs root (skips with a reason outside CI, fails under CI).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::tests_outside_test_module
+)]
+
+#[path = "common/berth_support.rs"]
+mod support;
+
+use std::process::Stdio;
+
+use support::{Env, IMAGE, describe, have_tool, prerequisites};
+
+fn stdout(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn run_rm_prints_and_propagates_exit_codes() {
+    if !prerequisites() {
+        return;
+    }
+    let env = Env::new("run");
+    let out = env.run(&["--rm", IMAGE, "echo", "hi"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(stdout(&out), "hi\n");
+
+    let out = env.run(&["--rm", IMAGE, "sh", "-c", "exit 3"]);
+    assert_eq!(out.status.code(), Some(3), "{}", describe(&out));
+
+    // The image's Cmd runs when none is given.
+    let out = env.run(&["--rm", IMAGE]);
+    assert_eq!(stdout(&out), "default-cmd\n", "{}", describe(&out));
+
+    // --rm left no container behind.
+    assert_eq!(env.ok(&["ps", "-q"]), "");
+    let snaps = env.ok(&["snapshot", "ls"]);
+    assert_eq!(
+        snaps.lines().count(),
+        2,
+        "only the image's layer is left:\n{snaps}"
+    );
+    assert!(support::mounts_under(&env.root).is_empty());
+}
+
+#[test]
+fn run_killed_container_exits_128_plus_signal() {
+    if !prerequisites() {
+        return;
+    }
+    let env = Env::new("kill");
+    let mut child = env
+        .run_cmd(&["--rm", "--name", "sleeper", IMAGE, "sleep", "1000"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    env.wait_for("the container to run", || {
+        env.berth(&["ps"])
+            .stdout
+            .windows(7)
+            .any(|w| w == b"running")
+    });
+    let id = env.ok(&["ps", "-q"]).trim().to_owned();
+    env.ok(&["kill", "sleeper", "KILL"]);
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(128 + libc::SIGKILL));
+    env.assert_gone(&id);
+}
+
+#[test]
+fn env_workdir_and_user_take_effect() {
+    if !prerequisites() {
+        return;
+    }
+    let env = Env::new("opts");
+    let script = "echo $GREETING $FOO; pwd; id -u; id -g; id -G; echo $HOME";
+    // Image defaults: Env and WorkingDir from the image config, root.
+    let out = env.run(&["--rm", IMAGE, "sh", "-c", script]);
+    assert_eq!(
+        stdout(&out),
+        "from-image\n/srv\n0\n0\n0\n/root\n",
+        "{}",
+        describe(&out)
+    );
+    // Options override them; the user is resolved in the image's /etc/passwd and /etc/group.
+    let out = env.run(&[
+        "--rm",
+        "-e",
+        "FOO=bar",
+        "-e",
+        "GREETING=hello",
+        "-w",
+        "/tmp",
+        "-u",
+        "app",
+        IMAGE,
+        "sh",
+        "-c",
+        script,
+    ]);
+    assert_eq!(
+        stdout(&out),
+        "hello bar\n/tmp\n1000\n1000\n1000 10\n/home/app\n",
+        "{}",
+        describe(&out)
+    );
+    let out = env.run(&[
+        "--rm",
+        "-u",
+        "4242:wheel",
+        IMAGE,
+        "sh",
+        "-c",
+        "id -u; id -g",
+    ]);
+    assert_eq!(stdout(&out), "4242\n10\n", "{}", describe(&out));
+    let out = env.run(&["--rm", "-u", "ghost", IMAGE, "true"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unable to find user ghost"));
+    assert_eq!(
+        env.ok(&["ps", "-q"]),
+        "",
+        "a failed run leaves no container"
+    );
+}
+
+#[test]
+fn bind_mounts_and_network_modes() {
+    if !prerequisites() {
+        return;
+    }
+    let env = Env::new("mounts");
+    let host = tempfile::tempdir().unwrap();
+    std::fs::write(host.path().join("file"), "from the host\n").unwrap();
+    let ro = format!("{}:/data:ro", host.path().display());
+    let out = env.run(&[
+        "--rm",
+        "--mount",
+        &ro,
+        IMAGE,
+        "sh",
+        "-c",
+        "cat /data/file; echo x > /data/new || echo ro",
+    ]);
+    assert_eq!(stdout(&out), "from the host\nro\n", "{}", describe(&out));
+    let rw = format!("{}:/data", host.path().display());
+    let out = env.run(&[
+        "--rm",
+        "--mount",
+        &rw,
+        IMAGE,
+        "sh",
+        "-c",
+        "echo written > /data/new",
+    ]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(
+        std::fs::read_to_string(host.path().join("new")).unwrap(),
+        "written\n"
+    );
+    // --network none: only a loopback interface, and it is up.
+    let out = env.run(&[
+        "--rm",
+        IMAGE,
+        "sh",
+        "-c",
+        "ls /sys/class/net; ping -c1 -W2 127.0.0.1 >/dev/null && echo lo-up",
+    ]);
+    assert_eq!(stdout(&out), "lo\nlo-up\n", "{}", describe(&out));
+    // --network host: the host's interfaces.
+    let host_ifaces = std::fs::read_dir("/sys/class/net").unwrap().count();
+    let out = env.run(&["--rm", "--network", "host", IMAGE, "ls", "/sys/class/net"]);
+    assert_eq!(
+        stdout(&out).lines().count(),
+        host_ifaces,
+        "{}",
+        describe(&out)
+    );
+}
+
+#[test]
+fn tty_under_a_pty() {
+    if !prerequisites() || !have_tool("script") {
+        return;
+    }
+    let env = Env::new("tty");
+    let line = format!(
+        "{} --root {} run --rm -t --runtime-root {} {IMAGE} sh -c 'tty; test -t 0 && test -t 1 && echo both-ttys; exit 7'",
+        support::example_bin("berth").display(),
+        env.root.display(),
+        env.state.display()
+    );
+    let out = std::process::Command::new("script")
+        .args(["-qec", &line, "/dev/null"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let text = stdout(&out);
+    assert!(text.contains("/dev/pts/"), "{}", describe(&out));
+    assert!(text.contains("both-ttys"), "{}", describe(&out));
+    assert_eq!(out.status.code(), Some(7), "{}", describe(&out));
+    assert_eq!(env.ok(&["ps", "-q"]), "");
+}
+
+#[test]
+fn detached_logs_ps_exec_kill_rm() {
+    if !prerequisites() {
+        return;
+    }
+    let env = Env::new("detached");
+    let id = env.run_detached(&[
+        "--name",
+        "svc",
+        IMAGE,
+        "sh",
+        "-c",
+        "echo out; echo err >&2; exec sleep 1000",
+    ]);
+    env.wait_for("the log", || {
+        let log = env.ok(&["logs", "svc"]);
+        log.contains("out\n") && log.contains("err\n")
+    });
+    assert_eq!(env.status(&id).as_deref(), Some("running"));
+    let ps = env.ok(&["ps"]);
+    assert!(
+        ps.contains("svc") && ps.contains("docker.io/berth-test/busybox:latest"),
+        "{ps}"
+    );
+
+    assert_eq!(
+        env.ok(&["exec", "svc", "sh", "-c", "echo exec-ok; hostname"]),
+        format!("exec-ok\n{}\n", &id[..12])
+    );
+    let out = env.berth(&["exec", &id[..8], "sh", "-c", "exit 4"]);
+    assert_eq!(out.status.code(), Some(4), "{}", describe(&out));
+    assert_eq!(
+        env.ok(&[
+            "exec",
+            "-u",
+            "app",
+            "-w",
+            "/tmp",
+            "svc",
+            "sh",
+            "-c",
+            "id -u; pwd"
+        ]),
+        "1000\n/tmp\n"
+    );
+
+    let out = env.berth(&["rm", "svc"]);
+    assert!(!out.status.success(), "rm of a running container must fail");
+    env.ok(&["kill", "svc", "TERM"]);
+    env.ok(&["kill", "svc"]);
+    env.wait_for("the container to stop", || {
+        env.status(&id).as_deref() == Some("stopped")
+    });
+    env.ok(&["rm", "svc"]);
+    env.assert_gone(&id);
+
+    // rm -f removes a running container.
+    let id = env.run_detached(&[IMAGE, "sleep", "1000"]);
+    env.ok(&["rm", "-f", &id]);
+    env.assert_gone(&id);
+    assert_eq!(env.ok(&["ps", "-q"]), "");
+}
+
+#[test]
+fn commit_makes_an_image_with_the_changes() {
+    if !prerequisites() {
+        return;
+    }
+    let env = Env::new("commit");
+    let id = env.run_detached(&[IMAGE, "sleep", "1000"]);
+    env.ok(&[
+        "exec",
+        &id,
+        "sh",
+        "-c",
+        "echo committed > /etc/marker; rm /bin/cat",
+    ]);
+    let out = env.ok(&["commit", &id, "berth-test/committed:v1"]);
+    assert!(
+        out.starts_with("docker.io/berth-test/committed:v1 sha256:"),
+        "{out}"
+    );
+    env.ok(&["rm", "-f", &id]);
+    let out = env.run(&[
+        "--rm",
+        "berth-test/committed:v1",
+        "sh",
+        "-c",
+        "read l < /etc/marker; echo $l; ls /bin/cat || echo no-cat",
+    ]);
+    assert_eq!(stdout(&out), "committed\nno-cat\n", "{}", describe(&out));
+    // The base image is unchanged.
+    let out = env.run(&[
+        "--rm",
+        IMAGE,
+        "sh",
+        "-c",
+        "ls /etc/marker 2>/dev/null || echo clean",
+    ]);
+    assert_eq!(stdout(&out), "clean\n");
+    // The committed image carries its image config (Env) and one more layer.
+    let out = env.run(&[
+        "--rm",
+        "berth-test/committed:v1",
+        "sh",
+        "-c",
+        "echo $GREETING",
+    ]);
+    assert_eq!(stdout(&out), "from-image\n");
+    let snaps = env.ok(&["snapshot", "ls"]);
+    assert_eq!(snaps.lines().count(), 3, "two committed layers:\n{snaps}");
+}
