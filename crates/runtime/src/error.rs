@@ -87,13 +87,14 @@ pub enum Step {
     StartContainerHook,
     IoPriority,
     Personality,
+    Scheduler,
 }
 
 impl Step {
     /// Decodes a step number received from a child.
     pub(crate) fn from_u32(v: u32) -> Option<Step> {
         use Step::*;
-        const ALL: [Step; 50] = [
+        const ALL: [Step; 51] = [
             CloseFds,
             SetupStdio,
             Dumpable,
@@ -144,6 +145,7 @@ impl Step {
             StartContainerHook,
             IoPriority,
             Personality,
+            Scheduler,
         ];
         ALL.iter().copied().find(|s| *s as u32 == v)
     }
@@ -350,12 +352,12 @@ mod tests {
 
     #[test]
     fn step_round_trips_through_u32() {
-        for v in 1..=50u32 {
+        for v in 1..=51u32 {
             let s = Step::from_u32(v).unwrap();
             assert_eq!(s as u32, v);
         }
         assert!(Step::from_u32(0).is_none());
-        assert!(Step::from_u32(51).is_none());
+        assert!(Step::from_u32(52).is_none());
     }
 
     #[test]

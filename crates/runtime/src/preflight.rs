@@ -47,9 +47,6 @@ pub fn validate(spec: &Spec) -> Result<()> {
             reason: "not implemented by berth-runtime".into(),
         })
     };
-    if process.scheduler().is_some() {
-        return unsupported("process.scheduler");
-    }
     if process.exec_cpu_affinity().is_some() {
         return unsupported("process.execCPUAffinity");
     }

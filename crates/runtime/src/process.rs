@@ -50,6 +50,57 @@ pub(crate) struct ProcessPlan {
     pub(crate) io_priority: Option<libc::c_int>,
     /// `linux.personality` as a `personality(2)` persona (set by the caller).
     pub(crate) personality: Option<libc::c_ulong>,
+    /// `process.scheduler` as a `sched_setattr` argument.
+    pub(crate) scheduler: Option<SchedAttr>,
+}
+
+/// The kernel's `struct sched_attr` (`SCHED_ATTR_SIZE_VER0`, 48 bytes).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct SchedAttr {
+    size: u32,
+    policy: u32,
+    flags: u64,
+    nice: i32,
+    priority: u32,
+    runtime: u64,
+    deadline: u64,
+    period: u64,
+}
+
+fn sched_attr(s: &oci_spec::runtime::Scheduler) -> SchedAttr {
+    use oci_spec::runtime::{LinuxSchedulerFlag as F, LinuxSchedulerPolicy as P};
+    let policy = match s.policy() {
+        P::SchedOther => 0,
+        P::SchedFifo => 1,
+        P::SchedRr => 2,
+        P::SchedBatch => 3,
+        P::SchedIso => 4,
+        P::SchedIdle => 5,
+        P::SchedDeadline => 6,
+    };
+    let mut flags = 0u64;
+    for f in s.flags().iter().flatten() {
+        flags |= match f {
+            F::SchedResetOnFork => 0x01,
+            F::SchedFlagReclaim => 0x02,
+            F::SchedFlagDLOverrun => 0x04,
+            F::SchedFlagKeepPolicy => 0x08,
+            F::SchedFlagKeepParams => 0x10,
+            F::SchedFlagUtilClampMin => 0x20,
+            F::SchedFlagUtilClampMax => 0x40,
+        };
+    }
+    SchedAttr {
+        size: size_of::<SchedAttr>() as u32,
+        policy,
+        flags,
+        nice: s.nice().unwrap_or(0),
+        priority: s.priority().unwrap_or(0).max(0) as u32,
+        runtime: s.runtime().unwrap_or(0),
+        deadline: s.deadline().unwrap_or(0),
+        period: s.period().unwrap_or(0),
+    }
 }
 
 fn cstring(field: &str, s: &str) -> Result<CString> {
@@ -222,6 +273,7 @@ impl ProcessPlan {
             }),
             io_priority,
             personality: None,
+            scheduler: process.scheduler().as_ref().map(sched_attr),
         })
     }
 
@@ -234,13 +286,19 @@ impl ProcessPlan {
         });
     }
 
-    /// Applies ioPriority and personality. Async-signal-safe.
+    /// Applies scheduler, ioPriority and personality. Async-signal-safe.
     pub(crate) fn apply_scheduling(&self) -> std::result::Result<(), (crate::error::Step, i32)> {
         use crate::error::Step;
         if let Some(v) = self.io_priority {
             // SAFETY: ioprio_set(IOPRIO_WHO_PROCESS, 0 = self, value).
             let r = unsafe { libc::syscall(libc::SYS_ioprio_set, 1, 0, v) };
             sys::cvt_long(r).map_err(|e| (Step::IoPriority, e))?;
+        }
+        if let Some(attr) = &self.scheduler {
+            // SAFETY: sched_setattr(0 = self, attr, 0) with a valid struct.
+            let r =
+                unsafe { libc::syscall(libc::SYS_sched_setattr, 0, attr as *const SchedAttr, 0) };
+            sys::cvt_long(r).map_err(|e| (Step::Scheduler, e))?;
         }
         if let Some(p) = self.personality {
             // SAFETY: personality with a plain persona value.

@@ -558,3 +558,26 @@ fn io_priority_and_personality() {
     assert_eq!(st, ExitStatus::Exited(0), "{err}");
     assert_eq!(out, "best-effort: prio 6\ni686\n");
 }
+
+#[test]
+fn scheduler_policy_and_nice() {
+    if !privileged() {
+        return;
+    }
+    use berth_runtime::oci_spec::runtime::{LinuxSchedulerPolicy, SchedulerBuilder};
+    let env = Env::new();
+    // Field 19 of /proc/self/stat is the nice value, field 41 the policy.
+    let p = process_builder(&["awk", "{print $19, $41}", "/proc/self/stat"])
+        .scheduler(
+            SchedulerBuilder::default()
+                .policy(LinuxSchedulerPolicy::SchedBatch)
+                .nice(7)
+                .build()
+                .unwrap(),
+        )
+        .build()
+        .unwrap();
+    let (st, out, err) = env.run("sched", sh_spec("").process(p).build().unwrap());
+    assert_eq!(st, ExitStatus::Exited(0), "{err}");
+    assert_eq!(out, "7 3\n");
+}
