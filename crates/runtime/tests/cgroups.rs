@@ -42,6 +42,7 @@ fn memory_limit_oom_kills() {
             LinuxMemoryBuilder::default()
                 .limit(limit)
                 .swap(limit)
+                .reservation(limit / 2)
                 .build()
                 .unwrap(),
         )
@@ -72,6 +73,12 @@ fn memory_limit_oom_kills() {
         )
         .unwrap();
     if let Some(dir) = v1_dir("memory", &cg) {
+        assert_eq!(
+            std::fs::read_to_string(dir.join("memory.soft_limit_in_bytes"))
+                .unwrap()
+                .trim(),
+            (limit / 2).to_string()
+        );
         assert_eq!(
             std::fs::read_to_string(dir.join("memory.limit_in_bytes"))
                 .unwrap()
@@ -154,6 +161,8 @@ fn cpu_resources_applied_and_updated() {
                 .shares(512u64)
                 .quota(50000i64)
                 .period(100000u64)
+                .cpus("0")
+                .mems("0")
                 .build()
                 .unwrap(),
         )
@@ -180,6 +189,8 @@ fn cpu_resources_applied_and_updated() {
     if !berth_runtime::cgroups::is_unified() {
         assert_eq!(read("cpu", "cpu.shares"), "512");
         assert_eq!(read("cpu", "cpu.cfs_quota_us"), "50000");
+        assert_eq!(read("cpuset", "cpuset.cpus"), "0");
+        assert_eq!(read("cpuset", "cpuset.mems"), "0");
         assert_eq!(read("pids", "pids.max"), "50");
         // The init process is in every hierarchy's cgroup.
         for c in ["cpu", "memory", "pids", "freezer"] {
