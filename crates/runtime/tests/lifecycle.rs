@@ -231,25 +231,34 @@ fn exec_joins_namespaces_and_cgroup() {
     let p = process_builder(&[
         "sh",
         "-c",
-        "hostname; cat /proc/1/comm; echo $$; readlink /proc/self/ns/pid; pwd; id -u",
+        "read go; hostname; cat /proc/1/comm; echo $$; readlink /proc/self/ns/pid; pwd; id -u",
     ])
     .cwd("/tmp")
     .build()
     .unwrap();
     let (r, w) = pipe();
+    let (stdin_r, stdin_w) = pipe();
     let child = env
         .runtime
         .exec(
             &id,
             &p,
             ExecOptions {
+                stdin: Stdio::Fd(stdin_r),
                 stdout: Stdio::Fd(w),
                 ..Default::default()
             },
         )
         .unwrap();
-    // The exec'd process is in the container's cgroup while it runs.
-    let in_cgroup = env.runtime.pids(&id).unwrap().contains(&child.pid());
+    // The exec'd process is in the container's cgroup while it runs (it
+    // waits for a line on stdin).
+    let pids = env.runtime.pids(&id).unwrap();
+    assert!(pids.contains(&child.pid()), "{pids:?}");
+    assert!(pids.contains(&init.pid()), "{pids:?}");
+    {
+        use std::io::Write;
+        std::fs::File::from(stdin_w).write_all(b"go\n").unwrap();
+    }
     assert_eq!(child.wait().unwrap(), ExitStatus::Exited(0));
     let out = read_all(r);
     let lines: Vec<&str> = out.lines().collect();
@@ -260,7 +269,6 @@ fn exec_joins_namespaces_and_cgroup() {
     assert_eq!(lines[3], init_pidns.to_str().unwrap());
     assert_eq!(lines[4], "/tmp");
     assert_eq!(lines[5], "0");
-    assert!(in_cgroup || env.runtime.pids(&id).is_ok());
 
     // A missing program is reported as the Exec step, naming it.
     let bad = process_builder(&["/bin/no-such-program"]).build().unwrap();
@@ -315,8 +323,12 @@ fn pause_and_resume_freeze_the_container() {
             "FROZEN"
         );
     }
-    // The frozen process is in the refrigerator (state D / 'frozen' wchan).
-    assert_eq!(env.runtime.resume(&id).map(|_| ()).unwrap(), ());
+    // Frozen processes cannot be paused twice.
+    assert_eq!(
+        env.runtime.pause(&id).unwrap_err().kind(),
+        ErrorKind::FailedPrecondition
+    );
+    env.runtime.resume(&id).unwrap();
     assert_eq!(env.runtime.state(&id).unwrap().status, Status::Running);
     assert_eq!(
         env.runtime.resume(&id).unwrap_err().kind(),
