@@ -471,4 +471,71 @@ mod tests {
         assert_eq!(refs(Some("ref~=^layer-")), ["layer-1", "layer-2"]);
         assert_eq!(refs(Some("ref==config")), ["config"]);
     }
+
+    #[test]
+    fn verify_reports_a_blob_whose_bytes_changed() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tmp();
+        let store = ContentStore::open(dir.path()).unwrap();
+        let mut digests = Vec::new();
+        for body in [&b"intact"[..], b"to be damaged"] {
+            let d = Digest::sha256(body);
+            store
+                .ingest("v", body, &d, None, &BTreeMap::new(), &mut |_, _| {})
+                .unwrap();
+            digests.push(d);
+        }
+        let report = store.verify().unwrap();
+        assert!(report.is_ok());
+        assert_eq!(report.checked, 2);
+        assert_eq!(report.bytes, 6 + 13);
+
+        let path = store.blob_path(&digests[1]);
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+        fs::write(&path, b"to be DAMAGED").unwrap();
+        let report = store.verify().unwrap();
+        assert_eq!(report.checked, 2);
+        assert_eq!(report.corrupt.len(), 1);
+        assert_eq!(report.corrupt[0].digest, digests[1]);
+        assert_eq!(
+            report.corrupt[0].actual,
+            Some(Digest::sha256(b"to be DAMAGED"))
+        );
+        let err = store.read_all(&digests[1], 100).unwrap_err();
+        assert!(matches!(err, Error::CorruptBlob { .. }), "{err}");
+        assert_eq!(err.kind(), ErrorKind::FailedPrecondition);
+    }
+
+    #[test]
+    fn info_times_of_unlabelled_blobs_come_from_the_commit() {
+        let dir = tmp();
+        let store = ContentStore::open(dir.path()).unwrap();
+        let d = Digest::sha256(b"t");
+        let before = SystemTime::now();
+        store
+            .ingest("t", &b"t"[..], &d, None, &BTreeMap::new(), &mut |_, _| {})
+            .unwrap();
+        let after = SystemTime::now();
+        let info = store.info(&d).unwrap();
+        assert!(info.created_at >= before && info.created_at <= after);
+        assert_eq!(info.created_at, info.updated_at);
+        assert!(
+            store.db().content_record(&d).unwrap().is_none(),
+            "no record needed"
+        );
+        let mut new = info.clone();
+        new.labels.insert("k".into(), "v".into());
+        let updated = store.update(&new, &["labels.k"]).unwrap();
+        assert_eq!(
+            updated.created_at, info.created_at,
+            "created stays the commit time"
+        );
+        assert!(updated.updated_at >= after);
+        assert_eq!(store.info(&d).unwrap().labels["k"], "v");
+        store.delete(&d).unwrap();
+        assert!(
+            store.db().content_record(&d).unwrap().is_none(),
+            "record removed"
+        );
+    }
 }
