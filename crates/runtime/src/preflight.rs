@@ -122,4 +122,30 @@ mod tests {
             assert_eq!(e.kind(), crate::ErrorKind::InvalidArgument, "{v}");
         }
     }
+
+    #[test]
+    fn unimplemented_features_are_unavailable_not_ignored() {
+        use oci_spec::runtime::{ExecCPUAffinityBuilder, LinuxIntelRdtBuilder};
+        let mut spec = base().build().unwrap();
+        let mut p = spec.process().clone().unwrap();
+        p.set_exec_cpu_affinity(Some(
+            ExecCPUAffinityBuilder::default()
+                .initial("0")
+                .build()
+                .unwrap(),
+        ));
+        spec.set_process(Some(p));
+        let e = validate(&spec).unwrap_err();
+        assert_eq!(e.kind(), crate::ErrorKind::Unavailable, "{e}");
+        assert!(e.to_string().contains("execCPUAffinity"), "{e}");
+
+        let mut spec = base().build().unwrap();
+        let mut l = spec.linux().clone().unwrap();
+        l.set_intel_rdt(Some(LinuxIntelRdtBuilder::default().build().unwrap()));
+        spec.set_linux(Some(l));
+        assert_eq!(
+            validate(&spec).unwrap_err().kind(),
+            crate::ErrorKind::Unavailable
+        );
+    }
 }
