@@ -25,13 +25,16 @@ berth="$target_dir/release/examples/berth"
 work="$(mktemp -d /tmp/berth-compare.XXXXXX)"
 trap 'rm -rf "$work"' EXIT
 
-# Nanoseconds taken by the command given.
-elapsed() {
-    local start end
+# Appends the wall time (ns) of the command to $work/<name> and its CPU time (user + sys,
+# ms) to $work/<name>.cpu.
+measure() {
+    local name=$1 start end
+    shift
     start=$(date +%s%N)
-    "$@" >/dev/null 2>&1
+    /usr/bin/time -f "%U %S" -o "$work/time.out" "$@" >/dev/null 2>&1
     end=$(date +%s%N)
-    echo $((end - start))
+    echo $((end - start)) >>"$work/$name"
+    awk '{ printf "%d\n", ($1 + $2) * 1000 }' "$work/time.out" >>"$work/$name.cpu"
 }
 
 median() {
@@ -43,21 +46,26 @@ size=$(stat -c %s "$archive")
 echo "archive $archive ($size bytes), $runs runs each, $(nproc) CPUs" >&2
 
 : >"$work/berth" ; : >"$work/sha" ; : >"$work/skopeo"
+: >"$work/berth.cpu" ; : >"$work/sha.cpu" ; : >"$work/skopeo.cpu"
 for i in $(seq "$runs"); do
     rm -rf "$work/root" "$work/skopeo-dir"
-    elapsed "$berth" --root "$work/root" image import --quiet "$archive" >>"$work/berth"
-    elapsed sha256sum "$archive" >>"$work/sha"
-    elapsed skopeo copy --quiet "oci-archive:$archive" "oci:$work/skopeo-dir:bench" >>"$work/skopeo"
     sync
+    measure berth "$berth" --root "$work/root" image import --quiet "$archive"
+    measure sha sha256sum "$archive"
+    measure skopeo skopeo copy --quiet "oci-archive:$archive" "oci:$work/skopeo-dir:bench"
 done
 
 b=$(median <"$work/berth")
 s=$(median <"$work/sha")
 k=$(median <"$work/skopeo")
-awk -v b="$b" -v s="$s" -v k="$k" -v size="$size" 'BEGIN {
-    printf "median berth import      %8.1f ms  (%6.0f MB/s)\n", b / 1e6, size / (b / 1e9) / 1e6
-    printf "median sha256sum         %8.1f ms  (%6.0f MB/s)\n", s / 1e6, size / (s / 1e9) / 1e6
-    printf "median skopeo copy       %8.1f ms  (%6.0f MB/s)\n", k / 1e6, size / (k / 1e9) / 1e6
+bc=$(median <"$work/berth.cpu")
+sc=$(median <"$work/sha.cpu")
+kc=$(median <"$work/skopeo.cpu")
+echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
+awk -v b="$b" -v s="$s" -v k="$k" -v bc="$bc" -v sc="$sc" -v kc="$kc" -v size="$size" 'BEGIN {
+    printf "median berth import  %8.1f ms wall (%5.0f MB/s), %5d ms CPU\n", b / 1e6, size / (b / 1e9) / 1e6, bc
+    printf "median sha256sum     %8.1f ms wall (%5.0f MB/s), %5d ms CPU\n", s / 1e6, size / (s / 1e9) / 1e6, sc
+    printf "median skopeo copy   %8.1f ms wall (%5.0f MB/s), %5d ms CPU\n", k / 1e6, size / (k / 1e9) / 1e6, kc
     printf "ratio berth/sha256sum %.2f\n", b / s
     printf "ratio berth/skopeo %.2f\n", b / k
 }'
