@@ -130,6 +130,14 @@ fn round_trip_reproduces_upper() {
             0,
         )
         .unwrap();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            upper.join("etc/null"),
+            rustix::fs::FileType::CharacterDevice,
+            rustix::fs::Mode::from_raw_mode(0o666),
+            rustix::fs::makedev(1, 3),
+        )
+        .unwrap();
     }
 
     for c in [Compression::Gzip, Compression::Zstd, Compression::None] {
