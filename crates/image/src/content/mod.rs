@@ -5,9 +5,9 @@
 //! ```text
 //! <root>/blobs/<alg>/<hex>          committed blobs, read-only (0444), named by their digest
 //! <root>/ingest/<sha256(ref)>/      one in-progress ingest: ref, data, startedat, updatedat,
-//!                                   total, expected, lock
+//!                                   total, expected, state (saved hash state), lock
 //! <root>/metadata.redb              labels, image records and leases (see [`crate::metadata`])
-//! <root>/gc.lock                    held exclusively while a garbage collection runs
+//! <root>/gc.lock                    exclusive during a collection, shared around commits
 //! ```
 //!
 //! # Writing
@@ -19,7 +19,10 @@
 //! read-only. A writer dropped without commit, or a process killed mid-write, leaves an ingest
 //! that the next `writer` call with the same ref resumes at its offset, restoring the saved hash
 //! state and hashing only the bytes written after it. [`ContentStore::ingest`] and [`copy()`] are
-//! the copy helpers: they resume, verify, and treat `AlreadyExists` as success.
+//! the copy helpers: they resume, verify, and treat `AlreadyExists` as success; for large
+//! content they hash and write on two threads. Only a commit makes content durable: the other
+//! ingest files are written without fsync, so a power loss can cost a restart, never a wrong
+//! blob.
 //!
 //! # Reading
 //! Blobs are immutable: [`ContentStore::reader`] gives `Read + Seek` and positional reads;
@@ -29,11 +32,18 @@
 //! Labels live in the shared metadata file, as do image records ([`ContentStore::images`]) and
 //! leases ([`ContentStore::leases`]). [`ContentStore::gc`] marks from images, live leases and
 //! `containerd.io/gc.root` blobs along manifest/index references and
-//! `containerd.io/gc.ref.content.*` labels, then sweeps the rest (see [`gc`]).
+//! `containerd.io/gc.ref.content.*` labels, then sweeps the rest (see [`gc`]). A handle from
+//! [`ContentStore::leased`] records everything it ingests and commits in a lease, so a
+//! multi-step import is safe from a collection running at the same time.
+//!
+//! # Implementations
+//! The contract is also expressed as traits ([`Store`], [`ContentWriter`]); the copy helpers and
+//! the conformance suite (module `testsuite`, feature `testsuite`) are generic over them.
 //!
 //! # Concurrency
-//! [`ContentStore`] is `Clone + Send + Sync` (an `Arc` inside). Several processes may open the
-//! same root at once.
+//! [`ContentStore`] is `Clone + Send + Sync` (an `Arc` inside); [`Writer`] is `Send`. Several
+//! processes may open the same root at once: refs are locked with `flock`, the metadata file is
+//! shared through redb's multi-writer mode, and commits race safely.
 
 pub mod api;
 mod blobs;

@@ -196,3 +196,17 @@ impl ContentStore {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn handles_cross_threads() {
+        fn send_sync<T: Send + Sync + Clone>() {}
+        fn send<T: Send>() {}
+        send_sync::<ContentStore>();
+        send::<Writer>();
+        send::<super::super::BlobReader>();
+    }
+}
