@@ -21,6 +21,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
+use berth_runtime::oci_spec::runtime::MountBuilder;
 use berth_runtime::{CreateOptions, ExecOptions, ExitStatus, Status, Stdio};
 use common::*;
 
@@ -69,7 +70,7 @@ fn helper_lifecycle_on_unified_hierarchy() {
     let cg = unique("cg");
     let mut mounts = default_mounts();
     mounts.push(
-        berth_runtime::oci_spec::runtime::MountBuilder::default()
+        MountBuilder::default()
             .destination("/sys/fs/cgroup")
             .typ("cgroup")
             .source("cgroup")
