@@ -17,8 +17,7 @@
 //! More than [`crate::mount::MAX_LOWERS`] parents are refused at `prepare`/`view` time with
 //! `InvalidArgument`. Long lowerdir lists are handled by [`Mount::mount`].
 //!
-//! Not done (containerd has them): id-mapped (`uidmap=`) mounts, the upperdir label,
-//! asynchronous removal.
+//! Not done (containerd has them): id-mapped (`uidmap=`) mounts, asynchronous removal.
 
 use std::fs;
 use std::os::unix::fs::MetadataExt;
@@ -34,6 +33,10 @@ use crate::types::{Capability, DirLayout, Kind};
 /// Where the kernel advertises the overlay `index` feature.
 pub const INDEX_PARAMETER: &str = "/sys/module/overlay/parameters/index";
 
+/// Label exposing the upper directory of a snapshot when
+/// [`OverlayOptions::upperdir_label`] is set (containerd's `WithUpperdirLabel`).
+pub const LABEL_UPPERDIR: &str = "containerd.io/snapshot/overlay.upperdir";
+
 /// Construction options of [`OverlaySnapshotter`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct OverlayOptions {
@@ -42,6 +45,9 @@ pub struct OverlayOptions {
     pub mount_options: Vec<String>,
     /// Do not add `index=off` even when the kernel supports the parameter.
     pub no_auto_index_off: bool,
+    /// Report each snapshot's upper directory in the label [`LABEL_UPPERDIR`] of the infos
+    /// returned by stat, walk and update (not stored).
+    pub upperdir_label: bool,
 }
 
 /// overlayfs snapshotter. See the module docs.
@@ -53,6 +59,7 @@ pub struct OverlaySnapshotter {
 #[derive(Debug)]
 struct OverlayDriver {
     options: Vec<String>,
+    upperdir_label: bool,
 }
 
 impl OverlaySnapshotter {
@@ -168,7 +175,10 @@ impl OverlayDriver {
         if in_user_namespace() && !options.iter().any(|o| o == "userxattr") {
             options.push("userxattr".into());
         }
-        OverlayDriver { options }
+        OverlayDriver {
+            options,
+            upperdir_label: opts.upperdir_label,
+        }
     }
 }
 
@@ -236,6 +246,13 @@ impl Driver for OverlayDriver {
 
     fn supports(&self, cap: Capability) -> bool {
         matches!(cap, Capability::Rebase)
+    }
+
+    fn decorate(&self, paths: &Paths, id: u64, info: &mut crate::Info) {
+        if self.upperdir_label {
+            info.labels
+                .insert(LABEL_UPPERDIR.into(), path_string(paths.fs(id)));
+        }
     }
 
     fn verify(&self, paths: &Paths, snap: &Snapshot) -> Option<String> {

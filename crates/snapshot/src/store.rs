@@ -48,6 +48,8 @@ pub(crate) trait Driver: Send + Sync + std::fmt::Debug {
     fn supports(&self, cap: Capability) -> bool;
     /// How the `fs` directory of an active snapshot relates to its parents.
     fn layout(&self) -> DirLayout;
+    /// Adds backend labels to an info returned by stat, walk or update.
+    fn decorate(&self, _paths: &Paths, _id: u64, _info: &mut Info) {}
     /// Backend-specific consistency problem of one snapshot's directory, if any.
     fn verify(&self, _paths: &Paths, _snap: &Snapshot) -> Option<String> {
         None
@@ -123,15 +125,20 @@ impl<D: Driver> Store<D> {
 
     pub fn stat(&self, key: &str) -> Result<Info> {
         self.check_open()?;
-        self.meta.session()?.info(key)
+        let rec = self.meta.session()?.record(key)?;
+        let mut info = rec.info(key);
+        self.driver.decorate(&self.paths, rec.id, &mut info);
+        Ok(info)
     }
 
     pub fn update(&self, info: &Info, fieldpaths: &[&str]) -> Result<Info> {
         self.check_open()?;
         let session = self.meta.session()?;
         let tx = session.begin_write()?;
-        let out = tx.update(info, fieldpaths, now())?;
+        let mut out = tx.update(info, fieldpaths, now())?;
+        let id = tx.snapshot(&info.name)?.id;
         tx.commit()?;
+        self.driver.decorate(&self.paths, id, &mut out);
         Ok(out)
     }
 
@@ -340,9 +347,13 @@ impl<D: Driver> Store<D> {
     pub fn walk(&self, filters: &[&str], f: &mut WalkFn<'_>) -> Result<()> {
         self.check_open()?;
         let filter = Filter::parse(filters)?;
-        let all = self.meta.session()?.all()?;
-        for info in all.iter().filter(|i| filter.matches(i)) {
-            f(info)?;
+        let all = self.meta.session()?.all_records()?;
+        for (key, rec) in all {
+            let mut info = rec.info(&key);
+            self.driver.decorate(&self.paths, rec.id, &mut info);
+            if filter.matches(&info) {
+                f(&info)?;
+            }
         }
         Ok(())
     }

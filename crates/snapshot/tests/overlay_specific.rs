@@ -30,7 +30,8 @@ mod tests {
         overlay_overlay_read => ov::overlay_overlay_read;
         overlay_view => ov::overlay_view;
         overlay_configured_index_not_overridden => ov::overlay_configured_index_not_overridden;
-        overlay_writable_dir => ov::overlay_writable_dir;
+        overlay_upperdir_label => ov::overlay_upperdir_label;
+    overlay_writable_dir => ov::overlay_writable_dir;
         overlay_lowers_limit => ov::overlay_lowers_limit;
     }
 }

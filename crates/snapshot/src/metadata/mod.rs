@@ -229,6 +229,7 @@ impl Session {
     }
 
     /// Info of `key`. NotFound when missing.
+    #[cfg(test)]
     pub fn info(&self, key: &str) -> Result<Info> {
         self.read(|t| Ok(get_record(t, &self.path, key)?.info(key)))
     }
@@ -241,6 +242,21 @@ impl Session {
     /// Id, kind and parent chain of `key`.
     pub fn snapshot(&self, key: &str) -> Result<Snapshot> {
         self.read(|t| snapshot_of(t, &self.path, key))
+    }
+
+    /// Every snapshot's key and record, in key order.
+    pub fn all_records(&self) -> Result<Vec<(String, Record)>> {
+        self.read(|t| {
+            let mut out = Vec::new();
+            for item in t.iter().map_err(|e| db_err(&self.path, "iterate", e))? {
+                let (k, v) = item.map_err(|e| db_err(&self.path, "iterate", e))?;
+                out.push((
+                    k.value().to_string(),
+                    decode(&self.path, k.value(), v.value())?,
+                ));
+            }
+            Ok(out)
+        })
     }
 
     /// Every snapshot's info, in key order.

@@ -26,6 +26,7 @@ pub const OVERLAY_SUITE: &[(&str, OverlayCase)] = &[
         "TestOverlayConfiguredIndexNotOverridden",
         overlay_configured_index_not_overridden,
     ),
+    ("TestOverlayUpperdirLabel", overlay_upperdir_label),
     ("WritableDir", overlay_writable_dir),
     ("LowersLimit", overlay_lowers_limit),
 ];
@@ -260,6 +261,55 @@ pub fn overlay_configured_index_not_overridden(factory: &OverlayFactory) -> Case
         !m.options.iter().any(|o| o == "index=off"),
         "index=off added: {:?}",
         m.options
+    );
+    Ok(())
+}
+
+/// containerd's `WithUpperdirLabel`: stat, walk and update report the upper directory.
+pub fn overlay_upperdir_label(factory: &OverlayFactory) -> CaseResult {
+    let opts = OverlayOptions {
+        upperdir_label: true,
+        ..OverlayOptions::default()
+    };
+    let h = harness(factory, opts)?;
+    create_snapshot(&h, "base", "", &[])?;
+    let mounts = h.sn.prepare("active", "base", &gc_opts()).ctx("prepare")?;
+    let upper = single(&mounts)?
+        .upperdir()
+        .ok_or_else(|| Failure::new("no upperdir"))?;
+    let label = crate::overlay::LABEL_UPPERDIR;
+    let st = h.sn.stat("active").ctx("stat")?;
+    ensure!(
+        st.labels.get(label).map(PathBuf::from) == Some(upper.clone()),
+        "stat label {:?} want {upper:?}",
+        st.labels.get(label)
+    );
+    let base = h.sn.stat("base").ctx("stat base")?;
+    let want = snap_path(&h, 1, "fs")?;
+    ensure!(
+        base.labels.get(label) == Some(&want),
+        "committed label {:?} want {want}",
+        base.labels.get(label)
+    );
+    let mut walked = 0;
+    h.sn.walk(&[&format!("labels.\"{label}\"")], &mut |i| {
+        walked += 1;
+        if !i.labels.contains_key(label) {
+            return Err(crate::Error::invalid(
+                i.name.clone(),
+                "walked info lacks the label",
+            ));
+        }
+        Ok(())
+    })
+    .ctx("walk")?;
+    ensure!(walked == 2, "walk matched {walked}");
+    let mut upd = st.clone();
+    upd.labels.insert("x".into(), "y".into());
+    let out = h.sn.update(&upd, &["labels.x"]).ctx("update")?;
+    ensure!(
+        out.labels.contains_key(label),
+        "update result lacks the label"
     );
     Ok(())
 }
