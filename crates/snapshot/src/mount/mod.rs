@@ -208,6 +208,15 @@ impl Mount {
         Ok(guard)
     }
 
+    /// Unmounts what [`Mount::mount`] mounted at `target` (joined with [`Mount::target`]):
+    /// the top mount there, retrying while busy. Prefer dropping the [`MountGuard`].
+    pub fn unmount(&self, target: &Path) -> Result<()> {
+        match &self.target {
+            Some(sub) => unmount(&target.join(strip_root(sub))),
+            None => unmount(target),
+        }
+    }
+
     fn mount_bind(&self, target: &Path, p: &Parsed) -> Result<()> {
         let src = Path::new(&self.source);
         if p.flags.contains(MountFlags::REC) {
