@@ -207,4 +207,38 @@ mod tests {
         let v = serde_json::to_value(&m).unwrap();
         assert_eq!(v["type"], "bind");
     }
+
+    #[test]
+    fn overlay_usage_counts_only_the_layer() {
+        if !crate::common::privileged("overlay") {
+            return;
+        }
+        let h = Harness::new(&crate::common::overlay_factory).unwrap();
+        let big = vec![0x5au8; 1 << 20];
+        testsuite::create_snapshot(
+            &h,
+            "base",
+            "",
+            &[testsuite::fstest::create_file("/big", &big, 0o644)],
+        )
+        .unwrap();
+        testsuite::create_snapshot(
+            &h,
+            "child",
+            "base",
+            &[testsuite::fstest::create_file("/small", b"s", 0o644)],
+        )
+        .unwrap();
+        let base = h.sn.usage("base").unwrap();
+        let child = h.sn.usage("child").unwrap();
+        assert!(base.size >= 1 << 20, "{base:?}");
+        assert!(
+            child.size < 1 << 16,
+            "child usage includes the parent: {child:?}"
+        );
+        assert_eq!(child.inodes, 2, "root + /small: {child:?}");
+        let mut total = base;
+        total.add(child);
+        assert_eq!(total.inodes, base.inodes + 2);
+    }
 }
