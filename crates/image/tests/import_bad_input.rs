@@ -302,6 +302,31 @@ fn digest_and_size_mismatches_name_the_blob() {
 }
 
 #[test]
+fn a_stored_blob_is_not_trusted_for_a_wrong_source() {
+    // The store already has the layer; the source then offers a longer, corrupt file under the
+    // same digest with a matching declared size: the import must still refuse it.
+    let t = tmp();
+    let l = make_layout(t.path());
+    let s = temp_store();
+    import::import(&s.store, &l.dir, &ImportOptions::default()).unwrap();
+    let mut bytes = fs::read(blob(&l, &l.layer)).unwrap();
+    bytes.push(0);
+    overwrite(&blob(&l, &l.layer), &bytes);
+    rewrite_manifest(&l, |m| {
+        let size = m["layers"][0]["size"].as_u64().unwrap();
+        m["layers"][0]["size"] = (size + 1).into();
+    });
+    s.store.images().delete(NAME).unwrap();
+    let err = import::import(&s.store, &l.dir, &ImportOptions::default()).unwrap_err();
+    assert!(
+        matches!(&err, Error::BlobMismatch { digest, .. } if *digest == l.layer),
+        "{err}"
+    );
+    assert!(s.store.images().list(&[]).unwrap().is_empty());
+    assert!(s.store.verify().unwrap().is_ok());
+}
+
+#[test]
 fn missing_blobs_are_named() {
     let t = tmp();
     let l = make_layout(t.path());

@@ -232,7 +232,22 @@ fn store_stream(
     match &blob.digest {
         Some(digest) => {
             protect(digest)?;
-            if store.info(digest).is_ok_and(|i| i.size == blob.size) {
+            let stored_size = store.info(digest).ok().map(|i| i.size);
+            if let Some(actual) = stored_size
+                && actual != blob.size
+            {
+                // The store's blob is verified, so the source's declared size is wrong.
+                return Err(Error::BlobMismatch {
+                    digest: digest.clone(),
+                    name: blob.name.clone(),
+                    source: berth_oci::Error::SizeMismatch {
+                        digest: digest.to_string(),
+                        expected: blob.size,
+                        actual,
+                    },
+                });
+            }
+            if stored_size.is_some() {
                 // Already stored and verified at its commit: only the compression is needed.
                 let mut head = [0u8; 8];
                 let n = store
@@ -278,36 +293,28 @@ fn store_stream(
                 unique(),
                 blob.name.replace('/', "_")
             );
-            let mut writer = store.writer(&r#ref, Some(&Expected::size(blob.size)))?;
+            let writer = store.writer(&r#ref, Some(&Expected::size(blob.size)))?;
             let mut reader = HeadKeeper {
                 inner: reader,
                 head: Vec::new(),
             };
             report(0, false);
-            let mut buf = vec![0u8; 1 << 20];
-            let mut done = 0u64;
-            loop {
-                let n = reader.read(&mut buf).map_err(|e| match e.kind() {
-                    std::io::ErrorKind::UnexpectedEof => Error::Truncated {
-                        path: source.path().to_path_buf(),
-                        entry: blob.name.clone(),
-                    },
-                    _ => Error::io("read", source.path().join(&blob.name), e),
-                })?;
-                if n == 0 {
-                    break;
-                }
-                std::io::Write::write_all(&mut writer, &buf[..n])
-                    .map_err(|e| Error::io("write", store.root(), e))?;
-                done += n as u64;
-                report(done, false);
-            }
-            let digest = writer.digest();
-            protect(&digest)?;
-            let info = match writer.commit(blob.size, None, labels) {
+            let info = match stream_into(
+                store,
+                source,
+                blob,
+                writer,
+                &mut reader,
+                protect,
+                labels,
+                &report,
+            ) {
                 Ok(info) => info,
-                Err(crate::Error::BlobExists { digest }) => store.info(&digest)?,
-                Err(e) => return Err(map_store_error(e, &digest, &blob.name)),
+                Err(e) => {
+                    // This ref is ours alone and cannot be resumed by a rerun: drop it.
+                    let _ = store.abort(&r#ref);
+                    return Err(e);
+                }
             };
             report(info.size, true);
             Ok(Stored {
@@ -316,6 +323,45 @@ fn store_stream(
                 compression: sniff(&reader.head),
             })
         }
+    }
+}
+
+/// Copies `reader` into `writer`, hashing as it goes, and commits under the digest found.
+#[allow(clippy::too_many_arguments)]
+fn stream_into(
+    store: &ContentStore,
+    source: &dyn Source,
+    blob: &StreamBlob,
+    mut writer: crate::content::Writer,
+    reader: &mut impl Read,
+    protect: &Protect<'_>,
+    labels: &BTreeMap<String, String>,
+    report: &dyn Fn(u64, bool),
+) -> Result<crate::content::Info> {
+    let mut buf = vec![0u8; 1 << 20];
+    let mut done = 0u64;
+    loop {
+        let n = reader.read(&mut buf).map_err(|e| match e.kind() {
+            std::io::ErrorKind::UnexpectedEof => Error::Truncated {
+                path: source.path().to_path_buf(),
+                entry: blob.name.clone(),
+            },
+            _ => Error::io("read", source.path().join(&blob.name), e),
+        })?;
+        if n == 0 {
+            break;
+        }
+        std::io::Write::write_all(&mut writer, &buf[..n])
+            .map_err(|e| Error::io("write", store.root(), e))?;
+        done += n as u64;
+        report(done, false);
+    }
+    let digest = writer.digest();
+    protect(&digest)?;
+    match writer.commit(blob.size, None, labels) {
+        Ok(info) => Ok(info),
+        Err(crate::Error::BlobExists { digest }) => Ok(store.info(&digest)?),
+        Err(e) => Err(map_store_error(e, &digest, &blob.name)),
     }
 }
 
