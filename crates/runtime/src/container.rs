@@ -251,6 +251,11 @@ impl Runtime {
             listen: Some(OwnedFd::from(listener)),
             console,
             run_create_hooks,
+            session_keyring: if opts.no_new_keyring {
+                None
+            } else {
+                Some(cstr("id", &format!("_ses.{id}"))?)
+            },
             start_hooks,
             start_state,
         };
@@ -545,6 +550,8 @@ impl Runtime {
             listen: None,
             console,
             run_create_hooks: false,
+            // Join the container's keyring (created by its init), as runc does.
+            session_keyring: Some(cstr("id", &format!("_ses.{id}"))?),
             start_hooks: Vec::new(),
             start_state: Default::default(),
         };

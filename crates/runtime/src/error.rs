@@ -88,13 +88,14 @@ pub enum Step {
     IoPriority,
     Personality,
     Scheduler,
+    SessionKeyring,
 }
 
 impl Step {
     /// Decodes a step number received from a child.
     pub(crate) fn from_u32(v: u32) -> Option<Step> {
         use Step::*;
-        const ALL: [Step; 51] = [
+        const ALL: [Step; 52] = [
             CloseFds,
             SetupStdio,
             Dumpable,
@@ -146,6 +147,7 @@ impl Step {
             IoPriority,
             Personality,
             Scheduler,
+            SessionKeyring,
         ];
         ALL.iter().copied().find(|s| *s as u32 == v)
     }
@@ -352,12 +354,12 @@ mod tests {
 
     #[test]
     fn step_round_trips_through_u32() {
-        for v in 1..=51u32 {
+        for v in 1..=52u32 {
             let s = Step::from_u32(v).unwrap();
             assert_eq!(s as u32, v);
         }
         assert!(Step::from_u32(0).is_none());
-        assert!(Step::from_u32(52).is_none());
+        assert!(Step::from_u32(53).is_none());
     }
 
     #[test]

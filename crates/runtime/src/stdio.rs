@@ -37,6 +37,9 @@ pub struct CreateOptions {
     /// Move the rootfs over `/` and `chroot` instead of `pivot_root`
     /// (for ramfs roots; weaker isolation).
     pub no_pivot: bool,
+    /// Keep the caller's session keyring instead of joining a new
+    /// `_ses.<id>` keyring (runc's `--no-new-keyring`).
+    pub no_new_keyring: bool,
 }
 
 /// Options of [`crate::Runtime::exec`].

@@ -416,3 +416,45 @@ fn exec_into_a_container_without_proc() {
     env.runtime.delete(&id, true).unwrap();
     init.wait().unwrap();
 }
+
+#[test]
+fn containers_get_their_own_session_keyring() {
+    if !privileged() {
+        return;
+    }
+    if !std::path::Path::new("/proc/keys").exists() {
+        assert!(std::env::var_os("CI").is_none(), "CI kernel lacks keyrings");
+        eprintln!("skipping: no keyrings");
+        return;
+    }
+    let env = Env::new();
+    let keys = || std::fs::read_to_string("/proc/keys").unwrap();
+    for no_new_keyring in [false, true] {
+        let id = env.id(if no_new_keyring {
+            "nokeyring"
+        } else {
+            "keyring"
+        });
+        let bundle = env.bundle(&id, &spec(&["sleep", "1000"], &unique("cg")));
+        let init = env
+            .runtime
+            .create(
+                &id,
+                &bundle,
+                CreateOptions {
+                    no_new_keyring,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        env.runtime.start(&id).unwrap();
+        let name = format!("_ses.{id}");
+        assert_eq!(
+            keys().contains(&name),
+            !no_new_keyring,
+            "{name} in /proc/keys"
+        );
+        env.runtime.delete(&id, true).unwrap();
+        init.wait().unwrap();
+    }
+}

@@ -318,6 +318,15 @@ pub(crate) fn container_process(plan: &ChildPlan) -> ! {
     unsafe { libc::umask(0) };
     let p = &plan.process;
 
+    // A session keyring of our own, so the container cannot reach the
+    // runtime's (kernels without keyrings: ENOSYS, ignored).
+    if let Some(name) = &plan.session_keyring {
+        // SAFETY: KEYCTL_JOIN_SESSION_KEYRING with a NUL-terminated name.
+        let r = unsafe { libc::syscall(libc::SYS_keyctl, 1, name.as_ptr()) };
+        if r < 0 && sys::errno() != libc::ENOSYS {
+            fail(fd, Step::SessionKeyring, 0, sys::errno());
+        }
+    }
     if let Some(h) = &plan.hostname {
         // SAFETY: h is a NUL-terminated string; the length excludes the NUL.
         if unsafe { libc::sethostname(h.as_ptr(), h.as_bytes().len()) } != 0 {

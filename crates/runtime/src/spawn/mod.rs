@@ -64,6 +64,8 @@ pub(crate) struct SpawnRequest {
     /// A connected console socket (terminal only).
     pub(crate) console: Option<OwnedFd>,
     pub(crate) run_create_hooks: bool,
+    /// Join (or create) this named session keyring (`_ses.<id>`), unless None.
+    pub(crate) session_keyring: Option<CString>,
     /// startContainer hooks (init only) and the state JSON they read.
     pub(crate) start_hooks: Vec<crate::hooks_exec::StartHook>,
     pub(crate) start_state: crate::hooks_exec::StateJson,
@@ -89,6 +91,7 @@ pub(crate) struct ChildPlan {
     pub(crate) rootfs: Option<RootfsPlan>,
     pub(crate) process: ProcessPlan,
     pub(crate) run_create_hooks: bool,
+    pub(crate) session_keyring: Option<CString>,
     pub(crate) start_hooks: Vec<crate::hooks_exec::StartHook>,
     pub(crate) start_state: crate::hooks_exec::StateJson,
 }
@@ -250,6 +253,7 @@ pub(crate) fn spawn(
         rootfs: req.rootfs,
         process: req.process,
         run_create_hooks: req.run_create_hooks,
+        session_keyring: req.session_keyring,
         start_hooks: req.start_hooks,
         start_state: req.start_state,
     };
