@@ -21,9 +21,7 @@ use std::time::Duration;
 use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
 use serde_json::Value;
 
-use runc_support::{
-    Bundle, StateRoot, become_subreaper, have_busybox, have_root, have_tool, unique,
-};
+use runc_support::{Bundle, StateRoot, have_busybox, have_root, have_tool, unique};
 
 fn ready() -> bool {
     have_root() && have_busybox()
@@ -52,7 +50,6 @@ fn create_start_state_exec_pause_kill_delete() {
     if !ready() {
         return;
     }
-    become_subreaper();
     let root = StateRoot::new();
     let bundle = Bundle::busybox(&["sleep", "1000"], false);
     let id = unique("cli-life");
@@ -216,7 +213,6 @@ fn detached_run_delete_force_and_kill_all() {
     if !ready() {
         return;
     }
-    become_subreaper();
     let root = StateRoot::new();
     let bundle = Bundle::busybox(&["sh", "-c", "sleep 1000 & sleep 1000"], false);
     let id = unique("cli-detach");
@@ -288,7 +284,6 @@ fn list_formats() {
     if !ready() {
         return;
     }
-    become_subreaper();
     let root = StateRoot::new();
     let bundle = Bundle::busybox(&["sleep", "1000"], false);
     let (a, b) = (unique("cli-list-a"), unique("cli-list-b"));
@@ -326,7 +321,6 @@ fn update_changes_the_cgroup_limits() {
     if !ready() {
         return;
     }
-    become_subreaper();
     let root = StateRoot::new();
     let bundle = Bundle::busybox(&["sleep", "1000"], false);
     let id = unique("cli-update");
@@ -400,7 +394,6 @@ fn console_socket_gets_the_pty_master() {
     if !ready() {
         return;
     }
-    become_subreaper();
     let root = StateRoot::new();
     let bundle = Bundle::busybox(&["sh", "-c", "tty; echo hi-from-pty"], true);
     let id = unique("cli-console");
@@ -437,7 +430,6 @@ fn terminal_under_a_pty_harness() {
     if !ready() || !have_tool("script") {
         return;
     }
-    become_subreaper();
     let root = StateRoot::new();
     // Foreground run with a terminal: berth-runc receives the pty and proxies it.
     let bundle = Bundle::busybox(&["sh", "-c", "tty; stty size"], true);
@@ -467,7 +459,7 @@ fn terminal_under_a_pty_harness() {
     let id = unique("cli-exec-tty");
     root.ok(&["run", "-d", "-b", bundle.arg(), &id]);
     let cmd = format!(
-        "{} --root {} exec -t {id} sh -c 'tty; exit 6'",
+        "stty rows 21 cols 77; {} --root {} exec -t {id} sh -c 'tty; stty size; exit 6'",
         root.bin.display(),
         root.path().display()
     );
@@ -478,6 +470,7 @@ fn terminal_under_a_pty_harness() {
         .unwrap();
     let text = stdout_of(&out);
     assert!(text.contains("/dev/pts/"), "{text:?}");
+    assert!(text.contains("21 77"), "window size not given: {text:?}");
     assert_eq!(out.status.code(), Some(6), "{text:?}");
     root.ok(&["delete", "-f", &id]);
 }
@@ -487,7 +480,6 @@ fn exec_with_a_process_file_detached() {
     if !ready() {
         return;
     }
-    become_subreaper();
     let root = StateRoot::new();
     let bundle = Bundle::busybox(&["sleep", "1000"], false);
     let id = unique("cli-exec-p");

@@ -39,6 +39,19 @@ pub fn exec(root: &Path, args: &ExecArgs) -> Result<ExitCode> {
         }
     };
     let terminal = process.terminal().unwrap_or(false);
+    // A foreground terminal starts at our terminal's size (the process runs before we could
+    // resize the pty ourselves).
+    let process = match (
+        terminal && args.console_socket.is_none(),
+        foreground::window_size(),
+    ) {
+        (true, Some((rows, cols))) if process.console_size().is_none() => {
+            let mut v = serde_json::to_value(&process)?;
+            v["consoleSize"] = json!({ "height": rows, "width": cols });
+            serde_json::from_value(v).context("set the console size")?
+        }
+        _ => process,
+    };
     if terminal && args.detach && args.console_socket.is_none() {
         bail!("cannot allocate tty if berth-runc will detach without setting console socket");
     }
@@ -66,7 +79,7 @@ pub fn exec(root: &Path, args: &ExecArgs) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let master = match &console {
-        Some(listener) => Some(listener.receive_master()?),
+        Some(listener) => Some(foreground::Terminal::attach(listener.receive_master()?)),
         None => None,
     };
     drop(console);

@@ -133,9 +133,9 @@ fn install(sig: libc::c_int, handler: extern "C" fn(libc::c_int), restart: bool)
     }
 }
 
-/// Waits for a foreground process: forwards signals to it, proxies its terminal if `master`
-/// is given, and returns its exit status.
-pub fn wait(process: &ContainerProcess, master: Option<OwnedFd>) -> Result<ExitStatus> {
+/// Waits for a foreground process: forwards signals to it, proxies its terminal if one is
+/// given, and returns its exit status.
+pub fn wait(process: &ContainerProcess, terminal: Option<Terminal>) -> Result<ExitStatus> {
     catch_signals();
     CHILD.store(process.pid(), Ordering::Relaxed);
     let pending = PENDING.swap(0, Ordering::Relaxed);
@@ -145,13 +145,14 @@ pub fn wait(process: &ContainerProcess, master: Option<OwnedFd>) -> Result<ExitS
             unsafe { libc::kill(process.pid(), sig) };
         }
     }
-    if let Some(master) = master {
-        proxy_terminal(master)?;
+    if let Some(terminal) = terminal {
+        proxy_terminal(terminal)?;
     }
     process.wait().context("wait for the container process")
 }
 
 /// Restores our terminal's settings on drop.
+#[derive(Debug)]
 struct RawMode {
     fd: BorrowedFd<'static>,
     saved: Termios,
@@ -178,21 +179,49 @@ fn copy_window_size(from: BorrowedFd<'_>, to: BorrowedFd<'_>) {
     }
 }
 
+/// The container's terminal, attached to ours: our terminal in raw mode (restored on drop) and
+/// the pty's window size equal to ours. Attach it before the process starts, so the process
+/// sees the right size from its first instruction.
+#[derive(Debug)]
+pub struct Terminal {
+    master: OwnedFd,
+    _raw: Option<RawMode>,
+}
+
+impl Terminal {
+    /// Attaches the pty `master` to our stdio's terminal (if stdin is one).
+    pub fn attach(master: OwnedFd) -> Terminal {
+        let stdin = stdin_fd();
+        let raw = match termios::tcgetattr(stdin) {
+            Ok(saved) => {
+                let mut raw = saved.clone();
+                termios::cfmakeraw(&mut raw);
+                let _ = termios::tcsetattr(stdin, SetArg::TCSANOW, &raw);
+                copy_window_size(stdin, master.as_fd());
+                // Not restarted: a resize interrupts the proxy's read, which then applies it.
+                install(libc::SIGWINCH, note_winch, false);
+                Some(RawMode { fd: stdin, saved })
+            }
+            Err(_) => None,
+        };
+        Terminal { master, _raw: raw }
+    }
+}
+
+/// Our terminal's size as `(rows, cols)`, if stdin is a terminal.
+pub fn window_size() -> Option<(u16, u16)> {
+    // SAFETY: TIOCGWINSZ with a valid winsize pointer on fd 0.
+    unsafe {
+        let mut ws: libc::winsize = std::mem::zeroed();
+        (libc::ioctl(0, libc::TIOCGWINSZ, &mut ws) == 0 && ws.ws_row > 0)
+            .then_some((ws.ws_row, ws.ws_col))
+    }
+}
+
 /// Copies stdin → master (a thread) and master → stdout (here) until the pty closes.
-fn proxy_terminal(master: OwnedFd) -> Result<()> {
+fn proxy_terminal(terminal: Terminal) -> Result<()> {
     let stdin = stdin_fd();
-    let _raw = match termios::tcgetattr(stdin) {
-        Ok(saved) => {
-            let mut raw = saved.clone();
-            termios::cfmakeraw(&mut raw);
-            let _ = termios::tcsetattr(stdin, SetArg::TCSANOW, &raw);
-            copy_window_size(stdin, master.as_fd());
-            // Not restarted: a resize interrupts the read below, which then applies it.
-            install(libc::SIGWINCH, note_winch, false);
-            Some(RawMode { fd: stdin, saved })
-        }
-        Err(_) => None,
-    };
+    let Terminal { master, _raw } = terminal;
     let mut to_master = std::fs::File::from(master.try_clone().context("dup pty master")?);
     // The input thread ends with our stdin (or a write error once the pty is gone); it is not
     // joined: the process exits after the wait.

@@ -113,7 +113,7 @@ pub fn run(root: &Path, args: &RunArgs) -> Result<ExitCode> {
         .map_err(|e| runtime_error(e, "create"))?;
     let master = match &console {
         Some(listener) => match listener.receive_master() {
-            Ok(fd) => Some(fd),
+            Ok(fd) => Some(foreground::Terminal::attach(fd)),
             Err(e) => {
                 let _ = rt.delete(&args.id, true);
                 let _ = init.wait();

@@ -1,6 +1,10 @@
 //! Shared helpers of the berth-runc tests: the built binary, privilege and tool checks that
 //! skip outside CI and fail inside it, unique names, busybox bundles, and guards that leave no
 //! container, state root or temp dir behind.
+//!
+//! The tests do not make themselves child subreapers: reaping with `waitpid(-1)` would race the
+//! `Command` waits of tests running in parallel threads. Container inits left by `create` are
+//! reparented to pid 1; berth-runc reads their status from /proc (a zombie counts as stopped).
 
 #![allow(dead_code)]
 
@@ -98,25 +102,6 @@ pub fn unique(prefix: &str) -> String {
     )
 }
 
-/// Makes this test process a child subreaper, so container inits left by `create` are
-/// reparented to it and can be reaped.
-pub fn become_subreaper() {
-    // SAFETY: prctl with integer arguments.
-    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
-}
-
-/// Reaps any of our exited children without blocking.
-pub fn reap_children() {
-    loop {
-        let mut status = 0;
-        // SAFETY: waitpid with a valid status pointer.
-        let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
-        if pid <= 0 {
-            break;
-        }
-    }
-}
-
 /// A state root of its own, whose containers are force-deleted on drop.
 #[derive(Debug)]
 pub struct StateRoot {
@@ -205,7 +190,6 @@ impl StateRoot {
                 return;
             }
             assert!(Instant::now() < deadline, "{id} never became {want}: {st}");
-            reap_children();
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -217,15 +201,16 @@ impl Drop for StateRoot {
         for id in String::from_utf8_lossy(&ids.stdout).lines() {
             let _ = self.run(&["delete", "--force", id]);
         }
-        reap_children();
     }
 }
 
-/// Whether berth-runtime allows the default devices (/dev/null, zero, full, random, urandom,
-/// tty, ptmx, pts) in the devices cgroup whatever the spec's rules, as runc does. Until it does,
-/// a spec with the usual deny-all rule (runc's and berth-runc's default spec, podman's) fails at
-/// the mknod of /dev/null, so the tests drop that rule from their bundles and podman is given
-/// an allow-all device rule. Flip to `true` once the library adds the default allowances.
+/// Whether berth-runtime's devices cgroup keeps the default devices (/dev/null, zero, full,
+/// random, urandom, tty, ptmx, pts) usable whatever the spec's rules, as runc does. It does not
+/// yet: it writes its default allowances *before* the spec's rules, so the usual leading
+/// deny-all rule of a spec (runc's and berth-runc's default spec, podman's) revokes them and the
+/// mknod of /dev/null fails with EPERM (runc appends its allowances *after* the spec's rules).
+/// Until it does, the tests drop that rule from their bundles and give podman an allow-all
+/// device rule. Flip to `true` once the library is fixed.
 pub const LIBRARY_ALLOWS_DEFAULT_DEVICES: bool = false;
 
 /// A busybox bundle in a temp dir: `rootfs/` from /bin/busybox and `config.json` from

@@ -1,0 +1,130 @@
+#!/usr/bin/env bash
+# compare-lifecycle.sh: the berth-runtime LIBRARY against the crun and runc command lines, on
+# the same busybox bundle, in one run (issue 4's benchmark).
+#
+# One cycle = create + start + wait + delete of /bin/true.
+# - berth: through the library API, in one process: the `lifecycle` criterion bench binary in
+#   its plain mode (BERTH_LIFECYCLE_CYCLES=N), which times each step of N cycles after warm-up.
+# - crun, runc: their command lines, one process per step, driven by
+#   ../shared/bench/lifecycle.py --mode cycle (subreaper + waitpid for the init).
+# Peak memory: /usr/bin/time -v's maximum RSS of the process that creates the containers (the
+# library bench process running cycles; `crun create` / `runc create` from lifecycle.py --mode mem).
+# Everything runs under ../shared/bench/cgv1-view.sh (only the v1 cgroup hierarchies visible):
+# crun 1.8 refuses this host's hybrid cgroups otherwise, and all must see the same host.
+#
+# Output: the medians, the peak RSS, then one line per peer:
+#   ratio berth/PEER X.XX      (the library's median cycle time over the peer's)
+# Knobs (env): N (30), WARMUP (3), N_MEM (5), KEEP=1 keeps the work dir.
+# Needs root, python3, /usr/bin/time, busybox-static, crun, runc.
+set -euo pipefail
+export LC_ALL=C
+cd "$(dirname "$0")/.."
+REPO=$(pwd)
+SHARED=${SHARED:-$REPO/../shared}
+CGV1=$SHARED/bench/cgv1-view.sh
+DRIVER=$SHARED/bench/lifecycle.py
+N=${N:-30}
+WARMUP=${WARMUP:-3}
+N_MEM=${N_MEM:-5}
+
+die() { echo "compare-lifecycle.sh: $*" >&2; exit 1; }
+[ "$(id -u)" -eq 0 ] || die "needs root (namespaces, mounts, cgroups)"
+for f in "$CGV1" "$DRIVER" /bin/busybox /usr/bin/time; do [ -e "$f" ] || die "missing $f"; done
+for t in crun runc python3; do command -v "$t" >/dev/null || die "missing $t"; done
+
+echo "building the lifecycle bench (bench profile)..." >&2
+BENCH=$(cargo bench -q -p berth --bench lifecycle --no-run --message-format=json 2>/dev/null \
+    | python3 -c '
+import json, sys
+for line in sys.stdin:
+    try:
+        m = json.loads(line)
+    except ValueError:
+        continue
+    if m.get("reason") == "compiler-artifact" and m.get("target", {}).get("name") == "lifecycle" \
+            and m.get("executable"):
+        print(m["executable"])
+')
+[ -x "$BENCH" ] || die "could not build the lifecycle bench"
+
+WORK=$(mktemp -d /tmp/berth-compare-lifecycle.XXXXXX)
+cleanup() {
+    set +e
+    for rt in crun runc; do
+        root=$WORK/root-$rt
+        [ -d "$root" ] || continue
+        for id in $("$rt" --root "$root" list -q 2>/dev/null); do
+            "$rt" --root "$root" delete -f "$id" >/dev/null 2>&1
+        done
+    done
+    [ "${KEEP:-0}" = 1 ] && { echo "work dir kept: $WORK" >&2; return; }
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+# The bundle all three run: busybox rootfs, a runc-style spec running /bin/true (no terminal).
+B=$WORK/bundle
+mkdir -p "$B/rootfs"/{bin,proc,sys,dev,tmp,etc}
+cp /bin/busybox "$B/rootfs/bin/busybox"
+for a in sh true; do ln -s busybox "$B/rootfs/bin/$a"; done
+runc spec --bundle "$B"
+python3 - "$B/config.json" <<'EOF'
+import json, sys
+p = sys.argv[1]
+c = json.load(open(p))
+c["process"]["args"] = ["/bin/true"]
+c["process"]["terminal"] = False
+# berth-runtime writes its default device allowances before the spec's rules, so the spec's
+# leading deny-all revokes them (mknod /dev/null fails); the rule is dropped for every runtime
+# alike until the library appends them after the spec's rules, as runc does.
+c["linux"].pop("resources", None)
+caps = c["process"].get("capabilities", {})
+for k in ("ambient", "inheritable"):
+    caps.pop(k, None)
+json.dump(c, open(p, "w"), indent=1)
+EOF
+
+export WORK  # cgv1-view.sh makes its scratch dir under $WORK
+# berth: the library in one process.
+"$CGV1" env BERTH_LIFECYCLE_CYCLES="$N" BERTH_LIFECYCLE_OUT="$WORK/berth-cycle.json" \
+    BERTH_LIFECYCLE_BUNDLE="$B" "$BENCH" >&2
+"$CGV1" /usr/bin/time -v -o "$WORK/berth.time" env BERTH_LIFECYCLE_CYCLES="$N_MEM" \
+    BERTH_LIFECYCLE_OUT="$WORK/berth-mem-cycles.json" BERTH_LIFECYCLE_BUNDLE="$B" "$BENCH" >&2
+# The peers: their command lines.
+for rt in crun runc; do
+    mkdir -p "$WORK/root-$rt"
+    "$CGV1" python3 "$DRIVER" --name "$rt" --mode cycle --runtime "$(command -v $rt)" \
+        --root "$WORK/root-$rt" --bundle "$B" -n "$N" --warmup "$WARMUP" \
+        --log "$WORK/$rt.log" --out "$WORK/$rt-cycle.json" >&2
+    "$CGV1" python3 "$DRIVER" --name "$rt-mem" --mode mem --runtime "$(command -v $rt)" \
+        --root "$WORK/root-$rt" --bundle "$B" -n "$N_MEM" --warmup 1 \
+        --log "$WORK/$rt.log" --out "$WORK/$rt-mem.json" >&2
+done
+
+python3 - "$WORK" <<'EOF'
+import json, os, sys
+w = sys.argv[1]
+def steps(name):
+    return json.load(open(os.path.join(w, name)))["steps"]
+berth = steps("berth-cycle.json")
+rss = None
+for line in open(os.path.join(w, "berth.time")):
+    if "Maximum resident set size" in line:
+        rss = int(line.rsplit(":", 1)[1])
+peers = ["crun", "runc"]
+cyc = {p: steps(p + "-cycle.json") for p in peers}
+mem = {p: steps(p + "-mem.json") for p in peers}
+print("median ms               create   start    wait  delete   total | peak RSS kB of the creating process")
+print("%-22s %7.2f %7.2f %7.2f %7.2f %7.2f | %d" % (
+    "berth (library)", berth["create"]["median"], berth["start"]["median"], berth["wait"]["median"],
+    berth["delete"]["median"], berth["total"]["median"], rss))
+for p in peers:
+    c = cyc[p]
+    print("%-22s %7.2f %7.2f %7.2f %7.2f %7.2f | %d" % (
+        p + " (CLI)", c["create"]["median"], c["start"]["median"], c["wait"]["median"],
+        c["delete"]["median"], c["total"]["median"], mem[p]["create_kB"]["median"]))
+for p in peers:
+    print("peak-rss berth/%s %.2f" % (p, rss / mem[p]["create_kB"]["median"]))
+for p in peers:
+    print("ratio berth/%s %.2f" % (p, berth["total"]["median"] / cyc[p]["total"]["median"]))
+EOF
