@@ -236,6 +236,13 @@ impl Runtime {
             crate::hooks_exec::state_json(&st)?
         };
 
+        // A cgroup that already holds processes belongs to someone else:
+        // refuse it (and leave it alone) rather than share or destroy it.
+        if !Cgroup::load(&cgroup_rel).pids()?.is_empty() {
+            return Err(Error::CgroupBusy {
+                path: format!("/{cgroup_rel}"),
+            });
+        }
         let cg = Cgroup::create(&cgroup_rel, linux.and_then(|l| l.resources().as_ref()))?;
         guard.cgroup = Some(Cgroup::load(&cgroup_rel));
 

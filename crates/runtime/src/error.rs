@@ -256,6 +256,12 @@ pub enum Error {
         /// The error text from cgroups-rs or the kernel.
         reason: String,
     },
+    /// The container's cgroup already holds processes of something else.
+    #[error("cgroup {path} is in use: it already has processes")]
+    CgroupBusy {
+        /// The cgroup path.
+        path: String,
+    },
     /// The seccomp profile could not be compiled.
     #[error("seccomp: {reason}")]
     Seccomp {
@@ -297,7 +303,7 @@ impl Error {
             Error::InvalidId { .. } | Error::InvalidSpec { .. } => ErrorKind::InvalidArgument,
             Error::NotFound { .. } => ErrorKind::NotFound,
             Error::AlreadyExists { .. } => ErrorKind::AlreadyExists,
-            Error::InvalidState { .. } => ErrorKind::FailedPrecondition,
+            Error::InvalidState { .. } | Error::CgroupBusy { .. } => ErrorKind::FailedPrecondition,
             Error::Unsupported { .. } => ErrorKind::Unavailable,
             Error::Io { source, .. } | Error::Sys { source, .. } => io_kind(source),
             Error::Child { source, .. } => io_kind(source),

@@ -875,3 +875,32 @@ fn run_is_create_plus_start_and_cleans_up_on_failure() {
     );
     assert_no_cgroup(&cg);
 }
+
+#[test]
+fn a_busy_cgroup_is_refused_and_left_alone() {
+    if !privileged() {
+        return;
+    }
+    let env = Env::new();
+    let cg = unique("cg");
+    let a = env.id("cg-owner");
+    let ba = env.bundle(&a, &spec(&["sleep", "1000"], &cg));
+    let ia = env
+        .runtime
+        .create(&a, &ba, CreateOptions::default())
+        .unwrap();
+    let b = env.id("cg-intruder");
+    let bb = env.bundle(&b, &spec(&["true"], &cg));
+    let e = env
+        .runtime
+        .create(&b, &bb, CreateOptions::default())
+        .unwrap_err();
+    assert!(matches!(e, berth_runtime::Error::CgroupBusy { .. }), "{e}");
+    assert_eq!(e.kind(), ErrorKind::FailedPrecondition);
+    // The owner is untouched.
+    assert_eq!(env.runtime.pids(&a).unwrap(), vec![ia.pid()]);
+    assert_eq!(env.runtime.state(&a).unwrap().status, Status::Created);
+    env.runtime.delete(&a, false).unwrap();
+    ia.wait().unwrap();
+    assert_no_cgroup(&cg);
+}
