@@ -68,6 +68,58 @@ fn bench_ingest(c: &mut Criterion) {
         });
     }
     group.finish();
+
+    // Many small blobs (manifests, configs): the fixed cost per blob, plain and through a lease.
+    let mut group = c.benchmark_group("content_ingest_small");
+    group.sample_size(10);
+    let blobs: Vec<(Vec<u8>, Digest)> = (0..64u32)
+        .map(|i| {
+            let mut b = blob(4096);
+            b[..4].copy_from_slice(&i.to_le_bytes());
+            let d = Digest::sha256(&b);
+            (b, d)
+        })
+        .collect();
+    group.throughput(Throughput::Elements(blobs.len() as u64));
+    for leased in [false, true] {
+        let name = if leased { "64x4KiB_leased" } else { "64x4KiB" };
+        group.bench_function(name, |b| {
+            b.iter_batched(
+                || {
+                    let dir = tempfile::Builder::new()
+                        .prefix("berth-bench-small-")
+                        .tempdir()
+                        .unwrap();
+                    let store = ContentStore::open(dir.path()).unwrap();
+                    let store = if leased {
+                        let lease = store.leases().create("", BTreeMap::new(), None).unwrap();
+                        store.leased(&lease.id)
+                    } else {
+                        store
+                    };
+                    (dir, store)
+                },
+                |(dir, store)| {
+                    for (i, (data, d)) in blobs.iter().enumerate() {
+                        let info = store
+                            .ingest(
+                                &format!("small-{i}"),
+                                &data[..],
+                                d,
+                                Some(data.len() as u64),
+                                &BTreeMap::new(),
+                                &mut |_, _| {},
+                            )
+                            .unwrap();
+                        black_box(info);
+                    }
+                    (dir, store)
+                },
+                BatchSize::PerIteration,
+            );
+        });
+    }
+    group.finish();
 }
 
 criterion_group!(benches, bench_ingest);

@@ -108,6 +108,10 @@ impl LeaseManager {
     /// # Errors
     /// `NotFound`; `Database`.
     pub fn add_resource(&self, id: &str, resource: LeaseResource) -> Result<()> {
+        // A read transaction is cheap; a write costs an fsync. Skip it when nothing changes.
+        if self.get(id)?.resources.contains(&resource) {
+            return Ok(());
+        }
         self.modify(id, |l| {
             l.resources.insert(resource);
         })

@@ -121,6 +121,21 @@ impl MetadataDb {
     }
 
     fn init_schema(&self) -> Result<()> {
+        // Usually the file is set up already: check in a read transaction (no fsync).
+        if let Ok(found) = self.schema_version()
+            && found != 0
+        {
+            if found > SCHEMA_VERSION {
+                return Err(Error::SchemaVersion {
+                    path: self.inner.path.clone(),
+                    found,
+                    supported: SCHEMA_VERSION,
+                });
+            }
+            if self.tables_exist() {
+                return Ok(());
+            }
+        }
         let txn = self
             .inner
             .db
@@ -155,6 +170,15 @@ impl MetadataDb {
             }
         }
         txn.commit().map_err(|e| self.db_err("commit", e))
+    }
+
+    fn tables_exist(&self) -> bool {
+        let Ok(txn) = self.inner.db.begin_read() else {
+            return false;
+        };
+        [CONTENT, IMAGES, LEASES]
+            .into_iter()
+            .all(|def| txn.open_table(def).is_ok())
     }
 
     /// The schema version recorded in the file.
