@@ -135,6 +135,18 @@ pub(crate) fn lock(ingest_root: &Path, dir: &Path, r#ref: &str) -> Result<Ingest
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
             Err(e) => return Err(Error::io("mkdir", dir, e)),
         }
+        // Never write through a symlink planted where an ingest directory belongs.
+        match fs::symlink_metadata(dir) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => {
+                return Err(Error::invalid(
+                    dir.display().to_string(),
+                    "ingest path is not a directory (symlink?)",
+                ));
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(Error::io("stat", dir, e)),
+        }
         let file = match open_nofollow(&lock_path, true, false) {
             Ok(f) => f,
             // The directory vanished between mkdir and open (a commit finished): retry.

@@ -415,4 +415,16 @@ mod tests {
         assert_eq!(store.list_digests().unwrap().len(), 2);
         assert!(store.verify().unwrap().is_ok());
     }
+
+    #[test]
+    fn an_ingest_dir_replaced_by_a_symlink_is_refused() {
+        let dir = tmp();
+        let store = ContentStore::open(dir.path()).unwrap();
+        let elsewhere = dir.path().join("elsewhere");
+        fs::create_dir(&elsewhere).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, store.ingest_dir("evil")).unwrap();
+        let err = store.writer("evil", None).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{err}");
+        assert_eq!(fs::read_dir(&elsewhere).unwrap().count(), 0, "nothing written there");
+    }
 }
