@@ -425,6 +425,10 @@ mod tests {
         std::os::unix::fs::symlink(&elsewhere, store.ingest_dir("evil")).unwrap();
         let err = store.writer("evil", None).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{err}");
-        assert_eq!(fs::read_dir(&elsewhere).unwrap().count(), 0, "nothing written there");
+        assert_eq!(
+            fs::read_dir(&elsewhere).unwrap().count(),
+            0,
+            "nothing written there"
+        );
     }
 }
