@@ -1,0 +1,166 @@
+#!/usr/bin/env bash
+# Times getting a runnable root filesystem out of the Debian oci-archive (3 gzip layers),
+# starting from a fresh root each run:
+#
+#   berth       `berth image import` + `berth image unpack` (overlay snapshotter; release build)
+#   containerd  `ctr images import --snapshotter overlayfs` against a private containerd 1.6
+#               (own root, state, sockets and config under a temp dir; stopped at the end);
+#               the image is removed with `ctr images rm --sync` between runs (untimed)
+#   umoci       `umoci unpack` of the extracted layout
+#   raw         `gzip -dc LAYER | tar -x` of the three layers one after another (the serial
+#               limit: decompress + extract, no hashing, no safety, no snapshots)
+#
+# Runs are interleaved so every contender sees the same machine noise; `sync` runs after each
+# command, untimed. Each line reports the median wall time of RUNS runs (default 5).
+#
+#   bash benches/compare-unpack.sh [ARCHIVE [TAG]]
+#   BERTH_BIN=path/to/release/examples/berth RUNS=7 bash benches/compare-unpack.sh
+#
+# The last three lines are the ratios (berth's median over the peer's; below 1 = berth faster):
+#   ratio berth/containerd X.XX
+#   ratio berth/umoci X.XX
+#   ratio berth/raw X.XX
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$HOME/.cargo/bin:$PATH"
+
+archive="$(realpath "${1:-../shared/fixtures/debian-gzip.oci.tar}")"
+tag="${2:-bookworm}"
+runs="${RUNS:-5}"
+[ -f "$archive" ] || { echo "no archive at $archive" >&2; exit 1; }
+for tool in containerd ctr umoci jq gzip tar; do
+    command -v "$tool" >/dev/null || { echo "$tool is not installed" >&2; exit 1; }
+done
+[ "$(id -u)" = 0 ] || { echo "run as root (snapshots, owners, containerd)" >&2; exit 1; }
+
+if [ -n "${BERTH_BIN:-}" ]; then # a prebuilt release binary of the example
+    berth="$(realpath "$BERTH_BIN")"
+else
+    cargo build --release --example berth >&2
+    berth="$(realpath "${CARGO_TARGET_DIR:-target}/release/examples/berth")"
+fi
+
+work="$(mktemp -d /tmp/berth-cmp-unpack.XXXXXX)"
+cd_dir="$work/cd"
+sock="$cd_dir/containerd.sock"
+ns=berth-bench
+cd_pid=""
+ctr_() { ctr -a "$sock" -n "$ns" "$@"; }
+
+stop_containerd() {
+    if [ -n "$cd_pid" ] && kill -0 "$cd_pid" 2>/dev/null; then
+        ctr_ images ls -q 2>/dev/null | while read -r n; do ctr_ images rm --sync "$n" >/dev/null 2>&1 || true; done
+        kill -TERM "$cd_pid"
+        for _ in $(seq 50); do kill -0 "$cd_pid" 2>/dev/null || break; sleep 0.2; done
+        kill -0 "$cd_pid" 2>/dev/null && kill -KILL "$cd_pid"
+        wait "$cd_pid" 2>/dev/null || true
+    fi
+    cd_pid=""
+}
+cleanup() {
+    set +e
+    stop_containerd
+    # Anything still mounted under the work dir (a crashed run) goes before the files.
+    awk -v p="$work/" 'index($2, p) == 1 { print $2 }' /proc/mounts | sort -r | while read -r m; do umount "$m"; done
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+# --- containerd, private instance -----------------------------------------------------------
+mkdir -p "$cd_dir"
+cat >"$cd_dir/config.toml" <<EOF
+version = 2
+root = "$cd_dir/root"
+state = "$cd_dir/state"
+disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper"]
+
+[grpc]
+  address = "$sock"
+
+[ttrpc]
+  address = "$sock.ttrpc"
+
+[plugins."io.containerd.internal.v1.opt"]
+  path = "$cd_dir/opt"
+EOF
+containerd --config "$cd_dir/config.toml" >"$cd_dir/log" 2>&1 &
+cd_pid=$!
+for _ in $(seq 100); do ctr_ version >/dev/null 2>&1 && break; sleep 0.1; done
+ctr_ version >/dev/null 2>&1 || { echo "containerd did not start: $(tail -n 5 "$cd_dir/log")" >&2; exit 1; }
+cd_snapshots="$cd_dir/root/io.containerd.snapshotter.v1.overlayfs/snapshots"
+ctr_reset() {
+    ctr_ images ls -q | while read -r n; do ctr_ images rm --sync "$n" >/dev/null 2>&1 || true; done
+    local i=0
+    while [ -d "$cd_snapshots" ] && [ "$(ls "$cd_snapshots" | wc -l)" -gt 0 ] && [ $i -lt 300 ]; do
+        sleep 0.1; i=$((i + 1))
+    done
+    [ "$(ctr_ content ls -q | wc -l)" = 0 ] || { echo "containerd reset left content behind" >&2; exit 1; }
+}
+
+# --- the layout for umoci and the raw layers --------------------------------------------------
+layout="$work/layout"
+mkdir -p "$layout"
+tar -xf "$archive" -C "$layout"
+chmod -R u+w "$layout"
+manifest=$(jq -r --arg t "$tag" '.manifests[] | select(.annotations["org.opencontainers.image.ref.name"] == $t) | .digest' "$layout/index.json")
+[ -n "$manifest" ] || { echo "no manifest tagged $tag in $archive" >&2; exit 1; }
+blob() { echo "$layout/blobs/${1%%:*}/${1#*:}"; }
+mapfile -t layers < <(jq -r '.layers[].digest' "$(blob "$manifest")")
+for l in "${layers[@]}"; do
+    gzip -t "$(blob "$l")" 2>/dev/null || { echo "layer $l is not gzip; the raw limit needs gzip layers" >&2; exit 1; }
+done
+raw_layers=""
+for l in "${layers[@]}"; do raw_layers="$raw_layers $(blob "$l")"; done
+
+# --- timing -----------------------------------------------------------------------------------
+elapsed() { # nanoseconds taken by the command given; its output goes to $work/last.log
+    local start end
+    start=$(date +%s%N)
+    if ! "$@" >"$work/last.log" 2>&1; then
+        echo "FAILED: $* : $(tail -n 3 "$work/last.log")" >&2
+        exit 1
+    fi
+    end=$(date +%s%N)
+    echo $((end - start))
+}
+median() {
+    sort -n | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+
+cat "$archive" "$layout"/blobs/*/* >/dev/null # every contender reads from the page cache
+echo "archive $archive:$tag, ${#layers[@]} layers, $runs runs each, $(nproc) CPUs" >&2
+: >"$work/t-berth"; : >"$work/t-ctr"; : >"$work/t-umoci"; : >"$work/t-raw"
+for i in $(seq "$runs"); do
+    root="$work/berth-root"
+    elapsed sh -c "'$berth' --root '$root' image import --quiet --name bench:unpack '$archive' && '$berth' --root '$root' image unpack --quiet bench:unpack" >>"$work/t-berth"
+    sync
+    rm -rf "$root"
+
+    elapsed ctr_ images import --snapshotter overlayfs "$archive" >>"$work/t-ctr"
+    sync
+    ctr_reset
+
+    elapsed umoci unpack --image "$layout:$tag" "$work/bundle" >>"$work/t-umoci"
+    sync
+    rm -rf "$work/bundle"
+
+    mkdir -p "$work/raw"
+    elapsed sh -c "for l in $raw_layers; do gzip -dc \"\$l\" | tar -x -C '$work/raw' || exit 1; done" >>"$work/t-raw"
+    sync
+    rm -rf "$work/raw"
+    echo "run $i/$runs done" >&2
+done
+
+b=$(median <"$work/t-berth")
+c=$(median <"$work/t-ctr")
+u=$(median <"$work/t-umoci")
+r=$(median <"$work/t-raw")
+awk -v b="$b" -v c="$c" -v u="$u" -v r="$r" 'BEGIN {
+    printf "median berth import+unpack   %8.1f ms\n", b / 1e6
+    printf "median ctr images import     %8.1f ms\n", c / 1e6
+    printf "median umoci unpack          %8.1f ms\n", u / 1e6
+    printf "median gzip -dc | tar -x     %8.1f ms\n", r / 1e6
+    printf "ratio berth/containerd %.2f\n", b / c
+    printf "ratio berth/umoci %.2f\n", b / u
+    printf "ratio berth/raw %.2f\n", b / r
+}'
