@@ -82,6 +82,7 @@ impl StartHook {
         // leaves with execve or _exit.
         let child = match unsafe { crate::spawn::clone_raw(0) } {
             Ok(0) => {
+                crate::spawn::child::reset_signals();
                 // SAFETY: dup2/execve on prepared data.
                 unsafe {
                     libc::dup2(r, 0);
@@ -101,7 +102,8 @@ impl StartHook {
             }
         };
         sys::close(r);
-        // A hook that does not read its stdin gets EPIPE on our side: ignore.
+        // A hook that does not read its stdin gives EPIPE here (init ignores
+        // SIGPIPE until just before exec).
         let mut digits = [0u8; 12];
         let _ = sys::write_all(w, &json.prefix)
             .and_then(|()| sys::write_all(w, format_pid(pid, &mut digits)))

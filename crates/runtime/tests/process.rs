@@ -581,3 +581,25 @@ fn scheduler_policy_and_nice() {
     assert_eq!(st, ExitStatus::Exited(0), "{err}");
     assert_eq!(out, "7 3\n");
 }
+
+#[test]
+fn signal_mask_and_dispositions_are_reset() {
+    if !privileged() {
+        return;
+    }
+    // The Rust runtime ignores SIGPIPE in this (the runtime's) process;
+    // the container must not inherit that, nor a blocked mask.
+    let env = Env::new();
+    let (st, out, err) = env.run(
+        "signals",
+        spec(
+            &["grep", "-E", "^Sig(Blk|Ign)", "/proc/self/status"],
+            &unique("cg"),
+        ),
+    );
+    assert_eq!(st, ExitStatus::Exited(0), "{err}");
+    assert_eq!(
+        out,
+        "SigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\n"
+    );
+}

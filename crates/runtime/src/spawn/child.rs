@@ -279,6 +279,62 @@ fn send_fd(sock: RawFd, fd: RawFd) -> SysResult<()> {
     if r < 0 { Err(sys::errno()) } else { Ok(()) }
 }
 
+/// Resets every signal disposition to the default and unblocks all
+/// signals: ignored signals survive `execve`, and the runtime's process may
+/// ignore some (the Rust runtime ignores `SIGPIPE`). Async-signal-safe.
+pub(crate) fn reset_signals() {
+    // SAFETY: an all-zero sigaction is SIG_DFL with an empty mask.
+    let dfl: libc::sigaction = unsafe { std::mem::zeroed() };
+    for sig in 1..=64 {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: sigaction is async-signal-safe; glibc refuses (EINVAL) its
+        // internal signals, which the raw call below covers.
+        unsafe { libc::sigaction(sig, &dfl, std::ptr::null_mut()) };
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        // The kernel's x86-64 `struct sigaction`: handler, flags, restorer, mask.
+        #[repr(C)]
+        struct KernelSigaction {
+            handler: usize,
+            flags: u64,
+            restorer: usize,
+            mask: u64,
+        }
+        let k = KernelSigaction {
+            handler: 0,
+            flags: 0,
+            restorer: 0,
+            mask: 0,
+        };
+        for sig in [32, 33] {
+            // SAFETY: rt_sigaction with a valid kernel sigaction and sigset size 8.
+            unsafe {
+                libc::syscall(
+                    libc::SYS_rt_sigaction,
+                    sig,
+                    &k as *const KernelSigaction,
+                    std::ptr::null::<KernelSigaction>(),
+                    8usize,
+                )
+            };
+        }
+    }
+    let empty: u64 = 0;
+    // SAFETY: rt_sigprocmask(SIG_SETMASK) with an 8-byte empty set.
+    unsafe {
+        libc::syscall(
+            libc::SYS_rt_sigprocmask,
+            libc::SIG_SETMASK,
+            &empty as *const u64,
+            std::ptr::null::<u64>(),
+            8usize,
+        )
+    };
+}
+
 /// The container process (init or exec). Never returns.
 pub(crate) fn container_process(plan: &ChildPlan) -> ! {
     sys::close(plan.stage1_fd);
@@ -311,6 +367,14 @@ pub(crate) fn container_process(plan: &ChildPlan) -> ! {
         Ok(v) => v,
         Err(e) => fail(fd0, Step::SetupStdio, 0, e),
     };
+    // Writes to hooks' stdin must not kill us if a hook exits early;
+    // dispositions are reset to defaults right before exec.
+    // SAFETY: an all-zero sigaction with SIG_IGN as handler.
+    unsafe {
+        let mut ign: libc::sigaction = std::mem::zeroed();
+        ign.sa_sigaction = libc::SIG_IGN;
+        libc::sigaction(libc::SIGPIPE, &ign, std::ptr::null_mut());
+    }
     // A new session: the container must not share the caller's terminal job control.
     // SAFETY: setsid has no memory preconditions.
     unsafe { libc::setsid() };
@@ -497,6 +561,7 @@ pub(crate) fn container_process(plan: &ChildPlan) -> ! {
     {
         fail(report_fd, Step::Seccomp, 0, e);
     }
+    reset_signals();
     let e = p.exec();
     fail(report_fd, Step::Exec, 0, e)
 }
