@@ -128,12 +128,17 @@ fn child_main(spec: &str) {
             writeln!(out, "\nBERTH-DONE").unwrap();
             out.flush().unwrap();
         }
-        ["exclusive", path, ms] => {
-            // Another program holding the metadata file the old way (whole-file lock).
+        ["exclusive", path, release] => {
+            // Another program holding the metadata file the old way (whole-file lock) until
+            // the parent creates `release`.
             let db = redb::Database::create(path).unwrap();
             writeln!(out, "\nBERTH-READY").unwrap();
             out.flush().unwrap();
-            std::thread::sleep(Duration::from_millis(ms.parse().unwrap()));
+            let start = Instant::now();
+            while !Path::new(release).exists() {
+                assert!(start.elapsed() < Duration::from_secs(60), "never released");
+                std::thread::sleep(Duration::from_millis(1));
+            }
             drop(db);
         }
         _ => panic!("bad child spec {spec}"),
@@ -315,16 +320,27 @@ fn open_waits_for_an_exclusive_holder_of_the_metadata_file() {
     let tmp = TempRoot::new("exclusive");
     let root = tmp.0.join("store");
     ContentStore::open(&root).unwrap();
+    let release = tmp.0.join("release");
     let (mut guard, mut out) = spawn(
         "open_waits_for_an_exclusive_holder_of_the_metadata_file",
-        &format!("exclusive|{}|700", root.join("metadata.redb").display()),
+        &format!(
+            "exclusive|{}|{}",
+            root.join("metadata.redb").display(),
+            release.display()
+        ),
     );
     wait_line(&mut out, "BERTH-READY");
     let start = Instant::now();
-    let store = ContentStore::open(&root).unwrap();
+    let store = std::thread::scope(|s| {
+        s.spawn(|| {
+            std::thread::sleep(Duration::from_millis(300));
+            std::fs::write(&release, b"go").unwrap();
+        });
+        ContentStore::open(&root).unwrap()
+    });
     assert!(
-        start.elapsed() >= Duration::from_millis(200),
-        "the open did wait"
+        start.elapsed() >= Duration::from_millis(300),
+        "the open waited for the holder"
     );
     assert!(guard.0.wait().unwrap().success());
     let d = Digest::sha256(b"after");
