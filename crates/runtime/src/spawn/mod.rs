@@ -201,6 +201,25 @@ fn write_map(pid: libc::pid_t, name: &str, data: &[u8]) -> Result<()> {
     std::fs::write(&path, data).map_err(|e| Error::io("write id map", path, e))
 }
 
+/// Turns a broken channel into an error that says how the child ended
+/// (reaping it).
+fn exited_early(reaper: &mut Reaper, who: &str, cause: Error) -> Error {
+    let mut st = 0;
+    // SAFETY: reaping our own child; it is dead or dying (its channel broke).
+    let r = unsafe { libc::waitpid(reaper.pid, &mut st, 0) };
+    reaper.armed = false;
+    let how = if r != reaper.pid {
+        "is gone".to_string()
+    } else if libc::WIFEXITED(st) {
+        format!("exited with status {}", libc::WEXITSTATUS(st))
+    } else if libc::WIFSIGNALED(st) {
+        format!("was killed by signal {}", libc::WTERMSIG(st))
+    } else {
+        "stopped".to_string()
+    };
+    Error::protocol(format!("{who} (pid {}) {how}: {cause}", reaper.pid))
+}
+
 /// Spawns the process described by `req`.
 ///
 /// `attach(stage1_pid)` must put the pid in the container's cgroup (the
@@ -275,7 +294,9 @@ pub(crate) fn spawn(
     let ch2 = Channel::new(p2);
 
     attach(stage1)?;
-    ch1.send(Msg::new(tag::PROCEED))?;
+    if let Err(e) = ch1.send(Msg::new(tag::PROCEED)) {
+        return Err(exited_early(&mut stage1_reaper, "stage 1", e));
+    }
 
     let mut child_pid = None;
     while child_pid.is_none() {
@@ -294,8 +315,12 @@ pub(crate) fn spawn(
                 )));
             }
             None => {
-                return Err(Error::protocol(
-                    "stage 1 exited before cloning the container process",
+                return Err(exited_early(
+                    &mut stage1_reaper,
+                    "stage 1",
+                    Error::protocol(
+                        "it closed the sync channel before cloning the container process",
+                    ),
                 ));
             }
         }
@@ -328,7 +353,13 @@ pub(crate) fn spawn(
                 )));
             }
             None if plan.mode == Mode::Exec => break,
-            None => return Err(Error::protocol("container init exited during setup")),
+            None => {
+                return Err(exited_early(
+                    &mut child_reaper,
+                    "container init",
+                    Error::protocol("it closed the sync channel during setup"),
+                ));
+            }
         }
     }
     child_reaper.armed = false;
