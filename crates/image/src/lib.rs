@@ -18,4 +18,6 @@ pub mod build;
 pub mod export;
 pub mod import;
 pub mod progress;
+#[cfg(feature = "registry")]
+pub mod registry;
 pub mod unpack;

@@ -1,0 +1,496 @@
+//! A thin blocking HTTP client for one repository of one registry: authentication
+//! (anonymous, basic, bearer tokens driven by `WWW-Authenticate`), bounded redirects that never
+//! carry credentials to another host, and plain HTTP only when asked for.
+//!
+//! Request bodies are byte slices, so a request answered with 401 can be repeated once with
+//! credentials; large uploads are therefore sent in chunks (see `push`).
+
+use std::collections::HashSet;
+use std::io::Read;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use ureq::http::{self, HeaderMap, Method, StatusCode};
+
+use super::auth::{Challenge, Credentials, parse_challenge};
+use super::error::{Error, Result};
+
+/// Most redirects followed for one request.
+pub(crate) const MAX_REDIRECTS: usize = 5;
+/// Most bytes of an error body kept for a message.
+const ERROR_BODY_CAP: u64 = 4096;
+
+/// A response whose status the caller accepted, with its body still to read.
+pub(crate) struct Response {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    /// The final URL (after redirects).
+    pub url: String,
+    pub body: ureq::Body,
+}
+
+impl Response {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The declared `Content-Length`, if any.
+    pub(crate) fn content_length(&self) -> Option<u64> {
+        self.header("content-length")
+            .and_then(|v| v.trim().parse().ok())
+    }
+
+    /// The body as a reader (no size limit: callers bound it).
+    pub(crate) fn into_reader(self) -> impl Read + Send + 'static {
+        self.body.into_reader()
+    }
+}
+
+/// One repository on one registry.
+pub(crate) struct Client {
+    agent: ureq::Agent,
+    /// `http` or `https`.
+    scheme: &'static str,
+    /// The host (and port) requests go to.
+    host: String,
+    /// The repository path (`library/busybox`).
+    pub repo: String,
+    /// The scopes a bearer token is asked for.
+    scopes: Vec<String>,
+    creds: Option<Credentials>,
+    /// The `Authorization` value that worked last (sent only to `host`).
+    authorization: Mutex<Option<String>>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("scheme", &self.scheme)
+            .field("host", &self.host)
+            .field("repo", &self.repo)
+            .field("scopes", &self.scopes)
+            .finish_non_exhaustive()
+    }
+}
+
+fn transport(method: &Method, url: &str, e: &ureq::Error) -> Error {
+    Error::Transport {
+        method: method_name(method),
+        url: url.to_owned(),
+        reason: e.to_string(),
+    }
+}
+
+fn method_name(m: &Method) -> &'static str {
+    match *m {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        _ => "REQUEST",
+    }
+}
+
+/// The authority (`host[:port]`) of an absolute URL.
+fn authority_of(url: &str) -> Option<&str> {
+    let rest = url.split_once("://")?.1;
+    Some(rest.split(['/', '?', '#']).next().unwrap_or(rest))
+}
+
+/// Resolves a `Location` against the URL it answered.
+fn resolve_location(base: &str, location: &str) -> Option<String> {
+    if location.contains("://") {
+        return Some(location.to_owned());
+    }
+    let (scheme, rest) = base.split_once("://")?;
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or(rest);
+    if let Some(rel) = location.strip_prefix("//") {
+        return Some(format!("{scheme}://{rel}"));
+    }
+    if location.starts_with('/') {
+        return Some(format!("{scheme}://{authority}{location}"));
+    }
+    let path_end = rest.find(['?', '#']).unwrap_or(rest.len());
+    let dir = match rest[..path_end].rfind('/') {
+        Some(i) if i >= authority.len() => &rest[..=i],
+        _ => return Some(format!("{scheme}://{authority}/{location}")),
+    };
+    Some(format!("{scheme}://{dir}{location}"))
+}
+
+/// Percent-encodes a query value.
+pub(crate) fn query_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+impl Client {
+    /// A client for `repo` on `host` (already mapped: `docker.io` → `registry-1.docker.io`).
+    pub(crate) fn new(
+        host: &str,
+        repo: &str,
+        plain_http: bool,
+        creds: Option<Credentials>,
+        scopes: Vec<String>,
+    ) -> Client {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .max_redirects(0)
+            .max_redirects_will_error(false)
+            .timeout_connect(Some(Duration::from_secs(30)))
+            .timeout_recv_response(Some(Duration::from_secs(120)))
+            .user_agent(concat!("berth/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .into();
+        Client {
+            agent,
+            scheme: if plain_http { "http" } else { "https" },
+            host: host.to_owned(),
+            repo: repo.to_owned(),
+            scopes,
+            creds,
+            authorization: Mutex::new(None),
+        }
+    }
+
+    /// `scheme://host/v2/<repo>/<tail>`.
+    pub(crate) fn url(&self, tail: &str) -> String {
+        format!("{}://{}/v2/{}/{tail}", self.scheme, self.host, self.repo)
+    }
+
+    /// Resolves a `Location` from an upload answer against the registry.
+    pub(crate) fn absolute(&self, location: &str) -> Result<String> {
+        resolve_location(&format!("{}://{}/v2/", self.scheme, self.host), location).ok_or_else(
+            || Error::Protocol {
+                url: location.to_owned(),
+                reason: "unusable Location".into(),
+            },
+        )
+    }
+
+    fn current_authorization(&self) -> Option<String> {
+        self.authorization.lock().ok().and_then(|g| g.clone())
+    }
+
+    fn set_authorization(&self, value: String) {
+        if let Ok(mut g) = self.authorization.lock() {
+            *g = Some(value);
+        }
+    }
+
+    /// Sends one request, following redirects (credentials only to the registry host) and
+    /// answering one authentication challenge. Returns the response whatever its status,
+    /// except that a 401 after authenticating becomes [`Error::Unauthorized`].
+    pub(crate) fn send(
+        &self,
+        method: Method,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+    ) -> Result<Response> {
+        let first = self.send_following(&method, url, headers, body)?;
+        if first.status != StatusCode::UNAUTHORIZED {
+            return Ok(first);
+        }
+        let challenge = first
+            .header("www-authenticate")
+            .and_then(parse_challenge)
+            .ok_or_else(|| Error::Unauthorized {
+                url: url.to_owned(),
+                reason: "401 without a WWW-Authenticate challenge".into(),
+            })?;
+        let had = self.current_authorization();
+        self.authenticate(url, &challenge)?;
+        if had.is_some() && had == self.current_authorization() {
+            return Err(Error::Unauthorized {
+                url: url.to_owned(),
+                reason: "credentials rejected".into(),
+            });
+        }
+        let again = self.send_following(&method, url, headers, body)?;
+        if again.status == StatusCode::UNAUTHORIZED {
+            return Err(Error::Unauthorized {
+                url: url.to_owned(),
+                reason: if self.creds.is_some() {
+                    "credentials rejected".into()
+                } else {
+                    "authentication required and no credentials are configured".into()
+                },
+            });
+        }
+        Ok(again)
+    }
+
+    /// Like [`Client::send`], but any status outside `ok` is an error carrying the body.
+    pub(crate) fn send_expect(
+        &self,
+        method: Method,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+        ok: &[u16],
+    ) -> Result<Response> {
+        let name = method_name(&method);
+        let resp = self.send(method, url, headers, body)?;
+        if ok.contains(&resp.status.as_u16()) {
+            return Ok(resp);
+        }
+        Err(status_error(name, resp))
+    }
+
+    fn send_following(
+        &self,
+        method: &Method,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+    ) -> Result<Response> {
+        let mut current = url.to_owned();
+        let mut seen = HashSet::new();
+        for _ in 0..=MAX_REDIRECTS {
+            if !seen.insert(current.clone()) {
+                break;
+            }
+            let mut builder = http::Request::builder()
+                .method(method.clone())
+                .uri(current.as_str());
+            for (k, v) in headers {
+                builder = builder.header(*k, *v);
+            }
+            // Credentials go to the registry host only, never to a redirect target elsewhere.
+            if authority_of(&current) == Some(self.host.as_str())
+                && let Some(auth) = self.current_authorization()
+            {
+                builder = builder.header("authorization", auth);
+            }
+            let result = match body {
+                Some(b) => builder
+                    .body(b)
+                    .map_err(|e| protocol(&current, e))
+                    .and_then(|r| {
+                        self.agent
+                            .run(r)
+                            .map_err(|e| transport(method, &current, &e))
+                    }),
+                None => builder
+                    .body(())
+                    .map_err(|e| protocol(&current, e))
+                    .and_then(|r| {
+                        self.agent
+                            .run(r)
+                            .map_err(|e| transport(method, &current, &e))
+                    }),
+            }?;
+            let (parts, body_stream) = result.into_parts();
+            let resp = Response {
+                status: parts.status,
+                headers: parts.headers,
+                url: current.clone(),
+                body: body_stream,
+            };
+            let redirect = matches!(resp.status.as_u16(), 301 | 302 | 303 | 307 | 308);
+            if !redirect || (method != Method::GET && method != Method::HEAD) {
+                return Ok(resp);
+            }
+            let location = resp.header("location").ok_or_else(|| Error::Protocol {
+                url: current.clone(),
+                reason: format!("{} without Location", resp.status),
+            })?;
+            current = resolve_location(&current, location).ok_or_else(|| Error::Protocol {
+                url: current.clone(),
+                reason: format!("unusable Location {location:?}"),
+            })?;
+            if !current.starts_with("https://") && !current.starts_with("http://") {
+                return Err(Error::Protocol {
+                    url: current,
+                    reason: "redirect to a non-HTTP URL".into(),
+                });
+            }
+        }
+        Err(Error::TooManyRedirects {
+            url: url.to_owned(),
+            max: MAX_REDIRECTS,
+        })
+    }
+
+    /// Answers a challenge: basic credentials, or a bearer token from the realm.
+    fn authenticate(&self, url: &str, challenge: &Challenge) -> Result<()> {
+        match challenge.scheme.as_str() {
+            "basic" => {
+                let creds = self.creds.as_ref().ok_or_else(|| Error::Unauthorized {
+                    url: url.to_owned(),
+                    reason: "the registry asks for basic credentials and none are configured"
+                        .into(),
+                })?;
+                self.set_authorization(creds.basic_header());
+                Ok(())
+            }
+            "bearer" => {
+                let token = self.fetch_token(url, challenge)?;
+                self.set_authorization(format!("Bearer {token}"));
+                Ok(())
+            }
+            other => Err(Error::Unauthorized {
+                url: url.to_owned(),
+                reason: format!("unsupported authentication scheme {other:?}"),
+            }),
+        }
+    }
+
+    /// The bearer token flow (distribution's token spec): GET `realm?service=…&scope=…`, with
+    /// basic credentials when configured; the answer is JSON with `token` or `access_token`.
+    fn fetch_token(&self, url: &str, challenge: &Challenge) -> Result<String> {
+        let realm = challenge
+            .params
+            .get("realm")
+            .ok_or_else(|| Error::Protocol {
+                url: url.to_owned(),
+                reason: "bearer challenge without realm".into(),
+            })?;
+        if !realm.starts_with("https://") && !realm.starts_with("http://") {
+            return Err(Error::Protocol {
+                url: url.to_owned(),
+                reason: format!("bearer realm {realm:?} is not an HTTP URL"),
+            });
+        }
+        let mut query = Vec::new();
+        if let Some(service) = challenge.params.get("service") {
+            query.push(format!("service={}", query_escape(service)));
+        }
+        let mut scopes: Vec<&str> = self.scopes.iter().map(String::as_str).collect();
+        if let Some(s) = challenge.params.get("scope")
+            && !scopes.contains(&s.as_str())
+        {
+            scopes.push(s);
+        }
+        for s in scopes {
+            query.push(format!("scope={}", query_escape(s)));
+        }
+        let token_url = if query.is_empty() {
+            realm.clone()
+        } else {
+            let sep = if realm.contains('?') { '&' } else { '?' };
+            format!("{realm}{sep}{}", query.join("&"))
+        };
+        let mut builder = http::Request::builder()
+            .method(Method::GET)
+            .uri(token_url.as_str());
+        if let Some(c) = &self.creds {
+            builder = builder.header("authorization", c.basic_header());
+        }
+        let req = builder.body(()).map_err(|e| protocol(&token_url, e))?;
+        let resp = self
+            .agent
+            .run(req)
+            .map_err(|e| transport(&Method::GET, &token_url, &e))?;
+        let status = resp.status();
+        let mut bytes = Vec::new();
+        resp.into_body()
+            .into_reader()
+            .take(1 << 20)
+            .read_to_end(&mut bytes)
+            .map_err(|e| Error::Transport {
+                method: "GET",
+                url: token_url.clone(),
+                reason: e.to_string(),
+            })?;
+        if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+            return Err(Error::Unauthorized {
+                url: token_url,
+                reason: format!("token endpoint answered {status}"),
+            });
+        }
+        if !status.is_success() {
+            return Err(Error::Status {
+                method: "GET",
+                url: token_url,
+                status: status.as_u16(),
+                body: String::from_utf8_lossy(&bytes).chars().take(512).collect(),
+            });
+        }
+        let json: serde_json::Value =
+            serde_json::from_slice(&bytes).map_err(|e| Error::Protocol {
+                url: token_url.clone(),
+                reason: format!("token answer is not JSON: {e}"),
+            })?;
+        json.get("token")
+            .or_else(|| json.get("access_token"))
+            .and_then(|t| t.as_str())
+            .filter(|t| !t.is_empty())
+            .map(str::to_owned)
+            .ok_or_else(|| Error::Protocol {
+                url: token_url,
+                reason: "token answer has no token".into(),
+            })
+    }
+}
+
+fn protocol(url: &str, e: impl std::fmt::Display) -> Error {
+    Error::Protocol {
+        url: url.to_owned(),
+        reason: e.to_string(),
+    }
+}
+
+/// Turns an unexpected response into [`Error::Status`] (401 into [`Error::Unauthorized`]).
+pub(crate) fn status_error(method: &'static str, resp: Response) -> Error {
+    let status = resp.status.as_u16();
+    let url = resp.url.clone();
+    let mut body = Vec::new();
+    let _ = resp
+        .into_reader()
+        .take(ERROR_BODY_CAP)
+        .read_to_end(&mut body);
+    let body = String::from_utf8_lossy(&body)
+        .trim()
+        .chars()
+        .take(512)
+        .collect();
+    if status == 401 {
+        return Error::Unauthorized { url, reason: body };
+    }
+    Error::Status {
+        method,
+        url,
+        status,
+        body,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolves_locations() {
+        let base = "http://h:1/v2/a/b/blobs/uploads/x?y=1";
+        assert_eq!(
+            resolve_location(base, "/v2/a/b/blobs/uploads/z").unwrap(),
+            "http://h:1/v2/a/b/blobs/uploads/z"
+        );
+        assert_eq!(
+            resolve_location(base, "https://o/x").unwrap(),
+            "https://o/x"
+        );
+        assert_eq!(
+            resolve_location(base, "z?q").unwrap(),
+            "http://h:1/v2/a/b/blobs/uploads/z?q"
+        );
+        assert_eq!(resolve_location(base, "//o:2/p").unwrap(), "http://o:2/p");
+        assert_eq!(authority_of("http://h:1/v2/").unwrap(), "h:1");
+        assert_eq!(authority_of("https://h").unwrap(), "h");
+        assert_eq!(
+            query_escape("repository:a/b:pull,push"),
+            "repository%3Aa%2Fb%3Apull%2Cpush"
+        );
+    }
+}

@@ -1,0 +1,167 @@
+//! Pull and push images from and to OCI distribution registries (feature `registry`).
+//!
+//! # Why our own client
+//! The `oci-client` crate is async (tokio + reqwest) and hands blobs out as whole buffers or as
+//! async streams into its own sinks; it neither resumes a partial download with
+//! `Range: bytes=OFFSET-` into an existing ingest nor lets the caller verify while writing into
+//! a store that owns its hashing state. berth is blocking throughout, and the content store's
+//! writers already hash, persist their state and resume at an offset, so a thin blocking client
+//! over `ureq` 3 (rustls, no default features: no transparent decompression) is smaller and
+//! keeps verification in the store. See `client` for the HTTP side.
+//!
+//! # Pull ([`pull`])
+//! 1. **Resolve**: `GET /v2/<repo>/manifests/<tag|digest>` with the Accept list of OCI
+//!    index/manifest and Docker list/manifest; the body is capped at 4 MiB, hashed, and checked
+//!    against the reference's digest (or `Docker-Content-Digest`).
+//! 2. **Select** as import does ([`PlatformChoice`]): from an index the best matching manifest
+//!    becomes the image's target (with [`PlatformChoice::All`] the index and every child).
+//! 3. **Store** under a lease: documents from memory; layers streamed from the registry into
+//!    the store's writers, up to [`PullOptions::max_concurrent`] at once. A partial ingest left
+//!    by an interrupted pull is resumed with `Range: bytes=OFFSET-`; a registry answering 200
+//!    instead of 206 restarts the ingest from zero. Digests and sizes are verified by the
+//!    writer's commit; bytes that fail are discarded (the ingest aborted), a body that ends
+//!    early keeps its verified-by-hash-state prefix for the next resume.
+//! 4. **Name** the image once every blob is committed, then drop the lease.
+//! 5. **Unpack** ([`pull_and_unpack`]) through [`crate::unpack::unpack`].
+//!
+//! ## Unpack while downloading: API gap
+//! [`crate::unpack`] reads each layer from the content store and has no streaming source, so
+//! today layers are applied once all of them are stored (the unpack itself applies in
+//! parallel and commits in order). Overlapping download and apply needs `unpack` to accept a
+//! per-layer `Read` (or to wait for a blob to be committed); not done here.
+//!
+//! # Push ([`push`])
+//! Every blob the image references is checked with `HEAD /blobs/<digest>`; a missing one is
+//! mounted from another repository of the same registry (`POST uploads/?mount=&from=`) when the
+//! caller names one, else uploaded: `POST` then `PUT ?digest=` with the whole body for blobs up
+//! to [`PushOptions::chunk_size`], else `PATCH` chunks and a final `PUT ?digest=`. Manifests go
+//! last, children before the index.
+//!
+//! # Authentication
+//! Anonymous first; a 401 challenge is answered once: `Basic` with the configured credentials,
+//! `Bearer` by fetching a token from the challenge's realm (with `service` and our scope).
+//! Credentials come from [`RegistryOptions::credentials`], else the docker-style auth file
+//! ([`auth::default_auth_file`]). Redirects (up to 5, loops refused) never carry credentials
+//! to another host. Plain HTTP is used only when [`RegistryOptions::plain_http`] is set or the
+//! host is in [`RegistryOptions::insecure_hosts`].
+//!
+//! # Concurrency
+//! Pulls of the same image in several threads or processes share the work through the store's
+//! ingest locks: a blob being written by one puller is waited for by the other.
+
+pub mod auth;
+mod client;
+pub mod error;
+mod pull;
+mod push;
+
+use std::path::PathBuf;
+
+use berth_oci::Reference;
+
+pub use auth::{Credentials, credentials_from_file, default_auth_file, save_credentials};
+pub use error::{Error, ErrorKind, Result};
+pub use pull::{PullOptions, PullReport, pull, pull_and_unpack};
+pub use push::{PushOptions, PushReport, push};
+
+pub use crate::import::PlatformChoice;
+
+use client::Client;
+
+/// The Accept list for manifests: OCI index/manifest and Docker list/manifest.
+pub const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
+application/vnd.oci.image.manifest.v1+json, \
+application/vnd.docker.distribution.manifest.list.v2+json, \
+application/vnd.docker.distribution.manifest.v2+json";
+
+/// How to reach a registry.
+#[derive(Debug, Clone, Default)]
+pub struct RegistryOptions {
+    /// Use plain HTTP for the registry of the reference.
+    pub plain_http: bool,
+    /// Hosts (`host[:port]`) reached with plain HTTP.
+    pub insecure_hosts: Vec<String>,
+    /// Credentials to use instead of the auth file's.
+    pub credentials: Option<Credentials>,
+    /// The auth file; `None` is [`default_auth_file`].
+    pub auth_file: Option<PathBuf>,
+}
+
+/// The host requests for `domain` go to (docker.io is served by registry-1.docker.io).
+pub fn registry_host(domain: &str) -> &str {
+    if domain == "docker.io" || domain == "index.docker.io" {
+        "registry-1.docker.io"
+    } else {
+        domain
+    }
+}
+
+/// Parses and normalises a reference (`busybox` → `docker.io/library/busybox:latest`).
+///
+/// # Errors
+/// [`Error::InvalidReference`].
+pub fn parse_reference(s: &str) -> Result<Reference> {
+    Reference::parse(s).map_err(|e| Error::InvalidReference {
+        reference: s.to_owned(),
+        reason: e.to_string(),
+    })
+}
+
+impl RegistryOptions {
+    /// The credentials for `domain`: the explicit ones, else the auth file's.
+    ///
+    /// # Errors
+    /// As [`credentials_from_file`].
+    pub fn credentials_for(&self, domain: &str) -> Result<Option<Credentials>> {
+        if let Some(c) = &self.credentials {
+            return Ok(Some(c.clone()));
+        }
+        match self.auth_file.clone().or_else(default_auth_file) {
+            Some(path) => credentials_from_file(&path, domain),
+            None => Ok(None),
+        }
+    }
+
+    fn is_plain(&self, domain: &str) -> bool {
+        self.plain_http || self.insecure_hosts.iter().any(|h| h == domain)
+    }
+
+    /// A client for the repository of `reference` with the given token scopes' actions.
+    fn client(&self, reference: &Reference, actions: &str) -> Result<Client> {
+        let domain = reference.domain();
+        let creds = self.credentials_for(domain)?;
+        Ok(Client::new(
+            registry_host(domain),
+            reference.path(),
+            self.is_plain(domain),
+            creds,
+            vec![format!("repository:{}:{actions}", reference.path())],
+        ))
+    }
+}
+
+/// Checks that `registry` (`host[:port]`) accepts the credentials: `GET /v2/` answering any
+/// challenge, as `docker login` does.
+///
+/// # Errors
+/// [`Error::Unauthorized`] when refused; transport and status errors.
+pub fn check_login(registry: &str, opts: &RegistryOptions) -> Result<()> {
+    let client = Client::new(
+        registry_host(registry),
+        "",
+        opts.is_plain(registry),
+        opts.credentials_for(registry)?,
+        Vec::new(),
+    );
+    let url = format!(
+        "{}://{}/v2/",
+        if opts.is_plain(registry) {
+            "http"
+        } else {
+            "https"
+        },
+        registry_host(registry)
+    );
+    client.send_expect(ureq::http::Method::GET, &url, &[], None, &[200])?;
+    Ok(())
+}

@@ -1,0 +1,744 @@
+//! Pull: resolve a reference, select platforms as import does, store every blob verified,
+//! resuming partial layer ingests with `Range`, then name the image (see the module docs of
+//! [`super`]).
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, SystemTime};
+
+use berth_oci::manifest::{self, Document};
+use berth_oci::media_type::{MediaKind, kind_of};
+use berth_oci::{Digest, Reference};
+use berth_snapshot::Snapshotter;
+use ureq::http::Method;
+
+use super::client::{Client, Response};
+use super::error::{Error, Result};
+use super::{MANIFEST_ACCEPT, PlatformChoice, RegistryOptions, parse_reference};
+use crate::content::{ContentStore, Expected};
+use crate::metadata::{Descriptor, Image, LeaseResource};
+use crate::progress::{NoProgress, Progress, ProgressEvent, report_done};
+use crate::unpack::{self, UnpackOptions, UnpackReport};
+
+/// How long a pull's lease protects its blobs if the puller dies.
+const LEASE_TTL: Duration = Duration::from_secs(24 * 3600);
+/// The cap on manifests, indexes and configs.
+const MAX_DOCUMENT: u64 = manifest::MAX_DOCUMENT_SIZE;
+/// Progress is reported every this many bytes per layer.
+const REPORT_EVERY: u64 = 512 * 1024;
+/// Most nested indexes followed.
+const MAX_DEPTH: usize = 4;
+
+/// What to pull and how.
+#[derive(Clone)]
+pub struct PullOptions<'a> {
+    /// How to reach the registry.
+    pub registry: RegistryOptions,
+    /// Which platform(s) of a multi-platform image.
+    pub platform: PlatformChoice,
+    /// Receives per-blob progress (kinds `index`, `manifest`, `config`, `layer`).
+    pub progress: &'a dyn Progress,
+    /// Most layers downloaded at once (`0` means 3).
+    pub max_concurrent: usize,
+}
+
+impl std::fmt::Debug for PullOptions<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PullOptions")
+            .field("registry", &self.registry)
+            .field("platform", &self.platform)
+            .field("max_concurrent", &self.max_concurrent)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for PullOptions<'_> {
+    fn default() -> Self {
+        PullOptions {
+            registry: RegistryOptions::default(),
+            platform: PlatformChoice::Host,
+            progress: &NoProgress,
+            max_concurrent: 0,
+        }
+    }
+}
+
+/// What a pull did.
+#[derive(Debug, Clone)]
+pub struct PullReport {
+    /// The name recorded (normalised reference).
+    pub name: String,
+    /// What the name points to.
+    pub target: Descriptor,
+    /// Distinct blobs the image references.
+    pub blobs: usize,
+    /// Bytes downloaded by this pull (resumed prefixes and stored blobs not counted).
+    pub downloaded: u64,
+    /// Blobs that were already stored.
+    pub present: usize,
+    /// Layers whose download resumed a partial ingest, with the offset resumed at.
+    pub resumed: Vec<(Digest, u64)>,
+}
+
+/// A layer (or other streamed blob) to download.
+#[derive(Debug, Clone)]
+struct BlobJob {
+    digest: Digest,
+    size: u64,
+    kind: &'static str,
+}
+
+/// Everything a pull will store.
+#[derive(Debug, Default)]
+struct Plan {
+    /// Verified documents, stored from memory.
+    docs: Vec<(Digest, Vec<u8>, &'static str)>,
+    /// Blobs to stream.
+    blobs: Vec<BlobJob>,
+}
+
+impl Plan {
+    fn has(&self, d: &Digest) -> bool {
+        self.docs.iter().any(|(x, _, _)| x == d) || self.blobs.iter().any(|b| &b.digest == d)
+    }
+}
+
+fn doc_err(what: &str) -> impl FnOnce(berth_oci::Error) -> Error + '_ {
+    move |source| Error::Document {
+        what: what.to_owned(),
+        source,
+    }
+}
+
+/// Reads a whole document body, refusing more than the cap (declared or actual) and a body
+/// shorter than its `Content-Length`.
+fn read_document_body(resp: Response) -> Result<Vec<u8>> {
+    let url = resp.url.clone();
+    let declared = resp.content_length();
+    if let Some(n) = declared
+        && n > MAX_DOCUMENT
+    {
+        return Err(Error::TooLarge {
+            url,
+            size: n,
+            max: MAX_DOCUMENT,
+        });
+    }
+    let mut bytes = Vec::new();
+    resp.into_reader()
+        .take(MAX_DOCUMENT + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| Error::Transport {
+            method: "GET",
+            url: url.clone(),
+            reason: e.to_string(),
+        })?;
+    if bytes.len() as u64 > MAX_DOCUMENT {
+        return Err(Error::TooLarge {
+            url,
+            size: bytes.len() as u64,
+            max: MAX_DOCUMENT,
+        });
+    }
+    if let Some(n) = declared
+        && n != bytes.len() as u64
+    {
+        return Err(Error::Truncated {
+            url,
+            expected: n,
+            got: bytes.len() as u64,
+        });
+    }
+    Ok(bytes)
+}
+
+fn check_digest(url: &str, expected: &Digest, bytes: &[u8]) -> Result<()> {
+    let actual = Digest::of(expected.algorithm(), bytes);
+    if &actual != expected {
+        return Err(Error::DigestMismatch {
+            url: url.to_owned(),
+            expected: expected.clone(),
+            actual,
+            size: bytes.len() as u64,
+        });
+    }
+    Ok(())
+}
+
+/// Fetches a manifest or index by tag or digest. Returns (digest, media type, bytes).
+fn fetch_manifest(
+    client: &Client,
+    reference: &str,
+    expected: Option<&Digest>,
+) -> Result<(Digest, String, Vec<u8>)> {
+    let url = client.url(&format!("manifests/{reference}"));
+    let resp = client.send_expect(
+        Method::GET,
+        &url,
+        &[("accept", MANIFEST_ACCEPT)],
+        None,
+        &[200],
+    )?;
+    let content_type = resp
+        .header("content-type")
+        .map(|v| v.split(';').next().unwrap_or("").trim().to_owned())
+        .unwrap_or_default();
+    let header_digest = resp
+        .header("docker-content-digest")
+        .and_then(|d| d.parse::<Digest>().ok());
+    let bytes = read_document_body(resp)?;
+    let digest = match (expected, header_digest) {
+        (Some(d), _) => {
+            check_digest(&url, d, &bytes)?;
+            d.clone()
+        }
+        (None, Some(d)) => {
+            check_digest(&url, &d, &bytes)?;
+            d
+        }
+        (None, None) => Digest::sha256(&bytes),
+    };
+    let doc = manifest::parse_document(&bytes, &url).map_err(doc_err(&url))?;
+    let declared = doc.media_type_or_default();
+    let media_type = if matches!(
+        kind_of(&content_type),
+        MediaKind::Index | MediaKind::Manifest
+    ) {
+        if kind_of(&content_type) != kind_of(&declared) {
+            return Err(Error::Protocol {
+                url,
+                reason: format!("served as {content_type} but the document is {declared}"),
+            });
+        }
+        content_type
+    } else {
+        declared
+    };
+    Ok((digest, media_type, bytes))
+}
+
+/// Fetches a small blob (a config) into memory, capped and verified.
+fn fetch_small_blob(client: &Client, digest: &Digest, size: u64) -> Result<Vec<u8>> {
+    let url = client.url(&format!("blobs/{digest}"));
+    if size > MAX_DOCUMENT {
+        return Err(Error::TooLarge {
+            url,
+            size,
+            max: MAX_DOCUMENT,
+        });
+    }
+    let resp = client.send_expect(Method::GET, &url, &[], None, &[200])?;
+    let bytes = read_document_body(resp)?;
+    if bytes.len() as u64 != size {
+        // Still report a digest mismatch when that is what it is.
+        check_digest(&url, digest, &bytes)?;
+        return Err(Error::Truncated {
+            url,
+            expected: size,
+            got: bytes.len() as u64,
+        });
+    }
+    check_digest(&url, digest, &bytes)?;
+    Ok(bytes)
+}
+
+struct Planner<'a> {
+    client: &'a Client,
+    store: &'a ContentStore,
+    choice: &'a PlatformChoice,
+    reference: &'a str,
+    plan: Plan,
+}
+
+impl Planner<'_> {
+    /// Reads a manifest/index (from the store when present, else the registry).
+    fn document(&self, desc: &Descriptor) -> Result<Vec<u8>> {
+        if desc.size > MAX_DOCUMENT {
+            return Err(Error::TooLarge {
+                url: desc.digest.to_string(),
+                size: desc.size,
+                max: MAX_DOCUMENT,
+            });
+        }
+        if self.store.exists(&desc.digest) {
+            return Ok(self.store.read_all(&desc.digest, MAX_DOCUMENT)?);
+        }
+        let (_, _, bytes) =
+            fetch_manifest(self.client, &desc.digest.to_string(), Some(&desc.digest))?;
+        Ok(bytes)
+    }
+
+    /// Plans `desc` (with its bytes); returns the target to name, or `None` when no platform
+    /// matches.
+    fn resolve(
+        &mut self,
+        desc: &Descriptor,
+        bytes: Vec<u8>,
+        depth: usize,
+    ) -> Result<Option<Descriptor>> {
+        let what = desc.digest.to_string();
+        let doc = manifest::parse_document(&bytes, &what).map_err(doc_err(&what))?;
+        match doc {
+            Document::Manifest(m) => {
+                let config = Descriptor::try_from(m.value.config())?;
+                if kind_of(&config.media_type) != MediaKind::Config {
+                    return Err(Error::UnsupportedMediaType {
+                        media_type: config.media_type,
+                        digest: config.digest,
+                    });
+                }
+                let config_bytes = if self.store.exists(&config.digest) {
+                    self.store.read_all(&config.digest, MAX_DOCUMENT)?
+                } else {
+                    fetch_small_blob(self.client, &config.digest, config.size)?
+                };
+                let parsed = manifest::parse_config(&config_bytes, &config.digest.to_string())
+                    .map_err(doc_err(&what))?;
+                let platform = desc
+                    .platform
+                    .as_ref()
+                    .map(berth_oci::Platform::from)
+                    .unwrap_or_else(|| berth_oci::Platform::from_config(&parsed));
+                if !self.choice.accepts(&platform) {
+                    return Ok(None);
+                }
+                let diff_ids = manifest::diff_ids(&parsed).map_err(doc_err(&what))?;
+                if diff_ids.len() != m.value.layers().len() {
+                    return Err(Error::Protocol {
+                        url: what,
+                        reason: format!(
+                            "{} layers but {} diff_ids in config {}",
+                            m.value.layers().len(),
+                            diff_ids.len(),
+                            config.digest
+                        ),
+                    });
+                }
+                for layer in m.value.layers() {
+                    let l = Descriptor::try_from(layer)?;
+                    if !matches!(kind_of(&l.media_type), MediaKind::Layer(_)) {
+                        return Err(Error::UnsupportedMediaType {
+                            media_type: l.media_type,
+                            digest: l.digest,
+                        });
+                    }
+                    if !self.plan.has(&l.digest) {
+                        self.plan.blobs.push(BlobJob {
+                            digest: l.digest,
+                            size: l.size,
+                            kind: "layer",
+                        });
+                    }
+                }
+                if !self.plan.has(&config.digest) {
+                    self.plan
+                        .docs
+                        .push((config.digest.clone(), config_bytes, "config"));
+                }
+                if !self.plan.has(&desc.digest) {
+                    self.plan
+                        .docs
+                        .push((desc.digest.clone(), bytes, "manifest"));
+                }
+                Ok(Some(desc.clone()))
+            }
+            Document::Index(index) => {
+                if depth >= MAX_DEPTH {
+                    return Err(Error::Protocol {
+                        url: what,
+                        reason: "indexes nested too deep".into(),
+                    });
+                }
+                let children: Vec<&berth_oci::spec::image::Descriptor> = if self.choice.is_all() {
+                    index.value.manifests().iter().collect()
+                } else {
+                    self.choice.matcher().select(&index.value)
+                };
+                let mut chosen = None;
+                for child in children {
+                    let child = Descriptor::try_from(child)?;
+                    if !matches!(
+                        kind_of(&child.media_type),
+                        MediaKind::Index | MediaKind::Manifest
+                    ) {
+                        if self.choice.is_all() {
+                            continue;
+                        }
+                        return Err(Error::UnsupportedMediaType {
+                            media_type: child.media_type,
+                            digest: child.digest,
+                        });
+                    }
+                    let child_bytes = self.document(&child)?;
+                    if let Some(t) = self.resolve(&child, child_bytes, depth + 1)? {
+                        chosen = Some(t);
+                        if !self.choice.is_all() {
+                            break;
+                        }
+                    }
+                }
+                if self.choice.is_all() {
+                    if !self.plan.has(&desc.digest) {
+                        self.plan.docs.push((desc.digest.clone(), bytes, "index"));
+                    }
+                    return Ok(Some(desc.clone()));
+                }
+                match chosen {
+                    Some(t) => Ok(Some(t)),
+                    None if depth == 0 => Err(Error::NoMatchingPlatform {
+                        reference: self.reference.to_owned(),
+                        platform: self.choice.to_string(),
+                    }),
+                    None => Ok(None),
+                }
+            }
+        }
+    }
+}
+
+/// Pulls `reference` into `store` and records its name (the normalised reference).
+///
+/// Blocking; downloads up to [`PullOptions::max_concurrent`] layers at once. Safe to run
+/// concurrently with other pulls, imports and collections of the same store.
+///
+/// # Errors
+/// [`Error::InvalidReference`]; [`Error::Unauthorized`]; [`Error::Status`] (404 is
+/// `NotFound`); [`Error::Transport`]; [`Error::TooLarge`] for documents over 4 MiB;
+/// [`Error::DigestMismatch`] and [`Error::Truncated`] for bad bodies; [`Error::Document`];
+/// [`Error::NoMatchingPlatform`]; [`Error::Store`]. On error no name is recorded and nothing
+/// unverified is committed; a truncated layer's ingest is kept for the next pull to resume.
+pub fn pull(store: &ContentStore, reference: &str, opts: &PullOptions<'_>) -> Result<PullReport> {
+    let parsed = parse_reference(reference)?;
+    let name = parsed.to_string();
+    let client = opts.registry.client(&parsed, "pull")?;
+    let lookup = lookup_of(&parsed);
+    let (digest, media_type, bytes) = fetch_manifest(&client, &lookup, parsed.digest())?;
+    let root = Descriptor::new(media_type.clone(), digest.clone(), bytes.len() as u64);
+    opts.progress.on_progress(&ProgressEvent {
+        item: &digest.to_string(),
+        kind: if kind_of(&media_type) == MediaKind::Index {
+            "index"
+        } else {
+            "manifest"
+        },
+        done: bytes.len() as u64,
+        total: Some(bytes.len() as u64),
+        finished: true,
+    });
+
+    let leases = store.leases();
+    let mut lease_labels = BTreeMap::new();
+    lease_labels.insert("berth.pull.reference".to_owned(), name.clone());
+    let lease = leases.create("", lease_labels, Some(SystemTime::now() + LEASE_TTL))?;
+    let result = (|| -> Result<PullReport> {
+        let mut planner = Planner {
+            client: &client,
+            store,
+            choice: &opts.platform,
+            reference: &name,
+            plan: Plan::default(),
+        };
+        let target =
+            planner
+                .resolve(&root, bytes, 0)?
+                .ok_or_else(|| Error::NoMatchingPlatform {
+                    reference: name.clone(),
+                    platform: opts.platform.to_string(),
+                })?;
+        let plan = planner.plan;
+        let protect = |d: &Digest| -> Result<()> {
+            leases.add_resource(&lease.id, LeaseResource::Content(d.clone()))?;
+            Ok(())
+        };
+        let mut report = PullReport {
+            name: name.clone(),
+            target: target.clone(),
+            blobs: plan.docs.len() + plan.blobs.len(),
+            downloaded: 0,
+            present: 0,
+            resumed: Vec::new(),
+        };
+        let outcomes = download_all(store, &client, &plan.blobs, &protect, opts)?;
+        for o in outcomes {
+            report.downloaded += o.downloaded;
+            if o.present {
+                report.present += 1;
+            }
+            if let Some(off) = o.resumed_at {
+                report.resumed.push((o.digest, off));
+            }
+        }
+        // Documents last among the blobs, children before parents (plan order).
+        for (d, doc, _kind) in &plan.docs {
+            protect(d)?;
+            if store.exists(d) {
+                report.present += 1;
+                continue;
+            }
+            store.ingest(
+                &format!("pull-{d}"),
+                doc.as_slice(),
+                d,
+                Some(doc.len() as u64),
+                &BTreeMap::new(),
+                &mut |_, _| {},
+            )?;
+        }
+        store.images().put(Image::new(name.clone(), target))?;
+        Ok(report)
+    })();
+    let cleanup = leases.delete(&lease.id);
+    let report = result?;
+    cleanup?;
+    Ok(report)
+}
+
+/// What the manifests endpoint is asked for: the digest when the reference has one, else the
+/// tag.
+fn lookup_of(r: &Reference) -> String {
+    match (r.digest(), r.tag()) {
+        (Some(d), _) => d.to_string(),
+        (None, Some(t)) => t.to_owned(),
+        (None, None) => berth_oci::reference::DEFAULT_TAG.to_owned(),
+    }
+}
+
+/// Pulls `reference` and unpacks it into `snapshotter` ([`crate::unpack::unpack`], platform
+/// from `opts` when it names one).
+///
+/// # Errors
+/// As [`pull`]; [`Error::Unpack`].
+pub fn pull_and_unpack(
+    store: &ContentStore,
+    snapshotter: &dyn Snapshotter,
+    reference: &str,
+    opts: &PullOptions<'_>,
+    unpack_opts: &UnpackOptions<'_>,
+) -> Result<(PullReport, UnpackReport)> {
+    let report = pull(store, reference, opts)?;
+    let mut uo = *unpack_opts;
+    let platform;
+    if let PlatformChoice::Only(p) = &opts.platform {
+        platform = p.clone();
+        uo.platform = Some(&platform);
+    }
+    let unpacked = unpack::unpack(store, snapshotter, &report.target, &uo)?;
+    Ok((report, unpacked))
+}
+
+/// The result of one blob download.
+#[derive(Debug)]
+struct Outcome {
+    digest: Digest,
+    downloaded: u64,
+    present: bool,
+    resumed_at: Option<u64>,
+}
+
+fn download_all(
+    store: &ContentStore,
+    client: &Client,
+    jobs: &[BlobJob],
+    protect: &(dyn Fn(&Digest) -> Result<()> + Sync),
+    opts: &PullOptions<'_>,
+) -> Result<Vec<Outcome>> {
+    let threads = match opts.max_concurrent {
+        0 => 3,
+        n => n,
+    }
+    .min(jobs.len().max(1));
+    let next = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
+    let results: Mutex<Vec<Option<Result<Outcome>>>> =
+        Mutex::new((0..jobs.len()).map(|_| None).collect());
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| {
+                loop {
+                    if failed.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    let Some(job) = jobs.get(i) else { break };
+                    let res = protect(&job.digest)
+                        .and_then(|()| download_blob(store, client, job, opts.progress));
+                    if res.is_err() {
+                        failed.store(true, Ordering::Relaxed);
+                    }
+                    if let Ok(mut r) = results.lock() {
+                        r[i] = Some(res);
+                    }
+                }
+            });
+        }
+    });
+    let results = results.into_inner().map_err(|_| Error::Protocol {
+        url: String::new(),
+        reason: "a download thread panicked".into(),
+    })?;
+    let mut out = Vec::with_capacity(jobs.len());
+    for (job, r) in jobs.iter().zip(results) {
+        match r {
+            Some(Ok(o)) => out.push(o),
+            Some(Err(e)) => return Err(e),
+            None => {
+                return Err(Error::Protocol {
+                    url: job.digest.to_string(),
+                    reason: "download not attempted after an earlier failure".into(),
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Downloads one blob into the store, resuming a partial ingest with `Range`.
+fn download_blob(
+    store: &ContentStore,
+    client: &Client,
+    job: &BlobJob,
+    progress: &dyn Progress,
+) -> Result<Outcome> {
+    let item = job.digest.to_string();
+    let present = |store: &ContentStore| -> Result<Outcome> {
+        let info = store.info(&job.digest)?;
+        if info.size != job.size {
+            return Err(Error::Protocol {
+                url: item.clone(),
+                reason: format!(
+                    "stored blob has {} bytes, the descriptor says {}",
+                    info.size, job.size
+                ),
+            });
+        }
+        report_done(progress, &item, job.kind, job.size);
+        Ok(Outcome {
+            digest: job.digest.clone(),
+            downloaded: 0,
+            present: true,
+            resumed_at: None,
+        })
+    };
+    if store.exists(&job.digest) {
+        return present(store);
+    }
+    let r#ref = format!("pull-{}", job.digest);
+    let expected = Expected::new(job.digest.clone(), job.size);
+    let Some(mut w) = store.open_writer_waiting(&r#ref, &expected)? else {
+        return present(store);
+    };
+    let mut offset = w.offset();
+    if offset > job.size {
+        w.truncate(0)?;
+        offset = 0;
+    }
+    let url = client.url(&format!("blobs/{}", job.digest));
+    let mut resumed_at = None;
+    let mut downloaded = 0u64;
+    if offset < job.size {
+        let range = format!("bytes={offset}-");
+        let headers: Vec<(&str, &str)> = if offset > 0 {
+            vec![("range", range.as_str())]
+        } else {
+            Vec::new()
+        };
+        let resp = client.send_expect(Method::GET, &url, &headers, None, &[200, 206])?;
+        if resp.status.as_u16() == 206 {
+            let ok = resp
+                .header("content-range")
+                .is_some_and(|v| v.trim().starts_with(&format!("bytes {offset}-")));
+            if !ok {
+                return Err(Error::Protocol {
+                    url,
+                    reason: format!(
+                        "206 with Content-Range {:?} for a request from {offset}",
+                        resp.header("content-range")
+                    ),
+                });
+            }
+            resumed_at = Some(offset);
+        } else if offset > 0 {
+            // The registry ignored Range: start over.
+            w.truncate(0)?;
+            offset = 0;
+        }
+        let remaining = job.size - offset;
+        if let Some(n) = resp.content_length()
+            && n != remaining
+        {
+            return Err(Error::Protocol {
+                url,
+                reason: format!(
+                    "Content-Length {n} but {remaining} bytes are expected (descriptor size {})",
+                    job.size
+                ),
+            });
+        }
+        let final_url = resp.url.clone();
+        let mut reader = resp.into_reader().take(remaining);
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut last_report = 0u64;
+        progress.on_progress(&ProgressEvent {
+            item: &item,
+            kind: job.kind,
+            done: offset,
+            total: Some(job.size),
+            finished: false,
+        });
+        loop {
+            let n = match reader.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(_) => break,
+            };
+            w.write_all(&buf[..n])
+                .map_err(|e| Error::io("write", store.root().join("ingest"), e))?;
+            downloaded += n as u64;
+            if w.offset() - last_report >= REPORT_EVERY {
+                last_report = w.offset();
+                progress.on_progress(&ProgressEvent {
+                    item: &item,
+                    kind: job.kind,
+                    done: w.offset(),
+                    total: Some(job.size),
+                    finished: false,
+                });
+            }
+        }
+        if w.offset() < job.size {
+            // Keep the partial ingest: the next pull resumes it.
+            return Err(Error::Truncated {
+                url: final_url,
+                expected: job.size,
+                got: w.offset(),
+            });
+        }
+    }
+    let actual = w.digest();
+    match w.commit(job.size, Some(&job.digest), &BTreeMap::new()) {
+        Ok(_) => {}
+        Err(crate::Error::BlobExists { .. }) => {}
+        Err(e) if e.kind() == berth_oci::ErrorKind::FailedPrecondition => {
+            if let Err(abort) = store.abort(&r#ref) {
+                tracing::warn!(r#ref, error = %abort, "cannot abort failed ingest");
+            }
+            return Err(Error::DigestMismatch {
+                url,
+                expected: job.digest.clone(),
+                actual,
+                size: job.size,
+            });
+        }
+        Err(e) => return Err(e.into()),
+    }
+    report_done(progress, &item, job.kind, job.size);
+    Ok(Outcome {
+        digest: job.digest.clone(),
+        downloaded,
+        present: false,
+        resumed_at,
+    })
+}
