@@ -17,7 +17,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use berth_image::ErrorKind;
-use berth_image::content::{ContentStore, Expected};
+use berth_image::content::{ContentStore, Expected, GcOptions};
 use berth_image::metadata::{Descriptor, Image, LeaseResource};
 use berth_oci::Digest;
 
@@ -140,6 +140,18 @@ fn child_main(spec: &str) {
                 std::thread::sleep(Duration::from_millis(1));
             }
             drop(db);
+        }
+        ["gcloop", root, stop] => {
+            let store = ContentStore::open(Path::new(root)).unwrap();
+            writeln!(out, "\nBERTH-READY").unwrap();
+            out.flush().unwrap();
+            let mut runs = 0u64;
+            while !Path::new(stop).exists() || runs == 0 {
+                store.gc(&GcOptions::default()).unwrap();
+                runs += 1;
+            }
+            writeln!(out, "\ncollections run: {runs}\nBERTH-DONE").unwrap();
+            out.flush().unwrap();
         }
         _ => panic!("bad child spec {spec}"),
     }
@@ -355,4 +367,73 @@ fn open_waits_for_an_exclusive_holder_of_the_metadata_file() {
         )
         .unwrap();
     assert!(store.images().list(&[]).unwrap().is_empty());
+}
+
+/// A collector in another process running back to back while this process imports through a
+/// leased handle (half the blobs already present and unreferenced): every recorded image stays
+/// complete. The `gc.lock` fence works across processes.
+#[test]
+fn gc_in_another_process_never_sweeps_a_leased_import() {
+    if let Ok(spec) = std::env::var(CHILD_ENV) {
+        child_main(&spec);
+        return;
+    }
+    let tmp = TempRoot::new("gcproc");
+    let root = tmp.0.join("store");
+    let stop = tmp.0.join("stop");
+    let store = ContentStore::open(&root).unwrap();
+    let blobs: Vec<Vec<u8>> = (0..30)
+        .map(|i| content(500 + i, 3000 + i as usize))
+        .collect();
+    for (i, b) in blobs.iter().enumerate().step_by(2) {
+        let d = Digest::sha256(b);
+        store
+            .ingest(
+                &format!("pre-{i}"),
+                &b[..],
+                &d,
+                None,
+                &BTreeMap::new(),
+                &mut |_, _| {},
+            )
+            .unwrap();
+    }
+    let (mut guard, mut out) = spawn(
+        "gc_in_another_process_never_sweeps_a_leased_import",
+        &format!("gcloop|{}|{}", root.display(), stop.display()),
+    );
+    wait_line(&mut out, "BERTH-READY");
+    for (i, b) in blobs.iter().enumerate() {
+        let d = Digest::sha256(b);
+        let lease = store.leases().create("", BTreeMap::new(), None).unwrap();
+        let info = store
+            .leased(&lease.id)
+            .ingest(
+                &format!("imp-{i}"),
+                &b[..],
+                &d,
+                None,
+                &BTreeMap::new(),
+                &mut |_, _| {},
+            )
+            .unwrap();
+        let target = Descriptor::new("application/octet-stream", info.digest, info.size);
+        store
+            .images()
+            .put(Image::new(format!("example.com/gc:{i}"), target))
+            .unwrap();
+        store.leases().delete(&lease.id).unwrap();
+    }
+    std::fs::write(&stop, b"stop").unwrap();
+    wait_line(&mut out, "BERTH-DONE");
+    assert!(guard.0.wait().unwrap().success());
+    store.gc(&GcOptions::default()).unwrap();
+    for (i, b) in blobs.iter().enumerate() {
+        assert!(
+            store.exists(&Digest::sha256(b)),
+            "image {i}'s blob was swept"
+        );
+    }
+    assert_eq!(store.list_digests().unwrap().len(), blobs.len());
+    assert!(store.verify().unwrap().is_ok());
 }
