@@ -458,3 +458,56 @@ fn containers_get_their_own_session_keyring() {
         init.wait().unwrap();
     }
 }
+
+#[test]
+fn bind_mounts_read_only_and_of_single_files() {
+    if !privileged() {
+        return;
+    }
+    let env = Env::new();
+    let id = env.id("binds");
+    let host = env.dir.path().join(format!("{id}-host"));
+    std::fs::create_dir_all(&host).unwrap();
+    std::fs::write(host.join("data"), "from-host\n").unwrap();
+    let file = env.dir.path().join(format!("{id}-file"));
+    std::fs::write(&file, "single-file\n").unwrap();
+    let mut mounts = default_mounts();
+    mounts.push(
+        MountBuilder::default()
+            .destination("/mnt/ro")
+            .typ("bind")
+            .source(host.clone())
+            .options(vec![
+                "rbind".to_string(),
+                "ro".to_string(),
+                "nosuid".to_string(),
+            ])
+            .build()
+            .unwrap(),
+    );
+    mounts.push(
+        MountBuilder::default()
+            .destination("/etc/injected.conf")
+            .typ("bind")
+            .source(file.clone())
+            .options(vec!["bind".to_string()])
+            .build()
+            .unwrap(),
+    );
+    let s = spec_builder(
+        &[
+            "sh",
+            "-c",
+            "cat /mnt/ro/data; touch /mnt/ro/new 2>/dev/null && echo writable || echo ro; \
+             grep ' /mnt/ro ' /proc/mounts | cut -d' ' -f4 | cut -d, -f1,2; cat /etc/injected.conf",
+        ],
+        &unique("cg"),
+    )
+    .mounts(mounts)
+    .build()
+    .unwrap();
+    let (st, out, err) = env.run("binds", s);
+    assert_eq!(st, ExitStatus::Exited(0), "{err}");
+    assert_eq!(out, "from-host\nro\nro,nosuid\nsingle-file\n");
+    assert!(!host.join("new").exists());
+}
