@@ -117,9 +117,15 @@ impl InRootPath {
         if no_symlinks {
             resolve |= RESOLVE_NO_SYMLINKS;
         }
-        match sys::openat2(rootfd, &self.prefixes[depth - 1], flags, 0, resolve) {
-            Err(libc::ENOSYS) | Err(libc::EPERM) => self.walk_nofollow(rootfd, depth),
-            other => other,
+        // openat2 returns EAGAIN when a concurrent rename or mount may have
+        // raced the in-root lookup: retry a few times.
+        let mut tries = 0;
+        loop {
+            match sys::openat2(rootfd, &self.prefixes[depth - 1], flags, 0, resolve) {
+                Err(libc::ENOSYS) | Err(libc::EPERM) => return self.walk_nofollow(rootfd, depth),
+                Err(libc::EAGAIN) if tries < 16 => tries += 1,
+                other => return other,
+            }
         }
     }
 
