@@ -6,7 +6,10 @@
 //! stops the pool from taking new blobs and is returned; blobs already committed stay in the
 //! store (they are verified, and the import's lease or a rerun reclaims them).
 //!
-//! A blob already in the store is not read again. Ingest refs are `import-<digest>`, so an
+//! Every blob is added to the import's lease before it is committed or found present; the
+//! presence check runs under the store's GC fence, so a collection cannot sweep a blob between
+//! the moment import sees it and the moment the lease holds it. A blob already in the store is
+//! not read again. Ingest refs are `import-<digest>`, so an
 //! interrupted import resumes its partial ingests and two importers of the same blob wait for
 //! each other instead of writing it twice; blobs whose digest is only known after reading
 //! (docker-archive layers) use a per-process ref.
@@ -159,7 +162,15 @@ fn store_memory(
     progress: &dyn Progress,
     labels: &BTreeMap<String, String>,
 ) -> Result<()> {
-    protect(&doc.digest)?;
+    {
+        // As for streamed blobs: lease and presence check under the GC fence.
+        let _fence = store.gc_fence()?;
+        protect(&doc.digest)?;
+        if let Ok(info) = store.info(&doc.digest) {
+            report_done(progress, &doc.digest.to_string(), doc.kind, info.size);
+            return Ok(());
+        }
+    }
     let info = store
         .ingest(
             &format!("import-{}", doc.digest),
@@ -231,8 +242,13 @@ fn store_stream(
     };
     match &blob.digest {
         Some(digest) => {
-            protect(digest)?;
-            let stored_size = store.info(digest).ok().map(|i| i.size);
+            let stored_size = {
+                // Hold collections off while the lease takes the digest and presence is
+                // checked, so a blob found present cannot be swept before the lease holds it.
+                let _fence = store.gc_fence()?;
+                protect(digest)?;
+                store.info(digest).ok().map(|i| i.size)
+            };
             if let Some(actual) = stored_size
                 && actual != blob.size
             {
