@@ -518,6 +518,25 @@ fn setup_failures_name_step_and_path_and_leave_nothing() {
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{e}");
 
+    // A symlinked /dev is refused too (the mount and the device nodes
+    // would otherwise follow it), and nothing is created where it points.
+    let cg = unique("cg");
+    let id = env.id("symdev");
+    let bundle = env.bundle(&id, &spec(&["true"], &cg));
+    std::fs::remove_dir(bundle.join("rootfs/dev")).unwrap();
+    std::os::unix::fs::symlink("/tmp", bundle.join("rootfs/dev")).unwrap();
+    let e = env
+        .runtime
+        .create(&id, &bundle, CreateOptions::default())
+        .unwrap_err();
+    assert!(
+        matches!(&e, berth_runtime::Error::Child { step: Step::ResolveMountTarget, path: Some(p), source } if p == "/dev" && source.raw_os_error() == Some(libc::ELOOP)),
+        "{e}"
+    );
+    assert!(!bundle.join("rootfs/tmp/null").exists());
+    assert!(!env.runtime.root().join(&id).exists());
+    assert_no_cgroup(&cg);
+
     // An AppArmor profile on a host without AppArmor.
     if !Path::new("/sys/module/apparmor/parameters/enabled").exists() {
         let cg = unique("cg");

@@ -40,7 +40,7 @@ pub(crate) struct MountPlan {
     pub(crate) propagation: Vec<libc::c_ulong>,
     /// Create the destination as a file (bind of a non-directory).
     pub(crate) leaf_is_file: bool,
-    /// Refuse symlinks anywhere on the destination path (/proc, /sys).
+    /// Refuse symlinks anywhere on the destination path (/proc, /sys, /dev).
     pub(crate) no_symlinks: bool,
     /// After mounting, the destination must carry this filesystem magic.
     pub(crate) expect_magic: Option<i64>,
@@ -170,6 +170,9 @@ impl MountPlan {
         };
         let on_proc = dest.starts_with_top("proc");
         let on_sys = dest.starts_with_top("sys");
+        // /dev too: a symlinked /dev would redirect the device nodes and the
+        // ptmx link (CVE-2026-41579 class).
+        let on_dev = dest.starts_with_top("dev");
 
         if is_bind {
             let src = m.source().as_ref().ok_or_else(|| {
@@ -204,7 +207,7 @@ impl MountPlan {
                 data,
                 propagation: opts.propagation,
                 leaf_is_file: !meta.is_dir(),
-                no_symlinks: on_proc || on_sys,
+                no_symlinks: on_proc || on_sys || on_dev,
                 expect_magic: None,
                 dest,
             });
@@ -248,7 +251,7 @@ impl MountPlan {
             data,
             propagation: opts.propagation,
             leaf_is_file: false,
-            no_symlinks: on_proc || on_sys,
+            no_symlinks: on_proc || on_sys || on_dev,
             expect_magic,
             dest,
         })
