@@ -145,3 +145,44 @@ fn killed_import_leaves_no_name_and_reruns() {
         DEBIAN_ZSTD_MANIFEST,
     );
 }
+
+#[test]
+fn gc_running_during_imports_never_takes_their_blobs() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let Some(fx) = fixtures() else { return };
+    let t = temp_store();
+    let stop = AtomicBool::new(false);
+    let collections = AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            while !stop.load(Ordering::Relaxed) {
+                t.store
+                    .gc(&berth_image::content::GcOptions::default())
+                    .unwrap();
+                collections.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+        for round in 0..3 {
+            for file in ["busybox.oci.tar", "busybox-oci", "busybox.docker.tar"] {
+                let report =
+                    import::import(&t.store, &fx.join(file), &ImportOptions::default()).unwrap();
+                // Exporting walks the whole image and fails on any missing blob.
+                let out = t.dir.path().join(format!("out-{round}-{file}"));
+                let name = report.images[0].name.as_str();
+                berth_image::export::export(
+                    &t.store,
+                    &[name],
+                    &out,
+                    berth_image::export::ExportFormat::OciDir,
+                    &berth_image::progress::NoProgress,
+                )
+                .unwrap();
+                // Drop the name so the next round's blobs are unreferenced again.
+                t.store.images().delete(name).unwrap();
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+    });
+    assert!(collections.load(Ordering::Relaxed) > 0);
+    assert!(t.store.verify().unwrap().is_ok());
+}
