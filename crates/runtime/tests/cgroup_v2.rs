@@ -52,6 +52,7 @@ fn mount(src: &str, target: &str, fstype: Option<&str>, flags: libc::c_ulong) {
 /// Helper: in a private mount namespace with a unified /sys/fs/cgroup, run
 /// a container lifecycle; exit 0 on success (a panic fails the helper).
 #[test]
+#[ignore = "helper process, run by its parent test with --ignored"]
 fn helper_lifecycle_on_unified_hierarchy() {
     if std::env::var_os(HELPER).is_none() {
         return;
@@ -172,6 +173,7 @@ fn lifecycle_on_a_unified_cgroup_hierarchy() {
         .args([
             "--exact",
             "helper_lifecycle_on_unified_hierarchy",
+            "--ignored",
             "--nocapture",
             "--test-threads=1",
         ])

@@ -30,6 +30,7 @@ const HELPER_SEAL: &str = "BERTH_TEST_HELPER_SEAL";
 
 /// Helper: `create` a container (root, id, bundle from the environment) and exit.
 #[test]
+#[ignore = "helper process, run by its parent test with --ignored"]
 fn helper_create_then_exit() {
     let Ok(spec) = std::env::var(HELPER_CREATE) else {
         return;
@@ -62,6 +63,7 @@ fn helper_create_then_exit() {
 
 /// Helper: re-exec from a sealed memfd, then report whether we run sealed.
 #[test]
+#[ignore = "helper process, run by its parent test with --ignored"]
 fn helper_seal_self_exe() {
     if std::env::var_os(HELPER_SEAL).is_none() {
         return;
@@ -100,6 +102,7 @@ fn each_step_in_its_own_process() {
         .args([
             "--exact",
             "helper_create_then_exit",
+            "--ignored",
             "--nocapture",
             "--test-threads=1",
         ])
@@ -218,6 +221,7 @@ fn seal_self_exe_reexecs_from_a_sealed_memfd() {
         .args([
             "--exact",
             "helper_seal_self_exe",
+            "--ignored",
             "--nocapture",
             "--test-threads=1",
         ])
