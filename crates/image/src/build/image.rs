@@ -291,9 +291,10 @@ pub fn write_layer_to_layout(
     Ok(info)
 }
 
-/// Writes a layer of the tree under `dir` into `store`, protected by a one-hour lease named
-/// `lease` (create it with [`ContentStore::leases`]; pass `None` to go without) until an
-/// image record references it.
+/// Writes a layer of the tree under `dir` into `store`. With `lease` (an existing lease id,
+/// see [`ContentStore::leases`]) the blob is added to that lease before it is committed, so a
+/// concurrent garbage collection keeps it until an image record references it; without one,
+/// a collection may take it in the meantime.
 ///
 /// # Errors
 /// As [`LayerBuilder::write`]; [`Error::Store`].
