@@ -120,7 +120,9 @@ mod tests {
             tag_of("docker.io/library/busybox:1.36").as_deref(),
             Some("1.36")
         );
-        assert_eq!(tag_of("localhost:5000/x"), None);
+        // A reference without a tag is normalised to :latest.
+        assert_eq!(tag_of("localhost:5000/x").as_deref(), Some("latest"));
+        assert_eq!(tag_of("Not A Reference"), None);
     }
 
     #[test]
