@@ -5,6 +5,8 @@
 //! berth [--root DIR] image ls | rm REF… | tag SRC DST | export REF DEST [--format oci-dir|oci-archive]
 //! berth [--root DIR] content ls | gc | verify
 //! berth [--root DIR] image unpack REF [--snapshotter overlay|native]
+//! berth [--root DIR] image pull REF [--plain-http] [--platform P] [--no-unpack] | push REF [TARGET]
+//! berth login REGISTRY [-u USER] [--password-stdin]
 //! berth [--root DIR] snapshot [--snapshotter S] ls | info KEY | rm KEY… | mounts KEY | usage [KEY] | diff KEY | gc
 //! berth [--root DIR] layer apply FILE DIR
 //! berth [--root DIR] mount REF TARGET [--snapshotter S] | umount TARGET
@@ -40,6 +42,8 @@ mod metrics;
 mod mount;
 #[path = "berth_cli/progress.rs"]
 mod progress;
+#[path = "berth_cli/registry.rs"]
+mod registry;
 #[path = "berth_cli/run.rs"]
 mod run;
 #[path = "berth_cli/snapshot.rs"]
@@ -97,6 +101,8 @@ enum Group {
     /// Container metrics: metrics, serve-metrics.
     #[command(flatten)]
     Metrics(metrics::MetricsCommand),
+    /// Store credentials for a registry in the docker-style auth file.
+    Login(registry::LoginArgs),
 }
 
 /// `berth image …`: the image module's commands plus `unpack`.
@@ -106,6 +112,10 @@ enum ImageGroup {
     Base(image::ImageCommand),
     /// Unpack an image into a chain of committed snapshots.
     Unpack(snapshot::UnpackArgs),
+    /// Pull an image from a registry (and unpack it).
+    Pull(registry::PullArgs),
+    /// Push an image to a registry.
+    Push(registry::PushArgs),
 }
 
 /// The default store root. Stores live below it: `content/` (blobs, metadata), and the
@@ -133,6 +143,7 @@ fn run(cli: &Cli) -> Result<()> {
         Group::Umount { target } => return mount::umount(&root, target),
         Group::Container(cmd) => return container::run(&root, cmd),
         Group::Metrics(cmd) => return metrics::run(cmd),
+        Group::Login(args) => return registry::login(args),
         _ => {}
     }
     let content_root = root.join("content");
@@ -141,6 +152,8 @@ fn run(cli: &Cli) -> Result<()> {
     match &cli.group {
         Group::Image(ImageGroup::Base(cmd)) => image::run(&store, cmd),
         Group::Image(ImageGroup::Unpack(args)) => snapshot::unpack_command(&store, &root, args),
+        Group::Image(ImageGroup::Pull(args)) => registry::pull(&store, &root, args),
+        Group::Image(ImageGroup::Push(args)) => registry::push(&store, args),
         Group::Snapshot(args) => snapshot::run(&store, &root, args),
         Group::Mount {
             name,
@@ -152,6 +165,7 @@ fn run(cli: &Cli) -> Result<()> {
         Group::Content(cmd) => content::run(&store, cmd),
         Group::Container(cmd) => container::run(&root, cmd),
         Group::Metrics(cmd) => metrics::run(cmd),
+        Group::Login(args) => registry::login(args),
     }
 }
 

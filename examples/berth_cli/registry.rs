@@ -1,0 +1,230 @@
+//! `berth image pull`, `berth image push` and `berth login`: the registry client
+//! (`berth::image::registry`) with a progress bar per layer.
+
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use berth::image::content::ContentStore;
+use berth::image::registry::{
+    self, Credentials, PlatformChoice, PullOptions, PushOptions, RegistryOptions,
+};
+use berth::image::unpack::UnpackOptions;
+use berth::oci::Platform;
+use clap::Args;
+
+use crate::progress::Bars;
+use crate::snapshot::open_snapshotter;
+
+/// How to reach a registry (shared by pull, push and login).
+#[derive(Debug, Args)]
+pub struct RegistryArgs {
+    /// Talk plain HTTP to the registry of the reference (never TLS).
+    #[arg(long)]
+    pub plain_http: bool,
+    /// A registry (host[:port]) reached with plain HTTP; repeatable.
+    #[arg(long = "insecure-registry", value_name = "HOST")]
+    pub insecure: Vec<String>,
+    /// The docker-style auth file (default: $DOCKER_CONFIG/config.json or
+    /// ~/.docker/config.json).
+    #[arg(long, value_name = "FILE")]
+    pub auth_file: Option<PathBuf>,
+}
+
+impl RegistryArgs {
+    fn options(&self) -> RegistryOptions {
+        RegistryOptions {
+            plain_http: self.plain_http,
+            insecure_hosts: self.insecure.clone(),
+            credentials: None,
+            auth_file: self.auth_file.clone(),
+        }
+    }
+}
+
+/// Arguments of `berth image pull`.
+#[derive(Debug, Args)]
+pub struct PullArgs {
+    /// The image reference (`busybox`, `host:5000/repo:tag`, `repo@sha256:…`).
+    pub reference: String,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+    /// Pull this platform (os/arch[/variant]) instead of the host's.
+    #[arg(long, conflicts_with = "all_platforms")]
+    pub platform: Option<String>,
+    /// Pull every platform of a multi-platform image (implies --no-unpack).
+    #[arg(long)]
+    pub all_platforms: bool,
+    /// Only store the image; do not unpack it into snapshots.
+    #[arg(long)]
+    pub no_unpack: bool,
+    /// The snapshotter to unpack into: overlay or native.
+    #[arg(long, default_value = "overlay")]
+    pub snapshotter: String,
+    /// Most layers downloaded at once.
+    #[arg(long, default_value_t = 3)]
+    pub max_concurrent: usize,
+    /// No progress output.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+/// Arguments of `berth image push`.
+#[derive(Debug, Args)]
+pub struct PushArgs {
+    /// The local image name.
+    pub reference: String,
+    /// Where to push it (default: the same reference).
+    pub target: Option<String>,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+    /// A repository of the same registry to mount blobs from when it has them.
+    #[arg(long, value_name = "REPO")]
+    pub mount_from: Option<String>,
+    /// Blobs larger than this many MiB are uploaded in chunks of this size.
+    #[arg(long, default_value_t = 16)]
+    pub chunk_mib: u64,
+    /// No progress output.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+/// Arguments of `berth login`.
+#[derive(Debug, Args)]
+pub struct LoginArgs {
+    /// The registry (host[:port]).
+    pub registry: String,
+    /// The user name.
+    #[arg(long, short)]
+    pub username: Option<String>,
+    /// Read the password from standard input (one line).
+    #[arg(long)]
+    pub password_stdin: bool,
+    #[command(flatten)]
+    pub options: RegistryArgs,
+}
+
+/// Runs `berth image pull`.
+pub fn pull(store: &ContentStore, root: &Path, args: &PullArgs) -> Result<()> {
+    let platform = match (&args.platform, args.all_platforms) {
+        (_, true) => PlatformChoice::All,
+        (Some(p), false) => PlatformChoice::Only(Platform::parse(p)?),
+        (None, false) => PlatformChoice::Host,
+    };
+    let bars = Bars::new(args.quiet);
+    let opts = PullOptions {
+        registry: args.registry.options(),
+        platform,
+        progress: &bars,
+        max_concurrent: args.max_concurrent,
+    };
+    let started = Instant::now();
+    let unpack = !args.no_unpack && !args.all_platforms;
+    if !unpack {
+        let report = registry::pull(store, &args.reference, &opts)
+            .with_context(|| format!("pulling {}", args.reference))?;
+        println!("{} {}", report.name, report.target.digest);
+        summary(args.quiet, &report, started);
+        return Ok(());
+    }
+    let sn = open_snapshotter(root, &args.snapshotter)?;
+    let mut uo = UnpackOptions::new(&args.snapshotter);
+    uo.progress = &bars;
+    let (report, unpacked) =
+        registry::pull_and_unpack(store, sn.as_ref(), &args.reference, &opts, &uo)
+            .with_context(|| format!("pulling {}", args.reference))?;
+    println!("{} {}", report.name, report.target.digest);
+    summary(args.quiet, &report, started);
+    if !args.quiet {
+        eprintln!(
+            "unpacked: {} layers applied, {} already present{}",
+            unpacked.applied(),
+            unpacked.skipped(),
+            unpacked
+                .chain_id
+                .map(|c| format!(", top chain {c}"))
+                .unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
+fn summary(quiet: bool, report: &registry::PullReport, started: Instant) {
+    if quiet {
+        return;
+    }
+    eprintln!(
+        "{} blobs ({} already stored), {} bytes downloaded{}, in {:.2?}",
+        report.blobs,
+        report.present,
+        report.downloaded,
+        if report.resumed.is_empty() {
+            String::new()
+        } else {
+            format!(", {} resumed", report.resumed.len())
+        },
+        started.elapsed()
+    );
+}
+
+/// Runs `berth image push`.
+pub fn push(store: &ContentStore, args: &PushArgs) -> Result<()> {
+    let bars = Bars::new(args.quiet);
+    let opts = PushOptions {
+        registry: args.registry.options(),
+        chunk_size: args.chunk_mib.max(1) << 20,
+        mount_from: args.mount_from.clone(),
+        progress: &bars,
+    };
+    let report = registry::push(store, &args.reference, args.target.as_deref(), &opts)
+        .with_context(|| format!("pushing {}", args.reference))?;
+    println!(
+        "{} {}",
+        report.reference,
+        report
+            .digest
+            .map(|d| d.to_string())
+            .unwrap_or_default()
+    );
+    if !args.quiet {
+        eprintln!(
+            "{} blobs uploaded ({} in chunks), {} mounted, {} already there; {} manifests",
+            report.uploaded, report.chunked, report.mounted, report.existing, report.manifests
+        );
+    }
+    Ok(())
+}
+
+/// Runs `berth login`: checks the credentials against the registry, then stores them in the
+/// auth file (mode 0600).
+pub fn login(args: &LoginArgs) -> Result<()> {
+    let Some(username) = args.username.clone() else {
+        bail!("login needs --username (and the password on standard input with --password-stdin)");
+    };
+    if !args.password_stdin {
+        bail!("pass the password on standard input with --password-stdin");
+    }
+    let mut password = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut password)
+        .context("reading the password from standard input")?;
+    let password = password.trim_end_matches(['\n', '\r']).to_owned();
+    if password.is_empty() {
+        bail!("empty password on standard input");
+    }
+    let creds = Credentials { username, password };
+    let mut opts = args.options.options();
+    opts.credentials = Some(creds.clone());
+    registry::check_login(&args.registry, &opts)
+        .with_context(|| format!("logging in to {}", args.registry))?;
+    let file = opts
+        .auth_file
+        .clone()
+        .or_else(registry::default_auth_file)
+        .context("no auth file: set HOME or DOCKER_CONFIG, or pass --auth-file")?;
+    registry::save_credentials(&file, &args.registry, &creds)?;
+    println!("Login succeeded ({})", file.display());
+    Ok(())
+}
