@@ -599,3 +599,37 @@ fn preserved_fds_reach_the_container() {
     reader.read_to_string(&mut text).unwrap();
     assert_eq!(text, "through-fd3\n");
 }
+
+#[test]
+fn hooks_get_the_state_on_stdin() {
+    if !ready() {
+        return;
+    }
+    let root = StateRoot::new();
+    let bundle = Bundle::busybox(&["true"], false);
+    let out_dir = tempfile::tempdir().unwrap();
+    let hook = |name: &str| {
+        let file = out_dir.path().join(format!("{name}.json"));
+        serde_json::json!({ "path": "/bin/sh", "args": ["sh", "-c", format!("cat > {}", file.display())] })
+    };
+    bundle.edit(|c| {
+        c["hooks"] = serde_json::json!({
+            "createRuntime": [hook("createRuntime")],
+            "poststart": [hook("poststart")],
+            "poststop": [hook("poststop")],
+        });
+    });
+    let id = unique("cli-hooks");
+    root.ok(&["run", "-b", bundle.arg(), &id]);
+    for (name, status) in [
+        ("createRuntime", "creating"),
+        ("poststart", "running"),
+        ("poststop", "stopped"),
+    ] {
+        let text = std::fs::read_to_string(out_dir.path().join(format!("{name}.json")))
+            .unwrap_or_else(|e| panic!("{name} hook did not run: {e}"));
+        let state: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(state["id"], id.as_str(), "{name}: {state}");
+        assert_eq!(state["status"], status, "{name}: {state}");
+    }
+}

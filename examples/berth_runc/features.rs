@@ -10,8 +10,8 @@ use serde_json::{Value, json};
 
 /// The oldest runtime-spec version accepted.
 pub const OCI_VERSION_MIN: &str = "1.0.0";
-/// The newest runtime-spec version implemented.
-pub const OCI_VERSION_MAX: &str = "1.1.0";
+/// The newest runtime-spec version implemented (the one berth-runtime reports in states).
+pub const OCI_VERSION_MAX: &str = berth_runtime::state::OCI_VERSION;
 
 /// Mount options the runtime recognises (flags and propagation; others go to the filesystem).
 const MOUNT_OPTIONS: &[&str] = &[

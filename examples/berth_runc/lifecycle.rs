@@ -47,17 +47,12 @@ pub fn preserved_fds(n: u32) -> Result<Vec<OwnedFd>> {
 }
 
 fn create_options(opts: &CreateOpts) -> Result<CreateOptions> {
-    if opts.no_new_keyring {
-        crate::log::log(
-            crate::log::Level::Debug,
-            "--no-new-keyring: no session keyring is created",
-        );
-    }
     Ok(CreateOptions {
         preserve_fds: preserved_fds(opts.preserve_fds)?,
         console_socket: opts.console_socket.clone(),
         pid_file: opts.pid_file.clone(),
         no_pivot: opts.no_pivot,
+        no_new_keyring: opts.no_new_keyring,
         ..CreateOptions::default()
     })
 }

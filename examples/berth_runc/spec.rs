@@ -12,13 +12,15 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
-use crate::features::OCI_VERSION_MAX;
+/// The `ociVersion` written by `spec`: 1.1.0, which berth-runtime implements and older runtimes
+/// (crun 1.8 refuses 1.2.0) accept, so one bundle serves every runtime.
+pub const SPEC_VERSION: &str = "1.1.0";
 
 /// The default spec runc's `spec` writes.
 pub fn default_spec() -> Value {
     let caps = json!(["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"]);
     json!({
-        "ociVersion": OCI_VERSION_MAX,
+        "ociVersion": SPEC_VERSION,
         "process": {
             "terminal": true,
             "user": { "uid": 0, "gid": 0 },
