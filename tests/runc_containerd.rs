@@ -15,6 +15,7 @@ mod runc_containerd;
 #[path = "common/runc_support.rs"]
 mod runc_support;
 
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use runc_containerd::Containerd;
@@ -26,7 +27,7 @@ fn ready() -> Option<std::path::PathBuf> {
     if !(have_root() && have_tool("containerd") && have_tool("ctr")) {
         return None;
     }
-    if !have_tool("containerd-shim-runc-v2") {
+    if !have_tool("containerd-shim-runc-v2") || !have_tool("script") {
         return None;
     }
     fixture("busybox.oci.tar")
@@ -70,6 +71,22 @@ fn containerd_runs_tasks_through_berth_runc() {
     );
     assert_eq!(out.status.code(), Some(7));
 
+    // A terminal task under a pty harness: the shim gets the pty master over its console
+    // socket and proxies it.
+    let ctr = format!("ctr -a {} -n {}", ctd.socket().display(), ctd.namespace);
+    let id = unique("ctd-tty");
+    let cmd = format!(
+        "timeout 60 {ctr} run -t --rm --runc-binary {bin} {IMAGE} {id} sh -c 'tty; exit 3'"
+    );
+    let out = Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("/dev/pts/"), "{text:?}\n{}", ctd.log());
+    assert_eq!(out.status.code(), Some(3), "{text:?}");
+
     // A long-running task: exec, metrics, ps, pause/resume, kill.
     let id = unique("ctd-long");
     ctd.ctr_ok(&[
@@ -98,6 +115,18 @@ fn containerd_runs_tasks_through_berth_runc() {
     ]);
     assert_eq!(String::from_utf8_lossy(&out.stdout), "from-exec\n");
     assert_eq!(out.status.code(), Some(5));
+
+    let cmd = format!("timeout 60 {ctr} task exec -t --exec-id e2 {id} sh -c 'tty; exit 4'");
+    let out = Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("/dev/pts/"),
+        "{out:?}"
+    );
+    assert_eq!(out.status.code(), Some(4), "{out:?}");
 
     let metrics = ctd.ctr_ok(&["task", "metrics", &id]);
     assert!(

@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 
 use crate::cli::ExecArgs;
 use crate::foreground::{self, ConsoleListener};
-use crate::lifecycle::{preserved_fds, runtime, runtime_error};
+use crate::lifecycle::{container_stdio, preserved_fds, runtime, runtime_error};
 
 /// `exec`: detached, it returns once the process runs; in the foreground it waits and exits
 /// with the process's status.
@@ -60,14 +60,17 @@ pub fn exec(root: &Path, args: &ExecArgs) -> Result<ExitCode> {
     } else {
         None
     };
+    let [stdin, stdout, stderr] = container_stdio(terminal);
     let options = ExecOptions {
+        stdin,
+        stdout,
+        stderr,
         preserve_fds: preserved_fds(args.preserve_fds)?,
         console_socket: console
             .as_ref()
             .map(|c| c.path().to_path_buf())
             .or_else(|| args.console_socket.clone()),
         pid_file: args.pid_file.clone(),
-        ..ExecOptions::default()
     };
     if !args.detach {
         foreground::catch_signals();

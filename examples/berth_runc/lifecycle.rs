@@ -16,7 +16,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, anyhow, bail};
-use berth_runtime::{CreateOptions, ErrorKind, Runtime};
+use berth_runtime::{CreateOptions, ErrorKind, Runtime, Stdio};
 
 use crate::cli::{CreateOpts, KillArgs, RunArgs};
 use crate::foreground::{self, ConsoleListener};
@@ -46,14 +46,37 @@ pub fn preserved_fds(n: u32) -> Result<Vec<OwnedFd>> {
     Ok(fds)
 }
 
+/// Whether the bundle's process asks for a terminal (false when config.json cannot be read:
+/// `create` then reports that error itself).
+fn wants_terminal(bundle: &Path) -> bool {
+    berth_runtime::load_spec(bundle)
+        .ok()
+        .and_then(|s| s.process().as_ref().and_then(|p| p.terminal()))
+        .unwrap_or(false)
+}
+
+/// The stdio of a container: ours, unless it gets a terminal. Its stdio is then the pty, and
+/// it must hold no copy of ours: a caller reading our output to EOF (containerd's shim does
+/// for a terminal container) would wait for the container.
+pub fn container_stdio(terminal: bool) -> [Stdio; 3] {
+    if terminal {
+        [Stdio::Null, Stdio::Null, Stdio::Null]
+    } else {
+        [Stdio::Inherit, Stdio::Inherit, Stdio::Inherit]
+    }
+}
+
 fn create_options(opts: &CreateOpts) -> Result<CreateOptions> {
+    let [stdin, stdout, stderr] = container_stdio(wants_terminal(&opts.bundle));
     Ok(CreateOptions {
+        stdin,
+        stdout,
+        stderr,
         preserve_fds: preserved_fds(opts.preserve_fds)?,
         console_socket: opts.console_socket.clone(),
         pid_file: opts.pid_file.clone(),
         no_pivot: opts.no_pivot,
         no_new_keyring: opts.no_new_keyring,
-        ..CreateOptions::default()
     })
 }
 
@@ -76,10 +99,7 @@ pub fn start(root: &Path, id: &str) -> Result<()> {
 pub fn run(root: &Path, args: &RunArgs) -> Result<ExitCode> {
     let rt = runtime(root)?;
     let mut options = create_options(&args.opts)?;
-    let terminal = berth_runtime::load_spec(&args.opts.bundle)
-        .ok()
-        .and_then(|s| s.process().as_ref().and_then(|p| p.terminal()))
-        .unwrap_or(false);
+    let terminal = wants_terminal(&args.opts.bundle);
     if args.detach {
         if terminal && args.opts.console_socket.is_none() {
             bail!("cannot allocate tty if berth-runc will detach without setting console socket");
