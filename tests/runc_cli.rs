@@ -633,3 +633,38 @@ fn hooks_get_the_state_on_stdin() {
         assert_eq!(state["status"], status, "{name}: {state}");
     }
 }
+
+#[test]
+fn events_stream_until_the_container_stops() {
+    if !ready() {
+        return;
+    }
+    let root = StateRoot::new();
+    let bundle = Bundle::busybox(&["sleep", "1000"], false);
+    let id = unique("cli-events");
+    root.ok(&["run", "-d", "-b", bundle.arg(), &id]);
+    let out_file = tempfile::NamedTempFile::new().unwrap();
+    let mut events = root
+        .cmd(&["events", "--interval", "50ms", &id])
+        .stdin(Stdio::null())
+        .stdout(out_file.reopen().unwrap())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(400));
+    root.ok(&["kill", &id, "KILL"]);
+    root.wait_status(&id, "stopped");
+    let status = events.wait().unwrap();
+    assert!(status.success(), "{status}");
+    let text = std::fs::read_to_string(out_file.path()).unwrap();
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(lines.len() >= 2, "{text}");
+    assert!(
+        lines
+            .iter()
+            .all(|e| e["type"] == "stats" && e["id"] == id.as_str())
+    );
+    root.ok(&["delete", &id]);
+}
