@@ -1,6 +1,7 @@
 //! Pull and unpack from a private registry: the busybox and Debian fixtures, pulled from a
 //! local `docker-registry` and unpacked on overlay, mount as the same tree as
-//! `umoci raw unpack` of the fixture gives; a second pull+unpack reuses everything.
+//! `umoci raw unpack` of the fixture gives, every layer applied while it downloaded (the
+//! streaming path); a second pull+unpack reuses everything.
 #![cfg(feature = "registry")]
 #![allow(
     clippy::unwrap_used,
@@ -43,7 +44,10 @@ fn check(archive: &str, reference: &str, tag: &str) {
         registry::pull_and_unpack(&env.store, env.sn.as_ref(), &name, &opts, &uo).unwrap();
     assert_eq!(pulled.name, name);
     assert!(!unpacked.layers.is_empty());
-    assert_eq!(unpacked.applied(), unpacked.layers.len());
+    // Every layer was applied while it downloaded (fresh store, overlay can rebase), and
+    // the unpack that followed found the chain committed.
+    assert_eq!(pulled.streamed, unpacked.layers.len(), "{pulled:?}");
+    assert_eq!(unpacked.applied(), 0);
     let top = unpacked.chain_id.clone().unwrap();
     let ours = env.chain_tree(&top.to_string());
     assert_same_tree(

@@ -24,11 +24,15 @@
 //! 4. **Name** the image once every blob is committed, then drop the lease.
 //! 5. **Unpack** ([`pull_and_unpack`]) through [`crate::unpack::unpack`].
 //!
-//! ## Unpack while downloading: API gap
-//! [`crate::unpack`] reads each layer from the content store and has no streaming source, so
-//! today layers are applied once all of them are stored (the unpack itself applies in
-//! parallel and commits in order). Overlapping download and apply needs `unpack` to accept a
-//! per-layer `Read` (or to wait for a blob to be committed); not done here.
+//! ## Unpack while downloading
+//! [`crate::unpack`] reads each layer from the content store and has no streaming source (the
+//! API gap). [`pull_and_unpack`] therefore has its own clearly separated streaming path
+//! (`stream`): a fresh layer download is teed into the content writer and, through a bounded
+//! channel, into an applier thread extracting into a detached snapshot; the snapshot is
+//! committed (bottom-up, rebased) only after the blob's digest (content store) and the diffID
+//! (applier) verified. Whatever it could not do (resumed or already stored layers,
+//! snapshotters without rebase, layers hardlinking into lower ones) is then done by a normal
+//! [`crate::unpack::unpack`], which also labels the blobs.
 //!
 //! # Push ([`push`])
 //! Every blob the image references is checked with `HEAD /blobs/<digest>`; a missing one is
@@ -54,6 +58,7 @@ mod client;
 pub mod error;
 mod pull;
 mod push;
+mod stream;
 
 use std::path::PathBuf;
 

@@ -2,7 +2,7 @@
 //! resuming partial layer ingests with `Range`, then name the image (see the module docs of
 //! [`super`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::{Read, Write};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -16,6 +16,7 @@ use ureq::http::Method;
 
 use super::client::{Client, Response};
 use super::error::{Error, Result};
+use super::stream::{StreamLayer, Streamer, Tee};
 use super::{MANIFEST_ACCEPT, PlatformChoice, RegistryOptions, parse_reference};
 use crate::content::{ContentStore, Expected};
 use crate::metadata::{Descriptor, Image, LeaseResource};
@@ -80,6 +81,9 @@ pub struct PullReport {
     pub present: usize,
     /// Layers whose download resumed a partial ingest, with the offset resumed at.
     pub resumed: Vec<(Digest, u64)>,
+    /// Layers applied while they downloaded and committed as snapshots by the pull itself
+    /// ([`pull_and_unpack`] only; the rest is left to the unpack that follows).
+    pub streamed: usize,
 }
 
 /// A layer (or other streamed blob) to download.
@@ -250,6 +254,8 @@ struct Planner<'a> {
     choice: &'a PlatformChoice,
     reference: &'a str,
     plan: Plan,
+    /// The layers of each manifest planned, for unpacking while downloading.
+    layers: HashMap<Digest, Vec<StreamLayer>>,
 }
 
 impl Planner<'_> {
@@ -316,14 +322,25 @@ impl Planner<'_> {
                         ),
                     });
                 }
-                for layer in m.value.layers() {
+                let chains = berth_oci::chain_ids(&diff_ids);
+                let mut stream_layers = Vec::new();
+                for (i, layer) in m.value.layers().iter().enumerate() {
                     let l = Descriptor::try_from(layer)?;
-                    if !matches!(kind_of(&l.media_type), MediaKind::Layer(_)) {
+                    let MediaKind::Layer(compression) = kind_of(&l.media_type) else {
                         return Err(Error::UnsupportedMediaType {
                             media_type: l.media_type,
                             digest: l.digest,
                         });
-                    }
+                    };
+                    stream_layers.push(StreamLayer {
+                        index: i,
+                        digest: l.digest.clone(),
+                        size: l.size,
+                        compression,
+                        diff_id: diff_ids[i].clone(),
+                        chain_id: chains[i].clone(),
+                        parent_chain: i.checked_sub(1).map(|p| chains[p].clone()),
+                    });
                     if !self.plan.has(&l.digest) {
                         self.plan.blobs.push(BlobJob {
                             digest: l.digest,
@@ -332,6 +349,7 @@ impl Planner<'_> {
                         });
                     }
                 }
+                self.layers.insert(desc.digest.clone(), stream_layers);
                 if !self.plan.has(&config.digest) {
                     self.plan
                         .docs
@@ -410,6 +428,15 @@ impl Planner<'_> {
 /// [`Error::NoMatchingPlatform`]; [`Error::Store`]. On error no name is recorded and nothing
 /// unverified is committed; a truncated layer's ingest is kept for the next pull to resume.
 pub fn pull(store: &ContentStore, reference: &str, opts: &PullOptions<'_>) -> Result<PullReport> {
+    pull_inner(store, reference, opts, None)
+}
+
+fn pull_inner(
+    store: &ContentStore,
+    reference: &str,
+    opts: &PullOptions<'_>,
+    snapshotter: Option<&dyn Snapshotter>,
+) -> Result<PullReport> {
     let parsed = parse_reference(reference)?;
     let name = parsed.to_string();
     let client = opts.registry.client(&parsed, "pull")?;
@@ -439,6 +466,7 @@ pub fn pull(store: &ContentStore, reference: &str, opts: &PullOptions<'_>) -> Re
             choice: &opts.platform,
             reference: &name,
             plan: Plan::default(),
+            layers: HashMap::new(),
         };
         let target =
             planner
@@ -448,6 +476,8 @@ pub fn pull(store: &ContentStore, reference: &str, opts: &PullOptions<'_>) -> Re
                     platform: opts.platform.to_string(),
                 })?;
         let plan = planner.plan;
+        let stream_layers = planner.layers.remove(&target.digest).unwrap_or_default();
+        let streamer = snapshotter.and_then(|sn| Streamer::new(sn, stream_layers.clone()));
         let protect = |d: &Digest| -> Result<()> {
             leases.add_resource(&lease.id, LeaseResource::Content(d.clone()))?;
             Ok(())
@@ -459,8 +489,22 @@ pub fn pull(store: &ContentStore, reference: &str, opts: &PullOptions<'_>) -> Re
             downloaded: 0,
             present: 0,
             resumed: Vec::new(),
+            streamed: 0,
         };
-        let outcomes = download_all(store, &client, &plan.blobs, &protect, opts)?;
+        let downloads = download_all(
+            store,
+            &client,
+            &plan.blobs,
+            &protect,
+            opts,
+            streamer.as_ref(),
+        );
+        if let Some(s) = &streamer {
+            // Only verified layers are ready; commit what can be, in order, even after a
+            // failure elsewhere (they are complete layers a retry reuses).
+            report.streamed = s.commit_in_order(&stream_layers);
+        }
+        let outcomes = downloads?;
         for o in outcomes {
             report.downloaded += o.downloaded;
             if o.present {
@@ -517,7 +561,7 @@ pub fn pull_and_unpack(
     opts: &PullOptions<'_>,
     unpack_opts: &UnpackOptions<'_>,
 ) -> Result<(PullReport, UnpackReport)> {
-    let report = pull(store, reference, opts)?;
+    let report = pull_inner(store, reference, opts, Some(snapshotter))?;
     let mut uo = *unpack_opts;
     let platform;
     if let PlatformChoice::Only(p) = &opts.platform {
@@ -543,6 +587,7 @@ fn download_all(
     jobs: &[BlobJob],
     protect: &(dyn Fn(&Digest) -> Result<()> + Sync),
     opts: &PullOptions<'_>,
+    streamer: Option<&Streamer<'_>>,
 ) -> Result<Vec<Outcome>> {
     let threads = match opts.max_concurrent {
         0 => 3,
@@ -563,7 +608,7 @@ fn download_all(
                     let i = next.fetch_add(1, Ordering::SeqCst);
                     let Some(job) = jobs.get(i) else { break };
                     let res = protect(&job.digest)
-                        .and_then(|()| download_blob(store, client, job, opts.progress));
+                        .and_then(|()| download_blob(store, client, job, opts.progress, streamer));
                     if res.is_err() {
                         failed.store(true, Ordering::Relaxed);
                     }
@@ -600,6 +645,7 @@ fn download_blob(
     client: &Client,
     job: &BlobJob,
     progress: &dyn Progress,
+    streamer: Option<&Streamer<'_>>,
 ) -> Result<Outcome> {
     let item = job.digest.to_string();
     let present = |store: &ContentStore| -> Result<Outcome> {
@@ -637,6 +683,12 @@ fn download_blob(
     let url = client.url(&format!("blobs/{}", job.digest));
     let mut resumed_at = None;
     let mut downloaded = 0u64;
+    // Dropped on every path: hands the streamed layer's outcome to the streamer.
+    let mut guard = TeeGuard {
+        streamer,
+        tee: None,
+        blob_ok: false,
+    };
     if offset < job.size {
         let range = format!("bytes={offset}-");
         let headers: Vec<(&str, &str)> = if offset > 0 {
@@ -676,6 +728,9 @@ fn download_blob(
                 ),
             });
         }
+        if offset == 0 {
+            guard.tee = streamer.and_then(|s| s.start(&job.digest));
+        }
         let final_url = resp.url.clone();
         let mut reader = resp.into_reader().take(remaining);
         let mut buf = vec![0u8; 256 * 1024];
@@ -697,6 +752,9 @@ fn download_blob(
             w.write_all(&buf[..n])
                 .map_err(|e| Error::io("write", store.root().join("ingest"), e))?;
             downloaded += n as u64;
+            if let Some(t) = guard.tee.as_mut() {
+                t.feed(&buf[..n]);
+            }
             if w.offset() - last_report >= REPORT_EVERY {
                 last_report = w.offset();
                 progress.on_progress(&ProgressEvent {
@@ -734,6 +792,8 @@ fn download_blob(
         }
         Err(e) => return Err(e.into()),
     }
+    guard.blob_ok = true;
+    drop(guard);
     report_done(progress, &item, job.kind, job.size);
     Ok(Outcome {
         digest: job.digest.clone(),
@@ -741,4 +801,19 @@ fn download_blob(
         present: false,
         resumed_at,
     })
+}
+
+/// Finishes a streamed layer whatever way its download ends.
+struct TeeGuard<'s, 'a> {
+    streamer: Option<&'s Streamer<'a>>,
+    tee: Option<Tee>,
+    blob_ok: bool,
+}
+
+impl Drop for TeeGuard<'_, '_> {
+    fn drop(&mut self) {
+        if let (Some(s), Some(t)) = (self.streamer, self.tee.take()) {
+            s.finish(t, self.blob_ok);
+        }
+    }
 }
