@@ -138,9 +138,10 @@ pub fn pull(store: &ContentStore, root: &Path, args: &PullArgs) -> Result<()> {
     summary(args.quiet, &report, started);
     if !args.quiet {
         eprintln!(
-            "unpacked: {} layers applied, {} already present{}",
+            "unpacked: {} layers applied while downloading, {} after, {} already present{}",
+            report.streamed,
             unpacked.applied(),
-            unpacked.skipped(),
+            unpacked.skipped().saturating_sub(report.streamed),
             unpacked
                 .chain_id
                 .map(|c| format!(", top chain {c}"))

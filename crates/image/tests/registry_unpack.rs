@@ -74,3 +74,63 @@ fn busybox_pulled_and_unpacked_matches_umoci() {
 fn debian_pulled_and_unpacked_matches_umoci() {
     check("debian-gzip.oci.tar", "debian-gzip.oci.tar", "bookworm");
 }
+
+#[test]
+fn interrupted_streamed_pull_recovers_on_rerun() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    if !privileged() || !have_umoci() {
+        return;
+    }
+    let Some(src) = fixture("debian-gzip.oci.tar") else {
+        return;
+    };
+    let Some(reg) = Registry::start(None) else {
+        return;
+    };
+    reg.seed(&src, "cut/debian:bookworm");
+    // Cut the first download of every big blob after 1 MiB.
+    let upstream = reg.port;
+    let cuts = std::sync::Arc::new(AtomicUsize::new(0));
+    let c = cuts.clone();
+    let proxy = registry_support::FakeServer::start(move |req| {
+        let mut resp = registry_support::forward(upstream, req);
+        if req.path.contains("/blobs/")
+            && req.header("range").is_none()
+            && resp.body.len() > 2 << 20
+            && c.fetch_add(1, Ordering::SeqCst) == 0
+        {
+            resp.cut_at = Some(1 << 20);
+        }
+        resp
+    });
+    let env = Env::new(Backend::Overlay);
+    let opts = PullOptions {
+        registry: RegistryOptions {
+            plain_http: true,
+            auth_file: Some(env.tmp.path().join("no-auth.json")),
+            ..RegistryOptions::default()
+        },
+        ..PullOptions::default()
+    };
+    let name = format!("{}/cut/debian:bookworm", proxy.host());
+    let uo = UnpackOptions::new("overlay");
+    assert!(registry::pull_and_unpack(&env.store, env.sn.as_ref(), &name, &opts, &uo).is_err());
+    // No active snapshot of the failed streamed layer is left.
+    assert!(
+        env.snapshots()
+            .iter()
+            .all(|(_, kind, _)| *kind == berth_snapshot::Kind::Committed),
+        "{:?}",
+        env.snapshots()
+    );
+    let (pulled, unpacked) =
+        registry::pull_and_unpack(&env.store, env.sn.as_ref(), &name, &opts, &uo).unwrap();
+    assert!(!pulled.resumed.is_empty(), "{pulled:?}");
+    // The resumed layer could not stream: the unpack after the pull applied it (and whatever
+    // sits above it).
+    assert!(unpacked.applied() >= 1, "{unpacked:?}");
+    let top = unpacked.chain_id.clone().unwrap();
+    let ours = env.chain_tree(&top.to_string());
+    assert_same_tree(&ours, umoci_tree(&src, "bookworm"), "pulled after a cut");
+    env.assert_clean();
+}
