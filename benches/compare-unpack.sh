@@ -11,7 +11,9 @@
 #               limit: decompress + extract, no hashing, no safety, no snapshots)
 #
 # Runs are interleaved so every contender sees the same machine noise; `sync` runs after each
-# command, untimed. Each line reports the median wall time of RUNS runs (default 5).
+# command, untimed. Each line reports the median wall time of RUNS runs (default 5), plus the
+# median CPU time (user+sys; containerd's includes the daemon's), which a busy machine
+# distorts less than wall time.
 #
 #   bash benches/compare-unpack.sh [ARCHIVE [TAG]]
 #   BERTH_BIN=path/to/release/examples/berth RUNS=7 bash benches/compare-unpack.sh
@@ -113,15 +115,24 @@ raw_layers=""
 for l in "${layers[@]}"; do raw_layers="$raw_layers $(blob "$l")"; done
 
 # --- timing -----------------------------------------------------------------------------------
-elapsed() { # nanoseconds taken by the command given; its output goes to $work/last.log
-    local start end
+# measure NAME CMD... : wall ns of CMD to $work/t-NAME, its CPU ms (user+sys of the command and
+# its children; for containerd plus the daemon's CPU during the command) to $work/c-NAME.
+clk_tck=$(getconf CLK_TCK)
+cd_cpu() { awk '{ print $14 + $15 }' "/proc/$cd_pid/stat"; }
+measure() {
+    local name=$1 before=0 start end own
+    shift
+    [ "$name" = ctr ] && before=$(cd_cpu)
     start=$(date +%s%N)
-    if ! "$@" >"$work/last.log" 2>&1; then
+    if ! /usr/bin/time -f "%U %S" -o "$work/cpu" "$@" >"$work/last.log" 2>&1; then
         echo "FAILED: $* : $(tail -n 3 "$work/last.log")" >&2
         exit 1
     fi
     end=$(date +%s%N)
-    echo $((end - start))
+    echo $((end - start)) >>"$work/t-$name"
+    own=$(awk 'END { printf "%d", ($1 + $2) * 1000 }' "$work/cpu")
+    [ "$name" = ctr ] && own=$((own + ($(cd_cpu) - before) * 1000 / clk_tck))
+    echo "$own" >>"$work/c-$name"
 }
 median() {
     sort -n | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
@@ -130,22 +141,23 @@ median() {
 cat "$archive" "$layout"/blobs/*/* >/dev/null # every contender reads from the page cache
 echo "archive $archive:$tag, ${#layers[@]} layers, $runs runs each, $(nproc) CPUs" >&2
 : >"$work/t-berth"; : >"$work/t-ctr"; : >"$work/t-umoci"; : >"$work/t-raw"
+: >"$work/c-berth"; : >"$work/c-ctr"; : >"$work/c-umoci"; : >"$work/c-raw"
 for i in $(seq "$runs"); do
     root="$work/berth-root"
-    elapsed sh -c "'$berth' --root '$root' image import --quiet --name bench:unpack '$archive' && '$berth' --root '$root' image unpack --quiet bench:unpack" >>"$work/t-berth"
+    measure berth sh -c "'$berth' --root '$root' image import --quiet --name bench:unpack '$archive' && '$berth' --root '$root' image unpack --quiet bench:unpack"
     sync
     rm -rf "$root"
 
-    elapsed ctr_ images import --snapshotter overlayfs "$archive" >>"$work/t-ctr"
+    measure ctr ctr -a "$sock" -n "$ns" images import --snapshotter overlayfs "$archive"
     sync
     ctr_reset
 
-    elapsed umoci unpack --image "$layout:$tag" "$work/bundle" >>"$work/t-umoci"
+    measure umoci umoci unpack --image "$layout:$tag" "$work/bundle"
     sync
     rm -rf "$work/bundle"
 
     mkdir -p "$work/raw"
-    elapsed sh -c "for l in $raw_layers; do gzip -dc \"\$l\" | tar -x -C '$work/raw' || exit 1; done" >>"$work/t-raw"
+    measure raw sh -c "for l in $raw_layers; do gzip -dc \"\$l\" | tar -x -C '$work/raw' || exit 1; done"
     sync
     rm -rf "$work/raw"
     echo "run $i/$runs done" >&2
@@ -155,6 +167,11 @@ b=$(median <"$work/t-berth")
 c=$(median <"$work/t-ctr")
 u=$(median <"$work/t-umoci")
 r=$(median <"$work/t-raw")
+awk -v b="$(median <"$work/c-berth")" -v c="$(median <"$work/c-ctr")" \
+    -v u="$(median <"$work/c-umoci")" -v r="$(median <"$work/c-raw")" 'BEGIN {
+    printf "median CPU (user+sys) berth %.0f ms, containerd+ctr %.0f ms, umoci %.0f ms, raw %.0f ms\n", b, c, u, r
+    printf "cpu berth/containerd %.2f, berth/umoci %.2f, berth/raw %.2f\n", b / c, b / u, b / r
+}'
 awk -v b="$b" -v c="$c" -v u="$u" -v r="$r" 'BEGIN {
     printf "median berth import+unpack   %8.1f ms\n", b / 1e6
     printf "median ctr images import     %8.1f ms\n", c / 1e6

@@ -19,6 +19,9 @@ use crate::progress::{Progress, ProgressReader};
 
 /// Read size from the blob file: large reads keep the hashing and decoding loops tight.
 const BLOB_BUFFER: usize = 1 << 20;
+/// Compressed layers from this size on are decompressed on their own thread
+/// ([`super::pipeline`]).
+const PIPELINE_MIN: u64 = 4 << 20;
 
 /// What the workers need to know about one layer.
 #[derive(Debug, Clone)]
@@ -119,10 +122,8 @@ struct CancelReader<'c, R> {
 impl<R: Read> Read for CancelReader<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if self.cancel.load(Ordering::Relaxed) {
-            return Err(io::Error::new(
-                io::ErrorKind::Interrupted,
-                "unpack cancelled",
-            ));
+            // Not `Interrupted`: readers retry those, and this must stop them.
+            return Err(io::Error::other("unpack cancelled"));
         }
         self.inner.read(buf)
     }
@@ -268,6 +269,14 @@ fn apply_blob(ctx: &Ctx<'_>, job: &LayerJob, root: &Path, overlay: bool) -> Resu
         Some(job.desc.size),
     );
     let mut buffered = BufReader::with_capacity(BLOB_BUFFER, verifying);
+    let opts = ApplyOptions::default()
+        .with_blob(digest.to_string())
+        .with_expected_diff_id(job.diff_id.clone())
+        .with_total_size(job.desc.size)
+        .with_overlay_whiteouts(overlay);
+    if job.compression != Compression::None && job.desc.size >= PIPELINE_MIN {
+        return super::pipeline::apply_decoupled(ctx, job, root, buffered, opts);
+    }
     let mut reader = ProgressReader::new(
         &mut buffered,
         ctx.progress,
@@ -275,12 +284,7 @@ fn apply_blob(ctx: &Ctx<'_>, job: &LayerJob, root: &Path, overlay: bool) -> Resu
         "layer",
         Some(job.desc.size),
     );
-    let opts = ApplyOptions::default()
-        .with_compression(job.compression)
-        .with_blob(digest.to_string())
-        .with_expected_diff_id(job.diff_id.clone())
-        .with_total_size(job.desc.size)
-        .with_overlay_whiteouts(overlay);
+    let opts = opts.with_compression(job.compression);
     let map = |source: apply::Error| map_apply_error(ctx, job, source);
     let stats = apply::apply_layer(root, &mut reader, opts).map_err(map)?;
     // Whatever the decoder left unread (trailing bytes) still counts for the digest.
@@ -295,7 +299,7 @@ fn apply_blob(ctx: &Ctx<'_>, job: &LayerJob, root: &Path, overlay: bool) -> Resu
     Ok(stats)
 }
 
-fn map_apply_error(ctx: &Ctx<'_>, job: &LayerJob, source: apply::Error) -> Error {
+pub(crate) fn map_apply_error(ctx: &Ctx<'_>, job: &LayerJob, source: apply::Error) -> Error {
     if ctx.cancel.load(Ordering::Relaxed) {
         return Error::Cancelled {
             digest: job.desc.digest.clone(),

@@ -40,6 +40,7 @@ mod diff;
 mod gc;
 mod layer;
 mod lock;
+mod pipeline;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
