@@ -13,6 +13,9 @@
 //!    into the snapshot's writable directory — overlay whiteouts in an overlay upper, plain ones
 //!    in a full tree; with no writable directory the snapshot is mounted
 //!    ([`berth_snapshot::TempMount`]). Without rebase, layers go one by one on their parent.
+//!    A compressed layer of 4 MiB or more is decompressed on a thread of its own while the
+//!    worker hashes and extracts the tar stream (`unpack/pipeline.rs`), so the largest
+//!    layer, the critical path, uses two cores when they are free.
 //! 4. **Verify** while reading: the blob's size and digest (the whole blob is read, trailing
 //!    bytes included) and the diffID against `config.rootfs.diff_ids[i]`, before any commit.
 //! 5. **Commit in order** on the calling thread: `commit(chainID, key, parent = chainID[i-1])`
@@ -30,8 +33,8 @@
 //!
 //! # Concurrency
 //! Unpacks of the same or overlapping images may run at once in threads and processes: each
-//! chainID is extracted under an exclusive lock ([`lock`]) and re-`stat`ed once held, so a
-//! layer is applied once and the others skip it. Snapshot GC ([`gc_snapshots`]) keeps the
+//! chainID is extracted under an exclusive lock (`unpack/lock.rs`) and re-`stat`ed once held,
+//! so a layer is applied once and the others skip it. Snapshot GC ([`gc_snapshots`]) keeps the
 //! chains of images that have a record: unpack images after recording them (import does).
 
 pub mod error;
@@ -77,7 +80,8 @@ pub struct UnpackOptions<'a> {
     pub platform: Option<&'a Platform>,
     /// Receives per-layer progress (kind `"layer"`, item = the layer digest).
     pub progress: &'a dyn Progress,
-    /// Most layers extracted at once; `0` means the number of CPUs.
+    /// Most layers extracted at once; `0` means the number of CPUs. (Each large compressed
+    /// layer adds its decoder thread.)
     pub max_parallel: usize,
     /// Extract layer by layer on their parents even when the snapshotter can rebase.
     pub sequential: bool,
