@@ -17,6 +17,7 @@
 //! berth [--root DIR] commit CONTAINER REF
 //! berth metrics [--runtime-root DIR] [--cgroup PATH] [--json|--prometheus] [ID…]
 //! berth serve-metrics --listen 127.0.0.1:PORT [--runtime-root DIR]
+//! berth --address SOCKET …   (the same commands through a berthd; see berth_cli/remote.rs)
 //! ```
 //!
 //! The store root defaults to `/var/lib/berth` for root, else `$XDG_DATA_HOME/berth`
@@ -44,6 +45,8 @@ mod mount;
 mod progress;
 #[path = "berth_cli/registry.rs"]
 mod registry;
+#[path = "berth_cli/remote.rs"]
+mod remote;
 #[path = "berth_cli/run.rs"]
 mod run;
 #[path = "berth_cli/snapshot.rs"]
@@ -63,6 +66,9 @@ struct Cli {
     /// Store root (default: /var/lib/berth as root, else $XDG_DATA_HOME/berth).
     #[arg(long, global = true)]
     root: Option<PathBuf>,
+    /// Talk to the berthd serving this unix socket instead of working in-process.
+    #[arg(long, global = true, value_name = "SOCKET")]
+    address: Option<PathBuf>,
     #[command(subcommand)]
     group: Group,
 }
@@ -137,6 +143,9 @@ fn is_root() -> bool {
 }
 
 fn run(cli: &Cli) -> Result<()> {
+    if let Some(socket) = &cli.address {
+        return remote::run(socket, &cli.group);
+    }
     let root = cli.root.clone().unwrap_or_else(default_root);
     match &cli.group {
         Group::Layer(cmd) => return layer::run(cmd),

@@ -1,0 +1,329 @@
+//! `berth --address SOCKET …`: the commands sent to a `berthd` over its gRPC API instead of
+//! working on a store in this process.
+//!
+//! Supported remotely: `image import|ls|rm`, `snapshot ls|info|rm`, `run -d` (create +
+//! start; the output goes to the container's log on the daemon's host), `ps`, `exec`
+//! (non-interactive: the command runs to completion, its output is printed and its exit
+//! status becomes ours), `kill`, `rm`. Every other command fails with a clear error naming it.
+//! Paths given to `image import` are made absolute here, since the daemon resolves them.
+
+#[allow(
+    missing_docs,
+    missing_debug_implementations,
+    unused_qualifications,
+    dead_code,
+    clippy::all,
+    clippy::pedantic
+)]
+#[rustfmt::skip]
+#[path = "../berthd/proto_gen.rs"]
+pub mod proto;
+
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use tonic::transport::{Channel, Endpoint, Uri};
+
+use crate::container::{self, ContainerCommand};
+use crate::foreground::ExitWith;
+use crate::image::ImageCommand;
+use crate::snapshot::{SnapshotArgs, SnapshotCommand};
+use crate::{Group, ImageGroup};
+use proto::containers_client::ContainersClient;
+use proto::images_client::ImagesClient;
+use proto::snapshots_client::SnapshotsClient;
+
+/// Connects to the daemon's unix socket.
+pub async fn connect(socket: &Path) -> Result<Channel> {
+    let path = socket.to_path_buf();
+    // The URI is required by the API but unused: every connection goes to the socket.
+    Endpoint::try_from("http://berthd.invalid")?
+        .connect_with_connector(tower::service_fn(move |_: Uri| {
+            let path = path.clone();
+            async move {
+                let stream = tokio::net::UnixStream::connect(path).await?;
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+            }
+        }))
+        .await
+        .with_context(|| format!("connecting to berthd at {}", socket.display()))
+}
+
+fn unsupported(what: &str) -> Result<()> {
+    bail!(
+        "`berth {what}` is not supported with --address (run it without --address on the daemon's host)"
+    )
+}
+
+/// A gRPC status as an error with its code.
+fn status(e: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!("{:?}: {}", e.code(), e.message())
+}
+
+/// Runs `group` against the daemon at `socket`.
+pub fn run(socket: &Path, group: &Group) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting tokio")?;
+    rt.block_on(dispatch(socket, group))
+}
+
+async fn dispatch(socket: &Path, group: &Group) -> Result<()> {
+    match group {
+        Group::Image(ImageGroup::Base(cmd)) => image(socket, cmd).await,
+        Group::Snapshot(args) => snapshot(socket, args).await,
+        Group::Container(cmd) => containers(socket, cmd).await,
+        other => {
+            // The variant's name, e.g. `Content(…)` → `content`.
+            let debug = format!("{other:?}");
+            let name = debug
+                .split(|c: char| !c.is_alphanumeric())
+                .next()
+                .unwrap_or("")
+                .to_lowercase();
+            let name = match other {
+                Group::Image(_) => "image (only import, ls and rm)".to_owned(),
+                _ => name,
+            };
+            unsupported(&name)
+        }
+    }
+}
+
+async fn image(socket: &Path, cmd: &ImageCommand) -> Result<()> {
+    let mut c = ImagesClient::new(connect(socket).await?);
+    match cmd {
+        ImageCommand::Import { path, name, .. } => {
+            let abs = std::path::absolute(path)
+                .with_context(|| format!("resolving {}", path.display()))?;
+            let r = c
+                .import(proto::ImportImageRequest {
+                    path: abs.to_string_lossy().into_owned(),
+                    name: name.clone().unwrap_or_default(),
+                })
+                .await
+                .map_err(status)?
+                .into_inner();
+            for i in r.images {
+                println!("imported {} {}", i.name, i.digest);
+            }
+            Ok(())
+        }
+        ImageCommand::Ls => {
+            let r = c
+                .list(proto::ListImagesRequest {})
+                .await
+                .map_err(status)?
+                .into_inner();
+            println!("{:<50}  {:<71}  {:>10}", "NAME", "DIGEST", "SIZE");
+            for i in r.images {
+                println!("{:<50}  {:<71}  {:>10}", i.name, i.digest, i.size);
+            }
+            Ok(())
+        }
+        ImageCommand::Rm { names } => {
+            for name in names {
+                let r = c
+                    .remove(proto::RemoveImageRequest { name: name.clone() })
+                    .await
+                    .map_err(status)?
+                    .into_inner();
+                println!("untagged {name} (gc removed {} blobs)", r.removed_blobs);
+            }
+            Ok(())
+        }
+        _ => unsupported("image (only import, ls and rm)"),
+    }
+}
+
+async fn snapshot(socket: &Path, args: &SnapshotArgs) -> Result<()> {
+    let mut c = SnapshotsClient::new(connect(socket).await?);
+    let snapshotter = args.snapshotter.clone();
+    match &args.command {
+        SnapshotCommand::Ls => {
+            let r = c
+                .list(proto::ListSnapshotsRequest { snapshotter })
+                .await
+                .map_err(status)?
+                .into_inner();
+            println!("{:<72}  {:<9}  PARENT", "KEY", "KIND");
+            for s in r.snapshots {
+                println!("{:<72}  {:<9}  {}", s.name, s.kind, s.parent);
+            }
+            Ok(())
+        }
+        SnapshotCommand::Info { key } => {
+            let s = c
+                .stat(proto::StatSnapshotRequest {
+                    snapshotter,
+                    key: key.clone(),
+                })
+                .await
+                .map_err(status)?
+                .into_inner();
+            let v = serde_json::json!({
+                "name": s.name, "kind": s.kind, "parent": s.parent,
+                "labels": s.labels, "created": s.created, "updated": s.updated,
+            });
+            println!("{}", serde_json::to_string_pretty(&v)?);
+            Ok(())
+        }
+        SnapshotCommand::Rm { keys } => {
+            for key in keys {
+                c.remove(proto::RemoveSnapshotRequest {
+                    snapshotter: snapshotter.clone(),
+                    key: key.clone(),
+                })
+                .await
+                .map_err(status)?;
+                println!("removed {key}");
+            }
+            Ok(())
+        }
+        _ => unsupported("snapshot (only ls, info and rm)"),
+    }
+}
+
+async fn containers(socket: &Path, cmd: &ContainerCommand) -> Result<()> {
+    let mut c = ContainersClient::new(connect(socket).await?);
+    match cmd {
+        ContainerCommand::Run(args) => {
+            if !args.detach || args.tty || args.interactive || args.rm {
+                bail!(
+                    "with --address, `berth run` needs -d and takes no -t, -i or --rm (the API does not stream stdio); read the output with `berth logs` on the daemon's host"
+                );
+            }
+            let created = c
+                .create(proto::CreateContainerRequest {
+                    image: args.image.clone(),
+                    name: args.name.clone().unwrap_or_default(),
+                    command: args.command.clone(),
+                    env: args.env.clone(),
+                    mounts: args.mounts.clone(),
+                    memory: args.memory.clone().unwrap_or_default(),
+                    cpus: args.cpus.unwrap_or(0.0),
+                    pids_limit: args.pids_limit.unwrap_or(0),
+                    user: args.user.clone().unwrap_or_default(),
+                    workdir: args.workdir.clone().unwrap_or_default(),
+                    network: args.network.clone(),
+                    snapshotter: args.snapshotter.clone(),
+                })
+                .await
+                .map_err(status)?
+                .into_inner();
+            let started = c
+                .start(proto::ContainerRequest {
+                    id: created.id.clone(),
+                })
+                .await;
+            if let Err(e) = started {
+                let _ = c
+                    .delete(proto::DeleteRequest {
+                        id: created.id.clone(),
+                        force: true,
+                    })
+                    .await;
+                return Err(status(e));
+            }
+            println!("{}", created.id);
+            Ok(())
+        }
+        ContainerCommand::Ps { quiet } => {
+            let r = c
+                .list(proto::ListContainersRequest {})
+                .await
+                .map_err(status)?
+                .into_inner();
+            if !quiet {
+                println!(
+                    "{:<12}  {:<40}  {:<24}  {:<10}  NAME",
+                    "CONTAINER ID", "IMAGE", "COMMAND", "STATUS"
+                );
+            }
+            for x in r.containers {
+                if *quiet {
+                    println!("{}", x.id);
+                    continue;
+                }
+                let mut command = x.command.join(" ");
+                if command.chars().count() > 22 {
+                    command = format!("{}…", command.chars().take(21).collect::<String>());
+                }
+                println!(
+                    "{:<12}  {:<40}  {:<24}  {:<10}  {}",
+                    &x.id[..x.id.len().min(12)],
+                    x.image,
+                    format!("{command:?}"),
+                    x.status,
+                    x.name
+                );
+            }
+            Ok(())
+        }
+        ContainerCommand::Exec {
+            tty,
+            interactive,
+            env,
+            user,
+            workdir,
+            container,
+            command,
+        } => {
+            if *tty || *interactive {
+                bail!(
+                    "with --address, `berth exec` takes no -t or -i (the API does not stream stdio)"
+                );
+            }
+            let r = c
+                .exec(proto::ExecRequest {
+                    id: container.clone(),
+                    args: command.clone(),
+                    env: env.clone(),
+                    user: user.clone().unwrap_or_default(),
+                    workdir: workdir.clone().unwrap_or_default(),
+                })
+                .await
+                .map_err(status)?
+                .into_inner();
+            use std::io::Write;
+            std::io::stdout().write_all(&r.stdout)?;
+            std::io::stderr().write_all(&r.stderr)?;
+            match r.exit_code {
+                0 => Ok(()),
+                n => Err(ExitWith(u8::try_from(n).unwrap_or(255)).into()),
+            }
+        }
+        ContainerCommand::Kill { container, signal } => {
+            let signal = signal
+                .as_deref()
+                .map(container::parse_signal)
+                .transpose()?
+                .unwrap_or(libc::SIGKILL);
+            c.kill(proto::KillRequest {
+                id: container.clone(),
+                signal,
+                all: false,
+            })
+            .await
+            .map_err(status)?;
+            Ok(())
+        }
+        ContainerCommand::Rm { force, containers } => {
+            for id in containers {
+                c.delete(proto::DeleteRequest {
+                    id: id.clone(),
+                    force: *force,
+                })
+                .await
+                .map_err(status)?;
+                println!("{id}");
+            }
+            Ok(())
+        }
+        ContainerCommand::Logs { .. } => unsupported("logs"),
+        ContainerCommand::Commit { .. } => unsupported("commit"),
+        #[allow(unreachable_patterns)]
+        _ => unsupported("this container command"),
+    }
+}
