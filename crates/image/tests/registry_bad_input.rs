@@ -41,13 +41,17 @@ fn host_arch() -> &'static str {
 }
 
 fn image() -> Image {
+    image_for(host_arch(), 0)
+}
+
+fn image_for(arch: &str, seed: u32) -> Image {
     let layer: Vec<u8> = (0..300_000u32)
-        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .map(|i| (i.wrapping_add(seed).wrapping_mul(2_654_435_761) >> 13) as u8)
         .collect();
     let layer_digest = Digest::sha256(&layer);
     let config = format!(
         r#"{{"architecture":"{}","os":"linux","rootfs":{{"type":"layers","diff_ids":["{}"]}}}}"#,
-        host_arch(),
+        arch,
         Digest::sha256(b"whatever")
     )
     .into_bytes();
@@ -392,4 +396,92 @@ fn redirects_to_another_host_carry_no_credentials() {
         seen.iter().all(|r| r.header("authorization").is_none()),
         "{seen:?}"
     );
+}
+
+#[test]
+fn index_platform_selection() {
+    let other_arch = if host_arch() == "arm64" {
+        "amd64"
+    } else {
+        "arm64"
+    };
+    let host = Arc::new(image_for(host_arch(), 0));
+    let other = Arc::new(image_for(other_arch, 7));
+    let entry = |img: &Image, arch: &str| {
+        format!(
+            r#"{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{}","size":{},"platform":{{"architecture":"{arch}","os":"linux"}}}}"#,
+            img.manifest_digest,
+            img.manifest.len()
+        )
+    };
+    let index = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{},{}]}}"#,
+        entry(&other, other_arch),
+        entry(&host, host_arch())
+    )
+    .into_bytes();
+    let index_digest = Digest::sha256(&index);
+    let (h, o, idx) = (host.clone(), other.clone(), index.clone());
+    let server = FakeServer::start(move |req| {
+        if req.path.ends_with("/manifests/multi") {
+            return Resp::new(200)
+                .header("Content-Type", "application/vnd.oci.image.index.v1+json")
+                .body(idx.clone());
+        }
+        for img in [&h, &o] {
+            if req
+                .path
+                .ends_with(&format!("/manifests/{}", img.manifest_digest))
+            {
+                return Resp::new(200)
+                    .header("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+                    .body(img.manifest.clone());
+            }
+            if req.path.ends_with(&format!("/blobs/{}", img.config_digest)) {
+                return Resp::new(200).body(img.config.clone());
+            }
+            if req.path.ends_with(&format!("/blobs/{}", img.layer_digest)) {
+                return Resp::new(200).body(img.layer.clone());
+            }
+        }
+        Resp::new(404)
+    });
+    let name = format!("{}/multi/arch:multi", server.host());
+
+    // The host's platform: its manifest becomes the target; the other's blobs stay away.
+    let e = env();
+    let r = registry::pull(&e.store, &name, &e.opts).unwrap();
+    assert_eq!(r.target.digest, host.manifest_digest);
+    assert!(e.store.exists(&host.layer_digest));
+    assert!(!e.store.exists(&other.layer_digest));
+
+    // One named platform.
+    let mut e = env();
+    e.opts.platform = registry::PlatformChoice::Only(
+        berth_oci::Platform::parse(&format!("linux/{other_arch}")).unwrap(),
+    );
+    let r = registry::pull(&e.store, &name, &e.opts).unwrap();
+    assert_eq!(r.target.digest, other.manifest_digest);
+    assert!(!e.store.exists(&host.layer_digest));
+
+    // All: the index is the target and every child is stored.
+    let mut e = env();
+    e.opts.platform = registry::PlatformChoice::All;
+    let r = registry::pull(&e.store, &name, &e.opts).unwrap();
+    assert_eq!(r.target.digest, index_digest);
+    for img in [&host, &other] {
+        assert!(e.store.exists(&img.manifest_digest));
+        assert!(e.store.exists(&img.layer_digest));
+    }
+
+    // A platform the index lacks.
+    let mut e = env();
+    e.opts.platform =
+        registry::PlatformChoice::Only(berth_oci::Platform::parse("linux/s390x").unwrap());
+    let err = registry::pull(&e.store, &name, &e.opts).unwrap_err();
+    assert!(
+        matches!(err, registry::Error::NoMatchingPlatform { .. }),
+        "{err}"
+    );
+    assert!(e.store.images().list(&[]).unwrap().is_empty());
 }
