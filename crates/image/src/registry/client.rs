@@ -162,6 +162,13 @@ impl Client {
         }
     }
 
+    /// Adds a scope asked for in bearer token requests.
+    pub(crate) fn add_scope(&mut self, scope: String) {
+        if !self.scopes.contains(&scope) {
+            self.scopes.push(scope);
+        }
+    }
+
     /// `scheme://host/v2/<repo>/<tail>`.
     pub(crate) fn url(&self, tail: &str) -> String {
         format!("{}://{}/v2/{}/{tail}", self.scheme, self.host, self.repo)

@@ -86,7 +86,11 @@ pub fn push(
     let local = parse_reference(local)?.to_string();
     let image = store.images().get(&local)?;
     let target_ref = parse_reference(target.unwrap_or(&local))?;
-    let client = opts.registry.client(&target_ref, "pull,push")?;
+    let mut client = opts.registry.client(&target_ref, "pull,push")?;
+    if let Some(from) = &opts.mount_from {
+        // A token must also allow reading the repository blobs are mounted from.
+        client.add_scope(format!("repository:{from}:pull"));
+    }
     let mut report = PushReport {
         reference: target_ref.to_string(),
         ..PushReport::default()
