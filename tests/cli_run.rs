@@ -11,6 +11,7 @@
 #[path = "common/berth_support.rs"]
 mod support;
 
+use std::io::{BufRead, BufReader, Read, Write};
 use std::process::Stdio;
 
 use support::{Env, IMAGE, describe, have_tool, prerequisites};
@@ -318,4 +319,59 @@ fn commit_makes_an_image_with_the_changes() {
     assert_eq!(stdout(&out), "from-image\n");
     let snaps = env.ok(&["snapshot", "ls"]);
     assert_eq!(snaps.lines().count(), 3, "two committed layers:\n{snaps}");
+}
+
+#[test]
+fn stdin_signals_and_volumes() {
+    if !prerequisites() {
+        return;
+    }
+    let env = Env::new("stdin");
+    // -i: our stdin reaches the container; without it the container reads /dev/null.
+    let mut child = env
+        .run_cmd(&["--rm", "-i", IMAGE, "sh", "-c", "read l; echo got:$l"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"piped\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(stdout(&out), "got:piped\n", "{}", describe(&out));
+    let out = env.run(&["--rm", IMAGE, "sh", "-c", "read l || echo eof"]);
+    assert_eq!(stdout(&out), "eof\n");
+
+    // SIGTERM sent to berth reaches the container, whose trap decides the exit status.
+    let mut child = env
+        .run_cmd(&[
+            "--rm",
+            "--name",
+            "trap",
+            IMAGE,
+            "sh",
+            "-c",
+            "trap 'echo caught; exit 9' TERM; echo ready; while :; do sleep 0.1; done",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    lines.read_line(&mut first).unwrap();
+    assert_eq!(first, "ready\n");
+    // SAFETY: signalling our own child process.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let mut rest = String::new();
+    lines.read_to_string(&mut rest).unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(9));
+    assert_eq!(rest, "caught\n");
+
+    // The image's Volumes become writable directories under the container's directory.
+    let image = support::add_volume_image(&env.root);
+    let id = env.run_detached(&[image, "sleep", "1000"]);
+    env.ok(&["exec", &id, "sh", "-c", "echo data > /vol/file"]);
+    let on_host = env.root.join("containers").join(&id).join("volumes/0/file");
+    assert_eq!(std::fs::read_to_string(on_host).unwrap(), "data\n");
+    env.ok(&["rm", "-f", &id]);
+    env.assert_gone(&id);
 }

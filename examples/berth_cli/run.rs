@@ -230,6 +230,10 @@ pub fn run(root: &Path, args: &RunArgs) -> Result<()> {
         let _ = init.wait();
         return Err(e);
     }
+    if !args.detach {
+        // Before start: a signal that arrives once the program runs must reach it.
+        foreground::forward_signals_to(init.pid());
+    }
     if let Err(e) = rt.start(&id) {
         let _ = rt.delete(&id, true);
         let _ = init.wait();

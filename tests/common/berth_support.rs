@@ -260,8 +260,19 @@ pub fn mounts_under(dir: &Path) -> Vec<PathBuf> {
 
 impl Drop for Env {
     fn drop(&mut self) {
-        if let Ok(out) = self.cmd().args(["ps", "-q"]).stdin(Stdio::null()).output() {
-            for id in String::from_utf8_lossy(&out.stdout).lines() {
+        // A container whose processes are still exiting may refuse removal once: retry.
+        for attempt in 0..3 {
+            let Ok(out) = self.cmd().args(["ps", "-q"]).stdin(Stdio::null()).output() else {
+                break;
+            };
+            let ids = String::from_utf8_lossy(&out.stdout).into_owned();
+            if ids.trim().is_empty() {
+                break;
+            }
+            if attempt > 0 {
+                std::thread::sleep(Duration::from_millis(300));
+            }
+            for id in ids.lines() {
                 let _ = self
                     .cmd()
                     .args(["rm", "-f", id])
@@ -286,4 +297,53 @@ pub fn describe(out: &Output) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     )
+}
+
+/// Records `berth-test/volume:latest`: the test image whose config also declares the volume
+/// `/vol` (the image builder has no Volumes setting, so the config is edited as JSON).
+pub fn add_volume_image(root: &Path) -> &'static str {
+    use berth::image::metadata::{Descriptor, Image};
+    use berth::oci::Digest;
+    let store = ContentStore::open(&root.join("content")).unwrap();
+    let base = store.images().get(&format!("docker.io/{IMAGE}")).unwrap();
+    let put = |bytes: &[u8]| {
+        let digest = Digest::sha256(bytes);
+        let none = std::collections::BTreeMap::new();
+        store
+            .ingest(
+                &format!("test-{digest}"),
+                bytes,
+                &digest,
+                Some(bytes.len() as u64),
+                &none,
+                &mut |_, _| {},
+            )
+            .unwrap();
+        digest
+    };
+    let mut manifest: serde_json::Value =
+        serde_json::from_slice(&store.read_all(&base.target.digest, 1 << 20).unwrap()).unwrap();
+    let config_digest: Digest = manifest["config"]["digest"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let mut config: serde_json::Value =
+        serde_json::from_slice(&store.read_all(&config_digest, 1 << 20).unwrap()).unwrap();
+    config["config"]["Volumes"] = serde_json::json!({ "/vol": {} });
+    let config = serde_json::to_vec(&config).unwrap();
+    manifest["config"]["digest"] = serde_json::json!(put(&config).to_string());
+    manifest["config"]["size"] = serde_json::json!(config.len());
+    let manifest = serde_json::to_vec(&manifest).unwrap();
+    let digest = put(&manifest);
+    let target = Descriptor::new(
+        base.target.media_type.clone(),
+        digest,
+        manifest.len() as u64,
+    );
+    store
+        .images()
+        .put(Image::new("docker.io/berth-test/volume:latest", target))
+        .unwrap();
+    "berth-test/volume:latest"
 }
