@@ -5,7 +5,12 @@
 //! Every test owns a [`Daemon`] guard whose drop kills the daemon, removes every container
 //! (through the in-process CLI, which reads the same records and runtime state), unmounts
 //! anything left under its directory and removes it, so a failing test leaves nothing behind.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::tests_outside_test_module
+)]
 
 #[allow(
     missing_docs,
@@ -528,10 +533,8 @@ fn containers_survive_a_daemon_kill_and_are_found_again() {
     };
     // Orphans of the killed daemon come to us, so we can reap them.
     // SAFETY: prctl with integer arguments.
-    assert_eq!(
-        unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) },
-        0
-    );
+    let subreaper = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    assert_eq!(subreaper, 0);
     let mut d = Daemon::new();
     d.cli_ok(&[
         "image",
@@ -551,11 +554,8 @@ fn containers_survive_a_daemon_kill_and_are_found_again() {
     d.kill9();
     std::thread::sleep(Duration::from_millis(200));
     // SAFETY: signal 0 only checks the process exists.
-    assert_eq!(
-        unsafe { libc::kill(pid, 0) },
-        0,
-        "the container outlived the daemon"
-    );
+    let alive = unsafe { libc::kill(pid, 0) };
+    assert_eq!(alive, 0, "the container outlived the daemon");
     assert_eq!(
         berth::runtime::read_state(&d.runtime_root(), &id)
             .unwrap()

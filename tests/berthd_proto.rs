@@ -1,6 +1,7 @@
 //! The committed gRPC code (`examples/berthd/proto_gen.rs`) is what protox and
 //! tonic-prost-build make of `proto/berth/v1/*.proto` — no protoc involved anywhere.
 //! `BERTHD_REGENERATE=1 cargo test --test berthd_proto` rewrites it.
+#![allow(clippy::tests_outside_test_module)]
 
 use std::path::{Path, PathBuf};
 

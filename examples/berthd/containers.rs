@@ -486,7 +486,7 @@ impl Containers for ContainersService {
         let root = self.0.root.clone();
         let what = req.into_inner().id;
         let c = blocking(move || {
-            let r = find(&root, &what).map_err(|s| StatusError(s))?;
+            let r = find(&root, &what).map_err(StatusError)?;
             Ok(container(&r))
         })
         .await?;
