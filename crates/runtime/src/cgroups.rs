@@ -138,17 +138,20 @@ impl Cgroup {
         }
     }
 
-    /// Creates the cgroup in every hierarchy and applies `resources`, with
-    /// the devices controller set to deny everything but the default
-    /// devices (null, zero, full, random, urandom, tty, ptmx, pts) followed
-    /// by the spec's own device rules.
+    /// Creates the cgroup in every hierarchy and applies `resources`.
+    ///
+    /// The devices controller is programmed as runc does it: deny
+    /// everything, then the spec's `linux.resources.devices` rules in their
+    /// order, then the runtime's allowances (mknod of any node, use of the
+    /// default devices null, zero, full, random, urandom, tty, ptmx, pts).
+    /// The allowances come last so that a spec's usual leading deny-all rule
+    /// cannot revoke them. Devices listed in `linux.devices` are not allowed
+    /// implicitly: the spec allows them with its own rules.
     pub(crate) fn create(path: &str, resources: Option<&LinuxResources>) -> Result<Cgroup> {
         let cg = Cgroup::load(path);
         cg.cg.create().map_err(|e| cg_err("create", path, e))?;
         let mut r = resources.cloned().unwrap_or_default();
-        let mut rules = default_device_rules();
-        rules.extend(r.devices().clone().unwrap_or_default());
-        r.set_devices(Some(rules));
+        r.set_devices(Some(device_rules(r.devices().as_deref())));
         if let Err(e) = cg.apply(&r) {
             let _ = cg.destroy();
             return Err(e);
@@ -306,8 +309,24 @@ fn normalize_rule(mut rule: LinuxDeviceCgroup) -> LinuxDeviceCgroup {
     rule
 }
 
-/// Deny everything, then allow mknod of any node and use of the default devices.
-fn default_device_rules() -> Vec<LinuxDeviceCgroup> {
+/// The full device rule list for a new cgroup: deny everything, then the
+/// spec's rules in order, then the runtime's default allowances (last, so the
+/// spec's own leading deny-all rule does not revoke them).
+fn device_rules(spec_rules: Option<&[LinuxDeviceCgroup]>) -> Vec<LinuxDeviceCgroup> {
+    let mut deny_all = LinuxDeviceCgroup::default();
+    deny_all.set_allow(false);
+    deny_all.set_typ(Some(LinuxDeviceType::A));
+    deny_all.set_major(Some(-1));
+    deny_all.set_minor(Some(-1));
+    deny_all.set_access(Some("rwm".to_string()));
+    let mut rules = vec![deny_all];
+    rules.extend(spec_rules.unwrap_or_default().iter().cloned());
+    rules.extend(default_allowances());
+    rules
+}
+
+/// Allow mknod of any node and use of the default devices.
+fn default_allowances() -> Vec<LinuxDeviceCgroup> {
     let rule = |allow: bool, typ: LinuxDeviceType, major: i64, minor: i64, access: &str| {
         let mut r = LinuxDeviceCgroup::default();
         r.set_allow(allow);
@@ -317,9 +336,8 @@ fn default_device_rules() -> Vec<LinuxDeviceCgroup> {
         r.set_access(Some(access.to_string()));
         r
     };
-    use LinuxDeviceType::{A, B, C};
+    use LinuxDeviceType::{B, C};
     vec![
-        rule(false, A, -1, -1, "rwm"),
         rule(true, C, -1, -1, "m"),
         rule(true, B, -1, -1, "m"),
         rule(true, C, 1, 3, "rwm"),
@@ -352,6 +370,25 @@ mod tests {
                 .kind(),
             crate::ErrorKind::Unavailable
         );
+    }
+
+    #[test]
+    fn device_allowances_follow_the_spec_rules() {
+        let mut spec_deny = LinuxDeviceCgroup::default();
+        spec_deny.set_allow(false);
+        spec_deny.set_access(Some("rwm".into()));
+        let rules = device_rules(Some(std::slice::from_ref(&spec_deny)));
+        assert!(!rules[0].allow());
+        assert_eq!(rules[0].typ(), Some(LinuxDeviceType::A));
+        assert_eq!(rules[1], spec_deny);
+        let defaults = default_allowances();
+        assert_eq!(rules[2..], defaults[..]);
+        // /dev/null (c 1:3) is among the allowances, after the spec's deny-all.
+        assert!(defaults.iter().any(|r| r.allow()
+            && r.typ() == Some(LinuxDeviceType::C)
+            && r.major() == Some(1)
+            && r.minor() == Some(3)));
+        assert_eq!(device_rules(None).len(), 1 + defaults.len());
     }
 
     #[test]

@@ -278,3 +278,94 @@ fn device_cgroup_allows_only_default_and_spec_devices() {
     env.runtime.delete(&id, false).unwrap();
     assert_no_cgroup(&cg);
 }
+
+/// The spec's leading deny-all rule (runc's and podman's default) must not
+/// revoke the runtime's allowances: they are appended after the spec's rules.
+/// A device the spec creates (`linux.devices`) without an allow rule stays
+/// denied, as does any other node made inside.
+#[test]
+fn device_cgroup_spec_deny_all_keeps_default_devices() {
+    if !privileged() {
+        return;
+    }
+    if berth_runtime::cgroups::is_unified() {
+        eprintln!("skipping: device rules are enforced on cgroup v1 only");
+        return;
+    }
+    let env = Env::new();
+    let cg = unique("cg");
+    use berth_runtime::oci_spec::runtime::{
+        LinuxDeviceBuilder, LinuxDeviceCgroupBuilder, LinuxDeviceType,
+    };
+    let r = LinuxResourcesBuilder::default()
+        .devices(vec![
+            LinuxDeviceCgroupBuilder::default()
+                .allow(false)
+                .access("rwm")
+                .build()
+                .unwrap(),
+        ])
+        .build()
+        .unwrap();
+    let sdx = LinuxDeviceBuilder::default()
+        .path("/dev/sdx")
+        .typ(LinuxDeviceType::B)
+        .major(8i64)
+        .minor(0i64)
+        .file_mode(0o600u32)
+        .build()
+        .unwrap();
+    let linux = linux_builder(&cg)
+        .resources(r)
+        .devices(vec![sdx])
+        .build()
+        .unwrap();
+    let s = spec_builder(
+        &[
+            "sh",
+            "-c",
+            "echo x >/dev/null && echo null-ok; head -c3 /dev/zero | wc -c; \
+             test -b /dev/sdx && echo sdx-exists; \
+             head -c1 /dev/sdx >/dev/null 2>&1 && echo sdx-read || echo sdx-denied; \
+             mknod /tmp/mem c 1 1 && echo mknod-ok; \
+             head -c1 /tmp/mem >/dev/null 2>&1 && echo mem-read || echo mem-denied",
+        ],
+        &cg,
+    )
+    .linux(linux)
+    .build()
+    .unwrap();
+    let id = env.id("denyall");
+    let bundle = env.bundle(&id, &s);
+    let (ro, wo) = pipe();
+    let init = env
+        .runtime
+        .create(
+            &id,
+            &bundle,
+            CreateOptions {
+                stdout: Stdio::Fd(wo),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let list =
+        std::fs::read_to_string(v1_dir("devices", &cg).unwrap().join("devices.list")).unwrap();
+    for want in ["c 1:3 rwm", "c 1:5 rwm", "c 136:* rwm", "b *:* m"] {
+        assert!(
+            list.lines().any(|l| l == want),
+            "{want} missing from {list}"
+        );
+    }
+    assert!(!list.contains("a *:* rwm"), "{list}");
+    assert!(!list.lines().any(|l| l.starts_with("b 8:")), "{list}");
+    env.runtime.start(&id).unwrap();
+    let out = read_all(ro);
+    assert_eq!(init.wait().unwrap(), ExitStatus::Exited(0), "{out}");
+    assert_eq!(
+        out,
+        "null-ok\n3\nsdx-exists\nsdx-denied\nmknod-ok\nmem-denied\n"
+    );
+    env.runtime.delete(&id, false).unwrap();
+    assert_no_cgroup(&cg);
+}
