@@ -34,6 +34,7 @@ use std::time::{Duration, Instant};
 use proto::containers_client::ContainersClient;
 use proto::events_client::EventsClient;
 use proto::images_client::ImagesClient;
+use proto::snapshots_client::SnapshotsClient;
 use tonic::transport::{Channel, Endpoint, Uri};
 
 const IMAGE: &str = "berthd-test/busybox:latest";
@@ -332,6 +333,35 @@ fn cli_and_client_drive_the_daemon() {
         "{ps}"
     );
 
+    // The container's active snapshot, through the CLI and the Snapshots client.
+    let snaps = d.cli_ok(&["snapshot", "ls"]);
+    assert!(
+        snaps
+            .lines()
+            .any(|l| l.starts_with(&id) && l.contains("active")),
+        "{snaps}"
+    );
+    rt.block_on(async {
+        let mut s = SnapshotsClient::new(channel.clone());
+        let info = s
+            .stat(proto::StatSnapshotRequest {
+                snapshotter: String::new(),
+                key: id.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(info.kind, "active");
+        assert_eq!(info.labels.get("berth.container/id"), Some(&id));
+        let missing = s
+            .remove(proto::RemoveSnapshotRequest {
+                snapshotter: "native".into(),
+                key: "nope".into(),
+            })
+            .await;
+        assert_eq!(missing.unwrap_err().code(), tonic::Code::NotFound);
+    });
+
     let mut c = ContainersClient::new(channel.clone());
     rt.block_on(async {
         let r = c
@@ -440,6 +470,10 @@ fn cli_and_client_drive_the_daemon() {
     assert_eq!(kill["object"], id.as_str());
     assert_eq!(kill["result"], "ok");
     drop(events);
+
+    // Removing the image collects its content.
+    d.cli_ok(&["image", "rm", IMAGE]);
+    assert!(!d.cli_ok(&["image", "ls"]).contains(IMAGE));
 }
 
 #[test]
@@ -588,4 +622,70 @@ fn containers_survive_a_daemon_kill_and_are_found_again() {
     d.cli_ok(&["rm", &id]);
     assert!(d.cli_ok(&["ps", "-q"]).trim().is_empty());
     assert!(mounts_under(&d.dir).is_empty());
+}
+
+#[test]
+fn oom_kills_are_streamed_as_events() {
+    let Some(fixture) = prerequisites() else {
+        return;
+    };
+    let d = Daemon::new();
+    d.cli_ok(&[
+        "image",
+        "import",
+        fixture.to_str().unwrap(),
+        "--name",
+        IMAGE,
+    ]);
+    let rt = tokio();
+    rt.block_on(async {
+        let channel = d.channel().await;
+        let mut events = EventsClient::new(channel.clone())
+            .subscribe(proto::SubscribeRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        let mut c = ContainersClient::new(channel);
+        // dd fills a 64 MiB buffer under a 16 MiB limit (this host has no swap); the sleep
+        // lets the daemon's OOM watcher register first.
+        let created = c
+            .create(proto::CreateContainerRequest {
+                image: IMAGE.into(),
+                memory: "16m".into(),
+                command: vec![
+                    "sh".into(),
+                    "-c".into(),
+                    "sleep 1; dd if=/dev/zero of=/dev/null bs=64M count=1".into(),
+                ],
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let id = created.id;
+        c.start(proto::ContainerRequest { id: id.clone() })
+            .await
+            .unwrap();
+        let oom = tokio::time::timeout(Duration::from_secs(20), async {
+            loop {
+                let ev = events.message().await.unwrap().unwrap();
+                if ev.object == id && ev.kind == "oom" {
+                    return ev;
+                }
+            }
+        })
+        .await
+        .expect("an oom event");
+        assert_eq!(oom.object, id);
+        let code = c
+            .wait(proto::ContainerRequest { id: id.clone() })
+            .await
+            .unwrap()
+            .into_inner()
+            .exit_code;
+        assert_ne!(code, 0, "dd was killed");
+        c.delete(proto::DeleteRequest { id, force: true })
+            .await
+            .unwrap();
+    });
 }

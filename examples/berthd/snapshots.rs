@@ -37,7 +37,7 @@ fn secs(t: SystemTime) -> i64 {
 fn snapshot(i: &Info) -> Snapshot {
     Snapshot {
         name: i.name.clone(),
-        kind: i.kind.as_str().to_owned(),
+        kind: i.kind.as_str().to_ascii_lowercase(),
         parent: i.parent.clone(),
         labels: i.labels.clone().into_iter().collect(),
         created: secs(i.created),
