@@ -60,7 +60,8 @@ pub fn example_bin(name: &str) -> PathBuf {
     let bin = profile_dir.join("examples").join(name);
     assert!(
         bin.is_file(),
-        "{} is missing: run through `cargo test`, which builds the examples",
+        "{} is missing: run through `cargo test -p berth` (which builds the examples; with \
+         `--test NAME` alone it does not: `cargo build --examples` first)",
         bin.display()
     );
     bin
