@@ -421,7 +421,9 @@ pub fn spec(
         namespaces.push(json!({ "type": "network" }));
     }
     // Deny every device, then allow what runc allows by default (the runtime-spec's default
-    // devices, ptys, and mknod of anything). berth-runtime does not add these itself.
+    // devices, ptys, and mknod of anything). berth-runtime appends the same allowances itself
+    // (since it puts them after the spec's rules); listing them keeps the spec complete for
+    // any runtime.
     let allow = |typ: &str, major: i64, minor: Option<i64>, access: &str| {
         let mut d = json!({ "allow": true, "type": typ, "major": major, "access": access });
         if let Some(m) = minor {
