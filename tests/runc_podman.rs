@@ -20,9 +20,7 @@ mod runc_support;
 use std::process::{Command, Stdio};
 
 use runc_podman::Podman;
-use runc_support::{
-    LIBRARY_ALLOWS_DEFAULT_DEVICES, berth_runc, fixture, have_root, have_tool, unique,
-};
+use runc_support::{berth_runc, fixture, have_root, have_tool, unique};
 
 const IMAGE: &str = "docker.io/anchors/busybox:latest";
 
@@ -37,20 +35,14 @@ fn run_options() -> Vec<String> {
     use nix::sys::resource::Resource;
     let nofile = hard_limit(Resource::RLIMIT_NOFILE).min(4096);
     let nproc = hard_limit(Resource::RLIMIT_NPROC).min(4096);
-    let mut o = vec![
+    vec![
         "--pull".to_owned(),
         "never".to_owned(),
         "--network".to_owned(),
         "none".to_owned(),
         format!("--ulimit=nofile={nofile}:{nofile}"),
         format!("--ulimit=nproc={nproc}:{nproc}"),
-    ];
-    if !LIBRARY_ALLOWS_DEFAULT_DEVICES {
-        // See LIBRARY_ALLOWS_DEFAULT_DEVICES: podman's spec denies all devices and relies on
-        // the runtime allowing the default ones.
-        o.push("--device-cgroup-rule=a *:* rwm".to_owned());
-    }
-    o
+    ]
 }
 
 fn ready() -> Option<std::path::PathBuf> {

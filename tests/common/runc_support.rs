@@ -205,13 +205,11 @@ impl Drop for StateRoot {
 }
 
 /// Whether berth-runtime's devices cgroup keeps the default devices (/dev/null, zero, full,
-/// random, urandom, tty, ptmx, pts) usable whatever the spec's rules, as runc does. It does not
-/// yet: it writes its default allowances *before* the spec's rules, so the usual leading
-/// deny-all rule of a spec (runc's and berth-runc's default spec, podman's) revokes them and the
-/// mknod of /dev/null fails with EPERM (runc appends its allowances *after* the spec's rules).
-/// Until it does, the tests drop that rule from their bundles and give podman an allow-all
-/// device rule. Flip to `true` once the library is fixed.
-pub const LIBRARY_ALLOWS_DEFAULT_DEVICES: bool = false;
+/// random, urandom, tty, ptmx, pts) usable whatever the spec's rules, as runc does. It does: the
+/// spec's rules (usually a leading deny-all) are written first and the default allowances after
+/// them, so bundles keep their `linux.resources`. Setting this to `false` would bring back the
+/// old workaround of dropping that section from the test bundles.
+pub const LIBRARY_ALLOWS_DEFAULT_DEVICES: bool = true;
 
 /// A busybox bundle in a temp dir: `rootfs/` from /bin/busybox and `config.json` from
 /// `berth-runc spec`, edited by the caller.
