@@ -147,9 +147,21 @@ impl Cgroup {
     /// The allowances come last so that a spec's usual leading deny-all rule
     /// cannot revoke them. Devices listed in `linux.devices` are not allowed
     /// implicitly: the spec allows them with its own rules.
+    ///
+    /// Creating the directories is retried a few times: a concurrent
+    /// [`Cgroup::remove_empty_parents`] (another container's delete) may
+    /// remove the shared parent between its creation and the creation of
+    /// this cgroup below it.
     pub(crate) fn create(path: &str, resources: Option<&LinuxResources>) -> Result<Cgroup> {
         let cg = Cgroup::load(path);
-        cg.cg.create().map_err(|e| cg_err("create", path, e))?;
+        let mut attempt = 1;
+        while let Err(e) = cg.cg.create() {
+            if attempt >= 5 {
+                return Err(cg_err("create", path, e));
+            }
+            attempt += 1;
+            std::thread::sleep(Duration::from_millis(1));
+        }
         let mut r = resources.cloned().unwrap_or_default();
         r.set_devices(Some(device_rules(r.devices().as_deref())));
         if let Err(e) = cg.apply(&r) {
@@ -293,6 +305,55 @@ impl Cgroup {
             .delete()
             .map_err(|e| cg_err("remove", &self.path, e))
     }
+
+    /// Removes the now-empty parent directories of this (already destroyed)
+    /// cgroup in every hierarchy, innermost first, up to but not including
+    /// the hierarchy root.
+    ///
+    /// Only for parents the runtime created itself (the default
+    /// `/berth/<id>` path, see [`is_default_path`]); parents named by a
+    /// caller's `cgroupsPath` belong to the caller. A parent still in use
+    /// (`EBUSY`/`ENOTEMPTY`: another container's cgroup lives below it)
+    /// stops the walk in that hierarchy; a missing one is skipped. Never
+    /// fails: other errors are logged, the container's own cgroup is gone
+    /// already.
+    pub(crate) fn remove_empty_parents(&self) {
+        let paths = CgroupPaths::for_relative(&self.path);
+        let mut dirs: Vec<&PathBuf> = paths.v1.values().chain(paths.unified.iter()).collect();
+        dirs.sort();
+        dirs.dedup();
+        let depth = self.path.trim_matches('/').split('/').count();
+        for dir in dirs {
+            let mut parent = dir.parent();
+            for _ in 1..depth {
+                let Some(p) = parent else { break };
+                match std::fs::remove_dir(p) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e)
+                        if matches!(
+                            e.raw_os_error(),
+                            Some(libc::EBUSY) | Some(libc::ENOTEMPTY)
+                        ) =>
+                    {
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::warn!(dir = %p.display(), %e, "removing an empty parent cgroup");
+                        break;
+                    }
+                }
+                parent = p.parent();
+            }
+        }
+    }
+}
+
+/// Whether `rel` (as returned by [`resolve_path`]) is the runtime's own
+/// default path for container `id` (`berth/<id>`), whose parent the runtime
+/// creates and may therefore remove again.
+pub(crate) fn is_default_path(rel: &str, id: &str) -> bool {
+    rel.trim_matches('/') == format!("berth/{id}")
 }
 
 /// The spec's "omitted means all" major/minor, spelled as cgroups-rs's `-1` (`*`).

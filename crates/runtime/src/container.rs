@@ -40,6 +40,8 @@ pub struct Runtime {
 struct CreateGuard<'a> {
     dir: &'a StateDir,
     cgroup: Option<Cgroup>,
+    /// The cgroup is at the runtime's default path: remove its empty parents too.
+    prune_parents: bool,
     armed: bool,
 }
 
@@ -52,6 +54,8 @@ impl Drop for CreateGuard<'_> {
             let _ = cg.kill_all(Duration::from_secs(5));
             if let Err(err) = cg.destroy() {
                 tracing::warn!(%err, "cleanup after failed create: cgroup");
+            } else if self.prune_parents {
+                cg.remove_empty_parents();
             }
         }
         if let Err(err) = self.dir.remove() {
@@ -140,6 +144,7 @@ impl Runtime {
         let mut guard = CreateGuard {
             dir: &dir,
             cgroup: None,
+            prune_parents: false,
             armed: true,
         };
         let _lock = dir.lock()?;
@@ -245,6 +250,7 @@ impl Runtime {
         }
         let cg = Cgroup::create(&cgroup_rel, linux.and_then(|l| l.resources().as_ref()))?;
         guard.cgroup = Some(Cgroup::load(&cgroup_rel));
+        guard.prune_parents = cgroups::is_default_path(&cgroup_rel, id);
 
         let req = SpawnRequest {
             mode: Mode::Init,
@@ -439,6 +445,9 @@ impl Runtime {
         }
         cg.kill_all(Duration::from_secs(10))?;
         cg.destroy()?;
+        if cgroups::is_default_path(&st.cgroup_path, id) {
+            cg.remove_empty_parents();
+        }
         let spec = self.spec(id).ok();
         let mut stopped = st.clone();
         stopped.status = Status::Stopped;

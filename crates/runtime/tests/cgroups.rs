@@ -369,3 +369,97 @@ fn device_cgroup_spec_deny_all_keeps_default_devices() {
     env.runtime.delete(&id, false).unwrap();
     assert_no_cgroup(&cg);
 }
+
+/// Removes a test's own cgroup directories (innermost first) even when the test fails.
+struct CgroupDirsGuard(Vec<std::path::PathBuf>);
+
+impl Drop for CgroupDirsGuard {
+    fn drop(&mut self) {
+        for d in &self.0 {
+            let _ = std::fs::remove_dir(d);
+        }
+    }
+}
+
+fn subdirs(dir: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Without `cgroupsPath` the container lives in `/berth/<id>`; deleting it
+/// removes `/berth` too when no other container uses it.
+#[test]
+fn delete_removes_the_default_parent_when_empty() {
+    if !privileged() {
+        return;
+    }
+    let env = Env::new();
+    let id = env.id("prune");
+    let mut s = spec(&["true"], "unused");
+    let mut linux = s.linux().clone().unwrap();
+    linux.set_cgroups_path(None);
+    s.set_linux(Some(linux));
+    let bundle = env.bundle(&id, &s);
+    let init = env
+        .runtime
+        .create(&id, &bundle, CreateOptions::default())
+        .unwrap();
+    let paths = env.runtime.state(&id).unwrap().cgroup_paths();
+    assert_eq!(paths.relative, format!("/berth/{id}"));
+    let dirs: Vec<_> = paths
+        .v1
+        .values()
+        .chain(paths.unified.iter())
+        .cloned()
+        .collect();
+    assert!(
+        dirs.iter().any(|d| d.is_dir()),
+        "no cgroup created: {paths:?}"
+    );
+    env.runtime.start(&id).unwrap();
+    assert_eq!(init.wait().unwrap(), ExitStatus::Exited(0));
+    env.runtime.delete(&id, false).unwrap();
+    for d in &dirs {
+        assert!(!d.exists(), "{} left behind", d.display());
+        let parent = d.parent().unwrap();
+        assert!(parent.ends_with("berth"), "{}", parent.display());
+        // Another container (a parallel test) may still use the parent.
+        assert!(
+            !parent.exists() || !subdirs(parent).is_empty(),
+            "empty parent {} left behind",
+            parent.display()
+        );
+        // The hierarchy root itself is never removed.
+        assert!(parent.parent().unwrap().is_dir());
+    }
+}
+
+/// A parent named by the caller's `cgroupsPath` belongs to the caller: delete
+/// leaves it, even empty.
+#[test]
+fn delete_keeps_a_callers_parent_cgroup() {
+    if !privileged() {
+        return;
+    }
+    let env = Env::new();
+    let parent = unique("cgparent");
+    let cg = format!("{parent}/c");
+    let parent_dirs: Vec<_> = {
+        let p = berth_runtime::CgroupPaths::for_relative(&parent);
+        p.v1.values().chain(p.unified.iter()).cloned().collect()
+    };
+    let _guard = CgroupDirsGuard(parent_dirs.clone());
+    let (st, _, err) = env.run("keep", spec(&["true"], &cg));
+    assert_eq!(st, ExitStatus::Exited(0), "{err}");
+    assert_no_cgroup(&cg);
+    assert!(
+        parent_dirs.iter().any(|d| d.is_dir()),
+        "the caller's parent {parent} was removed"
+    );
+}
