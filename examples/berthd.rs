@@ -22,6 +22,8 @@
 //! - Errors map to gRPC codes by the crates' `ErrorKind`s ([`to_status`]); no request
 //!   makes the daemon panic (the crates do not panic on bad input, and handlers run as
 //!   separate tasks).
+//! - SIGTERM/SIGINT stop it: new connections are refused, open ones get [`SHUTDOWN_GRACE`],
+//!   the socket is removed; containers keep running.
 
 #[path = "berthd/audit.rs"]
 mod audit;
@@ -64,6 +66,9 @@ use clap::Parser;
 use tonic::Status;
 
 use daemon::Daemon;
+
+/// How long a stopping daemon waits for open connections.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
 /// berthd: the berth daemon.
 #[derive(Debug, Parser)]
@@ -299,13 +304,16 @@ async fn serve(args: Args) -> Result<()> {
     println!("listening on {}", args.address.display());
     let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let stopping = Arc::new(tokio::sync::Notify::new());
+    let notify = stopping.clone();
     let shutdown = async move {
         tokio::select! {
             _ = term.recv() => {}
             _ = tokio::signal::ctrl_c() => {}
         }
+        notify.notify_one();
     };
-    let result = tonic::transport::Server::builder()
+    let server = tonic::transport::Server::builder()
         .add_service(proto::images_server::ImagesServer::new(
             images::ImagesService(d.clone()),
         ))
@@ -318,10 +326,17 @@ async fn serve(args: Args) -> Result<()> {
         .add_service(proto::events_server::EventsServer::new(
             events::EventsService(d.clone()),
         ))
-        .serve_with_incoming_shutdown(incoming, shutdown)
-        .await;
+        .serve_with_incoming_shutdown(incoming, shutdown);
+    // A graceful stop waits for open connections; idle clients get a grace period, no more.
+    let result = tokio::select! {
+        r = server => r.context("serving"),
+        _ = async {
+            stopping.notified().await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        } => Ok(()),
+    };
     let _ = std::fs::remove_file(&args.address);
-    result.context("serving")
+    result
 }
 
 fn main() -> ExitCode {
@@ -337,7 +352,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(serve(args)) {
+    let result = rt.block_on(serve(args));
+    // Blocking handlers still running (e.g. a Wait) must not keep us alive.
+    rt.shutdown_timeout(Duration::from_secs(1));
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("berthd: {e:#}");

@@ -141,6 +141,8 @@ impl Daemon {
                 "0.0005",
                 "--audit-log-maxbackup",
                 "2",
+                "--audit-log-maxage",
+                "1",
             ])
             .args(["--metrics-address", "127.0.0.1:0"])
             .stdout(Stdio::piped())
@@ -299,6 +301,17 @@ fn cli_and_client_drive_the_daemon() {
         return;
     };
     let d = Daemon::new();
+    // A backup from ten days ago: the first rotation prunes it (--audit-log-maxage 1).
+    let stale = d.audit().with_file_name("audit-stale.log");
+    std::fs::write(&stale, "{}\n").unwrap();
+    let ten_days = nix::sys::time::TimeVal::new(
+        (std::time::SystemTime::now() - Duration::from_secs(10 * 86400))
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64,
+        0,
+    );
+    nix::sys::stat::utimes(&stale, &ten_days, &ten_days).unwrap();
     let mode = std::fs::metadata(d.socket()).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o660, "socket mode");
 
@@ -454,6 +467,10 @@ fn cli_and_client_drive_the_daemon() {
     // so the 10 calls above rotated several times and 2 backups are kept.
     let (records, files) = d.audit_records();
     assert_eq!(files, 3, "audit.log and 2 backups");
+    assert!(
+        !stale.exists(),
+        "the backup older than --audit-log-maxage is removed"
+    );
     let ops: Vec<&str> = records
         .iter()
         .filter_map(|r| r["operation"].as_str())
@@ -622,6 +639,16 @@ fn containers_survive_a_daemon_kill_and_are_found_again() {
     d.cli_ok(&["rm", &id]);
     assert!(d.cli_ok(&["ps", "-q"]).trim().is_empty());
     assert!(mounts_under(&d.dir).is_empty());
+
+    // SIGTERM: a clean exit that removes the socket.
+    let mut child = d.child.take().unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert!(child.wait().unwrap().success());
+    assert!(!d.socket().exists());
 }
 
 #[test]
