@@ -31,7 +31,7 @@ mod plan;
 mod select;
 mod source;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
@@ -194,10 +194,28 @@ pub fn import(store: &ContentStore, path: &Path, opts: &ImportOptions<'_>) -> Re
     let leases = store.leases();
     let mut lease_labels = BTreeMap::new();
     lease_labels.insert("berth.import.source".to_owned(), path.display().to_string());
-    let lease = leases.create("", lease_labels, Some(SystemTime::now() + LEASE_TTL))?;
+    // Every digest the plan knows already (all of them for OCI sources) goes into the lease
+    // as it is created: one commit instead of one per blob, and each blob is protected
+    // before any byte of it is stored. Blobs whose digest is only found while streaming
+    // (docker-archive layers) are added one by one by `protect` before their commit.
+    let known: BTreeSet<Digest> = plan
+        .memory
+        .iter()
+        .map(|m| m.digest.clone())
+        .chain(plan.stream.iter().filter_map(|s| s.digest.clone()))
+        .collect();
+    let up_front: Vec<LeaseResource> = known.iter().cloned().map(LeaseResource::Content).collect();
+    let lease = leases.create_with_resources(
+        "",
+        lease_labels,
+        Some(SystemTime::now() + LEASE_TTL),
+        &up_front,
+    )?;
     let result = (|| {
         let protect = |d: &Digest| -> Result<()> {
-            leases.add_resource(&lease.id, LeaseResource::Content(d.clone()))?;
+            if !known.contains(d) {
+                leases.add_resource(&lease.id, LeaseResource::Content(d.clone()))?;
+            }
             Ok(())
         };
         let stored = ingest::store_plan(store, source, &plan, &protect, opts.progress)?;

@@ -72,6 +72,22 @@ impl LeaseManager {
         labels: BTreeMap<String, String>,
         expires: Option<SystemTime>,
     ) -> Result<Lease> {
+        self.create_with_resources(id, labels, expires, &[])
+    }
+
+    /// Creates a lease already holding `resources`, in one transaction (one commit instead of
+    /// one per resource). An empty `id` gets a random one. Resources the lease holds from
+    /// its creation are protected before any of them is stored.
+    ///
+    /// # Errors
+    /// `AlreadyExists` ([`Error::LeaseExists`]); `Database`.
+    pub fn create_with_resources(
+        &self,
+        id: &str,
+        labels: BTreeMap<String, String>,
+        expires: Option<SystemTime>,
+        resources: &[LeaseResource],
+    ) -> Result<Lease> {
         let id = if id.is_empty() {
             format!("lease-{:016x}", rand::random::<u64>())
         } else {
@@ -86,7 +102,7 @@ impl LeaseManager {
                 labels,
                 created: SystemTime::now(),
                 expires,
-                resources: BTreeSet::new(),
+                resources: resources.iter().cloned().collect(),
             };
             t.put(&id, &lease)?;
             Ok(lease)
@@ -114,6 +130,21 @@ impl LeaseManager {
         }
         self.modify(id, |l| {
             l.resources.insert(resource);
+        })
+    }
+
+    /// Adds several resources to the lease in one transaction (idempotent). Nothing is
+    /// written when the lease holds them all already.
+    ///
+    /// # Errors
+    /// `NotFound`; `Database`.
+    pub fn add_resources(&self, id: &str, resources: &[LeaseResource]) -> Result<()> {
+        let held = self.get(id)?.resources;
+        if resources.iter().all(|r| held.contains(r)) {
+            return Ok(());
+        }
+        self.modify(id, |l| {
+            l.resources.extend(resources.iter().cloned());
         })
     }
 
