@@ -5,4 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export PATH="$HOME/.cargo/bin:$PATH"
+# The integration tests drive the example binaries (berth, berth-runc, berthd, demo): build them
+# first, so a test never runs against a stale or missing binary.
+cargo build --workspace --all-features --examples
 cargo test --workspace --all-features "$@"
