@@ -183,10 +183,7 @@ pub fn push(store: &ContentStore, args: &PushArgs) -> Result<()> {
     println!(
         "{} {}",
         report.reference,
-        report
-            .digest
-            .map(|d| d.to_string())
-            .unwrap_or_default()
+        report.digest.map(|d| d.to_string()).unwrap_or_default()
     );
     if !args.quiet {
         eprintln!(
