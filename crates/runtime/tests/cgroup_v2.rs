@@ -139,6 +139,8 @@ fn helper_lifecycle_on_unified_hierarchy() {
     env.runtime.delete(&id, true).unwrap();
     assert_eq!(init.wait().unwrap(), ExitStatus::Signaled(libc::SIGKILL));
     assert!(!dir.exists(), "{} left behind", dir.display());
+    // exit() skips destructors: remove the temp dir (state root, bundle) first.
+    drop(env);
     println!("V2-LIFECYCLE-OK");
     std::process::exit(0);
 }
