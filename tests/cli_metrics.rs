@@ -179,6 +179,8 @@ fn serve_metrics_answers_over_http() {
         "{body}"
     );
     assert!(!body.contains("# EOF"));
+    // The collector is served through a registry, so its own health counter is there too.
+    assert!(body.contains("berth_metrics_read_errors_total"), "{body}");
 
     let (status, headers, body) = get(
         &addr,

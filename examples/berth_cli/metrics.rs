@@ -11,7 +11,8 @@
 //! `GET`/`HEAD /metrics` only (404 elsewhere, 405 for other methods), and content negotiation:
 //! an `Accept` naming `application/openmetrics-text` gets OpenMetrics 1.0, anything else the
 //! text format 0.0.4. Each scrape reads the runtime's current containers with a
-//! [`CgroupCollector`].
+//! [`CgroupCollector`] registered in a Prometheus registry (so its own read-error counter is
+//! exported too), keeping the cgroup files open between scrapes.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -19,6 +20,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use berth::metrics::exposition::encode_registry;
+use berth::metrics::fdcache::OpenFiles;
+use berth::metrics::prometheus_client::registry::Registry;
 use berth::metrics::{
     CgroupCollector, Container, ContainerStats, Format, Hierarchy, Metrics, is_unlimited,
     read_metrics, render,
@@ -235,13 +239,17 @@ fn serve(listen: &str, runtime_root: &Path) -> Result<()> {
                 })
             })
             .collect()
-    });
+    })
+    // Keep the cgroup files open between scrapes: a re-read is a pread, not an open.
+    .with_open_files(OpenFiles::default_budget());
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(collector));
     let listener = TcpListener::bind(listen).with_context(|| format!("binding {listen}"))?;
     println!("listening on http://{}/metrics", listener.local_addr()?);
     std::io::stdout().flush()?;
     for conn in listener.incoming() {
         let Ok(stream) = conn else { continue };
-        if let Err(e) = handle(stream, &collector) {
+        if let Err(e) = handle(stream, &registry) {
             eprintln!("berth serve-metrics: {e:#}");
         }
     }
@@ -315,7 +323,7 @@ fn respond(
     Ok(())
 }
 
-fn handle(mut stream: TcpStream, collector: &CgroupCollector) -> Result<()> {
+fn handle(mut stream: TcpStream, registry: &Registry) -> Result<()> {
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
     stream.set_write_timeout(Some(Duration::from_secs(5)))?;
     let text = "text/plain; charset=utf-8";
@@ -344,7 +352,7 @@ fn handle(mut stream: TcpStream, collector: &CgroupCollector) -> Result<()> {
     } else {
         Format::Prometheus
     };
-    let body = render(&collector.scrape(), format)?;
+    let body = encode_registry(registry, format)?;
     respond(&mut stream, "200 OK", format.content_type(), &body, head)
 }
 

@@ -57,6 +57,10 @@ pub use files::{UNLIMITED, page_size_bytes};
 pub use oom::{OomEvent, OomWatcher};
 pub use types::*;
 
+/// The `prometheus-client` crate, re-exported so front ends register a [`CgroupCollector`] in a
+/// `Registry` of the same version this crate implements `Collector` for.
+pub use prometheus_client;
+
 /// What to read besides the figures the Prometheus exposition uses.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ReadOptions {
