@@ -30,14 +30,29 @@ pub enum ErrorKind {
     Internal,
 }
 
-/// A step of the container setup performed in a child process.
-///
-/// Sent across the sync channel as a number, so the enum is `repr(u32)`.
-#[allow(missing_docs)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[repr(u32)]
-pub enum Step {
-    CloseFds = 1,
+/// Declares [`Step`] and the table that decodes its numbers, from one list of names.
+macro_rules! steps {
+    ($first:ident, $($name:ident),+ $(,)?) => {
+        /// A step of the container setup performed in a child process.
+        ///
+        /// Sent across the sync channel as a number, so the enum is `repr(u32)`.
+        #[allow(missing_docs)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        #[repr(u32)]
+        pub enum Step {
+            $first = 1,
+            $($name,)+
+        }
+
+        impl Step {
+            /// Every step, in numbering order.
+            const ALL: &'static [Step] = &[Step::$first, $(Step::$name,)+];
+        }
+    };
+}
+
+steps!(
+    CloseFds,
     SetupStdio,
     Dumpable,
     JoinNamespace,
@@ -89,67 +104,12 @@ pub enum Step {
     Personality,
     Scheduler,
     SessionKeyring,
-}
+);
 
 impl Step {
     /// Decodes a step number received from a child.
     pub(crate) fn from_u32(v: u32) -> Option<Step> {
-        use Step::*;
-        const ALL: [Step; 52] = [
-            CloseFds,
-            SetupStdio,
-            Dumpable,
-            JoinNamespace,
-            UnshareUserNamespace,
-            UnshareNamespaces,
-            TimeOffsets,
-            CloneInit,
-            SetHostname,
-            SetDomainname,
-            RootPropagation,
-            BindRootfs,
-            OpenRootfs,
-            ResolveMountTarget,
-            Mount,
-            MountPropagation,
-            RemountReadonly,
-            CreateDevice,
-            CreateSymlink,
-            PivotRoot,
-            ReadonlyRoot,
-            RootfsPropagation,
-            Sysctl,
-            MaskPath,
-            ReadonlyPath,
-            OomScoreAdj,
-            Rlimit,
-            Seccomp,
-            DropBoundingCapability,
-            KeepCaps,
-            SetGroups,
-            SetGid,
-            SetUid,
-            Chdir,
-            VerifyCwd,
-            SetCapabilities,
-            RaiseAmbientCapability,
-            NoNewPrivileges,
-            Umask,
-            CloseRange,
-            LsmLabel,
-            Console,
-            WaitStart,
-            Exec,
-            Sync,
-            OpenProc,
-            ParentDied,
-            StartContainerHook,
-            IoPriority,
-            Personality,
-            Scheduler,
-            SessionKeyring,
-        ];
-        ALL.iter().copied().find(|s| *s as u32 == v)
+        Step::ALL.iter().copied().find(|s| *s as u32 == v)
     }
 }
 
