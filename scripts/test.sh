@@ -8,4 +8,5 @@ export PATH="$HOME/.cargo/bin:$PATH"
 # The integration tests drive the example binaries (berth, berth-runc, berthd, demo): build them
 # first, so a test never runs against a stale or missing binary.
 cargo build --workspace --all-features --examples
-cargo test --workspace --all-features "$@"
+# --no-fail-fast: one failing test binary must not hide the results of the others.
+cargo test --workspace --all-features --no-fail-fast "$@"

@@ -8,9 +8,12 @@
     clippy::tests_outside_test_module
 )]
 
+#[path = "common/pty.rs"]
+mod pty;
 #[path = "common/berth_support.rs"]
 mod support;
 
+use pty::run_under_pty;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::Stdio;
 
@@ -196,11 +199,7 @@ fn tty_under_a_pty() {
         env.root.display(),
         env.state.display()
     );
-    let out = std::process::Command::new("script")
-        .args(["-qec", &line, "/dev/null"])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let out = run_under_pty(&line, 60);
     let text = stdout(&out);
     assert!(text.contains("/dev/pts/"), "{}", describe(&out));
     assert!(text.contains("both-ttys"), "{}", describe(&out));

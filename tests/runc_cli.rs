@@ -9,13 +9,16 @@
     clippy::tests_outside_test_module
 )]
 
+#[path = "common/pty.rs"]
+mod pty;
 #[path = "common/runc_support.rs"]
 mod runc_support;
 
+use pty::run_under_pty;
 use std::io::Read;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixListener;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
@@ -440,11 +443,7 @@ fn terminal_under_a_pty_harness() {
         root.path().display(),
         bundle.arg()
     );
-    let out = Command::new("script")
-        .args(["-qec", &cmd, "/dev/null"])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let out = run_under_pty(&cmd, 60);
     let text = stdout_of(&out);
     assert!(
         out.status.success(),
@@ -463,11 +462,7 @@ fn terminal_under_a_pty_harness() {
         root.bin.display(),
         root.path().display()
     );
-    let out = Command::new("script")
-        .args(["-qec", &cmd, "/dev/null"])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let out = run_under_pty(&cmd, 60);
     let text = stdout_of(&out);
     assert!(text.contains("/dev/pts/"), "{text:?}");
     assert!(text.contains("21 77"), "window size not given: {text:?}");

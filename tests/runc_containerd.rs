@@ -10,14 +10,16 @@
     clippy::tests_outside_test_module
 )]
 
+#[path = "common/pty.rs"]
+mod pty;
 #[path = "common/runc_containerd.rs"]
 mod runc_containerd;
 #[path = "common/runc_support.rs"]
 mod runc_support;
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use pty::run_under_pty;
 use runc_containerd::Containerd;
 use runc_support::{berth_runc, fixture, have_root, have_tool, unique};
 
@@ -75,14 +77,8 @@ fn containerd_runs_tasks_through_berth_runc() {
     // socket and proxies it.
     let ctr = format!("ctr -a {} -n {}", ctd.socket().display(), ctd.namespace);
     let id = unique("ctd-tty");
-    let cmd = format!(
-        "timeout 60 {ctr} run -t --rm --runc-binary {bin} {IMAGE} {id} sh -c 'tty; exit 3'"
-    );
-    let out = Command::new("script")
-        .args(["-qec", &cmd, "/dev/null"])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let cmd = format!("{ctr} run -t --rm --runc-binary {bin} {IMAGE} {id} sh -c 'tty; exit 3'");
+    let out = run_under_pty(&cmd, 60);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("/dev/pts/"), "{text:?}\n{}", ctd.log());
     assert_eq!(out.status.code(), Some(3), "{text:?}");
@@ -116,12 +112,8 @@ fn containerd_runs_tasks_through_berth_runc() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "from-exec\n");
     assert_eq!(out.status.code(), Some(5));
 
-    let cmd = format!("timeout 60 {ctr} task exec -t --exec-id e2 {id} sh -c 'tty; exit 4'");
-    let out = Command::new("script")
-        .args(["-qec", &cmd, "/dev/null"])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let cmd = format!("{ctr} task exec -t --exec-id e2 {id} sh -c 'tty; exit 4'");
+    let out = run_under_pty(&cmd, 60);
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("/dev/pts/"),
         "{out:?}"

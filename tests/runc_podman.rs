@@ -12,12 +12,14 @@
     clippy::tests_outside_test_module
 )]
 
+#[path = "common/pty.rs"]
+mod pty;
 #[path = "common/runc_podman.rs"]
 mod runc_podman;
 #[path = "common/runc_support.rs"]
 mod runc_support;
 
-use std::process::{Command, Stdio};
+use pty::run_under_pty;
 
 use runc_podman::Podman;
 use runc_support::{berth_runc, fixture, have_root, have_tool, unique};
@@ -110,11 +112,7 @@ fn podman_runs_containers_through_berth_runc() {
         "{} exec -it {name} sh -c 'tty; exit 4'",
         podman.shell_words()
     );
-    let out = Command::new("script")
-        .args(["-qec", &cmd, "/dev/null"])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let out = run_under_pty(&cmd, 60);
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("/dev/pts/"),
         "{out:?}"
@@ -131,11 +129,7 @@ fn podman_runs_containers_through_berth_runc() {
         podman.shell_words(),
         quoted.join(" ")
     );
-    let out = Command::new("script")
-        .args(["-qec", &cmd, "/dev/null"])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let out = run_under_pty(&cmd, 60);
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("/dev/pts/"),
         "{out:?}"
