@@ -2,6 +2,10 @@
 //! each layer is applied once (the other process skips it), one chain results, and nothing
 //! is left behind. The processes are this test binary re-executed with `child_unpack`; each
 //! runs its layers in parallel, so the chain locks meet both across and within processes.
+//!
+//! And an unpack killed with SIGKILL mid-layer (`child_unpack` told to stall in its progress
+//! callback): snapshot GC keeps its extraction while the process lives, removes it once the
+//! process is dead, and a new unpack then completes.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -11,16 +15,20 @@
 
 mod unpack_support;
 
+use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
 
 use berth_image::content::ContentStore;
-use berth_image::unpack::{self, UnpackOptions};
-use berth_snapshot::OverlaySnapshotter;
+use berth_image::progress::ProgressEvent;
+use berth_image::unpack::{self, UnpackOptions, gc_snapshots};
+use berth_snapshot::{Kind, OverlaySnapshotter};
 use unpack_support::{Backend, Env, files_tar, privileged, store_image, store_layer};
 
 const ROOT_ENV: &str = "BERTH_UNPACK_CHILD_ROOT";
 const IMAGE_ENV: &str = "BERTH_UNPACK_CHILD_IMAGE";
+/// When set, the child announces `CHILD-STALLED` and sleeps at the first partial layer report.
+const STALL_ENV: &str = "BERTH_UNPACK_CHILD_STALL";
 
 /// The child side: does nothing unless started by `two_processes_one_chain`.
 #[test]
@@ -32,7 +40,18 @@ fn child_unpack() {
     let root = Path::new(&root);
     let store = ContentStore::open(&root.join("content")).unwrap();
     let sn = OverlaySnapshotter::new(Env::sn_root_of(root, Backend::Overlay)).unwrap();
-    let report = unpack::unpack_image(&store, &sn, &image, &UnpackOptions::new("overlay")).unwrap();
+    let stall = std::env::var_os(STALL_ENV).is_some();
+    let progress = |e: &ProgressEvent<'_>| {
+        if stall && e.kind == "layer" && !e.finished && e.done > 0 {
+            println!("CHILD-STALLED");
+            loop {
+                std::thread::sleep(std::time::Duration::from_secs(1));
+            }
+        }
+    };
+    let mut opts = UnpackOptions::new("overlay");
+    opts.progress = &progress;
+    let report = unpack::unpack_image(&store, &sn, &image, &opts).unwrap();
     println!("CHILD-APPLIED {}", report.applied());
     println!("CHILD-CHAIN {}", report.chain_id.unwrap());
 }
@@ -58,17 +77,7 @@ fn two_processes_one_chain() {
         })
         .collect();
     let image = store_image(&env.store, "race:processes", &layers);
-    let exe = std::env::current_exe().unwrap();
-    let spawn = || {
-        Command::new(&exe)
-            .args(["--exact", "child_unpack", "--nocapture", "--test-threads=1"])
-            .env(ROOT_ENV, env.tmp.path())
-            .env(IMAGE_ENV, &image)
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap()
-    };
+    let spawn = || child_command(&env, &image).spawn().unwrap();
     let children = [spawn(), spawn()];
     let outputs: Vec<_> = children
         .into_iter()
@@ -100,5 +109,84 @@ fn two_processes_one_chain() {
         "each of the 3 layers applied by exactly one process"
     );
     assert_eq!(env.committed().len(), 3);
+    env.assert_clean();
+}
+
+/// The command that runs `child_unpack` on `env`'s root and `image`.
+fn child_command(env: &Env, image: &str) -> Command {
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.args(["--exact", "child_unpack", "--nocapture", "--test-threads=1"])
+        .env(ROOT_ENV, env.tmp.path())
+        .env(IMAGE_ENV, image)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd
+}
+
+/// Kills and reaps the child however the test ends.
+struct ChildGuard(Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn gc_removes_the_extraction_of_a_killed_unpack() {
+    if !privileged() {
+        return;
+    }
+    let env = Env::new(Backend::Overlay);
+    let noise: Vec<u8> = (0..3_000_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let layer = store_layer(&env.store, &files_tar("big", &[("noise", &noise)]), false);
+    let image = store_image(&env.store, "crash:unpack", &[layer]);
+
+    let mut child = ChildGuard(
+        child_command(&env, &image)
+            .env(STALL_ENV, "1")
+            .spawn()
+            .unwrap(),
+    );
+    let stdout = child.0.stdout.take().unwrap();
+    let stalled = BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        .any(|l| l.contains("CHILD-STALLED"));
+    assert!(stalled, "the child never reached the middle of its layer");
+    let extracting = || -> Vec<String> {
+        env.snapshots()
+            .into_iter()
+            .filter(|(name, kind, _)| *kind == Kind::Active && name.starts_with("extract-"))
+            .map(|(name, _, _)| name)
+            .collect()
+    };
+    assert_eq!(extracting().len(), 1, "{:?}", env.snapshots());
+
+    // Alive: its chain lock is held, so the extraction is in progress and stays.
+    let r = gc_snapshots(&env.store, env.sn.as_ref()).unwrap();
+    assert!(r.abandoned.is_empty(), "{r:?}");
+    assert_eq!(extracting().len(), 1);
+
+    // Killed mid-layer: the extraction is abandoned and collected.
+    let left = extracting();
+    drop(child);
+    let r = gc_snapshots(&env.store, env.sn.as_ref()).unwrap();
+    assert_eq!(r.abandoned, left, "{r:?}");
+    assert!(r.removed.is_empty(), "{r:?}");
+    assert!(extracting().is_empty(), "{:?}", env.snapshots());
+
+    // A new unpack does the layer and leaves nothing behind.
+    let report = unpack::unpack_image(
+        &env.store,
+        env.sn.as_ref(),
+        &image,
+        &UnpackOptions::new("overlay"),
+    )
+    .unwrap();
+    assert_eq!(report.applied(), 1);
     env.assert_clean();
 }

@@ -29,6 +29,23 @@ pub(crate) struct ChainLock {
 impl ChainLock {
     /// Blocks until the lock on `chain_id` in `dir` is held.
     pub(crate) fn acquire(dir: &Path, chain_id: &Digest) -> Result<Self> {
+        match Self::lock(dir, chain_id, true)? {
+            Some(lock) => Ok(lock),
+            // A blocking lock only returns once held.
+            None => Err(Error::io(
+                "flock",
+                dir,
+                io::Error::other("blocking lock returned without the lock"),
+            )),
+        }
+    }
+
+    /// Takes the lock on `chain_id` in `dir` if nobody holds it; `None` when somebody does.
+    pub(crate) fn try_acquire(dir: &Path, chain_id: &Digest) -> Result<Option<Self>> {
+        Self::lock(dir, chain_id, false)
+    }
+
+    fn lock(dir: &Path, chain_id: &Digest, wait: bool) -> Result<Option<Self>> {
         fs::create_dir_all(dir).map_err(|e| Error::io("mkdir", dir, e))?;
         let path = dir.join(format!(
             "{}-{}.lock",
@@ -44,14 +61,22 @@ impl ChainLock {
                 .custom_flags(libc::O_NOFOLLOW)
                 .open(&path)
                 .map_err(|e| Error::io("open", &path, e))?;
-            file.lock().map_err(|e| Error::io("flock", &path, e))?;
+            if wait {
+                file.lock().map_err(|e| Error::io("flock", &path, e))?;
+            } else {
+                match file.try_lock() {
+                    Ok(()) => {}
+                    Err(fs::TryLockError::WouldBlock) => return Ok(None),
+                    Err(fs::TryLockError::Error(e)) => return Err(Error::io("flock", &path, e)),
+                }
+            }
             let held = file.metadata().map_err(|e| Error::io("fstat", &path, e))?;
             match fs::symlink_metadata(&path) {
                 Ok(now) if now.dev() == held.dev() && now.ino() == held.ino() => {
-                    return Ok(ChainLock {
+                    return Ok(Some(ChainLock {
                         file: Some(file),
                         path,
-                    });
+                    }));
                 }
                 Ok(_) => continue,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
@@ -98,6 +123,23 @@ mod tests {
             }
         });
         assert_eq!(max.load(Ordering::SeqCst), 1);
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn try_acquire_fails_while_held_and_succeeds_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let chain = Digest::sha256(b"chain");
+        let held = ChainLock::acquire(dir.path(), &chain).unwrap();
+        assert!(
+            ChainLock::try_acquire(dir.path(), &chain)
+                .unwrap()
+                .is_none()
+        );
+        drop(held);
+        let again = ChainLock::try_acquire(dir.path(), &chain).unwrap();
+        assert!(again.is_some());
+        drop(again);
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 }

@@ -57,7 +57,7 @@ use berth_snapshot::{Capability, ErrorKind as SnErrorKind, LABEL_SNAPSHOT_REF, O
 
 pub use diff::diff_snapshot;
 pub use error::{Error, Result};
-pub use gc::{SnapshotGcReport, gc_snapshots};
+pub use gc::{SnapshotGcOptions, SnapshotGcReport, gc_snapshots, gc_snapshots_with};
 
 use crate::content::ContentStore;
 use crate::metadata::Descriptor;
@@ -115,6 +115,11 @@ impl<'a> UnpackOptions<'a> {
             lock_dir: None,
         }
     }
+}
+
+/// Where unpacks keep their chain locks unless told otherwise.
+pub(crate) fn default_lock_dir(store: &ContentStore) -> PathBuf {
+    store.root().join("unpack-locks")
 }
 
 /// What happened to one layer.
@@ -349,7 +354,7 @@ pub fn unpack(
         let lock_dir = match opts.lock_dir {
             Some(d) => d,
             None => {
-                default_locks = store.root().join("unpack-locks");
+                default_locks = default_lock_dir(store);
                 &default_locks
             }
         };
