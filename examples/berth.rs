@@ -159,7 +159,7 @@ fn run(cli: &Cli) -> Result<()> {
     let store = ContentStore::open(&content_root)
         .with_context(|| format!("opening the content store at {}", content_root.display()))?;
     match &cli.group {
-        Group::Image(ImageGroup::Base(cmd)) => image::run(&store, cmd),
+        Group::Image(ImageGroup::Base(cmd)) => image::run(&store, &root, cmd),
         Group::Image(ImageGroup::Unpack(args)) => snapshot::unpack_command(&store, &root, args),
         Group::Image(ImageGroup::Pull(args)) => registry::pull(&store, &root, args),
         Group::Image(ImageGroup::Push(args)) => registry::push(&store, args),

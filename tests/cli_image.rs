@@ -8,6 +8,9 @@
     clippy::tests_outside_test_module
 )]
 
+#[path = "common/berth_support.rs"]
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -135,9 +138,9 @@ fn import_ls_tag_export_rm_gc_verify() {
 
     // Removing one name keeps the content the other name uses.
     let rm = cli.ok(&["image", "rm", BUSYBOX]);
-    assert!(rm.contains("removed 0 blobs"), "{rm}");
+    assert!(rm.contains(" 0 blobs"), "{rm}");
     let rm = cli.ok(&["image", "rm", "berth-test/copy:v1"]);
-    assert!(rm.contains("removed 3 blobs"), "{rm}");
+    assert!(rm.contains(" 3 blobs"), "{rm}");
     let content = cli.ok(&["content", "ls"]);
     assert_eq!(
         content.lines().filter(|l| l.starts_with("sha256:")).count(),
@@ -203,4 +206,45 @@ fn import_options_and_errors() {
         stdout.contains(&format!("CORRUPT sha256:{config}")),
         "{stdout}"
     );
+}
+
+/// Committed snapshots listed by `berth snapshot ls`.
+fn committed_snapshots(env: &support::Env) -> usize {
+    env.ok(&["snapshot", "ls"])
+        .lines()
+        .filter(|l| l.trim_end().ends_with("Committed"))
+        .count()
+}
+
+#[test]
+fn image_rm_collects_unpacked_snapshots_no_container_needs() {
+    if !support::prerequisites() {
+        return;
+    }
+    // No container: removing the image removes its chain.
+    let env = support::Env::new("image-rm");
+    env.ok(&["image", "unpack", support::IMAGE]);
+    let unpacked = committed_snapshots(&env);
+    assert!(unpacked >= 1, "{}", env.ok(&["snapshot", "ls"]));
+    let rm = env.ok(&["image", "rm", support::IMAGE]);
+    assert!(
+        rm.contains(&format!("removed {unpacked} snapshots")),
+        "{rm}"
+    );
+    assert_eq!(committed_snapshots(&env), 0);
+
+    // A container on the image keeps the chain under its snapshot until it is removed.
+    let env = support::Env::new("image-rm-in-use");
+    let id = env.run_detached(&[support::IMAGE, "sleep", "1000"]);
+    let unpacked = committed_snapshots(&env);
+    let rm = env.ok(&["image", "rm", support::IMAGE]);
+    assert!(rm.contains("removed 0 snapshots"), "{rm}");
+    assert_eq!(committed_snapshots(&env), unpacked);
+    env.ok(&["rm", "-f", &id]);
+    let gc = env.ok(&["snapshot", "gc"]);
+    assert!(
+        gc.contains(&format!("removed {unpacked} snapshots")),
+        "{gc}"
+    );
+    env.assert_gone(&id);
 }

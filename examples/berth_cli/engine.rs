@@ -274,6 +274,40 @@ pub fn remove(root: &Path, record: &ContainerRecord, force: bool) -> Result<()> 
     }
 }
 
+/// The snapshotters a root may hold, as named by `--snapshotter`.
+pub const SNAPSHOTTERS: [&str; 2] = ["overlay", "native"];
+
+/// What [`collect_garbage`] removed.
+#[derive(Debug, Clone, Default)]
+pub struct GarbageReport {
+    /// Unpacked snapshots no image needs any more, plus abandoned extractions.
+    pub snapshots: usize,
+    /// Blobs no image, lease or gc.root label reaches.
+    pub blobs: usize,
+    /// Bytes of those blobs.
+    pub bytes: u64,
+}
+
+/// Collects what removing images left unreachable, as containerd's GC does after an image is
+/// deleted: first the unpacked snapshots of every snapshotter present in the root (chains still
+/// under a container's snapshot stay), then the content blobs.
+pub fn collect_garbage(root: &Path, store: &ContentStore) -> Result<GarbageReport> {
+    let mut report = GarbageReport::default();
+    for name in SNAPSHOTTERS {
+        if !root.join("snapshots").join(name).is_dir() {
+            continue;
+        }
+        let sn = open_snapshotter(root, name)?;
+        let r = unpack::gc_snapshots(store, sn.as_ref())
+            .with_context(|| format!("collecting {name} snapshots"))?;
+        report.snapshots += r.removed.len() + r.abandoned.len();
+    }
+    let r = store.gc(&berth::image::content::GcOptions::default())?;
+    report.blobs = r.removed_blobs.len();
+    report.bytes = r.removed_bytes;
+    Ok(report)
+}
+
 /// Brings the loopback interface up in the network namespace of `pid` (a new network
 /// namespace has `lo` down). Runs on a short-lived thread that joins the namespace, so the
 /// calling thread's namespace never changes.

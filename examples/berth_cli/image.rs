@@ -1,9 +1,9 @@
 //! `berth image …`: import, list, tag, remove and export images.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use berth::image::content::{ContentStore, GcOptions};
+use berth::image::content::ContentStore;
 use berth::image::export::{self, ExportFormat};
 use berth::image::import::{self, ImportOptions, Platform, PlatformChoice};
 use berth::image::metadata::{Descriptor, Image};
@@ -116,7 +116,7 @@ fn human(bytes: u64) -> String {
 }
 
 /// Runs an image command.
-pub fn run(store: &ContentStore, cmd: &ImageCommand) -> Result<()> {
+pub fn run(store: &ContentStore, root: &Path, cmd: &ImageCommand) -> Result<()> {
     match cmd {
         ImageCommand::Import {
             path,
@@ -191,11 +191,12 @@ pub fn run(store: &ContentStore, cmd: &ImageCommand) -> Result<()> {
                     .with_context(|| format!("removing {normalized}"))?;
                 println!("untagged {normalized}");
             }
-            let report = store.gc(&GcOptions::default())?;
+            let report = crate::engine::collect_garbage(root, store)?;
             println!(
-                "gc: removed {} blobs ({})",
-                report.removed_blobs.len(),
-                human(report.removed_bytes)
+                "gc: removed {} snapshots, {} blobs ({})",
+                report.snapshots,
+                report.blobs,
+                human(report.bytes)
             );
             Ok(())
         }

@@ -4,7 +4,6 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use berth::image::content::GcOptions;
 use berth::image::import::{self, ImportOptions, PlatformChoice};
 use berth::image::metadata::Descriptor;
 use berth::image::progress::NoProgress;
@@ -104,8 +103,8 @@ impl Images for ImagesService {
             let normalized = berth::oci::Reference::parse(&n)?.to_string();
             let store = engine::open_store(&root)?;
             store.images().delete(&normalized)?;
-            let report = store.gc(&GcOptions::default())?;
-            Ok(report.removed_blobs.len() as u64)
+            let report = engine::collect_garbage(&root, &store)?;
+            Ok(report.blobs as u64)
         })
         .await;
         if result.is_ok() {
