@@ -245,6 +245,14 @@ fn hybrid_update_replaces_the_program() {
         .build()
         .unwrap();
     env.runtime.update(&id, &grant).unwrap();
+    // v1 got the same list: rebuilt from deny-all, so the test's `a *:* rwm` is gone.
+    let v1 = berth_runtime::CgroupPaths::for_relative(&cg).v1["devices"].clone();
+    let list = std::fs::read_to_string(v1.join("devices.list")).unwrap();
+    assert!(
+        has(&list, "c 10:200 rw") && has(&list, "c 1:3 rwm"),
+        "{list}"
+    );
+    assert!(!has(&list, "a *:* rwm"), "{list}");
     let second = our_program(&dir);
     assert_ne!(second, first);
     let out = exec_sh(&env, &id, PROBE);
