@@ -275,6 +275,16 @@ fn helper_device_rules_on_unified_hierarchy() {
     env.runtime.delete(&id, true).unwrap();
     assert_eq!(init.wait().unwrap(), ExitStatus::Signaled(libc::SIGKILL));
     assert!(!dir.exists(), "{} left behind", dir.display());
+    // The replaced program was detached (and freed); the last one goes with the cgroup.
+    assert!(!bpf::is_loaded(first[0]).unwrap());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while bpf::is_loaded(second[0]).unwrap() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "program outlived its cgroup"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
     drop(env);
     println!("V2-DEVICES-OK");
     std::process::exit(0);

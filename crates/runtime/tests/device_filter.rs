@@ -212,6 +212,19 @@ fn hybrid_program_denies_what_v1_allows() {
     init.wait().unwrap();
     assert!(!dir.exists(), "{} left behind", dir.display());
     assert_no_cgroup(&cg);
+    // The removed cgroup releases its program (asynchronously, in the kernel).
+    assert!(
+        !bpf::is_loaded(first).unwrap(),
+        "the replaced program leaked"
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while bpf::is_loaded(new).unwrap() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "program {new} still loaded 20s after its cgroup was removed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 }
 
 /// `update` with device rules replaces the container's program (one of
@@ -271,8 +284,15 @@ fn hybrid_update_replaces_the_program() {
 
     // Rules replace, not add to, the previous ones: tun is denied again,
     // with v1 opened once more so only the program can refuse.
+    // Shaped like containerd's spec list (a leading deny-all): the
+    // runtime's allowances (/dev/null) survive it.
+    let deny_all = LinuxDeviceCgroupBuilder::default()
+        .allow(false)
+        .access("rwm")
+        .build()
+        .unwrap();
     let revoke = LinuxResourcesBuilder::default()
-        .devices(vec![rule(true, LinuxDeviceType::C, 10, 200, "m")])
+        .devices(vec![deny_all, rule(true, LinuxDeviceType::C, 10, 200, "m")])
         .build()
         .unwrap();
     env.runtime.update(&id, &revoke).unwrap();

@@ -370,6 +370,19 @@ pub fn attached(dir: &Path) -> Result<Vec<AttachedProgram>, BpfError> {
     Ok(out)
 }
 
+/// Whether a BPF program with id `id` is still loaded in the kernel (for
+/// checking that a removed cgroup released its program; the kernel frees
+/// it asynchronously, shortly after the cgroup is gone).
+///
+/// Errors: a failure other than "no such program" (`ENOENT`).
+pub fn is_loaded(id: u32) -> Result<bool, BpfError> {
+    match prog_fd_by_id(id) {
+        Ok(_) => Ok(true),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(false),
+        Err(e) => Err(sys_err("BPF_PROG_GET_FD_BY_ID")(e)),
+    }
+}
+
 /// Installs `insns` as the device program of the cgroup2 directory `dir`,
 /// replacing this runtime's previous one (see the module docs); returns the
 /// new program's id.
