@@ -488,6 +488,28 @@ mod tests {
         }
     }
 
+    /// The longest rule list the runtime accepts (MAX_RULES spec rules plus
+    /// its own) stays within the verifier's limits.
+    #[test]
+    fn the_kernel_accepts_the_longest_rule_list() {
+        if !root() {
+            return;
+        }
+        use crate::cgroups::device_filter::MAX_RULES;
+        // The worst case: every rule names a type, a major and a minor.
+        let rules: Vec<DeviceRule> = (0..MAX_RULES + 16)
+            .map(|i| DeviceRule {
+                allow: i % 3 != 0,
+                typ: [RuleType::Char, RuleType::Block][i % 2],
+                major: Some((i % 300) as u32),
+                minor: Some((i % 1000) as u32),
+                access: (i % 7 + 1) as u32,
+            })
+            .collect();
+        let fd = load(&compile(&rules)).unwrap();
+        assert_eq!(prog_name(&fd).unwrap(), PROG_NAME);
+    }
+
     /// A program the verifier refuses (no r0 before exit) comes back with
     /// the verifier's log in the error.
     #[test]

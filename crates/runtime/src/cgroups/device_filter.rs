@@ -25,14 +25,16 @@
 //! # The program
 //! The context is `struct bpf_cgroup_dev_ctx { u32 access_type; u32 major;
 //! u32 minor; }` with the device type in the low 16 bits of `access_type`
-//! and the requested access bits in the high 16. The program loads them
-//! into r2 (type), r3 (pending access bits), r4 (major), r5 (minor), then
-//! has one block per rule, **last rule first**:
+//! and the requested access bits in the high 16. The program keeps the
+//! context pointer in r6 and the still undecided ("pending") access bits in
+//! r3, then has one block per rule, **last rule first**:
 //!
 //! ```text
-//!   if r2 != TYPE  goto next      ; only when the rule's type is not `a`
-//!   if r4 != MAJOR goto next      ; only when the major is not a wildcard
-//!   if r5 != MINOR goto next      ; likewise the minor
+//!   r6 = r1; w3 = ctx->access_type >> 16
+//! block (one per rule):
+//!   w2 = ctx->access_type & 0xffff; if r2 != TYPE goto next  ; unless type `a`
+//!   w4 = ctx->major; if r4 != MAJOR goto next                 ; unless any major
+//!   w5 = ctx->minor; if r5 != MINOR goto next                 ; unless any minor
 //! deny rule:                      | allow rule:
 //!   if r3 & ACCESS goto +1        |   w3 &= ~ACCESS   ; these bits are decided
 //!   goto next                     |   if r3 != 0 goto next
@@ -48,6 +50,14 @@
 //! and once no bit is pending the request is allowed. Every jump is forward
 //! and local to its block, so the program has no loops and any length fits
 //! the 16-bit jump offsets.
+//!
+//! Each block reloads the field it compares instead of keeping type, major
+//! and minor in registers for the whole program: after `if r4 != 8` falls
+//! through, the verifier knows `r4 == 8` on that path, and a register that
+//! stayed live would make every such path a distinct state to explore down
+//! to the end (quadratic in the number of rules: a few thousand rules
+//! exceeded the verifier's budget of a million instructions). Reloaded
+//! registers are dead between blocks, so paths merge again at each block.
 
 use oci_spec::runtime::{LinuxDeviceCgroup, LinuxDeviceType};
 
@@ -65,9 +75,11 @@ pub const DEV_BLOCK: u32 = 1;
 /// `BPF_DEVCG_DEV_CHAR`: a character device in the context's type field.
 pub const DEV_CHAR: u32 = 2;
 
-/// More rules than this are refused (a program of about 8 instructions per
-/// rule stays far below the kernel's limits).
-pub const MAX_RULES: usize = 4096;
+/// More rules than this are refused. The verifier follows one path of the
+/// program to its end before it looks at the branches it set aside, and
+/// gives up beyond 8192 of those; a rule sets aside up to four (type,
+/// major, minor, access). Real rule lists hold tens of rules.
+pub const MAX_RULES: usize = 1024;
 
 /// One eBPF instruction, laid out as the kernel's `struct bpf_insn`.
 #[repr(C)]
@@ -88,6 +100,7 @@ const LDX_MEM_W: u8 = 0x61; // BPF_LDX | BPF_MEM | BPF_W
 const ALU32_AND_K: u8 = 0x54; // BPF_ALU | BPF_AND | BPF_K
 const ALU32_RSH_K: u8 = 0x74; // BPF_ALU | BPF_RSH | BPF_K
 const ALU64_MOV_K: u8 = 0xb7; // BPF_ALU64 | BPF_MOV | BPF_K
+const ALU64_MOV_X: u8 = 0xbf; // BPF_ALU64 | BPF_MOV | BPF_X
 const JMP_JA: u8 = 0x05; // BPF_JMP | BPF_JA
 const JMP_JNE_K: u8 = 0x55; // BPF_JMP | BPF_JNE | BPF_K
 const JMP_JSET_K: u8 = 0x45; // BPF_JMP | BPF_JSET | BPF_K
@@ -99,6 +112,7 @@ const R2: u8 = 2;
 const R3: u8 = 3;
 const R4: u8 = 4;
 const R5: u8 = 5;
+const R6: u8 = 6;
 
 fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> Insn {
     Insn {
@@ -250,50 +264,67 @@ pub fn evaluate(rules: &[DeviceRule], dev_type: u32, major: u32, minor: u32, acc
 /// compile as well.
 pub fn compile(rules: &[DeviceRule]) -> Vec<Insn> {
     let mut p = vec![
-        insn(LDX_MEM_W, R2, R1, 0, 0),
-        insn(ALU32_AND_K, R2, 0, 0, 0xffff),
-        insn(LDX_MEM_W, R3, R1, 0, 0),
+        insn(ALU64_MOV_X, R6, R1, 0, 0),
+        insn(LDX_MEM_W, R3, R6, 0, 0),
         insn(ALU32_RSH_K, R3, 0, 0, 16),
-        insn(LDX_MEM_W, R4, R1, 4, 0),
-        insn(LDX_MEM_W, R5, R1, 8, 0),
     ];
     for rule in rules.iter().rev() {
         // A rule naming no access never decides anything.
         if rule.access == 0 {
             continue;
         }
-        let mut conds: Vec<(u8, i32)> = Vec::with_capacity(3);
+        let mut block: Vec<Insn> = Vec::with_capacity(12);
+        // Indexes of the "goto next" jumps, patched once the block is complete.
+        let mut to_next: Vec<usize> = Vec::with_capacity(4);
+        let mut cond = |block: &mut Vec<Insn>, load: &[Insn], reg: u8, value: i32| {
+            block.extend_from_slice(load);
+            to_next.push(block.len());
+            block.push(insn(JMP_JNE_K, reg, 0, 0, value));
+        };
         match rule.typ {
             RuleType::All => {}
-            RuleType::Char => conds.push((R2, DEV_CHAR as i32)),
-            RuleType::Block => conds.push((R2, DEV_BLOCK as i32)),
+            RuleType::Char | RuleType::Block => {
+                let t = if rule.typ == RuleType::Char {
+                    DEV_CHAR
+                } else {
+                    DEV_BLOCK
+                };
+                let load = [
+                    insn(LDX_MEM_W, R2, R6, 0, 0),
+                    insn(ALU32_AND_K, R2, 0, 0, 0xffff),
+                ];
+                cond(&mut block, &load, R2, t as i32);
+            }
         }
         // Numbers are at most i32::MAX (checked in from_oci), so the 64-bit
         // comparison against the zero-extended 32-bit loads is exact.
         if let Some(m) = rule.major {
-            conds.push((R4, m as i32));
+            cond(&mut block, &[insn(LDX_MEM_W, R4, R6, 4, 0)], R4, m as i32);
         }
         if let Some(m) = rule.minor {
-            conds.push((R5, m as i32));
-        }
-        const BODY: usize = 4;
-        for (i, (reg, value)) in conds.iter().enumerate() {
-            // From the instruction after this jump to the next block.
-            let skip = (conds.len() - 1 - i + BODY) as i16;
-            p.push(insn(JMP_JNE_K, *reg, 0, skip, *value));
+            cond(&mut block, &[insn(LDX_MEM_W, R5, R6, 8, 0)], R5, m as i32);
         }
         let access = rule.access as i32;
         if rule.allow {
-            p.push(insn(ALU32_AND_K, R3, 0, 0, !access));
-            p.push(insn(JMP_JNE_K, R3, 0, 2, 0));
-            p.push(insn(ALU64_MOV_K, R0, 0, 0, 1));
-            p.push(insn(JMP_EXIT, 0, 0, 0, 0));
+            block.push(insn(ALU32_AND_K, R3, 0, 0, !access));
+            to_next.push(block.len());
+            block.push(insn(JMP_JNE_K, R3, 0, 0, 0));
+            block.push(insn(ALU64_MOV_K, R0, 0, 0, 1));
+            block.push(insn(JMP_EXIT, 0, 0, 0, 0));
         } else {
-            p.push(insn(JMP_JSET_K, R3, 0, 1, access));
-            p.push(insn(JMP_JA, 0, 0, 2, 0));
-            p.push(insn(ALU64_MOV_K, R0, 0, 0, 0));
-            p.push(insn(JMP_EXIT, 0, 0, 0, 0));
+            block.push(insn(JMP_JSET_K, R3, 0, 1, access));
+            to_next.push(block.len());
+            block.push(insn(JMP_JA, 0, 0, 0, 0));
+            block.push(insn(ALU64_MOV_K, R0, 0, 0, 0));
+            block.push(insn(JMP_EXIT, 0, 0, 0, 0));
         }
+        let len = block.len();
+        for at in to_next {
+            // From the instruction after the jump to the end of the block
+            // (at most 12 instructions: the offset fits).
+            block[at].off = (len - at - 1) as i16;
+        }
+        p.extend(block);
     }
     p.push(insn(ALU64_MOV_K, R0, 0, 0, 0));
     p.push(insn(JMP_EXIT, 0, 0, 0, 0));
@@ -305,49 +336,71 @@ mod tests {
     use super::*;
 
     /// A tiny interpreter of exactly the instructions [`compile`] emits,
-    /// checking what the kernel's verifier would (jumps in range, forward
-    /// only, r0 set before exit, ctx reads inside the 12-byte context).
+    /// checking what the kernel's verifier would: jumps forward and inside
+    /// the program, loads only from the context pointer within its 12
+    /// bytes, no register read before it is written, r0 set at exit.
     fn run(prog: &[Insn], dev_type: u32, access: u32, major: u32, minor: u32) -> u64 {
         let ctx = [dev_type | (access << 16), major, minor];
         let mut r = [0u64; 11];
-        let mut r0_set = false;
+        // Which registers are written, and which hold the context pointer (r1 on entry).
+        let mut init = [false; 11];
+        let mut is_ctx = [false; 11];
+        (init[1], is_ctx[1]) = (true, true);
         let mut pc = 0usize;
         loop {
             let i = prog[pc];
             let (dst, src) = ((i.regs & 0x0f) as usize, (i.regs >> 4) as usize);
             let imm64 = i.imm as i64 as u64;
-            let mut next = pc + 1;
+            let read = |reg: usize| {
+                assert!(init[reg], "r{reg} read before written at {pc}");
+                assert!(!is_ctx[reg] || i.code == LDX_MEM_W || i.code == ALU64_MOV_X);
+                r[reg]
+            };
             let jump = |off: i16| {
                 assert!(off >= 0, "backward jump at {pc}");
                 let t = pc + 1 + off as usize;
                 assert!(t < prog.len(), "jump out of the program at {pc}");
                 t
             };
+            let mut next = pc + 1;
+            let mut write = None;
             match i.code {
-                LDX_MEM_W => {
-                    assert_eq!(src, 1, "load not from the context");
-                    assert!(i.off >= 0 && i.off % 4 == 0 && i.off < 12, "ctx offset");
-                    r[dst] = u64::from(ctx[(i.off / 4) as usize]);
+                ALU64_MOV_X => {
+                    let v = read(src);
+                    write = Some(v);
+                    is_ctx[dst] = is_ctx[src];
                 }
-                ALU32_AND_K => r[dst] = u64::from((r[dst] as u32) & (i.imm as u32)),
-                ALU32_RSH_K => r[dst] = u64::from((r[dst] as u32) >> i.imm),
-                ALU64_MOV_K => {
-                    r[dst] = imm64;
-                    if dst == 0 {
-                        r0_set = true;
+                LDX_MEM_W => {
+                    assert!(is_ctx[src], "load not from the context at {pc}");
+                    assert!(i.off >= 0 && i.off % 4 == 0 && i.off < 12, "ctx offset");
+                    write = Some(u64::from(ctx[(i.off / 4) as usize]));
+                }
+                ALU32_AND_K => write = Some(u64::from((read(dst) as u32) & (i.imm as u32))),
+                ALU32_RSH_K => write = Some(u64::from((read(dst) as u32) >> i.imm)),
+                ALU64_MOV_K => write = Some(imm64),
+                JMP_JA => next = jump(i.off),
+                JMP_JNE_K => {
+                    let t = jump(i.off);
+                    if read(dst) != imm64 {
+                        next = t;
                     }
                 }
-                JMP_JA => next = jump(i.off),
-                JMP_JNE_K if r[dst] != imm64 => next = jump(i.off),
-                JMP_JSET_K if r[dst] & imm64 != 0 => next = jump(i.off),
-                JMP_JNE_K | JMP_JSET_K => {
-                    jump(i.off);
+                JMP_JSET_K => {
+                    let t = jump(i.off);
+                    if read(dst) & imm64 != 0 {
+                        next = t;
+                    }
                 }
-                JMP_EXIT => {
-                    assert!(r0_set, "exit with r0 unset at {pc}");
-                    return r[0];
-                }
+                JMP_EXIT => return read(0),
                 c => panic!("unexpected opcode {c:#x} at {pc}"),
+            }
+            if let Some(v) = write {
+                assert!(dst < 10, "write to r{dst}");
+                if i.code != ALU64_MOV_X {
+                    is_ctx[dst] = false;
+                }
+                r[dst] = v;
+                init[dst] = true;
             }
             pc = next;
             assert!(pc < prog.len(), "fell off the program");
@@ -425,7 +478,11 @@ mod tests {
         let never = rule(true, RuleType::All, -1, -1, "");
         let prog = compile(&[never]);
         assert_eq!(run(&prog, DEV_CHAR, R, 1, 3), 0);
-        assert_eq!(prog.len(), 8, "an access-less rule emits nothing");
+        assert_eq!(
+            prog.len(),
+            compile(&[]).len(),
+            "an access-less rule emits nothing"
+        );
         let all = rule(true, RuleType::All, -1, -1, "rwm");
         let prog = compile(&[all]);
         assert_eq!(run(&prog, DEV_BLOCK, R | W | M, 259, 1), 1);
