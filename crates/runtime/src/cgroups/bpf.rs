@@ -355,7 +355,7 @@ pub struct AttachedProgram {
 }
 
 /// The device programs attached directly to the cgroup2 directory `dir`
-/// (not those inherited from its parents), in attach order.
+/// (not those inherited from its parents).
 ///
 /// Errors: [`BpfError::Syscall`] when the directory cannot be opened or
 /// queried. A program that goes away meanwhile is left out.
