@@ -81,6 +81,14 @@ impl CgroupPaths {
         let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
             return out;
         };
+        out.add_mounts(&info, rel);
+        out
+    }
+
+    /// Adds the directories of `rel` below the cgroup mounts listed in
+    /// `info` (mountinfo format) on a non-unified host.
+    fn add_mounts(&mut self, info: &str, rel: &str) {
+        let out = self;
         for line in info.lines() {
             let Some((pre, post)) = line.split_once(" - ") else {
                 continue;
@@ -113,7 +121,6 @@ impl CgroupPaths {
                     .or_insert_with(|| Path::new(mountpoint).join(rel));
             }
         }
-        out
     }
 }
 
@@ -577,6 +584,39 @@ mod tests {
             && r.major() == Some(1)
             && r.minor() == Some(3)));
         assert_eq!(device_rules(None).len(), 1 + defaults.len());
+    }
+
+    #[test]
+    fn hybrid_mountinfo_gives_v1_and_unified_paths() {
+        let info = "\
+25 20 0:22 / /sys/fs/cgroup ro,nosuid,nodev,noexec shared:9 - tmpfs tmpfs ro,mode=755
+26 25 0:23 / /sys/fs/cgroup/unified rw,nosuid,nodev,noexec,relatime shared:10 - cgroup2 cgroup2 rw,nsdelegate
+27 25 0:24 / /sys/fs/cgroup/systemd rw,nosuid shared:11 - cgroup cgroup rw,xattr,name=systemd
+30 25 0:27 / /sys/fs/cgroup/cpu,cpuacct rw,nosuid shared:14 - cgroup cgroup rw,cpu,cpuacct
+31 25 0:28 / /sys/fs/cgroup/devices rw,nosuid shared:15 - cgroup cgroup rw,devices
+90 80 0:23 /some/ctr /mnt/bound rw - cgroup2 cgroup2 rw
+";
+        let mut p = CgroupPaths::default();
+        p.add_mounts(info, "berth/x");
+        assert_eq!(
+            p.unified,
+            Some(PathBuf::from("/sys/fs/cgroup/unified/berth/x"))
+        );
+        assert_eq!(
+            p.v1.get("devices"),
+            Some(&PathBuf::from("/sys/fs/cgroup/devices/berth/x"))
+        );
+        assert_eq!(
+            p.v1.get("cpuacct"),
+            Some(&PathBuf::from("/sys/fs/cgroup/cpu,cpuacct/berth/x"))
+        );
+        assert!(p.v1.contains_key("systemd"));
+        assert_eq!(p.v1.len(), 4);
+
+        // A cgroup2 mount of a subtree (a bind mount) is not the hierarchy root.
+        let mut p = CgroupPaths::default();
+        p.add_mounts(info.lines().last().unwrap(), "berth/x");
+        assert_eq!(p.unified, None);
     }
 
     #[test]
