@@ -200,6 +200,11 @@ fn as_u32_fd(fd: &impl AsRawFd) -> u32 {
 /// Errors: [`BpfError::Load`] with the verifier log when the kernel refuses
 /// it (the load is retried once with logging on to get the log).
 pub fn load(insns: &[Insn]) -> Result<OwnedFd, BpfError> {
+    load_named(insns, PROG_NAME)
+}
+
+/// [`load`] under another name (at most 15 bytes of `[A-Za-z0-9_.]`).
+fn load_named(insns: &[Insn], prog_name: &str) -> Result<OwnedFd, BpfError> {
     let license = CString::new(LICENSE).map_err(|_| BpfError::Load {
         source: io::Error::from_raw_os_error(libc::EINVAL),
         log: String::new(),
@@ -209,7 +214,8 @@ pub fn load(insns: &[Insn]) -> Result<OwnedFd, BpfError> {
         log: String::new(),
     })?;
     let mut name = [0u8; 16];
-    name[..PROG_NAME.len()].copy_from_slice(PROG_NAME.as_bytes());
+    let len = prog_name.len().min(15);
+    name[..len].copy_from_slice(&prog_name.as_bytes()[..len]);
     let attr = || ProgLoadAttr {
         prog_type: BPF_PROG_TYPE_CGROUP_DEVICE,
         insn_cnt,
@@ -508,6 +514,68 @@ mod tests {
             .collect();
         let fd = load(&compile(&rules)).unwrap();
         assert_eq!(prog_name(&fd).unwrap(), PROG_NAME);
+    }
+
+    /// A cgroup2 directory for a test, removed on drop.
+    struct TestCgroup(std::path::PathBuf);
+
+    impl Drop for TestCgroup {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir(&self.0);
+        }
+    }
+
+    /// `install` replaces only this runtime's program: a program someone
+    /// else attached (another name) stays, and ours stays exactly one.
+    #[test]
+    fn install_replaces_only_our_program() {
+        if !root() {
+            return;
+        }
+        let paths = crate::cgroups::CgroupPaths::for_relative(&format!(
+            "berth-bpf-unit-{}",
+            std::process::id()
+        ));
+        let Some(dir) = paths.unified else {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI host has no cgroup2 tree"
+            );
+            eprintln!("skipping: no cgroup2 tree");
+            return;
+        };
+        std::fs::create_dir(&dir).unwrap();
+        let _guard = TestCgroup(dir.clone());
+        let allow_all = [DeviceRule {
+            allow: true,
+            typ: RuleType::All,
+            major: None,
+            minor: None,
+            access: 7,
+        }];
+        let prog = compile(&allow_all);
+        let first = install(&dir, &prog).unwrap();
+        // Someone else's program, attached beside ours.
+        let cg = open_cgroup(&dir).unwrap();
+        let foreign = load_named(&prog, "other_devices").unwrap();
+        attach_op(BPF_PROG_ATTACH, "attach", &cg, &foreign, BPF_F_ALLOW_MULTI).unwrap();
+        let (foreign_id, _) = prog_info(&foreign).unwrap();
+
+        let second = install(&dir, &prog).unwrap();
+        assert_ne!(first, second);
+        let mut ids: Vec<u32> = attached(&dir).unwrap().iter().map(|p| p.id).collect();
+        ids.sort();
+        let mut want = vec![foreign_id, second];
+        want.sort();
+        assert_eq!(ids, want);
+        assert!(!is_loaded(first).unwrap(), "the replaced program is freed");
+        let names: Vec<String> = attached(&dir)
+            .unwrap()
+            .into_iter()
+            .map(|p| p.name)
+            .collect();
+        assert!(names.contains(&"other_devices".to_string()), "{names:?}");
+        assert!(names.contains(&PROG_NAME.to_string()), "{names:?}");
     }
 
     /// A program the verifier refuses (no r0 before exit) comes back with
