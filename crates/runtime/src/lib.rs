@@ -41,9 +41,13 @@
 //!   `/sys` must be real mounts on real directories; the cwd is verified
 //!   after `pivot_root`; setup runs non-dumpable; [`seal::seal_self_exe`]
 //!   serves front ends that re-exec themselves.
-//! - **Cgroups**: cgroups-rs, v1/v2; hybrid hosts are driven as v1. The
-//!   devices controller denies all but the default devices plus the spec's
-//!   rules (v1; v2 would need an eBPF program and is not enforced).
+//! - **Cgroups**: cgroups-rs, v1/v2; hybrid hosts are driven as v1, and the
+//!   container also gets a directory in the hybrid cgroup2 tree (its
+//!   processes, PSI). Device access is denied but for the default devices
+//!   plus the spec's rules: through the v1 devices controller (v1, hybrid)
+//!   and through an eBPF device program compiled by
+//!   [`cgroups::device_filter`] and attached to the cgroup2 directory
+//!   (v2, and hybrid as well, where the kernel checks both).
 //! - **Hooks**: createRuntime, prestart and createContainer run in the
 //!   runtime while init waits before `pivot_root`; startContainer runs in
 //!   the container (by init, after `start`); poststart and poststop run in

@@ -4,8 +4,10 @@
 //! the runtime sees a unified host, and drives a container through
 //! create/start/pause/resume/exec/kill/delete there. Only core v2 features
 //! (membership, `cgroup.freeze`, `cgroup.procs`, a cgroup2 mount in the
-//! container) can be checked: this host enables no resource controllers
-//! in that tree.
+//! container) and device rules (an eBPF program, no controller needed) can
+//! be checked: this host enables no resource controllers in that tree.
+//! The runtime leaves the v1 devices controller alone in that view, so the
+//! program is the only thing that can refuse a device there.
 
 #![allow(
     clippy::unwrap_used,
@@ -21,7 +23,10 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use berth_runtime::oci_spec::runtime::MountBuilder;
+use berth_runtime::cgroups::bpf;
+use berth_runtime::oci_spec::runtime::{
+    LinuxDeviceCgroupBuilder, LinuxDeviceType, LinuxResourcesBuilder, MountBuilder,
+};
 use berth_runtime::{CreateOptions, ExecOptions, ExitStatus, Status, Stdio};
 use common::*;
 
@@ -57,14 +62,7 @@ fn helper_lifecycle_on_unified_hierarchy() {
     if std::env::var_os(HELPER).is_none() {
         return;
     }
-    // SAFETY: unshare of the mount namespace in this (helper) process.
-    assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNS) }, 0);
-    mount("none", "/", None, libc::MS_REC | libc::MS_PRIVATE);
-    mount("cgroup2", "/sys/fs/cgroup", Some("cgroup2"), 0);
-    assert!(
-        berth_runtime::cgroups::is_unified(),
-        "the view is not unified"
-    );
+    enter_unified_view();
 
     let env = Env::new();
     let id = env.id("v2");
@@ -145,8 +143,156 @@ fn helper_lifecycle_on_unified_hierarchy() {
     std::process::exit(0);
 }
 
+/// Enters a private mount namespace whose `/sys/fs/cgroup` is the host's
+/// cgroup2 hierarchy.
+fn enter_unified_view() {
+    // SAFETY: unshare of the mount namespace in this (helper) process.
+    assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNS) }, 0);
+    mount("none", "/", None, libc::MS_REC | libc::MS_PRIVATE);
+    mount("cgroup2", "/sys/fs/cgroup", Some("cgroup2"), 0);
+    assert!(
+        berth_runtime::cgroups::is_unified(),
+        "the view is not unified"
+    );
+}
+
+/// Runs `exec` with `sh -c script` in container `id`; returns stdout and
+/// stderr together.
+fn exec_sh(env: &Env, id: &str, script: &str) -> String {
+    let (r, w) = pipe();
+    let w2 = w.try_clone().unwrap();
+    let p = process_builder(&["sh", "-c", script]).build().unwrap();
+    let child = env
+        .runtime
+        .exec(
+            id,
+            &p,
+            ExecOptions {
+                stdout: Stdio::Fd(w),
+                stderr: Stdio::Fd(w2),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(child.wait().unwrap(), ExitStatus::Exited(0), "{script}");
+    read_all(r)
+}
+
+/// Helper: device rules on a unified hierarchy. The spec allows reading
+/// `/dev/net/tun` (c 10:200), not writing it; opening it needs no
+/// capability, so only the device program can refuse. An `update` then
+/// grants writing, replacing the program.
 #[test]
-fn lifecycle_on_a_unified_cgroup_hierarchy() {
+#[ignore = "helper process, run by its parent test with --ignored"]
+fn helper_device_rules_on_unified_hierarchy() {
+    if std::env::var_os(HELPER).is_none() {
+        return;
+    }
+    enter_unified_view();
+    let env = Env::new();
+    let id = env.id("v2dev");
+    let cg = unique("cg");
+    let tun = |access: &str| {
+        LinuxDeviceCgroupBuilder::default()
+            .allow(true)
+            .typ(LinuxDeviceType::C)
+            .major(10i64)
+            .minor(200i64)
+            .access(access)
+            .build()
+            .unwrap()
+    };
+    let r = LinuxResourcesBuilder::default()
+        .devices(vec![tun("r")])
+        .build()
+        .unwrap();
+    let linux = linux_builder(&cg).resources(r).build().unwrap();
+    let s = spec_builder(&["sleep", "1000"], &cg)
+        .linux(linux)
+        .build()
+        .unwrap();
+    let bundle = env.bundle(&id, &s);
+    let init = env
+        .runtime
+        .create(&id, &bundle, CreateOptions::default())
+        .unwrap();
+    let dir = env
+        .runtime
+        .state(&id)
+        .unwrap()
+        .cgroup_paths()
+        .unified
+        .unwrap();
+    let ours = |dir: &Path| -> Vec<u32> {
+        bpf::attached(dir)
+            .unwrap()
+            .into_iter()
+            .filter(|p| p.name == bpf::PROG_NAME)
+            .map(|p| p.id)
+            .collect()
+    };
+    let first = ours(&dir);
+    assert_eq!(first.len(), 1, "{:?}", bpf::attached(&dir));
+    env.runtime.start(&id).unwrap();
+
+    let probe = "mknod /tmp/tun c 10 200 && echo mknod-ok; \
+         sh -c 'true </tmp/tun' && echo r-ok || echo r-denied; \
+         sh -c 'true >/tmp/tun' && echo w-ok || echo w-denied; \
+         mknod /tmp/loop b 7 0 && echo bmknod-ok; \
+         sh -c 'true </tmp/loop' && echo b-ok || echo b-denied; \
+         echo x >/dev/null && echo null-ok; head -c2 /dev/zero | wc -c";
+    let out = exec_sh(&env, &id, probe);
+    let lines: Vec<&str> = out
+        .lines()
+        .filter(|l| !l.ends_with("Operation not permitted"))
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            "mknod-ok",
+            "r-ok",
+            "w-denied",
+            "bmknod-ok",
+            "b-denied",
+            "null-ok",
+            "2"
+        ],
+        "{out}"
+    );
+    assert!(out.contains("Operation not permitted"), "{out}");
+
+    let grant = LinuxResourcesBuilder::default()
+        .devices(vec![tun("rw")])
+        .build()
+        .unwrap();
+    env.runtime.update(&id, &grant).unwrap();
+    let second = ours(&dir);
+    assert_eq!(second.len(), 1);
+    assert_ne!(second, first);
+    let out = exec_sh(&env, &id, "sh -c 'true <>/tmp/tun' && echo rw-ok");
+    assert_eq!(out, "rw-ok\n");
+
+    env.runtime.delete(&id, true).unwrap();
+    assert_eq!(init.wait().unwrap(), ExitStatus::Signaled(libc::SIGKILL));
+    assert!(!dir.exists(), "{} left behind", dir.display());
+    // The replaced program was detached (and freed); the last one goes with the cgroup.
+    assert!(!bpf::is_loaded(first[0]).unwrap());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while bpf::is_loaded(second[0]).unwrap() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "program outlived its cgroup"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    drop(env);
+    println!("V2-DEVICES-OK");
+    std::process::exit(0);
+}
+
+/// Runs helper test `name` in a child process; it must print `marker`.
+/// Skips (saying why) when the host has no cgroup2 tree, except in CI.
+fn run_helper(name: &str, marker: &str) {
     if !privileged() {
         return;
     }
@@ -174,7 +320,7 @@ fn lifecycle_on_a_unified_cgroup_hierarchy() {
     let out = Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
-            "helper_lifecycle_on_unified_hierarchy",
+            name,
             "--ignored",
             "--nocapture",
             "--test-threads=1",
@@ -185,8 +331,18 @@ fn lifecycle_on_a_unified_cgroup_hierarchy() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        out.status.success() && stdout.contains("V2-LIFECYCLE-OK"),
-        "v2 helper failed ({}):\n{stdout}\n{stderr}",
+        out.status.success() && stdout.contains(marker),
+        "v2 helper {name} failed ({}):\n{stdout}\n{stderr}",
         out.status
     );
+}
+
+#[test]
+fn lifecycle_on_a_unified_cgroup_hierarchy() {
+    run_helper("helper_lifecycle_on_unified_hierarchy", "V2-LIFECYCLE-OK");
+}
+
+#[test]
+fn device_rules_on_a_unified_cgroup_hierarchy() {
+    run_helper("helper_device_rules_on_unified_hierarchy", "V2-DEVICES-OK");
 }

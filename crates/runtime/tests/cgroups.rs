@@ -219,7 +219,7 @@ fn device_cgroup_allows_only_default_and_spec_devices() {
         return;
     }
     if berth_runtime::cgroups::is_unified() {
-        eprintln!("skipping: device rules are enforced on cgroup v1 only");
+        eprintln!("skipping: checks the v1 devices controller (v2: see cgroup_v2.rs)");
         return;
     }
     let env = Env::new();
@@ -289,7 +289,7 @@ fn device_cgroup_spec_deny_all_keeps_default_devices() {
         return;
     }
     if berth_runtime::cgroups::is_unified() {
-        eprintln!("skipping: device rules are enforced on cgroup v1 only");
+        eprintln!("skipping: checks the v1 devices controller (v2: see cgroup_v2.rs)");
         return;
     }
     let env = Env::new();

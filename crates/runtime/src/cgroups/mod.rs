@@ -1,4 +1,4 @@
-//! Cgroups through cgroups-rs: v1, v2, and hybrid hosts (driven as v1).
+//! Cgroups through cgroups-rs: v1, v2, and hybrid hosts.
 //!
 //! A container's cgroup path comes from `linux.cgroupsPath` (absolute or
 //! relative, both taken below the hierarchy roots) or defaults to
@@ -6,11 +6,29 @@
 //! (its `oci` feature takes `LinuxResources` directly); creation,
 //! attaching, freezing and removal use its `fs::Cgroup`. What cgroups-rs
 //! lacks (listing the container's processes from `cgroup.procs`, the paths
-//! per controller for metrics) is read here directly.
+//! per controller for metrics, the hybrid host's cgroup2 directory, cgroup
+//! v2 device rules) is done here directly.
 //!
-//! On a hybrid host (v1 controllers plus an empty cgroup2 tree at
-//! `/sys/fs/cgroup/unified`), the v1 hierarchies are used; the v2 tree is
-//! left alone.
+//! # Hosts
+//! - **v1**: one directory per controller hierarchy; device rules are
+//!   written to the devices controller (`devices.allow`/`devices.deny`).
+//! - **v2** (unified): one directory; device rules become an eBPF program
+//!   ([`device_filter`] compiles it, [`bpf`] attaches it).
+//! - **hybrid** (v1 controllers plus a cgroup2 tree, usually at
+//!   `/sys/fs/cgroup/unified`): resources go to the v1 hierarchies, and,
+//!   as runc does, the container also gets a directory in the cgroup2 tree
+//!   (reported as [`CgroupPaths::unified`], where metrics find PSI and v2
+//!   hugetlb); its processes are moved there too and it is removed with
+//!   the others. Device rules are enforced twice: by the v1 devices
+//!   controller and by the eBPF program attached to that cgroup2
+//!   directory, since the kernel consults both for every device access.
+//!
+//! # Device rules
+//! The effective list is always built the same way ([`Cgroup::apply`]):
+//! deny everything, then the given rules in their order, then the runtime's
+//! allowances (mknod of any node, use of the default devices). An `update`
+//! that carries `devices` replaces the list built at create time (it is
+//! not appended to it); one without `devices` leaves it as it is.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -24,6 +42,9 @@ use oci_spec::runtime::{LinuxDeviceCgroup, LinuxDeviceType, LinuxResources};
 
 use crate::error::{Error, Result};
 
+pub mod bpf;
+pub mod device_filter;
+
 /// Whether `/sys/fs/cgroup` is a pure cgroup v2 (unified) mount.
 pub fn is_unified() -> bool {
     hierarchies::is_cgroup2_unified_mode()
@@ -34,14 +55,19 @@ pub fn is_unified() -> bool {
 pub struct CgroupPaths {
     /// The cgroup's path relative to the hierarchy roots (`/berth/<id>`).
     pub relative: String,
-    /// On a unified (v2) host: the cgroup directory.
+    /// The cgroup2 directory: on a unified (v2) host, the cgroup; on a
+    /// hybrid host, the container's directory in the cgroup2 tree (which
+    /// holds its processes, PSI files and device program, and exists only
+    /// for containers the runtime created with this tree present).
     pub unified: Option<PathBuf>,
     /// On a v1 or hybrid host: controller name (`memory`, `cpu`, ...) → directory.
     pub v1: BTreeMap<String, PathBuf>,
 }
 
 impl CgroupPaths {
-    /// Computes the directories of `relative` from this host's cgroup mounts.
+    /// Computes the directories of `relative` from this host's cgroup mounts
+    /// (`/proc/self/mountinfo`): every v1 hierarchy, and the first cgroup2
+    /// mount whose root is the hierarchy's root.
     pub fn for_relative(relative: &str) -> CgroupPaths {
         let rel = relative.trim_start_matches('/');
         let mut out = CgroupPaths {
@@ -55,19 +81,35 @@ impl CgroupPaths {
         let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
             return out;
         };
+        out.add_mounts(&info, rel);
+        out
+    }
+
+    /// Adds the directories of `rel` below the cgroup mounts listed in
+    /// `info` (mountinfo format) on a non-unified host.
+    fn add_mounts(&mut self, info: &str, rel: &str) {
+        let out = self;
         for line in info.lines() {
             let Some((pre, post)) = line.split_once(" - ") else {
                 continue;
             };
             let mut post = post.split_whitespace();
-            if post.next() != Some("cgroup") {
+            let fstype = post.next();
+            let mut pre = pre.split_whitespace();
+            let (Some(root), Some(mountpoint)) = (pre.nth(3), pre.next()) else {
+                continue;
+            };
+            if fstype == Some("cgroup2") {
+                if root == "/" && out.unified.is_none() {
+                    out.unified = Some(Path::new(mountpoint).join(rel));
+                }
+                continue;
+            }
+            if fstype != Some("cgroup") {
                 continue;
             }
             let _ = post.next();
             let Some(opts) = post.next() else { continue };
-            let Some(mountpoint) = pre.split_whitespace().nth(4) else {
-                continue;
-            };
             for o in opts.split(',') {
                 let name = match o {
                     "rw" | "ro" | "xattr" | "clone_children" | "noprefix" => continue,
@@ -79,7 +121,6 @@ impl CgroupPaths {
                     .or_insert_with(|| Path::new(mountpoint).join(rel));
             }
         }
-        out
     }
 }
 
@@ -138,15 +179,26 @@ impl Cgroup {
         }
     }
 
-    /// Creates the cgroup in every hierarchy and applies `resources`.
-    ///
-    /// The devices controller is programmed as runc does it: deny
-    /// everything, then the spec's `linux.resources.devices` rules in their
-    /// order, then the runtime's allowances (mknod of any node, use of the
-    /// default devices null, zero, full, random, urandom, tty, ptmx, pts).
-    /// The allowances come last so that a spec's usual leading deny-all rule
-    /// cannot revoke them. Devices listed in `linux.devices` are not allowed
-    /// implicitly: the spec allows them with its own rules.
+    /// On a hybrid host: the container's directory in the cgroup2 tree
+    /// (whether it exists or not). `None` on v1-only and unified hosts
+    /// (cgroups-rs drives a unified host's directory itself).
+    fn hybrid_dir(&self) -> Option<PathBuf> {
+        if is_unified() {
+            return None;
+        }
+        CgroupPaths::for_relative(&self.path).unified
+    }
+
+    /// The cgroup2 directory that carries the device program: the cgroup on
+    /// a unified host, its cgroup2 directory on a hybrid host.
+    fn bpf_dir(&self) -> Option<PathBuf> {
+        CgroupPaths::for_relative(&self.path).unified
+    }
+
+    /// Creates the cgroup in every hierarchy (on a hybrid host also in the
+    /// cgroup2 tree) and applies `resources`, device rules included (see
+    /// [`Cgroup::apply`]; no rules in the spec still installs the runtime's
+    /// deny-all-but-defaults list).
     ///
     /// Creating the directories is retried a few times: a concurrent
     /// [`Cgroup::remove_empty_parents`] (another container's delete) may
@@ -154,16 +206,31 @@ impl Cgroup {
     /// this cgroup below it.
     pub(crate) fn create(path: &str, resources: Option<&LinuxResources>) -> Result<Cgroup> {
         let cg = Cgroup::load(path);
+        let hybrid = cg.hybrid_dir();
         let mut attempt = 1;
-        while let Err(e) = cg.cg.create() {
-            if attempt >= 5 {
-                return Err(cg_err("create", path, e));
+        loop {
+            let made = cg.cg.create().map_err(|e| cg_err("create", path, e));
+            let made = made.and_then(|()| match &hybrid {
+                Some(dir) => std::fs::create_dir_all(dir)
+                    .map_err(|e| Error::io("create cgroup2 directory", dir, e)),
+                None => Ok(()),
+            });
+            match made {
+                Ok(()) => break,
+                Err(e) if attempt >= 5 => {
+                    let _ = cg.destroy();
+                    return Err(e);
+                }
+                Err(_) => {
+                    attempt += 1;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
             }
-            attempt += 1;
-            std::thread::sleep(Duration::from_millis(1));
         }
         let mut r = resources.cloned().unwrap_or_default();
-        r.set_devices(Some(device_rules(r.devices().as_deref())));
+        if r.devices().is_none() {
+            r.set_devices(Some(Vec::new()));
+        }
         if let Err(e) = cg.apply(&r) {
             let _ = cg.destroy();
             return Err(e);
@@ -173,14 +240,36 @@ impl Cgroup {
 
     /// Applies (or updates) resource limits.
     ///
-    /// Device rules take effect on v1 only: cgroup v2 needs an eBPF device
-    /// program, which this runtime does not load; they are dropped there
-    /// with a warning.
+    /// When `resources.devices` is set, the cgroup's device rules are
+    /// replaced by [`device_rules`] of them: deny everything, the given
+    /// rules in order, then the runtime's default allowances (mknod of any
+    /// node, use of null, zero, full, random, urandom, tty, ptmx, pts),
+    /// last so that a spec's usual leading deny-all rule cannot revoke them.
+    /// Devices listed in `linux.devices` are not allowed implicitly: the
+    /// spec allows them with its own rules. The list goes to the v1 devices
+    /// controller (v1 and hybrid hosts; there the replacement passes
+    /// through a moment of deny-all, as the controller offers no atomic
+    /// swap) and, compiled by [`device_filter`], to the cgroup2 directory
+    /// as an eBPF program (unified and hybrid hosts), which replaces the
+    /// previous one without a looser moment (see [`bpf`]).
+    ///
+    /// Errors: [`Error::InvalidSpec`] for an invalid device rule (nothing
+    /// is changed then); [`Error::Cgroup`] when cgroups-rs or the bpf(2)
+    /// calls fail (with the verifier log when the program is refused). On
+    /// a hybrid host whose kernel cannot load device programs, the v1
+    /// controller alone enforces the rules (a warning is logged).
     pub(crate) fn apply(&self, resources: &LinuxResources) -> Result<()> {
         let mut r = resources.clone();
-        if let Some(rules) = r.devices().clone() {
+        let mut filter = None;
+        if let Some(spec_rules) = r.devices().clone() {
+            device_filter::rules_from_oci(&spec_rules)?;
+            let rules = device_rules(Some(&spec_rules));
+            let compiled = rules
+                .iter()
+                .map(|rule| device_filter::DeviceRule::from_oci(rule, "linux.resources.devices"))
+                .collect::<Result<Vec<_>>>()?;
+            filter = Some(device_filter::compile(&compiled));
             if is_unified() {
-                tracing::warn!(cgroup = %self.path, "device cgroup rules are not enforced on cgroup v2");
                 r.set_devices(None);
             } else {
                 r.set_devices(Some(rules.into_iter().map(normalize_rule).collect()));
@@ -189,14 +278,39 @@ impl Cgroup {
         let mut m = cgroups_rs::manager::FsManager::new(&self.path)
             .map_err(|e| cg_err("open", &self.path, e))?;
         m.set(&r)
-            .map_err(|e| cg_err("set resources", &self.path, e))
+            .map_err(|e| cg_err("set resources", &self.path, e))?;
+        let (Some(program), Some(dir)) = (filter, self.bpf_dir()) else {
+            return Ok(());
+        };
+        if !is_unified() && !dir.is_dir() {
+            // A hybrid container created before its cgroup2 directory existed.
+            return Ok(());
+        }
+        match bpf::install(&dir, &program) {
+            Ok(id) => {
+                tracing::debug!(cgroup = %self.path, dir = %dir.display(), prog_id = id, "device filter installed");
+                Ok(())
+            }
+            Err(e) if !is_unified() && matches!(e.errno(), Some(libc::ENOSYS | libc::EINVAL)) => {
+                tracing::warn!(cgroup = %self.path, %e, "no cgroup2 device program on this hybrid host: the v1 devices controller alone enforces the rules");
+                Ok(())
+            }
+            Err(e) => Err(cg_err("install device filter", &self.path, e)),
+        }
     }
 
-    /// Moves process `pid` into the cgroup.
+    /// Moves process `pid` into the cgroup (on a hybrid host also into its
+    /// cgroup2 directory, when that exists).
     pub(crate) fn add(&self, pid: libc::pid_t) -> Result<()> {
         self.cg
             .add_task_by_tgid(CgroupPid { pid: pid as u64 })
-            .map_err(|e| cg_err("add process", &self.path, e))
+            .map_err(|e| cg_err("add process", &self.path, e))?;
+        if let Some(dir) = self.hybrid_dir().filter(|d| d.is_dir()) {
+            let procs = dir.join("cgroup.procs");
+            std::fs::write(&procs, pid.to_string())
+                .map_err(|e| Error::io("add process to", procs, e))?;
+        }
+        Ok(())
     }
 
     fn freezer(&self) -> Result<&FreezerController> {
@@ -251,14 +365,12 @@ impl Cgroup {
     /// The pids in the cgroup (from `cgroup.procs`).
     pub(crate) fn pids(&self) -> Result<Vec<libc::pid_t>> {
         let paths = CgroupPaths::for_relative(&self.path);
-        let dir = paths
-            .unified
-            .clone()
-            .or_else(|| {
-                ["pids", "freezer", "memory", "cpu"]
-                    .iter()
-                    .find_map(|c| paths.v1.get(*c).cloned())
-            })
+        // A hybrid host's v1 hierarchies are authoritative (the cgroup2
+        // directory may be missing for older containers).
+        let dir = ["pids", "freezer", "memory", "cpu"]
+            .iter()
+            .find_map(|c| paths.v1.get(*c).cloned())
+            .or_else(|| paths.unified.clone())
             .ok_or_else(|| cg_err("list processes", &self.path, "no cgroup hierarchy found"))?;
         let procs = dir.join("cgroup.procs");
         let text = match std::fs::read_to_string(&procs) {
@@ -299,11 +411,29 @@ impl Cgroup {
         Ok(())
     }
 
-    /// Removes the cgroup directories (the cgroup must be empty).
+    /// Removes the cgroup directories (the cgroup must be empty), on a
+    /// hybrid host its cgroup2 directory too; a missing directory is fine.
+    /// Removing a cgroup2 directory releases its device program.
     pub(crate) fn destroy(&self) -> Result<()> {
         self.cg
             .delete()
-            .map_err(|e| cg_err("remove", &self.path, e))
+            .map_err(|e| cg_err("remove", &self.path, e))?;
+        let Some(dir) = self.hybrid_dir() else {
+            return Ok(());
+        };
+        // Processes killed a moment ago may still be leaving it.
+        let mut attempt = 0;
+        loop {
+            match std::fs::remove_dir(&dir) {
+                Ok(()) => return Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) && attempt < 200 => {
+                    attempt += 1;
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(e) => return Err(Error::io("remove cgroup2 directory", dir, e)),
+            }
+        }
     }
 
     /// Removes the now-empty parent directories of this (already destroyed)
@@ -356,7 +486,8 @@ pub(crate) fn is_default_path(rel: &str, id: &str) -> bool {
     rel.trim_matches('/') == format!("berth/{id}")
 }
 
-/// The spec's "omitted means all" major/minor, spelled as cgroups-rs's `-1` (`*`).
+/// The spec's "omitted means all" type, major, minor and access, spelled
+/// for cgroups-rs (`a`, `-1` for `*`, `rwm`), as the device filter reads them.
 fn normalize_rule(mut rule: LinuxDeviceCgroup) -> LinuxDeviceCgroup {
     if rule.major().is_none() {
         rule.set_major(Some(-1));
@@ -367,10 +498,13 @@ fn normalize_rule(mut rule: LinuxDeviceCgroup) -> LinuxDeviceCgroup {
     if rule.typ().is_none() {
         rule.set_typ(Some(LinuxDeviceType::A));
     }
+    if rule.access().is_none() {
+        rule.set_access(Some("rwm".to_string()));
+    }
     rule
 }
 
-/// The full device rule list for a new cgroup: deny everything, then the
+/// The full device rule list of a cgroup: deny everything, then the
 /// spec's rules in order, then the runtime's default allowances (last, so the
 /// spec's own leading deny-all rule does not revoke them).
 fn device_rules(spec_rules: Option<&[LinuxDeviceCgroup]>) -> Vec<LinuxDeviceCgroup> {
@@ -453,6 +587,39 @@ mod tests {
     }
 
     #[test]
+    fn hybrid_mountinfo_gives_v1_and_unified_paths() {
+        let info = "\
+25 20 0:22 / /sys/fs/cgroup ro,nosuid,nodev,noexec shared:9 - tmpfs tmpfs ro,mode=755
+26 25 0:23 / /sys/fs/cgroup/unified rw,nosuid,nodev,noexec,relatime shared:10 - cgroup2 cgroup2 rw,nsdelegate
+27 25 0:24 / /sys/fs/cgroup/systemd rw,nosuid shared:11 - cgroup cgroup rw,xattr,name=systemd
+30 25 0:27 / /sys/fs/cgroup/cpu,cpuacct rw,nosuid shared:14 - cgroup cgroup rw,cpu,cpuacct
+31 25 0:28 / /sys/fs/cgroup/devices rw,nosuid shared:15 - cgroup cgroup rw,devices
+90 80 0:23 /some/ctr /mnt/bound rw - cgroup2 cgroup2 rw
+";
+        let mut p = CgroupPaths::default();
+        p.add_mounts(info, "berth/x");
+        assert_eq!(
+            p.unified,
+            Some(PathBuf::from("/sys/fs/cgroup/unified/berth/x"))
+        );
+        assert_eq!(
+            p.v1.get("devices"),
+            Some(&PathBuf::from("/sys/fs/cgroup/devices/berth/x"))
+        );
+        assert_eq!(
+            p.v1.get("cpuacct"),
+            Some(&PathBuf::from("/sys/fs/cgroup/cpu,cpuacct/berth/x"))
+        );
+        assert!(p.v1.contains_key("systemd"));
+        assert_eq!(p.v1.len(), 4);
+
+        // A cgroup2 mount of a subtree (a bind mount) is not the hierarchy root.
+        let mut p = CgroupPaths::default();
+        p.add_mounts(info.lines().last().unwrap(), "berth/x");
+        assert_eq!(p.unified, None);
+    }
+
+    #[test]
     fn paths_cover_this_hosts_hierarchies() {
         let p = CgroupPaths::for_relative("/berth/x");
         assert_eq!(p.relative, "/berth/x");
@@ -463,6 +630,13 @@ mod tests {
                 p.v1.get("memory"),
                 Some(&PathBuf::from("/sys/fs/cgroup/memory/berth/x"))
             );
+            // A hybrid host's cgroup2 tree.
+            if Path::new("/sys/fs/cgroup/unified/cgroup.procs").exists() {
+                assert_eq!(
+                    p.unified,
+                    Some(PathBuf::from("/sys/fs/cgroup/unified/berth/x"))
+                );
+            }
         }
     }
 }

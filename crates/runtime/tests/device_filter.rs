@@ -1,0 +1,333 @@
+//! Device rules through the cgroup2 eBPF device program on a hybrid host
+//! (v1 controllers plus a cgroup2 tree at `/sys/fs/cgroup/unified`).
+//!
+//! To show that the program, not the v1 devices controller, refuses an
+//! access, each test opens the container's v1 devices cgroup to everything
+//! (`a *:* rwm` in `devices.allow`) before the container runs. The device
+//! used is `/dev/net/tun` (c 10:200): not among the runtime's default
+//! devices, and opening it needs no capability, so an `EPERM` can only come
+//! from the device cgroup. The pure-v2 path is tested in `cgroup_v2.rs`.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::tests_outside_test_module,
+    missing_docs
+)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use berth_runtime::cgroups::{bpf, device_filter};
+use berth_runtime::oci_spec::runtime::{
+    LinuxDeviceCgroup, LinuxDeviceCgroupBuilder, LinuxDeviceType, LinuxPidsBuilder,
+    LinuxResourcesBuilder,
+};
+use berth_runtime::{CreateOptions, ExecOptions, ExitStatus, Stdio};
+use common::*;
+
+/// True on a hybrid host (with root); otherwise says why it skips.
+fn hybrid() -> bool {
+    if !privileged() {
+        return false;
+    }
+    if berth_runtime::cgroups::is_unified() {
+        eprintln!("skipping: a unified host (its device program is tested in cgroup_v2.rs)");
+        return false;
+    }
+    let ok = Path::new("/sys/fs/cgroup/unified/cgroup.procs").exists()
+        && Path::new("/sys/fs/cgroup/devices/devices.allow").exists();
+    if !ok {
+        // This project's CI host is hybrid: there the tree must be present.
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI host lacks the hybrid cgroup2 tree or the v1 devices controller"
+        );
+        eprintln!("skipping: not a hybrid host");
+    }
+    ok
+}
+
+fn rule(
+    allow: bool,
+    typ: LinuxDeviceType,
+    major: i64,
+    minor: i64,
+    access: &str,
+) -> LinuxDeviceCgroup {
+    LinuxDeviceCgroupBuilder::default()
+        .allow(allow)
+        .typ(typ)
+        .major(major)
+        .minor(minor)
+        .access(access)
+        .build()
+        .unwrap()
+}
+
+/// A spec running `sleep` with `rules` as `linux.resources.devices`.
+fn sleeper(cg: &str, rules: Vec<LinuxDeviceCgroup>) -> oci_spec::runtime::Spec {
+    let r = LinuxResourcesBuilder::default()
+        .devices(rules)
+        .build()
+        .unwrap();
+    let linux = linux_builder(cg).resources(r).build().unwrap();
+    spec_builder(&["sleep", "1000"], cg)
+        .linux(linux)
+        .build()
+        .unwrap()
+}
+
+/// Runs `script` in the container; returns stdout and stderr together.
+fn exec_sh(env: &Env, id: &str, script: &str) -> String {
+    let (r, w) = pipe();
+    let w2 = w.try_clone().unwrap();
+    let p = process_builder(&["sh", "-c", script]).build().unwrap();
+    let child = env
+        .runtime
+        .exec(
+            id,
+            &p,
+            ExecOptions {
+                stdout: Stdio::Fd(w),
+                stderr: Stdio::Fd(w2),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(child.wait().unwrap(), ExitStatus::Exited(0), "{script}");
+    read_all(r)
+}
+
+/// Makes the tun node (once) and tries opening it for reading, for writing,
+/// and both; prints one line per attempt.
+const PROBE: &str = "test -c /tmp/tun || mknod /tmp/tun c 10 200 || echo mknod-failed; \
+     for m in r w rw; do \
+       case $m in r) sh -c 'true </tmp/tun' ;; w) sh -c 'true >/tmp/tun' ;; rw) sh -c 'true <>/tmp/tun' ;; esac \
+         && echo $m-ok || echo $m-denied; \
+     done; echo x >/dev/null && echo null-ok";
+
+/// Opens the v1 devices cgroup of `cg` to every device.
+fn open_v1_devices(cg: &str) {
+    let dir = berth_runtime::CgroupPaths::for_relative(cg).v1["devices"].clone();
+    std::fs::write(dir.join("devices.allow"), "a *:* rwm").unwrap();
+    let list = std::fs::read_to_string(dir.join("devices.list")).unwrap();
+    assert_eq!(list.trim(), "a *:* rwm", "v1 still restricts: {list}");
+}
+
+/// Whether `out` has the line `line`.
+fn has(out: &str, line: &str) -> bool {
+    out.lines().any(|l| l == line)
+}
+
+fn unified_dir(env: &Env, id: &str, cg: &str) -> PathBuf {
+    let dir = env
+        .runtime
+        .state(id)
+        .unwrap()
+        .cgroup_paths()
+        .unified
+        .unwrap();
+    assert_eq!(dir, Path::new("/sys/fs/cgroup/unified").join(cg));
+    dir
+}
+
+/// Our programs attached to `dir` (exactly one expected); returns its id.
+fn our_program(dir: &Path) -> u32 {
+    let progs = bpf::attached(dir).unwrap();
+    let ours: Vec<_> = progs.iter().filter(|p| p.name == bpf::PROG_NAME).collect();
+    assert_eq!(ours.len(), 1, "{progs:?}");
+    ours[0].id
+}
+
+/// On a hybrid host the container also lives in the cgroup2 tree, with the
+/// device program attached there; with the v1 controller opened to
+/// everything, the program alone refuses what the rules deny, per access
+/// (the rule allows reading tun, not writing it). Replacing the program
+/// with an allow-all one (the same install path `update` takes) lifts the
+/// denial: it was the program's.
+#[test]
+fn hybrid_program_denies_what_v1_allows() {
+    if !hybrid() {
+        return;
+    }
+    let env = Env::new();
+    let cg = unique("cg");
+    let id = env.id("bpfdeny");
+    let s = sleeper(&cg, vec![rule(true, LinuxDeviceType::C, 10, 200, "r")]);
+    let bundle = env.bundle(&id, &s);
+    let init = env
+        .runtime
+        .create(&id, &bundle, CreateOptions::default())
+        .unwrap();
+    let dir = unified_dir(&env, &id, &cg);
+    assert!(dir.is_dir());
+    // The init is a member of the cgroup2 directory too.
+    let membership = std::fs::read_to_string(format!("/proc/{}/cgroup", init.pid())).unwrap();
+    assert!(
+        membership.lines().any(|l| l == format!("0::/{cg}")),
+        "{membership}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("cgroup.procs"))
+            .unwrap()
+            .trim(),
+        init.pid().to_string()
+    );
+    let first = our_program(&dir);
+    open_v1_devices(&cg);
+    env.runtime.start(&id).unwrap();
+
+    let out = exec_sh(&env, &id, PROBE);
+    assert!(!out.contains("mknod-failed"), "{out}");
+    assert!(has(&out, "r-ok"), "{out}");
+    assert!(has(&out, "w-denied"), "{out}");
+    assert!(
+        has(&out, "rw-denied"),
+        "O_RDWR asks for the denied write too: {out}"
+    );
+    assert!(out.contains("Operation not permitted"), "{out}");
+    assert!(has(&out, "null-ok"), "{out}");
+
+    // Swap in a program that allows everything: the denials go away.
+    let allow_all = device_filter::DeviceRule {
+        allow: true,
+        typ: device_filter::RuleType::All,
+        major: None,
+        minor: None,
+        access: device_filter::ACC_READ | device_filter::ACC_WRITE | device_filter::ACC_MKNOD,
+    };
+    let new = bpf::install(&dir, &device_filter::compile(&[allow_all])).unwrap();
+    assert_ne!(new, first);
+    assert_eq!(our_program(&dir), new, "the old program was not detached");
+    let out = exec_sh(&env, &id, PROBE);
+    assert!(
+        has(&out, "r-ok") && has(&out, "w-ok") && has(&out, "rw-ok"),
+        "{out}"
+    );
+
+    env.runtime.delete(&id, true).unwrap();
+    init.wait().unwrap();
+    assert!(!dir.exists(), "{} left behind", dir.display());
+    assert_no_cgroup(&cg);
+    // The removed cgroup releases its program (asynchronously, in the kernel).
+    assert!(
+        !bpf::is_loaded(first).unwrap(),
+        "the replaced program leaked"
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while bpf::is_loaded(new).unwrap() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "program {new} still loaded 20s after its cgroup was removed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// `update` with device rules replaces the container's program (one of
+/// ours stays attached, with a new id) and the rules take effect on the
+/// running container; an update without device rules leaves the program.
+#[test]
+fn hybrid_update_replaces_the_program() {
+    if !hybrid() {
+        return;
+    }
+    let env = Env::new();
+    let cg = unique("cg");
+    let id = env.id("bpfupd");
+    let bundle = env.bundle(&id, &sleeper(&cg, vec![]));
+    let init = env
+        .runtime
+        .create(&id, &bundle, CreateOptions::default())
+        .unwrap();
+    let dir = unified_dir(&env, &id, &cg);
+    let first = our_program(&dir);
+    open_v1_devices(&cg);
+    env.runtime.start(&id).unwrap();
+    let out = exec_sh(&env, &id, PROBE);
+    assert!(
+        has(&out, "r-denied") && has(&out, "w-denied") && has(&out, "rw-denied"),
+        "{out}"
+    );
+
+    let grant = LinuxResourcesBuilder::default()
+        .devices(vec![rule(true, LinuxDeviceType::C, 10, 200, "rw")])
+        .build()
+        .unwrap();
+    env.runtime.update(&id, &grant).unwrap();
+    // v1 got the same list: rebuilt from deny-all, so the test's `a *:* rwm` is gone.
+    let v1 = berth_runtime::CgroupPaths::for_relative(&cg).v1["devices"].clone();
+    let list = std::fs::read_to_string(v1.join("devices.list")).unwrap();
+    assert!(
+        has(&list, "c 10:200 rw") && has(&list, "c 1:3 rwm"),
+        "{list}"
+    );
+    assert!(!has(&list, "a *:* rwm"), "{list}");
+    let second = our_program(&dir);
+    assert_ne!(second, first);
+    let out = exec_sh(&env, &id, PROBE);
+    assert!(
+        has(&out, "r-ok") && has(&out, "w-ok") && has(&out, "rw-ok"),
+        "{out}"
+    );
+
+    // Not about devices: the program stays.
+    let pids = LinuxResourcesBuilder::default()
+        .pids(LinuxPidsBuilder::default().limit(100i64).build().unwrap())
+        .build()
+        .unwrap();
+    env.runtime.update(&id, &pids).unwrap();
+    assert_eq!(our_program(&dir), second);
+
+    // Rules replace, not add to, the previous ones: tun is denied again,
+    // with v1 opened once more so only the program can refuse.
+    // Shaped like containerd's spec list (a leading deny-all): the
+    // runtime's allowances (/dev/null) survive it.
+    let deny_all = LinuxDeviceCgroupBuilder::default()
+        .allow(false)
+        .access("rwm")
+        .build()
+        .unwrap();
+    let revoke = LinuxResourcesBuilder::default()
+        .devices(vec![deny_all, rule(true, LinuxDeviceType::C, 10, 200, "m")])
+        .build()
+        .unwrap();
+    env.runtime.update(&id, &revoke).unwrap();
+    open_v1_devices(&cg);
+    assert_ne!(our_program(&dir), second);
+    let out = exec_sh(&env, &id, PROBE);
+    assert!(has(&out, "rw-denied") && has(&out, "null-ok"), "{out}");
+
+    env.runtime.delete(&id, true).unwrap();
+    init.wait().unwrap();
+    assert_no_cgroup(&cg);
+}
+
+/// A rule the filter cannot express is refused at create, naming it, and
+/// leaves no cgroup behind.
+#[test]
+fn invalid_device_rule_is_refused() {
+    if !privileged() {
+        return;
+    }
+    let env = Env::new();
+    let cg = unique("cg");
+    let id = env.id("badrule");
+    let mut bad = rule(true, LinuxDeviceType::C, 10, 200, "rw");
+    bad.set_access(Some("rwx".into()));
+    let bundle = env.bundle(&id, &sleeper(&cg, vec![bad]));
+    let err = env
+        .runtime
+        .create(&id, &bundle, CreateOptions::default())
+        .unwrap_err();
+    assert_eq!(
+        err.kind(),
+        berth_runtime::ErrorKind::InvalidArgument,
+        "{err}"
+    );
+    assert!(err.to_string().contains("devices[0]"), "{err}");
+    assert_no_cgroup(&cg);
+}
