@@ -14,6 +14,7 @@ use ureq::http::{self, HeaderMap, Method, StatusCode};
 
 use super::auth::{Challenge, Credentials, parse_challenge};
 use super::error::{Error, Result};
+use super::retry::{Backoff, RetryPolicy, parse_retry_after, transient_status};
 
 /// Most redirects followed for one request.
 pub(crate) const MAX_REDIRECTS: usize = 5;
@@ -58,6 +59,8 @@ pub(crate) struct Client {
     /// The scopes a bearer token is asked for.
     scopes: Vec<String>,
     creds: Option<Credentials>,
+    /// How transient failures are retried.
+    retry: RetryPolicy,
     /// The `Authorization` value that worked last (sent only to `host`).
     authorization: Mutex<Option<String>>,
 }
@@ -141,6 +144,7 @@ impl Client {
         plain_http: bool,
         creds: Option<Credentials>,
         scopes: Vec<String>,
+        retry: RetryPolicy,
     ) -> Client {
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
@@ -158,6 +162,7 @@ impl Client {
             repo: repo.to_owned(),
             scopes,
             creds,
+            retry,
             authorization: Mutex::new(None),
         }
     }
@@ -197,7 +202,83 @@ impl Client {
     /// Sends one request, following redirects (credentials only to the registry host) and
     /// answering one authentication challenge. Returns the response whatever its status,
     /// except that a 401 after authenticating becomes [`Error::Unauthorized`].
+    ///
+    /// A request that can be repeated as it is (`GET`, `HEAD`, a manifest `PUT`, anything
+    /// without a body) is retried after transient failures ([`super::retry`]) with a fresh
+    /// budget; other requests are sent once.
     pub(crate) fn send(
+        &self,
+        method: Method,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+    ) -> Result<Response> {
+        let mut backoff = self.retry.backoff();
+        self.send_with(&mut backoff, method, url, headers, body)
+    }
+
+    /// A fresh retry budget of this client's policy.
+    pub(crate) fn backoff(&self) -> Backoff {
+        self.retry.backoff()
+    }
+
+    /// Runs `op` until it succeeds, fails for good, or `backoff` is spent, sleeping between
+    /// attempts. `op` gets the budget to pass on to [`Client::send_with`].
+    pub(crate) fn retrying<T>(
+        &self,
+        backoff: &mut Backoff,
+        what: &str,
+        mut op: impl FnMut(&mut Backoff) -> Result<T>,
+    ) -> Result<T> {
+        loop {
+            match op(backoff) {
+                Err(e) if e.is_transient() => match backoff.next_delay(e.retry_after()) {
+                    Some(wait) => {
+                        tracing::debug!(what, error = %e, ?wait, attempt = backoff.attempt(), "transient failure; retrying");
+                        std::thread::sleep(wait);
+                    }
+                    None => return Err(e),
+                },
+                r => return r,
+            }
+        }
+    }
+
+    /// [`Client::send`] drawing on the caller's budget.
+    pub(crate) fn send_with(
+        &self,
+        backoff: &mut Backoff,
+        method: Method,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+    ) -> Result<Response> {
+        let replayable = method == Method::GET
+            || method == Method::HEAD
+            || body.is_none_or(<[u8]>::is_empty)
+            || (method == Method::PUT && url.contains("/manifests/"));
+        loop {
+            let result = self.send_once(method.clone(), url, headers, body);
+            let wait = match &result {
+                _ if !replayable => None,
+                Err(e) if e.is_transient() => backoff.next_delay(None),
+                Ok(r) if transient_status(r.status.as_u16()) => {
+                    backoff.next_delay(r.header("retry-after").and_then(parse_retry_after))
+                }
+                _ => None,
+            };
+            let Some(wait) = wait else { return result };
+            match &result {
+                Ok(r) => tracing::debug!(url, status = r.status.as_u16(), ?wait, "retrying"),
+                Err(e) => tracing::debug!(url, error = %e, ?wait, "retrying"),
+            }
+            drop(result);
+            std::thread::sleep(wait);
+        }
+    }
+
+    /// Sends once (after following redirects and answering a challenge).
+    fn send_once(
         &self,
         method: Method,
         url: &str,
@@ -246,8 +327,22 @@ impl Client {
         body: Option<&[u8]>,
         ok: &[u16],
     ) -> Result<Response> {
+        let mut backoff = self.backoff();
+        self.send_expect_with(&mut backoff, method, url, headers, body, ok)
+    }
+
+    /// [`Client::send_expect`] drawing on the caller's budget.
+    pub(crate) fn send_expect_with(
+        &self,
+        backoff: &mut Backoff,
+        method: Method,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+        ok: &[u16],
+    ) -> Result<Response> {
         let name = method_name(&method);
-        let resp = self.send(method, url, headers, body)?;
+        let resp = self.send_with(backoff, method, url, headers, body)?;
         if ok.contains(&resp.status.as_u16()) {
             return Ok(resp);
         }
@@ -422,6 +517,7 @@ impl Client {
                 url: token_url,
                 status: status.as_u16(),
                 body: String::from_utf8_lossy(&bytes).chars().take(512).collect(),
+                retry_after: None,
             });
         }
         let json: serde_json::Value =
@@ -452,6 +548,7 @@ fn protocol(url: &str, e: impl std::fmt::Display) -> Error {
 pub(crate) fn status_error(method: &'static str, resp: Response) -> Error {
     let status = resp.status.as_u16();
     let url = resp.url.clone();
+    let retry_after = resp.header("retry-after").and_then(parse_retry_after);
     let mut body = Vec::new();
     let _ = resp
         .into_reader()
@@ -470,6 +567,7 @@ pub(crate) fn status_error(method: &'static str, resp: Response) -> Error {
         url,
         status,
         body,
+        retry_after,
     }
 }
 

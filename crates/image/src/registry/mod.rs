@@ -58,6 +58,7 @@ mod client;
 pub mod error;
 mod pull;
 mod push;
+mod retry;
 mod stream;
 
 use std::path::PathBuf;
@@ -68,6 +69,7 @@ pub use auth::{Credentials, credentials_from_file, default_auth_file, save_crede
 pub use error::{Error, ErrorKind, Result};
 pub use pull::{PullOptions, PullReport, pull, pull_and_unpack};
 pub use push::{PushOptions, PushReport, push};
+pub use retry::RetryPolicy;
 
 pub use crate::import::PlatformChoice;
 
@@ -90,6 +92,9 @@ pub struct RegistryOptions {
     pub credentials: Option<Credentials>,
     /// The auth file; `None` is [`default_auth_file`].
     pub auth_file: Option<PathBuf>,
+    /// How transient failures (refused or reset connections, cut bodies, 408/429/5xx) are
+    /// retried; see [`RetryPolicy`].
+    pub retry: RetryPolicy,
 }
 
 /// The host requests for `domain` go to (docker.io is served by registry-1.docker.io).
@@ -141,6 +146,7 @@ impl RegistryOptions {
             self.is_plain(domain),
             creds,
             vec![format!("repository:{}:{actions}", reference.path())],
+            self.retry,
         ))
     }
 }
@@ -157,6 +163,7 @@ pub fn check_login(registry: &str, opts: &RegistryOptions) -> Result<()> {
         opts.is_plain(registry),
         opts.credentials_for(registry)?,
         Vec::new(),
+        opts.retry,
     );
     let url = format!(
         "{}://{}/v2/",

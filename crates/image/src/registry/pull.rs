@@ -16,6 +16,7 @@ use ureq::http::Method;
 
 use super::client::{Client, Response};
 use super::error::{Error, Result};
+use super::retry::Backoff;
 use super::stream::{StreamLayer, Streamer, Tee};
 use super::{MANIFEST_ACCEPT, PlatformChoice, RegistryOptions, parse_reference};
 use crate::content::{ContentStore, Expected};
@@ -172,13 +173,27 @@ fn check_digest(url: &str, expected: &Digest, bytes: &[u8]) -> Result<()> {
 }
 
 /// Fetches a manifest or index by tag or digest. Returns (digest, media type, bytes).
+/// Transient failures (including a body cut short) are retried.
 fn fetch_manifest(
     client: &Client,
     reference: &str,
     expected: Option<&Digest>,
 ) -> Result<(Digest, String, Vec<u8>)> {
     let url = client.url(&format!("manifests/{reference}"));
-    let resp = client.send_expect(
+    client.retrying(&mut client.backoff(), &url, |b| {
+        fetch_manifest_once(client, b, &url, expected)
+    })
+}
+
+fn fetch_manifest_once(
+    client: &Client,
+    backoff: &mut Backoff,
+    url: &str,
+    expected: Option<&Digest>,
+) -> Result<(Digest, String, Vec<u8>)> {
+    let url = url.to_owned();
+    let resp = client.send_expect_with(
+        backoff,
         Method::GET,
         &url,
         &[("accept", MANIFEST_ACCEPT)],
@@ -223,7 +238,8 @@ fn fetch_manifest(
     Ok((digest, media_type, bytes))
 }
 
-/// Fetches a small blob (a config) into memory, capped and verified.
+/// Fetches a small blob (a config) into memory, capped and verified; transient failures are
+/// retried.
 fn fetch_small_blob(client: &Client, digest: &Digest, size: u64) -> Result<Vec<u8>> {
     let url = client.url(&format!("blobs/{digest}"));
     if size > MAX_DOCUMENT {
@@ -233,8 +249,10 @@ fn fetch_small_blob(client: &Client, digest: &Digest, size: u64) -> Result<Vec<u
             max: MAX_DOCUMENT,
         });
     }
-    let resp = client.send_expect(Method::GET, &url, &[], None, &[200])?;
-    let bytes = read_document_body(resp)?;
+    let bytes = client.retrying(&mut client.backoff(), &url, |b| {
+        let resp = client.send_expect_with(b, Method::GET, &url, &[], None, &[200])?;
+        read_document_body(resp)
+    })?;
     if bytes.len() as u64 != size {
         // Still report a digest mismatch when that is what it is.
         check_digest(&url, digest, &bytes)?;
@@ -639,7 +657,9 @@ fn download_all(
     Ok(out)
 }
 
-/// Downloads one blob into the store, resuming a partial ingest with `Range`.
+/// Downloads one blob into the store, resuming a partial ingest with `Range`; transient
+/// failures are retried (one budget for the blob), each retry resuming from what the ingest
+/// already holds.
 fn download_blob(
     store: &ContentStore,
     client: &Client,
@@ -675,106 +695,29 @@ fn download_blob(
     let Some(mut w) = store.open_writer_waiting(&r#ref, &expected)? else {
         return present(store);
     };
-    let mut offset = w.offset();
-    if offset > job.size {
+    if w.offset() > job.size {
         w.truncate(0)?;
-        offset = 0;
     }
     let url = client.url(&format!("blobs/{}", job.digest));
-    let mut resumed_at = None;
-    let mut downloaded = 0u64;
     // Dropped on every path: hands the streamed layer's outcome to the streamer.
-    let mut guard = TeeGuard {
+    let mut fetch = Fetch {
+        store,
+        client,
+        job,
+        progress,
         streamer,
-        tee: None,
-        blob_ok: false,
+        url: url.clone(),
+        item: item.clone(),
+        resumed_at: None,
+        downloaded: 0,
+        guard: TeeGuard {
+            streamer,
+            tee: None,
+            blob_ok: false,
+        },
     };
-    if offset < job.size {
-        let range = format!("bytes={offset}-");
-        let headers: Vec<(&str, &str)> = if offset > 0 {
-            vec![("range", range.as_str())]
-        } else {
-            Vec::new()
-        };
-        let resp = client.send_expect(Method::GET, &url, &headers, None, &[200, 206])?;
-        if resp.status.as_u16() == 206 {
-            let ok = resp
-                .header("content-range")
-                .is_some_and(|v| v.trim().starts_with(&format!("bytes {offset}-")));
-            if !ok {
-                return Err(Error::Protocol {
-                    url,
-                    reason: format!(
-                        "206 with Content-Range {:?} for a request from {offset}",
-                        resp.header("content-range")
-                    ),
-                });
-            }
-            resumed_at = Some(offset);
-        } else if offset > 0 {
-            // The registry ignored Range: start over.
-            w.truncate(0)?;
-            offset = 0;
-        }
-        let remaining = job.size - offset;
-        if let Some(n) = resp.content_length()
-            && n != remaining
-        {
-            return Err(Error::Protocol {
-                url,
-                reason: format!(
-                    "Content-Length {n} but {remaining} bytes are expected (descriptor size {})",
-                    job.size
-                ),
-            });
-        }
-        if offset == 0 {
-            guard.tee = streamer.and_then(|s| s.start(&job.digest));
-        }
-        let final_url = resp.url.clone();
-        let mut reader = resp.into_reader().take(remaining);
-        let mut buf = vec![0u8; 256 * 1024];
-        let mut last_report = 0u64;
-        progress.on_progress(&ProgressEvent {
-            item: &item,
-            kind: job.kind,
-            done: offset,
-            total: Some(job.size),
-            finished: false,
-        });
-        loop {
-            let n = match reader.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(_) => break,
-            };
-            w.write_all(&buf[..n])
-                .map_err(|e| Error::io("write", store.root().join("ingest"), e))?;
-            downloaded += n as u64;
-            if let Some(t) = guard.tee.as_mut() {
-                t.feed(&buf[..n]);
-            }
-            if w.offset() - last_report >= REPORT_EVERY {
-                last_report = w.offset();
-                progress.on_progress(&ProgressEvent {
-                    item: &item,
-                    kind: job.kind,
-                    done: w.offset(),
-                    total: Some(job.size),
-                    finished: false,
-                });
-            }
-        }
-        if w.offset() < job.size {
-            // Keep the partial ingest: the next pull resumes it.
-            return Err(Error::Truncated {
-                url: final_url,
-                expected: job.size,
-                got: w.offset(),
-            });
-        }
-    }
+    let mut backoff = client.backoff();
+    client.retrying(&mut backoff, &url, |b| fetch.attempt(b, &mut w))?;
     let actual = w.digest();
     match w.commit(job.size, Some(&job.digest), &BTreeMap::new()) {
         Ok(_) => {}
@@ -792,7 +735,13 @@ fn download_blob(
         }
         Err(e) => return Err(e.into()),
     }
-    guard.blob_ok = true;
+    fetch.guard.blob_ok = true;
+    let Fetch {
+        guard,
+        downloaded,
+        resumed_at,
+        ..
+    } = fetch;
     drop(guard);
     report_done(progress, &item, job.kind, job.size);
     Ok(Outcome {
@@ -801,6 +750,135 @@ fn download_blob(
         present: false,
         resumed_at,
     })
+}
+
+/// One blob download across its attempts.
+struct Fetch<'s, 'a> {
+    store: &'s ContentStore,
+    client: &'s Client,
+    job: &'s BlobJob,
+    progress: &'s dyn Progress,
+    streamer: Option<&'s Streamer<'a>>,
+    url: String,
+    item: String,
+    /// The offset of the first ranged request, if any.
+    resumed_at: Option<u64>,
+    /// Bytes received over every attempt.
+    downloaded: u64,
+    guard: TeeGuard<'s, 'a>,
+}
+
+impl Fetch<'_, '_> {
+    /// Fetches what the ingest lacks (`Range: bytes=OFFSET-` when it holds a prefix) and
+    /// writes it. Leaves everything received in the ingest whatever happens; `Ok` when the
+    /// ingest holds `job.size` bytes.
+    fn attempt(&mut self, backoff: &mut Backoff, w: &mut crate::content::Writer) -> Result<()> {
+        let job = self.job;
+        let mut offset = w.offset();
+        if offset >= job.size {
+            return Ok(());
+        }
+        let range = format!("bytes={offset}-");
+        let headers: Vec<(&str, &str)> = if offset > 0 {
+            vec![("range", range.as_str())]
+        } else {
+            Vec::new()
+        };
+        let resp = self.client.send_expect_with(
+            backoff,
+            Method::GET,
+            &self.url,
+            &headers,
+            None,
+            &[200, 206],
+        )?;
+        if resp.status.as_u16() == 206 {
+            let ok = resp
+                .header("content-range")
+                .is_some_and(|v| v.trim().starts_with(&format!("bytes {offset}-")));
+            if !ok {
+                return Err(Error::Protocol {
+                    url: self.url.clone(),
+                    reason: format!(
+                        "206 with Content-Range {:?} for a request from {offset}",
+                        resp.header("content-range")
+                    ),
+                });
+            }
+            self.resumed_at.get_or_insert(offset);
+        } else if offset > 0 {
+            // The registry ignored Range: start over (a streamed apply cannot follow).
+            w.truncate(0)?;
+            offset = 0;
+            if let (Some(s), Some(t)) = (self.streamer, self.guard.tee.take()) {
+                s.finish(t, false);
+            }
+        }
+        let remaining = job.size - offset;
+        if let Some(n) = resp.content_length()
+            && n != remaining
+        {
+            return Err(Error::Protocol {
+                url: self.url.clone(),
+                reason: format!(
+                    "Content-Length {n} but {remaining} bytes are expected (descriptor size {})",
+                    job.size
+                ),
+            });
+        }
+        if offset == 0 && self.guard.tee.is_none() {
+            self.guard.tee = self.streamer.and_then(|s| s.start(&job.digest));
+        }
+        let final_url = resp.url.clone();
+        let mut reader = resp.into_reader().take(remaining);
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut last_report = 0u64;
+        self.progress.on_progress(&ProgressEvent {
+            item: &self.item,
+            kind: job.kind,
+            done: offset,
+            total: Some(job.size),
+            finished: false,
+        });
+        let mut failure = None;
+        loop {
+            let n = match reader.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    failure = Some(e.to_string());
+                    break;
+                }
+            };
+            w.write_all(&buf[..n])
+                .map_err(|e| Error::io("write", self.store.root().join("ingest"), e))?;
+            self.downloaded += n as u64;
+            if let Some(t) = self.guard.tee.as_mut() {
+                t.feed(&buf[..n]);
+            }
+            if w.offset() - last_report >= REPORT_EVERY {
+                last_report = w.offset();
+                self.progress.on_progress(&ProgressEvent {
+                    item: &self.item,
+                    kind: job.kind,
+                    done: w.offset(),
+                    total: Some(job.size),
+                    finished: false,
+                });
+            }
+        }
+        if w.offset() < job.size {
+            // Keep the partial ingest: the next attempt (or pull) resumes it.
+            tracing::debug!(url = %final_url, got = w.offset(), failure, "blob body ended early");
+            return Err(Error::Truncated {
+                url: final_url,
+                expected: job.size,
+                got: w.offset(),
+            });
+        }
+        Ok(())
+    }
 }
 
 /// Finishes a streamed layer whatever way its download ends.
