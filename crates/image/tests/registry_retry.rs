@@ -2,7 +2,8 @@
 //! fault-injecting proxy: 503/429 with `Retry-After`, connections dropped in the middle of a
 //! layer (resumed with `Range` from the ingest, no byte fetched twice), a registry that is down
 //! and comes back within the budget; and failures that are not retried (404, 403, a digest
-//! mismatch).
+//! mismatch); chunked pushes that lose a connection go on from the offset the registry reports,
+//! or start the blob again when the registry cancelled the session.
 #![cfg(feature = "registry")]
 #![allow(
     clippy::unwrap_used,
@@ -279,4 +280,172 @@ fn registry_down_then_back_within_the_budget() {
         h.join().unwrap().unwrap();
     });
     assert_complete(&s, &name);
+}
+
+/// A store holding the busybox fixture as `berth.test/busybox:src`; the sizes of its blobs
+/// larger than `chunk` (the chunked uploads).
+fn busybox_source(chunk: u64) -> Option<(Store, Vec<u64>)> {
+    let busybox = fixture("busybox.oci.tar")?;
+    let src = store();
+    berth_image::import::import(
+        &src.store,
+        &busybox,
+        &berth_image::import::ImportOptions {
+            name: Some("berth.test/busybox:src"),
+            ..berth_image::import::ImportOptions::default()
+        },
+    )
+    .unwrap();
+    let (layers, config) = layers_of(&src, "berth.test/busybox:src");
+    let config_size = src.store.info(&config).unwrap().size;
+    let chunked = layers
+        .iter()
+        .map(|(_, n)| *n)
+        .chain([config_size])
+        .filter(|n| *n > chunk)
+        .collect();
+    Some((src, chunked))
+}
+
+fn push_opts(s: &Store, chunk: u64) -> registry::PushOptions<'static> {
+    registry::PushOptions {
+        registry: opts(s, quick(5)).registry,
+        chunk_size: chunk,
+        ..registry::PushOptions::default()
+    }
+}
+
+/// Pulls `reference` straight from `reg` into a fresh store and checks every blob.
+fn pull_back(reg: &Registry, repo_at_digest: &str) {
+    let dst = store();
+    let name = format!("{}/{repo_at_digest}", reg.host());
+    registry::pull(&dst.store, &name, &opts(&dst, RetryPolicy::none())).unwrap();
+    assert_complete(&dst, &name);
+}
+
+#[test]
+fn chunked_push_resumes_at_the_registry_offset_after_a_dropped_connection() {
+    const CHUNK: u64 = 64 << 10;
+    let (Some(reg), Some((src, chunked))) = (Registry::start(None), busybox_source(CHUNK)) else {
+        return;
+    };
+    assert!(
+        !chunked.is_empty(),
+        "the fixture has a blob over {CHUNK} bytes"
+    );
+    let upstream = reg.port;
+    let patches = counter();
+    let whole_puts = counter();
+    let patched = Arc::new(AtomicU64::new(0));
+    let (pc, wp, pb) = (patches.clone(), whole_puts.clone(), patched.clone());
+    // The third PATCH and the first PUT carrying a body (a monolithic upload) are read and
+    // dropped without reaching the registry: the connection closes without an answer.
+    let proxy = FakeServer::start(move |req| {
+        if req.method == "PATCH" {
+            if pc.fetch_add(1, Ordering::SeqCst) == 2 {
+                return Resp::dropped();
+            }
+            pb.fetch_add(req.body.len() as u64, Ordering::SeqCst);
+        }
+        if req.method == "PUT"
+            && req.path.contains("/blobs/uploads/")
+            && !req.body.is_empty()
+            && wp.fetch_add(1, Ordering::SeqCst) == 0
+        {
+            return Resp::dropped();
+        }
+        forward(upstream, req)
+    });
+    let target = format!("{}/resumed/busybox:v1", proxy.host());
+    let report = registry::push(
+        &src.store,
+        "berth.test/busybox:src",
+        Some(&target),
+        &push_opts(&src, CHUNK),
+    )
+    .unwrap();
+    assert_eq!(report.resumed, 1, "{report:?}");
+    assert_eq!(
+        report.restarted, 1,
+        "the dropped monolithic PUT: {report:?}"
+    );
+    assert_eq!(report.chunked, chunked.len(), "{report:?}");
+
+    // After the dropped PATCH the client asked where the upload stood, then went on from the
+    // offset the registry gave: the dropped chunk again, nothing before it.
+    let reqs = proxy.requests();
+    let dropped_at = reqs
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.method == "PATCH")
+        .nth(2)
+        .map(|(i, _)| i)
+        .unwrap();
+    let dropped_range = reqs[dropped_at].header("content-range").unwrap().to_owned();
+    let status = &reqs[dropped_at + 1];
+    assert_eq!(status.method, "GET", "{status:?}");
+    assert!(status.path.contains("/blobs/uploads/"), "{}", status.path);
+    let again = &reqs[dropped_at + 2];
+    assert_eq!(again.method, "PATCH");
+    assert_eq!(again.header("content-range").unwrap(), dropped_range);
+    assert!(!dropped_range.starts_with("0-"), "{dropped_range}");
+    // Every chunked byte reached the registry exactly once.
+    assert_eq!(patched.load(Ordering::SeqCst), chunked.iter().sum::<u64>());
+
+    let digest = report.digest.unwrap();
+    pull_back(&reg, &format!("resumed/busybox@{digest}"));
+}
+
+#[test]
+fn chunked_push_cut_in_the_middle_of_a_chunk_completes() {
+    const CHUNK: u64 = 64 << 10;
+    let (Some(reg), Some((src, chunked))) = (Registry::start(None), busybox_source(CHUNK)) else {
+        return;
+    };
+    assert!(!chunked.is_empty());
+    let upstream = reg.port;
+    let patches = counter();
+    let pc = patches.clone();
+    // The third PATCH reaches the registry with only half its body (as if the connection broke
+    // mid-body), and its answer is lost.
+    let proxy = FakeServer::start(move |req| {
+        if req.method == "PATCH" && pc.fetch_add(1, Ordering::SeqCst) == 2 {
+            let mut half = req.clone();
+            half.body.truncate(req.body.len() / 2);
+            let _ = forward(upstream, &half);
+            return Resp::dropped();
+        }
+        forward(upstream, req)
+    });
+    let target = format!("{}/cut/busybox:v1", proxy.host());
+    let report = registry::push(
+        &src.store,
+        "berth.test/busybox:src",
+        Some(&target),
+        &push_opts(&src, CHUNK),
+    )
+    .unwrap();
+    // distribution 2.8 signs the offset into the upload URL (`_state`); a session whose size
+    // no longer matches it (the half chunk it took) is cancelled when asked about (400), so
+    // the client starts that blob again from byte 0 rather than guess.
+    assert_eq!(report.resumed, 0, "{report:?}");
+    assert_eq!(report.restarted, 1, "{report:?}");
+    let reqs = proxy.requests();
+    let cut = reqs
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.method == "PATCH")
+        .nth(2)
+        .map(|(i, _)| i)
+        .unwrap();
+    assert_eq!(reqs[cut + 1].method, "GET", "the status was asked for");
+    assert_eq!(reqs[cut + 2].method, "POST", "a new upload");
+    assert!(
+        reqs[cut + 3]
+            .header("content-range")
+            .unwrap()
+            .starts_with("0-")
+    );
+    let digest = report.digest.clone().unwrap();
+    pull_back(&reg, &format!("cut/busybox@{digest}"));
 }

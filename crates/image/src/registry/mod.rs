@@ -41,6 +41,21 @@
 //! to [`PushOptions::chunk_size`], else `PATCH` chunks and a final `PUT ?digest=`. Manifests go
 //! last, children before the index.
 //!
+//! A chunked upload that fails transiently asks the registry where it stands (`GET` on the
+//! upload URL, whose `Range: 0-LAST` gives the bytes received) and goes on from there. A
+//! session the registry lost or cancelled starts again from byte 0: distribution 2.8 signs the
+//! offset into the upload URL (`_state`) and cancels a session whose size no longer matches it,
+//! which is what a `PATCH` cut in the middle of its body leaves; a `PATCH` lost whole resumes.
+//! A failed monolithic `PUT` starts a new upload (after checking the blob did not land).
+//!
+//! # Retries
+//! Transient failures (refused or reset connections, bodies cut short, 408/429/5xx) are
+//! retried with bounded exponential backoff and jitter ([`RetryPolicy`], `Retry-After`
+//! honoured); 401, 403, 404, digest mismatches, protocol and TLS errors are not. A retried
+//! blob download resumes with `Range` from what its ingest holds, feeding the same streamed
+//! apply, so no byte is fetched twice. Requests with a body that cannot be replayed as they
+//! are (`PATCH`, an upload `PUT`) are never repeated blindly: push recovers them as above.
+//!
 //! # Authentication
 //! Anonymous first; a 401 challenge is answered once: `Basic` with the configured credentials,
 //! `Bearer` by fetching a token from the challenge's realm (with `service` and our scope).

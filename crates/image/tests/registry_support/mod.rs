@@ -255,6 +255,8 @@ pub struct Resp {
     pub no_length: bool,
     /// Declare this Content-Length instead of the body's.
     pub length: Option<u64>,
+    /// Close the connection without answering at all.
+    pub drop: bool,
 }
 
 impl Resp {
@@ -267,6 +269,13 @@ impl Resp {
     pub fn body(mut self, b: impl Into<Vec<u8>>) -> Resp {
         self.body = b.into();
         self
+    }
+    /// No answer: the connection is closed once the request was read.
+    pub fn dropped() -> Resp {
+        Resp {
+            drop: true,
+            ..Resp::default()
+        }
     }
     pub fn header(mut self, k: &str, v: &str) -> Resp {
         self.headers.push((k.to_owned(), v.to_owned()));
@@ -310,6 +319,10 @@ fn read_request(stream: &mut BufReader<TcpStream>) -> Option<Req> {
 }
 
 fn write_response(stream: &mut TcpStream, resp: &Resp, head_only: bool) {
+    if resp.drop {
+        let _ = stream.shutdown(Shutdown::Both);
+        return;
+    }
     let reason = match resp.status {
         200 => "OK",
         206 => "Partial Content",
@@ -411,11 +424,16 @@ impl Drop for FakeServer {
     }
 }
 
-/// Forwards a request to `upstream` (Connection: close) and returns the raw response.
+/// Forwards a request to `upstream` (Connection: close, the client's Host kept) and returns
+/// the raw response.
 pub fn forward(upstream: u16, req: &Req) -> Resp {
     let mut s = TcpStream::connect(("127.0.0.1", upstream)).unwrap();
+    // The client's Host goes on, so the registry's absolute Locations point back at the proxy.
+    let host = req
+        .header("host")
+        .map_or_else(|| format!("127.0.0.1:{upstream}"), str::to_owned);
     let mut head = format!(
-        "{} {} HTTP/1.1\r\nHost: 127.0.0.1:{upstream}\r\nConnection: close\r\n",
+        "{} {} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n",
         req.method, req.path
     );
     for (k, v) in &req.headers {
@@ -471,6 +489,7 @@ pub fn forward(upstream: u16, req: &Req) -> Resp {
         body,
         cut_at: None,
         no_length: false,
+        drop: false,
     }
 }
 
