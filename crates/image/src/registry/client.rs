@@ -433,6 +433,14 @@ impl Client {
                     reason: "the registry asks for basic credentials and none are configured"
                         .into(),
                 })?;
+                if creds.is_identity_token() {
+                    return Err(Error::Unauthorized {
+                        url: url.to_owned(),
+                        reason: "the registry asks for basic credentials; an identity token \
+                                 only answers a bearer challenge"
+                            .into(),
+                    });
+                }
                 self.set_authorization(creds.basic_header());
                 Ok(())
             }
@@ -474,26 +482,51 @@ impl Client {
         {
             scopes.push(s);
         }
-        for s in scopes {
-            query.push(format!("scope={}", query_escape(s)));
-        }
-        let token_url = if query.is_empty() {
-            realm.clone()
+        let resp = if let Some(c) = self.creds.as_ref().filter(|c| c.is_identity_token()) {
+            // OAuth2 refresh-token grant (docker's identity tokens): a form POST to the realm.
+            let mut form = vec![
+                "grant_type=refresh_token".to_owned(),
+                format!("refresh_token={}", query_escape(&c.password)),
+                "client_id=berth".to_owned(),
+            ];
+            if let Some(service) = challenge.params.get("service") {
+                form.push(format!("service={}", query_escape(service)));
+            }
+            if !scopes.is_empty() {
+                form.push(format!("scope={}", query_escape(&scopes.join(" "))));
+            }
+            let body = form.join("&");
+            let req = http::Request::builder()
+                .method(Method::POST)
+                .uri(realm.as_str())
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(body.as_bytes())
+                .map_err(|e| protocol(realm, e))?;
+            self.agent
+                .run(req)
+                .map_err(|e| transport(&Method::POST, realm, &e))?
         } else {
-            let sep = if realm.contains('?') { '&' } else { '?' };
-            format!("{realm}{sep}{}", query.join("&"))
+            for s in &scopes {
+                query.push(format!("scope={}", query_escape(s)));
+            }
+            let token_url = if query.is_empty() {
+                realm.clone()
+            } else {
+                let sep = if realm.contains('?') { '&' } else { '?' };
+                format!("{realm}{sep}{}", query.join("&"))
+            };
+            let mut builder = http::Request::builder()
+                .method(Method::GET)
+                .uri(token_url.as_str());
+            if let Some(c) = &self.creds {
+                builder = builder.header("authorization", c.basic_header());
+            }
+            let req = builder.body(()).map_err(|e| protocol(&token_url, e))?;
+            self.agent
+                .run(req)
+                .map_err(|e| transport(&Method::GET, &token_url, &e))?
         };
-        let mut builder = http::Request::builder()
-            .method(Method::GET)
-            .uri(token_url.as_str());
-        if let Some(c) = &self.creds {
-            builder = builder.header("authorization", c.basic_header());
-        }
-        let req = builder.body(()).map_err(|e| protocol(&token_url, e))?;
-        let resp = self
-            .agent
-            .run(req)
-            .map_err(|e| transport(&Method::GET, &token_url, &e))?;
+        let token_url = realm.clone();
         let status = resp.status();
         let mut bytes = Vec::new();
         resp.into_body()

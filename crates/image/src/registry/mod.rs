@@ -60,7 +60,9 @@
 //! Anonymous first; a 401 challenge is answered once: `Basic` with the configured credentials,
 //! `Bearer` by fetching a token from the challenge's realm (with `service` and our scope).
 //! Credentials come from [`RegistryOptions::credentials`], else the docker-style auth file
-//! ([`auth::default_auth_file`]). Redirects (up to 5, loops refused) never carry credentials
+//! ([`auth::default_auth_file`]) with its credential helpers (`credHelpers`, `credsStore`;
+//! [`helper`]). An identity token (user `<token>`) is exchanged for a bearer token with
+//! `grant_type=refresh_token`. Redirects (up to 5, loops refused) never carry credentials
 //! to another host. Plain HTTP is used only when [`RegistryOptions::plain_http`] is set or the
 //! host is in [`RegistryOptions::insecure_hosts`].
 //!
@@ -71,16 +73,21 @@
 pub mod auth;
 mod client;
 pub mod error;
+pub mod helper;
 mod pull;
 mod push;
 mod retry;
 mod stream;
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 
 use berth_oci::Reference;
 
-pub use auth::{Credentials, credentials_from_file, default_auth_file, save_credentials};
+pub use auth::{
+    Credentials, IDENTITY_TOKEN_USER, credentials_from_file, credentials_from_file_with,
+    default_auth_file, save_credentials,
+};
 pub use error::{Error, ErrorKind, Result};
 pub use pull::{PullOptions, PullReport, pull, pull_and_unpack};
 pub use push::{PushOptions, PushReport, push};
@@ -107,6 +114,9 @@ pub struct RegistryOptions {
     pub credentials: Option<Credentials>,
     /// The auth file; `None` is [`default_auth_file`].
     pub auth_file: Option<PathBuf>,
+    /// Where `docker-credential-*` helpers named by the auth file are looked up (`PATH`
+    /// format), also the `PATH` they run with; `None` is the process's `PATH`.
+    pub helper_path: Option<OsString>,
     /// How transient failures (refused or reset connections, cut bodies, 408/429/5xx) are
     /// retried; see [`RetryPolicy`].
     pub retry: RetryPolicy,
@@ -133,16 +143,17 @@ pub fn parse_reference(s: &str) -> Result<Reference> {
 }
 
 impl RegistryOptions {
-    /// The credentials for `domain`: the explicit ones, else the auth file's.
+    /// The credentials for `domain`: the explicit ones, else the auth file's (its credential
+    /// helpers included).
     ///
     /// # Errors
-    /// As [`credentials_from_file`].
+    /// As [`credentials_from_file_with`].
     pub fn credentials_for(&self, domain: &str) -> Result<Option<Credentials>> {
         if let Some(c) = &self.credentials {
             return Ok(Some(c.clone()));
         }
         match self.auth_file.clone().or_else(default_auth_file) {
-            Some(path) => credentials_from_file(&path, domain),
+            Some(path) => credentials_from_file_with(&path, domain, self.helper_path.as_deref()),
             None => Ok(None),
         }
     }
