@@ -77,6 +77,12 @@ impl std::fmt::Debug for Client {
 }
 
 fn transport(method: &Method, url: &str, e: &ureq::Error) -> Error {
+    if let Some(reason) = super::tls::tls_failure(e) {
+        return Error::Tls {
+            url: url.to_owned(),
+            reason,
+        };
+    }
     Error::Transport {
         method: method_name(method),
         url: url.to_owned(),
@@ -145,8 +151,14 @@ impl Client {
         creds: Option<Credentials>,
         scopes: Vec<String>,
         retry: RetryPolicy,
+        roots: Option<Vec<ureq::tls::Certificate<'static>>>,
     ) -> Client {
+        let mut tls = ureq::tls::TlsConfig::builder();
+        if let Some(roots) = roots {
+            tls = tls.root_certs(ureq::tls::RootCerts::Specific(std::sync::Arc::new(roots)));
+        }
         let agent: ureq::Agent = ureq::Agent::config_builder()
+            .tls_config(tls.build())
             .http_status_as_error(false)
             .max_redirects(0)
             .max_redirects_will_error(false)

@@ -66,6 +66,13 @@
 //! to another host. Plain HTTP is used only when [`RegistryOptions::plain_http`] is set or the
 //! host is in [`RegistryOptions::insecure_hosts`].
 //!
+//! # TLS
+//! rustls through `ureq` (ring), Mozilla's roots by default. A registry with a private CA is
+//! trusted through [`RegistryOptions::ca_files`] or a docker-style
+//! [`RegistryOptions::certs_dir`] (`<dir>/<host[:port]>/ca.crt`); its roots are then the system
+//! bundle plus those CAs. A certificate that does not verify is [`Error::Tls`], with a hint,
+//! and is not retried.
+//!
 //! # Concurrency
 //! Pulls of the same image in several threads or processes share the work through the store's
 //! ingest locks: a blob being written by one puller is waited for by the other.
@@ -78,6 +85,7 @@ mod pull;
 mod push;
 mod retry;
 mod stream;
+mod tls;
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -114,6 +122,12 @@ pub struct RegistryOptions {
     pub credentials: Option<Credentials>,
     /// The auth file; `None` is [`default_auth_file`].
     pub auth_file: Option<PathBuf>,
+    /// Extra CA certificates (PEM files) trusted for every registry, with the system bundle
+    /// (see the `tls` notes in the module docs).
+    pub ca_files: Vec<PathBuf>,
+    /// A docker-style certificates directory: `<dir>/<host[:port]>/*.crt` are CAs trusted for
+    /// that registry (`/etc/docker/certs.d` layout). `None`: none.
+    pub certs_dir: Option<PathBuf>,
     /// Where `docker-credential-*` helpers named by the auth file are looked up (`PATH`
     /// format), also the `PATH` they run with; `None` is the process's `PATH`.
     pub helper_path: Option<OsString>,
@@ -173,6 +187,7 @@ impl RegistryOptions {
             creds,
             vec![format!("repository:{}:{actions}", reference.path())],
             self.retry,
+            tls::roots_for(self, registry_host(domain))?,
         ))
     }
 }
@@ -190,6 +205,7 @@ pub fn check_login(registry: &str, opts: &RegistryOptions) -> Result<()> {
         opts.credentials_for(registry)?,
         Vec::new(),
         opts.retry,
+        tls::roots_for(opts, registry_host(registry))?,
     );
     let url = format!(
         "{}://{}/v2/",

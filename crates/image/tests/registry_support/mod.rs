@@ -75,12 +75,23 @@ pub struct Registry {
     pub port: u16,
     pub dir: tempfile::TempDir,
     pub auth: Option<(String, String)>,
+    /// Served over TLS with this certificate and key.
+    pub tls: Option<(PathBuf, PathBuf)>,
 }
 
 impl Registry {
     /// Starts `docker-registry serve` with its own storage; with `auth`, htpasswd basic auth.
     /// `None` (after a skip) when the tools are missing.
     pub fn start(auth: Option<(&str, &str)>) -> Option<Registry> {
+        Registry::start_with(auth, None)
+    }
+
+    /// As [`Registry::start`], served over TLS with `(certificate, key)` (PEM files).
+    pub fn start_tls(auth: Option<(&str, &str)>, cert: &Path, key: &Path) -> Option<Registry> {
+        Registry::start_with(auth, Some((cert.to_path_buf(), key.to_path_buf())))
+    }
+
+    fn start_with(auth: Option<(&str, &str)>, tls: Option<(PathBuf, PathBuf)>) -> Option<Registry> {
         for tool in ["docker-registry", "skopeo"] {
             if !have(tool) {
                 skip_or_fail(&format!(
@@ -99,6 +110,7 @@ impl Registry {
             port: 0,
             dir,
             auth: auth.map(|(u, p)| (u.to_owned(), p.to_owned())),
+            tls,
         };
         r.spawn();
         Some(r)
@@ -121,6 +133,14 @@ impl Registry {
                 file.display()
             );
         }
+        let tls = match &self.tls {
+            Some((cert, key)) => format!(
+                "  tls:\n    certificate: {}\n    key: {}\n",
+                cert.display(),
+                key.display()
+            ),
+            None => String::new(),
+        };
         for _attempt in 0..5 {
             let port = if self.port == 0 {
                 free_port()
@@ -131,7 +151,7 @@ impl Registry {
             std::fs::write(
                 &config,
                 format!(
-                    "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n{auth}",
+                    "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n{tls}{auth}",
                     data.display()
                 ),
             )
