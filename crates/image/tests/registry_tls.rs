@@ -12,8 +12,7 @@
 
 mod registry_support;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use berth_image::ErrorKind;
@@ -23,88 +22,7 @@ use berth_image::registry::{
     self, Credentials, PullOptions, PushOptions, RegistryOptions, RetryPolicy,
 };
 use berth_image::unpack;
-use registry_support::{Registry, fixture, skip_or_fail, tempdir};
-
-/// A CA and a certificate it signed for `san`, in `dir`: (ca.crt, server.crt, server.key).
-fn make_pki(dir: &Path, name: &str, san: &str) -> Option<(PathBuf, PathBuf, PathBuf)> {
-    let openssl = |args: &[&str]| {
-        let out = Command::new("openssl").args(args).current_dir(dir).output();
-        match out {
-            Ok(o) if o.status.success() => true,
-            Ok(o) => panic!("openssl {args:?}: {}", String::from_utf8_lossy(&o.stderr)),
-            Err(e) => {
-                skip_or_fail(&format!(
-                    "openssl is not available ({e}); apt-get install openssl"
-                ));
-                false
-            }
-        }
-    };
-    let ca_key = format!("{name}-ca.key");
-    let ca = format!("{name}-ca.crt");
-    let key = format!("{name}-server.key");
-    let csr = format!("{name}-server.csr");
-    let crt = format!("{name}-server.crt");
-    let ext = dir.join(format!("{name}-ext.cnf"));
-    std::fs::write(
-        &ext,
-        format!(
-            "subjectAltName={san}\nbasicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n"
-        ),
-    )
-    .unwrap();
-    let ok = openssl(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-        "-keyout",
-        &ca_key,
-        "-out",
-        &ca,
-        "-days",
-        "2",
-        "-subj",
-        &format!("/CN=berth test CA {name}"),
-        "-addext",
-        "basicConstraints=critical,CA:TRUE",
-        "-addext",
-        "keyUsage=critical,keyCertSign,cRLSign",
-    ]) && openssl(&[
-        "req",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-        "-keyout",
-        &key,
-        "-out",
-        &csr,
-        "-subj",
-        "/CN=berth test registry",
-    ]) && openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        &csr,
-        "-CA",
-        &ca,
-        "-CAkey",
-        &ca_key,
-        "-CAcreateserial",
-        "-out",
-        &crt,
-        "-days",
-        "2",
-        "-extfile",
-        ext.to_str().unwrap(),
-    ]);
-    ok.then(|| (dir.join(ca), dir.join(crt), dir.join(key)))
-}
+use registry_support::{Registry, fixture, make_pki, tempdir};
 
 fn opts(store_dir: &Path) -> RegistryOptions {
     RegistryOptions {

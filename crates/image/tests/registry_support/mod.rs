@@ -33,11 +33,12 @@ fn have(tool: &str) -> bool {
         .is_ok_and(|s| s.success())
 }
 
-/// The repository root.
+/// The repository root (the nearest directory with a `Cargo.lock`: this module is also used
+/// by the facade package's CLI tests).
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .ancestors()
-        .nth(2)
+        .find(|d| d.join("Cargo.lock").is_file())
         .unwrap()
         .to_path_buf()
 }
@@ -511,6 +512,95 @@ pub fn forward(upstream: u16, req: &Req) -> Resp {
         no_length: false,
         drop: false,
     }
+}
+
+/// A CA and a server certificate it signed for `san` (`IP:127.0.0.1`, `DNS:…`), made with the
+/// openssl CLI in `dir`: (ca.crt, server.crt, server.key). `None` after a skip when openssl is
+/// missing.
+pub fn make_pki(dir: &Path, name: &str, san: &str) -> Option<(PathBuf, PathBuf, PathBuf)> {
+    if !have("openssl") {
+        skip_or_fail("openssl is not installed (apt-get install openssl)");
+        return None;
+    }
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ca_key = format!("{name}-ca.key");
+    let ca = format!("{name}-ca.crt");
+    let key = format!("{name}-server.key");
+    let csr = format!("{name}-server.csr");
+    let crt = format!("{name}-server.crt");
+    let ext = dir.join(format!("{name}-ext.cnf"));
+    std::fs::write(
+        &ext,
+        format!(
+            "subjectAltName={san}\nbasicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n"
+        ),
+    )
+    .unwrap();
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let subject = format!("/CN=berth test CA {name}");
+    let mut ca_args = vec!["req", "-x509"];
+    ca_args.extend(ec);
+    ca_args.extend([
+        "-keyout",
+        &ca_key,
+        "-out",
+        &ca,
+        "-days",
+        "2",
+        "-subj",
+        &subject,
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+    ]);
+    openssl(&ca_args);
+    let mut req_args = vec!["req"];
+    req_args.extend(ec);
+    req_args.extend([
+        "-keyout",
+        &key,
+        "-out",
+        &csr,
+        "-subj",
+        "/CN=berth test registry",
+    ]);
+    openssl(&req_args);
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        &csr,
+        "-CA",
+        &ca,
+        "-CAkey",
+        &ca_key,
+        "-CAcreateserial",
+        "-out",
+        &crt,
+        "-days",
+        "2",
+        "-extfile",
+        ext.to_str().unwrap(),
+    ]);
+    Some((dir.join(ca), dir.join(crt), dir.join(key)))
 }
 
 /// A counter usable from handlers.
