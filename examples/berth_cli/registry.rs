@@ -34,7 +34,8 @@ pub struct RegistryArgs {
     #[arg(long = "ca-file", value_name = "FILE")]
     pub ca_files: Vec<PathBuf>,
     /// A docker-style certificates directory: DIR/HOST[:PORT]/*.crt are trusted CAs for that
-    /// registry (default: /etc/docker/certs.d when it exists).
+    /// registry, NAME.cert with NAME.key a client certificate (default: /etc/docker/certs.d
+    /// when it exists).
     #[arg(long, value_name = "DIR")]
     pub certs_dir: Option<PathBuf>,
     /// Attempts per request or blob on transient failures (refused or cut connections,

@@ -152,8 +152,9 @@ impl Client {
         scopes: Vec<String>,
         retry: RetryPolicy,
         roots: Option<Vec<ureq::tls::Certificate<'static>>>,
+        client_cert: Option<ureq::tls::ClientCert>,
     ) -> Client {
-        let mut tls = ureq::tls::TlsConfig::builder();
+        let mut tls = ureq::tls::TlsConfig::builder().client_cert(client_cert);
         if let Some(roots) = roots {
             tls = tls.root_certs(ureq::tls::RootCerts::Specific(std::sync::Arc::new(roots)));
         }

@@ -70,7 +70,8 @@
 //! rustls through `ureq` (ring), Mozilla's roots by default. A registry with a private CA is
 //! trusted through [`RegistryOptions::ca_files`] or a docker-style
 //! [`RegistryOptions::certs_dir`] (`<dir>/<host[:port]>/ca.crt`); its roots are then the system
-//! bundle plus those CAs. A certificate that does not verify is [`Error::Tls`], with a hint,
+//! bundle plus those CAs. A client certificate for mutual TLS comes from the same directory
+//! (`client.cert` + `client.key`). A certificate that does not verify is [`Error::Tls`], with a hint,
 //! and is not retried.
 //!
 //! # Concurrency
@@ -125,8 +126,9 @@ pub struct RegistryOptions {
     /// Extra CA certificates (PEM files) trusted for every registry, with the system bundle
     /// (see the `tls` notes in the module docs).
     pub ca_files: Vec<PathBuf>,
-    /// A docker-style certificates directory: `<dir>/<host[:port]>/*.crt` are CAs trusted for
-    /// that registry (`/etc/docker/certs.d` layout). `None`: none.
+    /// A docker-style certificates directory (`/etc/docker/certs.d` layout):
+    /// `<dir>/<host[:port]>/*.crt` are CAs trusted for that registry, and `NAME.cert` with
+    /// `NAME.key` a client certificate for mutual TLS. `None`: none.
     pub certs_dir: Option<PathBuf>,
     /// Where `docker-credential-*` helpers named by the auth file are looked up (`PATH`
     /// format), also the `PATH` they run with; `None` is the process's `PATH`.
@@ -188,6 +190,7 @@ impl RegistryOptions {
             vec![format!("repository:{}:{actions}", reference.path())],
             self.retry,
             tls::roots_for(self, registry_host(domain))?,
+            tls::client_cert_for(self, registry_host(domain))?,
         ))
     }
 }
@@ -206,6 +209,7 @@ pub fn check_login(registry: &str, opts: &RegistryOptions) -> Result<()> {
         Vec::new(),
         opts.retry,
         tls::roots_for(opts, registry_host(registry))?,
+        tls::client_cert_for(opts, registry_host(registry))?,
     );
     let url = format!(
         "{}://{}/v2/",

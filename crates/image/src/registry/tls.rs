@@ -11,12 +11,17 @@
 //! containerd's `certs.d` directories also use for CA files; `hosts.toml` itself is not read).
 //! `ureq` takes root certificates only as a complete list, hence the system bundle.
 //!
+//! A client certificate for mutual TLS is taken from the same directory as docker does:
+//! `<certs_dir>/<host>/NAME.cert` with its key `NAME.key` (the first pair by name; a
+//! certificate without its key, or a key without its certificate, is an error). The pair is
+//! checked (the key parses and matches the certificate) before it is used.
+//!
 //! A handshake that fails (unknown issuer, wrong name, expired, not TLS at all) becomes
 //! [`Error::Tls`] with a hint, never retried.
 
 use std::path::{Path, PathBuf};
 
-use ureq::tls::{Certificate, PemItem, parse_pem};
+use ureq::tls::{Certificate, ClientCert, PemItem, PrivateKey, parse_pem};
 
 use super::RegistryOptions;
 use super::error::{Error, Result};
@@ -67,29 +72,6 @@ pub(crate) fn read_certificates(path: &Path) -> Result<Vec<Certificate<'static>>
     Ok(certs)
 }
 
-/// The `*.crt` files of `<dir>/<host>/`, sorted.
-fn host_ca_files(dir: &Path, host: &str) -> Result<Vec<PathBuf>> {
-    if host.is_empty() || host.contains('/') || host == "." || host == ".." {
-        return Ok(Vec::new());
-    }
-    let sub = dir.join(host);
-    let entries = match std::fs::read_dir(&sub) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(Error::io("read directory", &sub, e)),
-    };
-    let mut files = Vec::new();
-    for entry in entries {
-        let entry = entry.map_err(|e| Error::io("read directory", &sub, e))?;
-        let path = entry.path();
-        if path.extension().is_some_and(|x| x == "crt") && path.is_file() {
-            files.push(path);
-        }
-    }
-    files.sort();
-    Ok(files)
-}
-
 /// The root certificates for `host` when it needs more than the default roots; `None` to
 /// keep the defaults.
 ///
@@ -101,7 +83,7 @@ pub(crate) fn roots_for(
 ) -> Result<Option<Vec<Certificate<'static>>>> {
     let mut files = opts.ca_files.clone();
     if let Some(dir) = &opts.certs_dir {
-        files.extend(host_ca_files(dir, host)?);
+        files.extend(files_with(dir, host, "crt")?);
     }
     if files.is_empty() {
         return Ok(None);
@@ -125,6 +107,80 @@ pub(crate) fn roots_for(
     Ok(Some(roots))
 }
 
+/// The client certificate for `host` from `<certs_dir>/<host>/` (see the module docs), if any.
+///
+/// # Errors
+/// [`Error::Tls`] for a certificate without its key (or the reverse), a bad PEM, or a key that
+/// does not match; [`Error::Io`].
+pub(crate) fn client_cert_for(opts: &RegistryOptions, host: &str) -> Result<Option<ClientCert>> {
+    let Some(dir) = &opts.certs_dir else {
+        return Ok(None);
+    };
+    let certs = files_with(dir, host, "cert")?;
+    let keys = files_with(dir, host, "key")?;
+    let bad = |path: &Path, reason: String| Error::Tls {
+        url: path.display().to_string(),
+        reason,
+    };
+    for key in &keys {
+        if !certs.contains(&key.with_extension("cert")) {
+            return Err(bad(key, "client key without its NAME.cert".into()));
+        }
+    }
+    let Some(cert_path) = certs.first() else {
+        return Ok(None);
+    };
+    let key_path = cert_path.with_extension("key");
+    if !keys.contains(&key_path) {
+        return Err(bad(
+            cert_path,
+            "client certificate without its NAME.key".into(),
+        ));
+    }
+    let chain = read_certificates(cert_path)?;
+    let key_pem = std::fs::read(&key_path).map_err(|e| Error::io("read", &key_path, e))?;
+    let key = PrivateKey::from_pem(&key_pem)
+        .map_err(|e| bad(&key_path, format!("no usable private key: {e}")))?;
+    // What ureq does with the pair (it panics where this returns an error).
+    let provider = rustls::crypto::ring::default_provider();
+    let der_chain = chain
+        .iter()
+        .map(|c| rustls::pki_types::CertificateDer::from(c.der().to_vec()))
+        .collect();
+    let der_key = rustls::pki_types::PrivateKeyDer::try_from(key.der().to_vec())
+        .map_err(|e| bad(&key_path, format!("unusable private key: {e}")))?;
+    rustls::sign::CertifiedKey::from_der(der_chain, der_key, &provider).map_err(|e| {
+        bad(
+            &key_path,
+            format!("does not go with {}: {e}", cert_path.display()),
+        )
+    })?;
+    Ok(Some(ClientCert::new_with_certs(&chain, key)))
+}
+
+/// The files `<dir>/<host>/*.<ext>`, sorted.
+fn files_with(dir: &Path, host: &str, ext: &str) -> Result<Vec<PathBuf>> {
+    if host.is_empty() || host.contains('/') || host == "." || host == ".." {
+        return Ok(Vec::new());
+    }
+    let sub = dir.join(host);
+    let entries = match std::fs::read_dir(&sub) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io("read directory", &sub, e)),
+    };
+    let mut files = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io("read directory", &sub, e))?;
+        let path = entry.path();
+        if path.extension().is_some_and(|x| x == ext) && path.is_file() {
+            files.push(path);
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
 /// A hint for a rustls failure.
 fn hint(e: &rustls::Error) -> &'static str {
     use rustls::{CertificateError, Error as R};
@@ -137,6 +193,15 @@ fn hint(e: &rustls::Error) -> &'static str {
             CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
         ) => ": the certificate does not name this host",
         R::InvalidCertificate(_) => ": the certificate does not verify",
+        R::AlertReceived(
+            rustls::AlertDescription::CertificateRequired
+            | rustls::AlertDescription::BadCertificate
+            | rustls::AlertDescription::UnknownCA
+            | rustls::AlertDescription::HandshakeFailure,
+        ) => {
+            ": the registry refused our client certificate or wants one; put NAME.cert and \
+             NAME.key in <certs-dir>/<host>/"
+        }
         R::InvalidMessage(_) => {
             ": the server does not speak TLS here (plain HTTP? see plain_http / --plain-http)"
         }

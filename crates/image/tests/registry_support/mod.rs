@@ -76,8 +76,9 @@ pub struct Registry {
     pub port: u16,
     pub dir: tempfile::TempDir,
     pub auth: Option<(String, String)>,
-    /// Served over TLS with this certificate and key.
-    pub tls: Option<(PathBuf, PathBuf)>,
+    /// Served over TLS with this certificate and key, and asking clients for a certificate
+    /// signed by the CA of the third, if any.
+    pub tls: Option<(PathBuf, PathBuf, Option<PathBuf>)>,
 }
 
 impl Registry {
@@ -89,10 +90,25 @@ impl Registry {
 
     /// As [`Registry::start`], served over TLS with `(certificate, key)` (PEM files).
     pub fn start_tls(auth: Option<(&str, &str)>, cert: &Path, key: &Path) -> Option<Registry> {
-        Registry::start_with(auth, Some((cert.to_path_buf(), key.to_path_buf())))
+        Registry::start_with(auth, Some((cert.to_path_buf(), key.to_path_buf(), None)))
     }
 
-    fn start_with(auth: Option<(&str, &str)>, tls: Option<(PathBuf, PathBuf)>) -> Option<Registry> {
+    /// As [`Registry::start_tls`], requiring client certificates signed by `client_ca`.
+    pub fn start_mtls(cert: &Path, key: &Path, client_ca: &Path) -> Option<Registry> {
+        Registry::start_with(
+            None,
+            Some((
+                cert.to_path_buf(),
+                key.to_path_buf(),
+                Some(client_ca.to_path_buf()),
+            )),
+        )
+    }
+
+    fn start_with(
+        auth: Option<(&str, &str)>,
+        tls: Option<(PathBuf, PathBuf, Option<PathBuf>)>,
+    ) -> Option<Registry> {
         for tool in ["docker-registry", "skopeo"] {
             if !have(tool) {
                 skip_or_fail(&format!(
@@ -135,10 +151,14 @@ impl Registry {
             );
         }
         let tls = match &self.tls {
-            Some((cert, key)) => format!(
-                "  tls:\n    certificate: {}\n    key: {}\n",
+            Some((cert, key, client_ca)) => format!(
+                "  tls:\n    certificate: {}\n    key: {}\n{}",
                 cert.display(),
-                key.display()
+                key.display(),
+                client_ca
+                    .as_ref()
+                    .map(|c| format!("    clientcas:\n      - {}\n", c.display()))
+                    .unwrap_or_default()
             ),
             None => String::new(),
         };
@@ -601,6 +621,70 @@ pub fn make_pki(dir: &Path, name: &str, san: &str) -> Option<(PathBuf, PathBuf, 
         ext.to_str().unwrap(),
     ]);
     Some((dir.join(ca), dir.join(crt), dir.join(key)))
+}
+
+/// A client certificate signed by the CA `make_pki(dir, name, …)` made: (client.cert,
+/// client.key) in `dir/<out>/`.
+pub fn make_client_cert(dir: &Path, name: &str, out: &str) -> (PathBuf, PathBuf) {
+    let o = dir.join(out);
+    std::fs::create_dir_all(&o).unwrap();
+    let ext = dir.join(format!("{name}-client-ext.cnf"));
+    std::fs::write(
+        &ext,
+        "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=clientAuth\n",
+    )
+    .unwrap();
+    let (cert, key, csr) = (
+        o.join("client.cert"),
+        o.join("client.key"),
+        o.join("client.csr"),
+    );
+    for args in [
+        vec![
+            "req".to_owned(),
+            "-newkey".into(),
+            "ec".into(),
+            "-pkeyopt".into(),
+            "ec_paramgen_curve:prime256v1".into(),
+            "-nodes".into(),
+            "-keyout".into(),
+            key.display().to_string(),
+            "-out".into(),
+            csr.display().to_string(),
+            "-subj".into(),
+            "/CN=berth test client".into(),
+        ],
+        vec![
+            "x509".to_owned(),
+            "-req".into(),
+            "-in".into(),
+            csr.display().to_string(),
+            "-CA".into(),
+            format!("{name}-ca.crt"),
+            "-CAkey".into(),
+            format!("{name}-ca.key"),
+            "-CAcreateserial".into(),
+            "-out".into(),
+            cert.display().to_string(),
+            "-days".into(),
+            "2".into(),
+            "-extfile".into(),
+            ext.display().to_string(),
+        ],
+    ] {
+        let out = Command::new("openssl")
+            .args(&args)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    std::fs::remove_file(&csr).unwrap();
+    (cert, key)
 }
 
 /// A counter usable from handlers.
