@@ -15,6 +15,7 @@ use ureq::http::{self, HeaderMap, Method, StatusCode};
 use super::auth::{Challenge, Credentials, parse_challenge};
 use super::error::{Error, Result};
 use super::retry::{Backoff, RetryPolicy, parse_retry_after, transient_status};
+use super::{RegistryOptions, registry_host, tls};
 
 /// Most redirects followed for one request.
 pub(crate) const MAX_REDIRECTS: usize = 5;
@@ -77,7 +78,7 @@ impl std::fmt::Debug for Client {
 }
 
 fn transport(method: &Method, url: &str, e: &ureq::Error) -> Error {
-    if let Some(reason) = super::tls::tls_failure(e) {
+    if let Some(reason) = tls::tls_failure(e) {
         return Error::Tls {
             url: url.to_owned(),
             reason,
@@ -143,17 +144,24 @@ pub(crate) fn query_escape(s: &str) -> String {
 }
 
 impl Client {
-    /// A client for `repo` on `host` (already mapped: `docker.io` → `registry-1.docker.io`).
+    /// A client for `repo` of the registry `domain` (as in references: `docker.io` is
+    /// reached at `registry-1.docker.io`), configured from `opts`: plain HTTP or TLS (extra
+    /// roots, client certificate), credentials, retries.
+    ///
+    /// # Errors
+    /// As [`RegistryOptions::credentials_for`]; [`Error::Tls`] and [`Error::Io`] for unusable
+    /// certificate files.
     pub(crate) fn new(
-        host: &str,
+        opts: &RegistryOptions,
+        domain: &str,
         repo: &str,
-        plain_http: bool,
-        creds: Option<Credentials>,
         scopes: Vec<String>,
-        retry: RetryPolicy,
-        roots: Option<Vec<ureq::tls::Certificate<'static>>>,
-        client_cert: Option<ureq::tls::ClientCert>,
-    ) -> Client {
+    ) -> Result<Client> {
+        let host = registry_host(domain);
+        let plain_http = opts.is_plain(domain);
+        let creds = opts.credentials_for(domain)?;
+        let roots = tls::roots_for(opts, host)?;
+        let client_cert = tls::client_cert_for(opts, host)?;
         let mut tls = ureq::tls::TlsConfig::builder().client_cert(client_cert);
         if let Some(roots) = roots {
             tls = tls.root_certs(ureq::tls::RootCerts::Specific(std::sync::Arc::new(roots)));
@@ -168,16 +176,21 @@ impl Client {
             .user_agent(concat!("berth/", env!("CARGO_PKG_VERSION")))
             .build()
             .into();
-        Client {
+        Ok(Client {
             agent,
             scheme: if plain_http { "http" } else { "https" },
             host: host.to_owned(),
             repo: repo.to_owned(),
             scopes,
             creds,
-            retry,
+            retry: opts.retry,
             authorization: Mutex::new(None),
-        }
+        })
+    }
+
+    /// `scheme://host/v2/` (the API's base).
+    pub(crate) fn base_url(&self) -> String {
+        format!("{}://{}/v2/", self.scheme, self.host)
     }
 
     /// Adds a scope asked for in bearer token requests.

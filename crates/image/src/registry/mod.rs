@@ -180,18 +180,12 @@ impl RegistryOptions {
 
     /// A client for the repository of `reference` with the given token scopes' actions.
     fn client(&self, reference: &Reference, actions: &str) -> Result<Client> {
-        let domain = reference.domain();
-        let creds = self.credentials_for(domain)?;
-        Ok(Client::new(
-            registry_host(domain),
+        Client::new(
+            self,
+            reference.domain(),
             reference.path(),
-            self.is_plain(domain),
-            creds,
             vec![format!("repository:{}:{actions}", reference.path())],
-            self.retry,
-            tls::roots_for(self, registry_host(domain))?,
-            tls::client_cert_for(self, registry_host(domain))?,
-        ))
+        )
     }
 }
 
@@ -201,25 +195,8 @@ impl RegistryOptions {
 /// # Errors
 /// [`Error::Unauthorized`] when refused; transport and status errors.
 pub fn check_login(registry: &str, opts: &RegistryOptions) -> Result<()> {
-    let client = Client::new(
-        registry_host(registry),
-        "",
-        opts.is_plain(registry),
-        opts.credentials_for(registry)?,
-        Vec::new(),
-        opts.retry,
-        tls::roots_for(opts, registry_host(registry))?,
-        tls::client_cert_for(opts, registry_host(registry))?,
-    );
-    let url = format!(
-        "{}://{}/v2/",
-        if opts.is_plain(registry) {
-            "http"
-        } else {
-            "https"
-        },
-        registry_host(registry)
-    );
+    let client = Client::new(opts, registry, "", Vec::new())?;
+    let url = client.base_url();
     client.send_expect(ureq::http::Method::GET, &url, &[], None, &[200])?;
     Ok(())
 }
