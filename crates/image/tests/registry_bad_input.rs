@@ -186,6 +186,8 @@ fn unauthorized_without_and_with_wrong_credentials() {
             || err.to_string().contains("none are configured"),
         "{err}"
     );
+    // A 401 is not retried: one request, nothing to answer it with.
+    assert_eq!(server.requests().len(), 1);
     e.opts.registry.credentials = Some(Credentials {
         username: "u".into(),
         password: "wrong".into(),
@@ -193,6 +195,8 @@ fn unauthorized_without_and_with_wrong_credentials() {
     let err = pull_fails(&e, &name, &img);
     assert!(matches!(err, registry::Error::Unauthorized { .. }), "{err}");
     assert!(err.to_string().contains("rejected"), "{err}");
+    // Anonymous, then once with the credentials: no retry after the rejection.
+    assert_eq!(server.requests().len(), 3);
     // The right ones work.
     e.opts.registry.credentials = Some(Credentials {
         username: "u".into(),
