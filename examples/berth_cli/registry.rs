@@ -226,8 +226,9 @@ pub fn push(store: &ContentStore, args: &PushArgs) -> Result<()> {
     Ok(())
 }
 
-/// Runs `berth login`: checks the credentials against the registry, then stores them in the
-/// auth file (mode 0600).
+/// Runs `berth login`: checks the credentials against the registry, then stores them through
+/// the credential helper the auth file names for the registry, else in the auth file (mode
+/// 0600).
 pub fn login(args: &LoginArgs) -> Result<()> {
     let Some(username) = args.username.clone() else {
         bail!("login needs --username (and the password on standard input with --password-stdin)");
@@ -254,7 +255,15 @@ pub fn login(args: &LoginArgs) -> Result<()> {
         .clone()
         .or_else(registry::default_auth_file)
         .context("no auth file: set HOME or DOCKER_CONFIG, or pass --auth-file")?;
-    registry::save_credentials(&file, &args.registry, &creds)?;
-    println!("Login succeeded ({})", file.display());
+    match registry::save_credentials_with(
+        &file,
+        &args.registry,
+        &creds,
+        opts.helper_path.as_deref(),
+    )? {
+        registry::SavedIn::Helper(h) => println!("Login succeeded (stored by {h})"),
+        registry::SavedIn::File(f) => println!("Login succeeded ({})", f.display()),
+        other => println!("Login succeeded ({other:?})"),
+    }
     Ok(())
 }

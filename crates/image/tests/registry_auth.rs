@@ -240,3 +240,66 @@ fn identity_token_from_a_helper_is_exchanged_at_the_realm() {
                 .is_none_or(|a| a == format!("Bearer {ACCESS}")))
     );
 }
+
+#[test]
+fn login_stores_through_the_named_helper_and_pulls_with_it() {
+    let (Some(reg), Some(busybox)) = (
+        Registry::start(Some(("stored", "st0red-pw"))),
+        fixture("busybox.oci.tar"),
+    ) else {
+        return;
+    };
+    reg.seed(&busybox, "private/busybox:latest");
+    let h = Helpers::new();
+    let vault = h.dir.path().join("vault.json");
+    // A tiny store: `store` keeps the JSON it is given (the line `read -r server` took),
+    // `get` prints it back.
+    h.helper(
+        "berthvault",
+        &format!(
+            "vault='{}'\nif [ \"$1\" = store ]; then\n  printf '%s' \"$server\" > \"$vault\"\nelif [ \"$1\" = get ] && [ -f \"$vault\" ]; then\n  read -r json < \"$vault\"\n  printf '%s' \"$json\"\nelse\n  echo 'credentials not found in native keychain'\n  exit 1\nfi",
+            vault.display()
+        ),
+    );
+    h.config(r#"{"credsStore":"berthvault","auths":{}}"#);
+    let creds = registry::Credentials {
+        username: "stored".into(),
+        password: "st0red-pw".into(),
+    };
+    let opts = h.opts();
+    let saved = registry::save_credentials_with(
+        &h.auth_file(),
+        &reg.host(),
+        &creds,
+        opts.registry.helper_path.as_deref(),
+    )
+    .unwrap();
+    assert_eq!(
+        saved,
+        registry::SavedIn::Helper("docker-credential-berthvault".into())
+    );
+    // The helper got docker's JSON; the auth file holds no secret.
+    let stored: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&vault).unwrap()).unwrap();
+    assert_eq!(stored["ServerURL"], reg.host());
+    assert_eq!(stored["Username"], "stored");
+    assert_eq!(stored["Secret"], "st0red-pw");
+    assert!(
+        !std::fs::read_to_string(h.auth_file())
+            .unwrap()
+            .contains("st0red")
+    );
+
+    let store = fresh_store(h.dir.path(), "s");
+    let name = format!("{}/private/busybox:latest", reg.host());
+    registry::pull(&store, &name, &opts).unwrap();
+
+    // Without a helper configured, login writes the file (mode 0600) as before.
+    h.config("{}");
+    let saved = registry::save_credentials_with(&h.auth_file(), &reg.host(), &creds, None).unwrap();
+    assert_eq!(saved, registry::SavedIn::File(h.auth_file()));
+    assert_eq!(
+        registry::credentials_from_file(&h.auth_file(), &reg.host()).unwrap(),
+        Some(creds)
+    );
+}

@@ -6,8 +6,9 @@
 //!   for every host; else `auths.<host>` holds `auth` (base64 of `user:password`) or an
 //!   `identitytoken`. Helpers speak docker's protocol ([`super::helper`]). A `credsStore`
 //!   whose program is missing falls back to `auths` (with a warning); a missing
-//!   `credHelpers` program is an error. [`save_credentials`] writes the inline form back with
-//!   mode 0600, through a temporary file renamed into place, keeping the other keys.
+//!   `credHelpers` program is an error. [`save_credentials_with`] stores through the same
+//!   helper (`store`), else [`save_credentials`] writes the inline form with mode 0600, through
+//!   a temporary file renamed into place, keeping the other keys.
 //! * **Identity tokens**: credentials whose user name is `<token>` (docker's convention)
 //!   carry an OAuth2 refresh token, exchanged at the bearer realm (`grant_type=refresh_token`)
 //!   instead of sent as basic credentials.
@@ -207,6 +208,68 @@ pub fn credentials_from_file_with(
         }));
     }
     Ok(None)
+}
+
+/// Where [`save_credentials_with`] put the credentials.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SavedIn {
+    /// Inline in the auth file.
+    File(PathBuf),
+    /// In a credential helper (the program's name).
+    Helper(String),
+}
+
+/// Stores `creds` for `host` as `docker login` does: through the helper the auth file names
+/// for `host` (`credHelpers`, else `credsStore`; run from `helper_path` as in
+/// [`credentials_from_file_with`]), else inline in the file ([`save_credentials`]). A
+/// `credsStore` whose program is missing falls back to the file, with a warning.
+///
+/// # Errors
+/// [`Error::AuthFile`] for a malformed file; [`Error::CredentialHelper`] when the helper
+/// fails; [`Error::Io`].
+pub fn save_credentials_with(
+    path: &Path,
+    host: &str,
+    creds: &Credentials,
+    helper_path: Option<&OsStr>,
+) -> Result<SavedIn> {
+    let json = read_json(path)?.unwrap_or_else(|| serde_json::json!({}));
+    let per_host = json
+        .get("credHelpers")
+        .and_then(|h| h.as_object())
+        .and_then(|h| {
+            host_keys(host)
+                .iter()
+                .find_map(|k| h.get(k).and_then(|n| n.as_str()).map(str::to_owned))
+        });
+    let store = json
+        .get("credsStore")
+        .and_then(|n| n.as_str())
+        .filter(|n| !n.is_empty())
+        .map(str::to_owned);
+    let helper = match (per_host, store) {
+        (Some(h), _) => Some(h),
+        (None, Some(s)) if helper::helper_exists(&s, helper_path) => Some(s),
+        (None, Some(s)) => {
+            tracing::warn!(
+                helper = format!("docker-credential-{s}"),
+                "credsStore helper not found; storing in the auth file"
+            );
+            None
+        }
+        (None, None) => None,
+    };
+    match helper {
+        Some(name) => {
+            helper::helper_store(&name, &helper_server(host), creds, helper_path)?;
+            Ok(SavedIn::Helper(format!("docker-credential-{name}")))
+        }
+        None => {
+            save_credentials(path, host, creds)?;
+            Ok(SavedIn::File(path.to_path_buf()))
+        }
+    }
 }
 
 /// Stores `creds` for `host` in the auth file at `path` (created with its directory if

@@ -2,7 +2,8 @@
 //! prints `{"ServerURL":…,"Username":…,"Secret":…}`; a `Username` of `<token>` makes the
 //! secret an identity token (an OAuth2 refresh token for the bearer flow). A helper that
 //! does not know the server exits non-zero saying "credentials not found"; that is "no
-//! credentials", any other failure is [`Error::CredentialHelper`].
+//! credentials", any other failure is [`Error::CredentialHelper`]. `store` takes that JSON on
+//! stdin ([`helper_store`], for `berth login`).
 //!
 //! The helper is found in the given search path (`PATH` format; the process's `PATH` when
 //! none is given) and run by its absolute path with that same `PATH`, stdin/stdout/stderr
@@ -70,38 +71,8 @@ pub fn helper_credentials(
             "not found in PATH".into()
         })
     })?;
-    let mut cmd = Command::new(&exe);
-    cmd.arg("get")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    if let Some(p) = search_path {
-        cmd.env("PATH", p);
-    }
-    let mut child = spawn_retrying_busy(&mut cmd).map_err(|e| fail(format!("cannot run: {e}")))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        // A helper that exits without reading is judged by its exit status below.
-        let _ = stdin.write_all(server.as_bytes());
-    }
-    let stdout = child.stdout.take();
-    let stderr = child.stderr.take();
-    let out_reader = std::thread::spawn(move || read_capped(stdout));
-    let err_reader = std::thread::spawn(move || read_capped(stderr));
-    let deadline = Instant::now() + HELPER_TIMEOUT;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(s)) => break s,
-            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
-            Ok(None) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(fail(format!("no answer within {HELPER_TIMEOUT:?}")));
-            }
-            Err(e) => return Err(fail(format!("wait: {e}"))),
-        }
-    };
-    let stdout = out_reader.join().unwrap_or_default();
-    let stderr = err_reader.join().unwrap_or_default();
+    let (status, stdout, stderr) =
+        run(&exe, "get", server.as_bytes(), search_path).map_err(&fail)?;
     let text = String::from_utf8_lossy(&stdout);
     if !status.success() {
         let said = format!(
@@ -130,6 +101,90 @@ pub fn helper_credentials(
         username,
         password: secret,
     }))
+}
+
+/// Stores `creds` for `server` through helper `name` (`docker-credential-<name> store`, the
+/// JSON `{"ServerURL","Username","Secret"}` on stdin), as `docker login` does when the auth
+/// file names a helper.
+///
+/// # Errors
+/// [`Error::CredentialHelper`]: a bad name, no such program, a failure, a timeout.
+pub fn helper_store(
+    name: &str,
+    server: &str,
+    creds: &Credentials,
+    search_path: Option<&OsStr>,
+) -> Result<()> {
+    let program = format!("docker-credential-{name}");
+    let fail = |reason: String| Error::CredentialHelper {
+        helper: program.clone(),
+        server: server.to_owned(),
+        reason,
+    };
+    if name.is_empty() || name.contains('/') || name.contains('\0') {
+        return Err(fail("invalid helper name".into()));
+    }
+    let exe = find_helper(name, search_path).ok_or_else(|| fail("not found".into()))?;
+    let input = serde_json::json!({
+        "ServerURL": server,
+        "Username": creds.username,
+        "Secret": creds.password,
+    })
+    .to_string();
+    let (status, stdout, stderr) =
+        run(&exe, "store", input.as_bytes(), search_path).map_err(&fail)?;
+    if !status.success() {
+        return Err(fail(format!(
+            "{status}: {} {}",
+            String::from_utf8_lossy(&stdout).trim(),
+            String::from_utf8_lossy(&stderr).trim()
+        )));
+    }
+    Ok(())
+}
+
+/// Runs `exe action` with `input` on stdin (and `search_path` as its `PATH`), waiting at most
+/// [`HELPER_TIMEOUT`]. Returns its status, stdout and stderr (each capped), or why it could not
+/// be run.
+fn run(
+    exe: &std::path::Path,
+    action: &str,
+    input: &[u8],
+    search_path: Option<&OsStr>,
+) -> std::result::Result<(std::process::ExitStatus, Vec<u8>, Vec<u8>), String> {
+    let mut cmd = Command::new(exe);
+    cmd.arg(action)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Some(p) = search_path {
+        cmd.env("PATH", p);
+    }
+    let mut child = spawn_retrying_busy(&mut cmd).map_err(|e| format!("cannot run: {e}"))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        // A helper that exits without reading is judged by its exit status below.
+        let _ = stdin.write_all(input);
+    }
+    let stdout = child.stdout.take();
+    let stderr = child.stderr.take();
+    let out_reader = std::thread::spawn(move || read_capped(stdout));
+    let err_reader = std::thread::spawn(move || read_capped(stderr));
+    let deadline = Instant::now() + HELPER_TIMEOUT;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(s)) => break s,
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("no answer within {HELPER_TIMEOUT:?}"));
+            }
+            Err(e) => return Err(format!("wait: {e}")),
+        }
+    };
+    let stdout = out_reader.join().unwrap_or_default();
+    let stderr = err_reader.join().unwrap_or_default();
+    Ok((status, stdout, stderr))
 }
 
 fn read_capped(r: Option<impl Read>) -> Vec<u8> {
