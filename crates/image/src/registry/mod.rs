@@ -30,8 +30,10 @@
 //! (`stream`): a fresh layer download is teed into the content writer and, through a bounded
 //! channel, into an applier thread extracting into a detached snapshot; the snapshot is
 //! committed (bottom-up, rebased) only after the blob's digest (content store) and the diffID
-//! (applier) verified. Whatever it could not do (resumed or already stored layers,
-//! snapshotters without rebase, layers hardlinking into lower ones) is then done by a normal
+//! (applier) verified. A download retried within the pull resumes with `Range` and keeps
+//! feeding the same applier. Whatever it could not do (layers resumed from an earlier pull's
+//! ingest or already stored, a registry ignoring `Range` on a retry, snapshotters without
+//! rebase, layers hardlinking into lower ones) is then done by a normal
 //! [`crate::unpack::unpack`], which also labels the blobs.
 //!
 //! # Push ([`push`])

@@ -80,7 +80,8 @@ pub struct PullReport {
     pub downloaded: u64,
     /// Blobs that were already stored.
     pub present: usize,
-    /// Layers whose download resumed a partial ingest, with the offset resumed at.
+    /// Layers whose download resumed a partial ingest (left by an earlier pull, or by a failed
+    /// attempt of this one), with the first offset resumed at.
     pub resumed: Vec<(Digest, u64)>,
     /// Layers applied while they downloaded and committed as snapshots by the pull itself
     /// ([`pull_and_unpack`] only; the rest is left to the unpack that follows).
