@@ -83,6 +83,7 @@
 pub mod auth;
 mod client;
 pub mod error;
+mod fetch;
 pub mod helper;
 mod pull;
 mod push;
