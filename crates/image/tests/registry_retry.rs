@@ -337,10 +337,23 @@ fn chunked_push_resumes_at_the_registry_offset_after_a_dropped_connection() {
     let patches = counter();
     let whole_puts = counter();
     let patched = Arc::new(AtomicU64::new(0));
-    let (pc, wp, pb) = (patches.clone(), whole_puts.clone(), patched.clone());
+    let manifest_puts = counter();
+    let (pc, wp, pb, mp) = (
+        patches.clone(),
+        whole_puts.clone(),
+        patched.clone(),
+        manifest_puts.clone(),
+    );
     // The third PATCH and the first PUT carrying a body (a monolithic upload) are read and
-    // dropped without reaching the registry: the connection closes without an answer.
+    // dropped without reaching the registry: the connection closes without an answer. The
+    // first manifest PUT is answered 503 (Retry-After: 1).
     let proxy = FakeServer::start(move |req| {
+        if req.method == "PUT"
+            && req.path.contains("/manifests/")
+            && mp.fetch_add(1, Ordering::SeqCst) == 0
+        {
+            return Resp::new(503).header("Retry-After", "1");
+        }
         if req.method == "PATCH" {
             if pc.fetch_add(1, Ordering::SeqCst) == 2 {
                 return Resp::dropped();
@@ -389,6 +402,8 @@ fn chunked_push_resumes_at_the_registry_offset_after_a_dropped_connection() {
     assert_eq!(again.method, "PATCH");
     assert_eq!(again.header("content-range").unwrap(), dropped_range);
     assert!(!dropped_range.starts_with("0-"), "{dropped_range}");
+    // The manifest PUT was repeated after the 503.
+    assert_eq!(manifest_puts.load(Ordering::SeqCst), 2);
     // Every chunked byte reached the registry exactly once.
     assert_eq!(patched.load(Ordering::SeqCst), chunked.iter().sum::<u64>());
 
