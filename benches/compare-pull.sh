@@ -15,8 +15,18 @@
 # Runs are interleaved so every contender sees the same machine noise; `sync` runs after each
 # command, untimed. Each line reports the median wall time of RUNS runs (default 5).
 #
+# The filesystem matters: every run removes the previous run's tree, and ext4 without a journal
+# (this machine's root) skips inodes freed in the last minute one by one when allocating in a
+# block group, so unpacking thousands of files next to a fresh removal is mostly inode-bitmap
+# scanning (`perf`: find_inode_bit/recently_deleted under ext4_create). berth's snapshotter
+# marks its snapshots directory FS_TOPDIR_FL so each snapshot starts in a block group of its
+# own (pull+unpack 4.4 s -> 0.7 s here); containerd's overlayfs snapshotter does not. On a
+# journalled ext4 (a loop-mounted one, TMPDIR=that mount) the scan is not done, containerd
+# gets faster and the ratio was 0.34 instead of 0.15.
+#
 #   bash benches/compare-pull.sh [ARCHIVE [TAG]]
 #   BERTH_BIN=path/to/release/examples/berth RUNS=7 bash benches/compare-pull.sh
+#   TMPDIR=/mnt/other-fs bash benches/compare-pull.sh   # the work tree on another filesystem
 #
 # The last two lines are the ratios (berth's median over the peer's; below 1 = berth faster):
 #   ratio berth/containerd X.XX
@@ -41,7 +51,7 @@ else
     berth="$(realpath "${CARGO_TARGET_DIR:-target}/release/examples/berth")"
 fi
 
-work="$(mktemp -d /tmp/berth-cmp-pull.XXXXXX)"
+work="$(mktemp -d "${TMPDIR:-/tmp}/berth-cmp-pull.XXXXXX")"
 cd_dir="$work/cd"
 sock="$cd_dir/containerd.sock"
 ns=berth-bench

@@ -7,7 +7,7 @@ packages=(
   # build
   pkg-config libseccomp-dev gcc
   # test peers and tools
-  busybox-static skopeo umoci runc crun containerd prometheus python3-prometheus-client podman docker-registry apache2-utils curl util-linux iproute2
+  busybox-static skopeo umoci runc crun containerd prometheus python3-prometheus-client podman docker-registry apache2-utils openssl curl util-linux iproute2
 )
 
 missing=()

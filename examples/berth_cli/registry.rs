@@ -3,12 +3,12 @@
 
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use berth::image::content::ContentStore;
 use berth::image::registry::{
-    self, Credentials, PlatformChoice, PullOptions, PushOptions, RegistryOptions,
+    self, Credentials, PlatformChoice, PullOptions, PushOptions, RegistryOptions, RetryPolicy,
 };
 use berth::image::unpack::UnpackOptions;
 use berth::oci::Platform;
@@ -30,15 +30,41 @@ pub struct RegistryArgs {
     /// ~/.docker/config.json).
     #[arg(long, value_name = "FILE")]
     pub auth_file: Option<PathBuf>,
+    /// A CA certificate (PEM) to trust for the registry, besides the system ones; repeatable.
+    #[arg(long = "ca-file", value_name = "FILE")]
+    pub ca_files: Vec<PathBuf>,
+    /// A docker-style certificates directory: DIR/HOST[:PORT]/*.crt are trusted CAs for that
+    /// registry, NAME.cert with NAME.key a client certificate (default: /etc/docker/certs.d
+    /// when it exists).
+    #[arg(long, value_name = "DIR")]
+    pub certs_dir: Option<PathBuf>,
+    /// Attempts per request or blob on transient failures (refused or cut connections,
+    /// 429/5xx); 1 disables retries.
+    #[arg(long, value_name = "N", default_value_t = RetryPolicy::default().max_attempts)]
+    pub retries: u32,
+    /// The wait before the first retry in milliseconds (doubling, with jitter).
+    #[arg(long, value_name = "MS", default_value_t = 200)]
+    pub retry_delay_ms: u64,
 }
 
 impl RegistryArgs {
     fn options(&self) -> RegistryOptions {
+        let docker_certs = Path::new("/etc/docker/certs.d");
         RegistryOptions {
             plain_http: self.plain_http,
             insecure_hosts: self.insecure.clone(),
-            credentials: None,
             auth_file: self.auth_file.clone(),
+            ca_files: self.ca_files.clone(),
+            certs_dir: self
+                .certs_dir
+                .clone()
+                .or_else(|| docker_certs.is_dir().then(|| docker_certs.to_path_buf())),
+            retry: RetryPolicy {
+                max_attempts: self.retries,
+                base_delay: Duration::from_millis(self.retry_delay_ms),
+                ..RetryPolicy::default()
+            },
+            ..RegistryOptions::default()
         }
     }
 }
@@ -190,12 +216,19 @@ pub fn push(store: &ContentStore, args: &PushArgs) -> Result<()> {
             "{} blobs uploaded ({} in chunks), {} mounted, {} already there; {} manifests",
             report.uploaded, report.chunked, report.mounted, report.existing, report.manifests
         );
+        if report.resumed + report.restarted > 0 {
+            eprintln!(
+                "after failures: {} uploads resumed, {} started again",
+                report.resumed, report.restarted
+            );
+        }
     }
     Ok(())
 }
 
-/// Runs `berth login`: checks the credentials against the registry, then stores them in the
-/// auth file (mode 0600).
+/// Runs `berth login`: checks the credentials against the registry, then stores them through
+/// the credential helper the auth file names for the registry, else in the auth file (mode
+/// 0600).
 pub fn login(args: &LoginArgs) -> Result<()> {
     let Some(username) = args.username.clone() else {
         bail!("login needs --username (and the password on standard input with --password-stdin)");
@@ -222,7 +255,15 @@ pub fn login(args: &LoginArgs) -> Result<()> {
         .clone()
         .or_else(registry::default_auth_file)
         .context("no auth file: set HOME or DOCKER_CONFIG, or pass --auth-file")?;
-    registry::save_credentials(&file, &args.registry, &creds)?;
-    println!("Login succeeded ({})", file.display());
+    match registry::save_credentials_with(
+        &file,
+        &args.registry,
+        &creds,
+        opts.helper_path.as_deref(),
+    )? {
+        registry::SavedIn::Helper(h) => println!("Login succeeded (stored by {h})"),
+        registry::SavedIn::File(f) => println!("Login succeeded ({})", f.display()),
+        other => println!("Login succeeded ({other:?})"),
+    }
     Ok(())
 }

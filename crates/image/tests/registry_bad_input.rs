@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use berth_image::ErrorKind;
 use berth_image::content::ContentStore;
-use berth_image::registry::{self, Credentials, PullOptions, RegistryOptions};
+use berth_image::registry::{self, Credentials, PullOptions, RegistryOptions, RetryPolicy};
 use berth_oci::Digest;
 use registry_support::{FakeServer, Req, Resp, tempdir};
 
@@ -104,6 +104,12 @@ fn env() -> Env {
         registry: RegistryOptions {
             plain_http: true,
             auth_file: Some(dir.path().join("none.json")),
+            // Transient failures are retried (quickly): the faults below still fail clearly.
+            retry: RetryPolicy {
+                max_attempts: 3,
+                base_delay: std::time::Duration::from_millis(5),
+                max_delay: std::time::Duration::from_millis(50),
+            },
             ..RegistryOptions::default()
         },
         ..PullOptions::default()
@@ -161,6 +167,8 @@ fn not_found() {
     let e = env();
     let err = pull_fails(&e, &format!("{}/x/y:t", server.host()), &img);
     assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+    // Not transient: asked once.
+    assert_eq!(server.requests().len(), 1);
 }
 
 #[test]
@@ -178,6 +186,8 @@ fn unauthorized_without_and_with_wrong_credentials() {
             || err.to_string().contains("none are configured"),
         "{err}"
     );
+    // A 401 is not retried: one request, nothing to answer it with.
+    assert_eq!(server.requests().len(), 1);
     e.opts.registry.credentials = Some(Credentials {
         username: "u".into(),
         password: "wrong".into(),
@@ -185,6 +195,8 @@ fn unauthorized_without_and_with_wrong_credentials() {
     let err = pull_fails(&e, &name, &img);
     assert!(matches!(err, registry::Error::Unauthorized { .. }), "{err}");
     assert!(err.to_string().contains("rejected"), "{err}");
+    // Anonymous, then once with the credentials: no retry after the rejection.
+    assert_eq!(server.requests().len(), 3);
     // The right ones work.
     e.opts.registry.credentials = Some(Credentials {
         username: "u".into(),
@@ -211,7 +223,18 @@ fn wrong_layer_digest_is_not_stored() {
         "{err}"
     );
     assert_eq!(err.kind(), ErrorKind::FailedPrecondition);
+    assert!(!err.is_transient());
     assert!(!e.store.exists(&img.layer_digest));
+    // Not retried.
+    let layer_path = format!("/blobs/{}", img.layer_digest);
+    assert_eq!(
+        server
+            .requests()
+            .iter()
+            .filter(|r| r.path.ends_with(&layer_path))
+            .count(),
+        1
+    );
     // The bad bytes are not kept for a resume either.
     assert!(
         e.store
@@ -268,6 +291,17 @@ fn truncated_layer_keeps_a_resumable_ingest_only() {
     let err = pull_fails(&e, &format!("{}/x/y:t", server.host()), &img);
     assert!(matches!(err, registry::Error::Truncated { .. }), "{err}");
     assert_eq!(err.kind(), ErrorKind::Unavailable);
+    // Retried up to the policy's attempts, each from what the ingest held (this server
+    // ignores Range, so each attempt restarted it).
+    let layer_path = format!("/blobs/{}", img.layer_digest);
+    let layer_gets: Vec<_> = server
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.ends_with(&layer_path))
+        .collect();
+    assert_eq!(layer_gets.len(), 3);
+    assert!(layer_gets[0].header("range").is_none());
+    assert!(layer_gets[1].header("range").unwrap().starts_with("bytes="));
     assert!(!e.store.exists(&img.layer_digest));
     let st = e
         .store

@@ -19,7 +19,7 @@ use std::sync::atomic::Ordering;
 use berth_image::content::ContentStore;
 use berth_image::import::{self, ImportOptions};
 use berth_image::registry::{
-    self, Credentials, PullOptions, PushOptions, RegistryOptions, save_credentials,
+    self, Credentials, PullOptions, PushOptions, RegistryOptions, RetryPolicy, save_credentials,
 };
 use berth_image::{ErrorKind, unpack};
 use registry_support::{FakeServer, Registry, Resp, counter, fixture, forward, tempdir};
@@ -267,6 +267,8 @@ fn interrupted_pull_resumes_with_range() {
     let s = store();
     let mut opts = pull_opts(&s);
     opts.max_concurrent = 1;
+    // Across runs: this pull gives up at the first failure (retries are registry_retry's).
+    opts.registry.retry = RetryPolicy::none();
     let e = registry::pull(&s.store, &via_proxy, &opts).unwrap_err();
     assert!(
         matches!(
@@ -330,7 +332,9 @@ fn registry_ignoring_range_restarts_the_ingest() {
     });
     let name = format!("{}/debian:bookworm", proxy.host());
     let s = store();
-    assert!(registry::pull(&s.store, &name, &pull_opts(&s)).is_err());
+    let mut once = pull_opts(&s);
+    once.registry.retry = RetryPolicy::none();
+    assert!(registry::pull(&s.store, &name, &once).is_err());
     let report = registry::pull(&s.store, &name, &pull_opts(&s)).unwrap();
     assert!(report.resumed.is_empty(), "{:?}", report.resumed);
     assert_complete(&s, &name);

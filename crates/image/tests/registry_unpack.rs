@@ -13,7 +13,7 @@
 mod registry_support;
 mod unpack_support;
 
-use berth_image::registry::{self, PullOptions, RegistryOptions};
+use berth_image::registry::{self, PullOptions, RegistryOptions, RetryPolicy};
 use berth_image::unpack::UnpackOptions;
 use registry_support::Registry;
 use unpack_support::{Backend, Env, assert_same_tree, fixture, have_umoci, privileged, umoci_tree};
@@ -114,7 +114,9 @@ fn interrupted_streamed_pull_recovers_on_rerun() {
     };
     let name = format!("{}/cut/debian:bookworm", proxy.host());
     let uo = UnpackOptions::new("overlay");
-    assert!(registry::pull_and_unpack(&env.store, env.sn.as_ref(), &name, &opts, &uo).is_err());
+    let mut once = opts.clone();
+    once.registry.retry = RetryPolicy::none();
+    assert!(registry::pull_and_unpack(&env.store, env.sn.as_ref(), &name, &once, &uo).is_err());
     // No active snapshot of the failed streamed layer is left.
     assert!(
         env.snapshots()
@@ -133,4 +135,78 @@ fn interrupted_streamed_pull_recovers_on_rerun() {
     let ours = env.chain_tree(&top.to_string());
     assert_same_tree(&ours, umoci_tree(&src, "bookworm"), "pulled after a cut");
     env.assert_clean();
+}
+
+/// A connection cut in the middle of a layer within one pull: the retry resumes with Range and
+/// keeps feeding the same streamed apply, so every layer is still applied while downloading and
+/// no byte is fetched twice.
+#[test]
+fn cut_layer_is_resumed_within_the_pull_and_still_streams() {
+    use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+    if !privileged() || !have_umoci() {
+        return;
+    }
+    let Some(src) = fixture("debian-gzip.oci.tar") else {
+        return;
+    };
+    let Some(reg) = Registry::start(None) else {
+        return;
+    };
+    reg.seed(&src, "cutin/debian:bookworm");
+    let upstream = reg.port;
+    let cuts = std::sync::Arc::new(AtomicUsize::new(0));
+    let served = std::sync::Arc::new(AtomicU64::new(0));
+    let (c, sv) = (cuts.clone(), served.clone());
+    let proxy = registry_support::FakeServer::start(move |req| {
+        let mut resp = registry_support::forward(upstream, req);
+        if req.path.contains("/blobs/") && req.method == "GET" {
+            if req.header("range").is_none()
+                && resp.body.len() > 2 << 20
+                && c.fetch_add(1, Ordering::SeqCst) == 0
+            {
+                resp.cut_at = Some(1 << 20);
+            }
+            let n = resp.cut_at.unwrap_or(resp.body.len()).min(resp.body.len());
+            sv.fetch_add(n as u64, Ordering::SeqCst);
+        }
+        resp
+    });
+    let env = Env::new(Backend::Overlay);
+    let opts = PullOptions {
+        registry: RegistryOptions {
+            plain_http: true,
+            auth_file: Some(env.tmp.path().join("no-auth.json")),
+            retry: RetryPolicy {
+                max_attempts: 3,
+                base_delay: std::time::Duration::from_millis(20),
+                max_delay: std::time::Duration::from_millis(200),
+            },
+            ..RegistryOptions::default()
+        },
+        ..PullOptions::default()
+    };
+    let name = format!("{}/cutin/debian:bookworm", proxy.host());
+    let uo = UnpackOptions::new("overlay");
+    let (pulled, unpacked) =
+        registry::pull_and_unpack(&env.store, env.sn.as_ref(), &name, &opts, &uo).unwrap();
+    assert!(cuts.load(Ordering::SeqCst) >= 1);
+    assert_eq!(pulled.resumed.len(), 1, "{pulled:?}");
+    assert_eq!(pulled.resumed[0].1, 1 << 20, "{pulled:?}");
+    // The resumed layer streamed too: nothing was left for the unpack to apply.
+    assert_eq!(pulled.streamed, unpacked.layers.len(), "{pulled:?}");
+    assert_eq!(unpacked.applied(), 0, "{unpacked:?}");
+    // Every blob byte crossed the proxy once (config included: it is a blob too).
+    assert_eq!(
+        served.load(Ordering::SeqCst),
+        pulled.downloaded + config_size(&env, &pulled)
+    );
+    let top = unpacked.chain_id.clone().unwrap();
+    let ours = env.chain_tree(&top.to_string());
+    assert_same_tree(&ours, umoci_tree(&src, "bookworm"), "pulled across a cut");
+    env.assert_clean();
+}
+
+fn config_size(env: &Env, pulled: &registry::PullReport) -> u64 {
+    let resolved = berth_image::unpack::resolve(&env.store, &pulled.target, None).unwrap();
+    env.store.info(&resolved.config).unwrap().size
 }

@@ -104,6 +104,7 @@ impl<D: Driver> Store<D> {
         let root = fs::canonicalize(root).map_err(|e| Error::io("canonicalize", root, e))?;
         let snapshots = root.join(SNAPSHOTS_DIR);
         fsutil::ensure_dir(&snapshots)?;
+        fsutil::mark_top_dir(&snapshots);
         let meta = MetaStore::open(&root)?;
         Ok(Store {
             paths: Paths { root, snapshots },

@@ -1,13 +1,22 @@
 //! Credentials and challenges.
 //!
 //! * **Auth file**: docker's `config.json` (`$DOCKER_CONFIG/config.json`, else
-//!   `~/.docker/config.json`), `auths.<host>.auth` = base64 of `user:password`. Only the
-//!   inline `auth` form is read (no credential helpers). [`save_credentials`] writes it back
-//!   with mode 0600, through a temporary file renamed into place, keeping the other keys.
+//!   `~/.docker/config.json`). Looked up as docker does ([`credentials_from_file_with`]):
+//!   `credHelpers.<host>` names a helper for that host; else `credsStore` names the helper
+//!   for every host; else `auths.<host>` holds `auth` (base64 of `user:password`) or an
+//!   `identitytoken`. Helpers speak docker's protocol ([`super::helper`]). A `credsStore`
+//!   whose program is missing falls back to `auths` (with a warning); a missing
+//!   `credHelpers` program is an error. [`save_credentials_with`] stores through the same
+//!   helper (`store`), else [`save_credentials`] writes the inline form with mode 0600, through
+//!   a temporary file renamed into place, keeping the other keys.
+//! * **Identity tokens**: credentials whose user name is `<token>` (docker's convention)
+//!   carry an OAuth2 refresh token, exchanged at the bearer realm (`grant_type=refresh_token`)
+//!   instead of sent as basic credentials.
 //! * **Challenges**: a `WWW-Authenticate` header is parsed into a scheme and its parameters
 //!   (`Bearer realm="…",service="…",scope="…"`, `Basic realm="…"`).
 
 use std::collections::BTreeMap;
+use std::ffi::OsStr;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -16,6 +25,10 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 
 use super::error::{Error, Result};
+use super::helper;
+
+/// The user name that marks the password as an identity token (docker's convention).
+pub const IDENTITY_TOKEN_USER: &str = "<token>";
 
 /// A user name and password for one registry.
 #[derive(Clone, PartialEq, Eq)]
@@ -36,6 +49,11 @@ impl std::fmt::Debug for Credentials {
 }
 
 impl Credentials {
+    /// Whether the password is an identity token (user name `<token>`).
+    pub fn is_identity_token(&self) -> bool {
+        self.username == IDENTITY_TOKEN_USER
+    }
+
     /// The value of a `Authorization: Basic …` header.
     pub(crate) fn basic_header(&self) -> String {
         format!(
@@ -91,15 +109,70 @@ fn read_json(path: &Path) -> Result<Option<serde_json::Value>> {
         })
 }
 
-/// The credentials the auth file at `path` holds for `host`, if any (a missing file holds
-/// none).
+/// The credentials the auth file at `path` gives for `host`, if any (a missing file gives
+/// none), running credential helpers found in `$PATH`. See
+/// [`credentials_from_file_with`].
 ///
 /// # Errors
-/// [`Error::AuthFile`] for a malformed file or entry; [`Error::Io`].
+/// As [`credentials_from_file_with`].
 pub fn credentials_from_file(path: &Path, host: &str) -> Result<Option<Credentials>> {
+    credentials_from_file_with(path, host, None)
+}
+
+/// The server name a helper is asked about for `host` (docker's: the host, or the legacy
+/// index URL for Docker Hub).
+fn helper_server(host: &str) -> String {
+    if matches!(
+        host,
+        "docker.io" | "index.docker.io" | "registry-1.docker.io"
+    ) {
+        "https://index.docker.io/v1/".to_owned()
+    } else {
+        host.to_owned()
+    }
+}
+
+/// The credentials the auth file at `path` gives for `host`: `credHelpers`, then
+/// `credsStore`, then inline `auths` (see the module docs). Helpers are looked up in
+/// `helper_path` (`PATH` format) and run with it as their `PATH`; `None` is the process's
+/// `PATH`.
+///
+/// # Errors
+/// [`Error::AuthFile`] for a malformed file or entry; [`Error::CredentialHelper`] when a
+/// helper fails (a helper that has no credentials for `host` is not an error);
+/// [`Error::Io`].
+pub fn credentials_from_file_with(
+    path: &Path,
+    host: &str,
+    helper_path: Option<&OsStr>,
+) -> Result<Option<Credentials>> {
     let Some(json) = read_json(path)? else {
         return Ok(None);
     };
+    let server = helper_server(host);
+    if let Some(helpers) = json.get("credHelpers").and_then(|h| h.as_object()) {
+        for key in host_keys(host) {
+            if let Some(name) = helpers.get(&key).and_then(|n| n.as_str()) {
+                return helper::helper_credentials(name, &server, helper_path);
+            }
+        }
+    }
+    if let Some(store) = json
+        .get("credsStore")
+        .and_then(|n| n.as_str())
+        .filter(|n| !n.is_empty())
+    {
+        if helper::helper_exists(store, helper_path) {
+            if let Some(c) = helper::helper_credentials(store, &server, helper_path)? {
+                return Ok(Some(c));
+            }
+        } else {
+            tracing::warn!(
+                helper = format!("docker-credential-{store}"),
+                "credsStore helper not found; using the auth file's inline entries"
+            );
+        }
+    }
     let Some(auths) = json.get("auths").and_then(|a| a.as_object()) else {
         return Ok(None);
     };
@@ -107,6 +180,16 @@ pub fn credentials_from_file(path: &Path, host: &str) -> Result<Option<Credentia
         let Some(entry) = auths.get(&key) else {
             continue;
         };
+        if let Some(token) = entry
+            .get("identitytoken")
+            .and_then(|t| t.as_str())
+            .filter(|t| !t.is_empty())
+        {
+            return Ok(Some(Credentials {
+                username: IDENTITY_TOKEN_USER.to_owned(),
+                password: token.to_owned(),
+            }));
+        }
         let Some(auth) = entry.get("auth").and_then(|a| a.as_str()) else {
             continue;
         };
@@ -125,6 +208,68 @@ pub fn credentials_from_file(path: &Path, host: &str) -> Result<Option<Credentia
         }));
     }
     Ok(None)
+}
+
+/// Where [`save_credentials_with`] put the credentials.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SavedIn {
+    /// Inline in the auth file.
+    File(PathBuf),
+    /// In a credential helper (the program's name).
+    Helper(String),
+}
+
+/// Stores `creds` for `host` as `docker login` does: through the helper the auth file names
+/// for `host` (`credHelpers`, else `credsStore`; run from `helper_path` as in
+/// [`credentials_from_file_with`]), else inline in the file ([`save_credentials`]). A
+/// `credsStore` whose program is missing falls back to the file, with a warning.
+///
+/// # Errors
+/// [`Error::AuthFile`] for a malformed file; [`Error::CredentialHelper`] when the helper
+/// fails; [`Error::Io`].
+pub fn save_credentials_with(
+    path: &Path,
+    host: &str,
+    creds: &Credentials,
+    helper_path: Option<&OsStr>,
+) -> Result<SavedIn> {
+    let json = read_json(path)?.unwrap_or_else(|| serde_json::json!({}));
+    let per_host = json
+        .get("credHelpers")
+        .and_then(|h| h.as_object())
+        .and_then(|h| {
+            host_keys(host)
+                .iter()
+                .find_map(|k| h.get(k).and_then(|n| n.as_str()).map(str::to_owned))
+        });
+    let store = json
+        .get("credsStore")
+        .and_then(|n| n.as_str())
+        .filter(|n| !n.is_empty())
+        .map(str::to_owned);
+    let helper = match (per_host, store) {
+        (Some(h), _) => Some(h),
+        (None, Some(s)) if helper::helper_exists(&s, helper_path) => Some(s),
+        (None, Some(s)) => {
+            tracing::warn!(
+                helper = format!("docker-credential-{s}"),
+                "credsStore helper not found; storing in the auth file"
+            );
+            None
+        }
+        (None, None) => None,
+    };
+    match helper {
+        Some(name) => {
+            helper::helper_store(&name, &helper_server(host), creds, helper_path)?;
+            Ok(SavedIn::Helper(format!("docker-credential-{name}")))
+        }
+        None => {
+            save_credentials(path, host, creds)?;
+            Ok(SavedIn::File(path.to_path_buf()))
+        }
+    }
 }
 
 /// Stores `creds` for `host` in the auth file at `path` (created with its directory if
@@ -273,7 +418,7 @@ mod tests {
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(
             &path,
-            r#"{"auths":{"other:1":{"auth":"eDp5"}},"credsStore":"x"}"#,
+            r#"{"auths":{"other:1":{"auth":"eDp5"}},"credsStore":"berth-test-missing-x"}"#,
         )
         .unwrap();
         let creds = Credentials {
@@ -294,7 +439,7 @@ mod tests {
         );
         let json: serde_json::Value =
             serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-        assert_eq!(json["credsStore"], "x");
+        assert_eq!(json["credsStore"], "berth-test-missing-x");
         assert_eq!(credentials_from_file(&path, "nowhere").unwrap(), None);
         std::fs::write(&path, r#"{"auths":{"bad":{"auth":"!!!"}}}"#).unwrap();
         assert!(credentials_from_file(&path, "bad").is_err());

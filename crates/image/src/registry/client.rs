@@ -14,6 +14,8 @@ use ureq::http::{self, HeaderMap, Method, StatusCode};
 
 use super::auth::{Challenge, Credentials, parse_challenge};
 use super::error::{Error, Result};
+use super::retry::{Backoff, RetryPolicy, parse_retry_after, transient_status};
+use super::{RegistryOptions, registry_host, tls};
 
 /// Most redirects followed for one request.
 pub(crate) const MAX_REDIRECTS: usize = 5;
@@ -58,6 +60,8 @@ pub(crate) struct Client {
     /// The scopes a bearer token is asked for.
     scopes: Vec<String>,
     creds: Option<Credentials>,
+    /// How transient failures are retried.
+    retry: RetryPolicy,
     /// The `Authorization` value that worked last (sent only to `host`).
     authorization: Mutex<Option<String>>,
 }
@@ -74,6 +78,12 @@ impl std::fmt::Debug for Client {
 }
 
 fn transport(method: &Method, url: &str, e: &ureq::Error) -> Error {
+    if let Some(reason) = tls::tls_failure(e) {
+        return Error::Tls {
+            url: url.to_owned(),
+            reason,
+        };
+    }
     Error::Transport {
         method: method_name(method),
         url: url.to_owned(),
@@ -134,15 +144,30 @@ pub(crate) fn query_escape(s: &str) -> String {
 }
 
 impl Client {
-    /// A client for `repo` on `host` (already mapped: `docker.io` → `registry-1.docker.io`).
+    /// A client for `repo` of the registry `domain` (as in references: `docker.io` is
+    /// reached at `registry-1.docker.io`), configured from `opts`: plain HTTP or TLS (extra
+    /// roots, client certificate), credentials, retries.
+    ///
+    /// # Errors
+    /// As [`RegistryOptions::credentials_for`]; [`Error::Tls`] and [`Error::Io`] for unusable
+    /// certificate files.
     pub(crate) fn new(
-        host: &str,
+        opts: &RegistryOptions,
+        domain: &str,
         repo: &str,
-        plain_http: bool,
-        creds: Option<Credentials>,
         scopes: Vec<String>,
-    ) -> Client {
+    ) -> Result<Client> {
+        let host = registry_host(domain);
+        let plain_http = opts.is_plain(domain);
+        let creds = opts.credentials_for(domain)?;
+        let roots = tls::roots_for(opts, host)?;
+        let client_cert = tls::client_cert_for(opts, host)?;
+        let mut tls = ureq::tls::TlsConfig::builder().client_cert(client_cert);
+        if let Some(roots) = roots {
+            tls = tls.root_certs(ureq::tls::RootCerts::Specific(std::sync::Arc::new(roots)));
+        }
         let agent: ureq::Agent = ureq::Agent::config_builder()
+            .tls_config(tls.build())
             .http_status_as_error(false)
             .max_redirects(0)
             .max_redirects_will_error(false)
@@ -151,15 +176,21 @@ impl Client {
             .user_agent(concat!("berth/", env!("CARGO_PKG_VERSION")))
             .build()
             .into();
-        Client {
+        Ok(Client {
             agent,
             scheme: if plain_http { "http" } else { "https" },
             host: host.to_owned(),
             repo: repo.to_owned(),
             scopes,
             creds,
+            retry: opts.retry,
             authorization: Mutex::new(None),
-        }
+        })
+    }
+
+    /// `scheme://host/v2/` (the API's base).
+    pub(crate) fn base_url(&self) -> String {
+        format!("{}://{}/v2/", self.scheme, self.host)
     }
 
     /// Adds a scope asked for in bearer token requests.
@@ -197,7 +228,83 @@ impl Client {
     /// Sends one request, following redirects (credentials only to the registry host) and
     /// answering one authentication challenge. Returns the response whatever its status,
     /// except that a 401 after authenticating becomes [`Error::Unauthorized`].
+    ///
+    /// A request that can be repeated as it is (`GET`, `HEAD`, a manifest `PUT`, anything
+    /// without a body) is retried after transient failures ([`super::retry`]) with a fresh
+    /// budget; other requests are sent once.
     pub(crate) fn send(
+        &self,
+        method: Method,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+    ) -> Result<Response> {
+        let mut backoff = self.retry.backoff();
+        self.send_with(&mut backoff, method, url, headers, body)
+    }
+
+    /// A fresh retry budget of this client's policy.
+    pub(crate) fn backoff(&self) -> Backoff {
+        self.retry.backoff()
+    }
+
+    /// Runs `op` until it succeeds, fails for good, or `backoff` is spent, sleeping between
+    /// attempts. `op` gets the budget to pass on to [`Client::send_with`].
+    pub(crate) fn retrying<T>(
+        &self,
+        backoff: &mut Backoff,
+        what: &str,
+        mut op: impl FnMut(&mut Backoff) -> Result<T>,
+    ) -> Result<T> {
+        loop {
+            match op(backoff) {
+                Err(e) if e.is_transient() => match backoff.next_delay(e.retry_after()) {
+                    Some(wait) => {
+                        tracing::debug!(what, error = %e, ?wait, attempt = backoff.attempt(), "transient failure; retrying");
+                        std::thread::sleep(wait);
+                    }
+                    None => return Err(e),
+                },
+                r => return r,
+            }
+        }
+    }
+
+    /// [`Client::send`] drawing on the caller's budget.
+    pub(crate) fn send_with(
+        &self,
+        backoff: &mut Backoff,
+        method: Method,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+    ) -> Result<Response> {
+        let replayable = method == Method::GET
+            || method == Method::HEAD
+            || body.is_none_or(<[u8]>::is_empty)
+            || (method == Method::PUT && url.contains("/manifests/"));
+        loop {
+            let result = self.send_once(method.clone(), url, headers, body);
+            let wait = match &result {
+                _ if !replayable => None,
+                Err(e) if e.is_transient() => backoff.next_delay(None),
+                Ok(r) if transient_status(r.status.as_u16()) => {
+                    backoff.next_delay(r.header("retry-after").and_then(parse_retry_after))
+                }
+                _ => None,
+            };
+            let Some(wait) = wait else { return result };
+            match &result {
+                Ok(r) => tracing::debug!(url, status = r.status.as_u16(), ?wait, "retrying"),
+                Err(e) => tracing::debug!(url, error = %e, ?wait, "retrying"),
+            }
+            drop(result);
+            std::thread::sleep(wait);
+        }
+    }
+
+    /// Sends once (after following redirects and answering a challenge).
+    fn send_once(
         &self,
         method: Method,
         url: &str,
@@ -246,8 +353,22 @@ impl Client {
         body: Option<&[u8]>,
         ok: &[u16],
     ) -> Result<Response> {
+        let mut backoff = self.backoff();
+        self.send_expect_with(&mut backoff, method, url, headers, body, ok)
+    }
+
+    /// [`Client::send_expect`] drawing on the caller's budget.
+    pub(crate) fn send_expect_with(
+        &self,
+        backoff: &mut Backoff,
+        method: Method,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+        ok: &[u16],
+    ) -> Result<Response> {
         let name = method_name(&method);
-        let resp = self.send(method, url, headers, body)?;
+        let resp = self.send_with(backoff, method, url, headers, body)?;
         if ok.contains(&resp.status.as_u16()) {
             return Ok(resp);
         }
@@ -338,6 +459,14 @@ impl Client {
                     reason: "the registry asks for basic credentials and none are configured"
                         .into(),
                 })?;
+                if creds.is_identity_token() {
+                    return Err(Error::Unauthorized {
+                        url: url.to_owned(),
+                        reason: "the registry asks for basic credentials; an identity token \
+                                 only answers a bearer challenge"
+                            .into(),
+                    });
+                }
                 self.set_authorization(creds.basic_header());
                 Ok(())
             }
@@ -379,26 +508,51 @@ impl Client {
         {
             scopes.push(s);
         }
-        for s in scopes {
-            query.push(format!("scope={}", query_escape(s)));
-        }
-        let token_url = if query.is_empty() {
-            realm.clone()
+        let resp = if let Some(c) = self.creds.as_ref().filter(|c| c.is_identity_token()) {
+            // OAuth2 refresh-token grant (docker's identity tokens): a form POST to the realm.
+            let mut form = vec![
+                "grant_type=refresh_token".to_owned(),
+                format!("refresh_token={}", query_escape(&c.password)),
+                "client_id=berth".to_owned(),
+            ];
+            if let Some(service) = challenge.params.get("service") {
+                form.push(format!("service={}", query_escape(service)));
+            }
+            if !scopes.is_empty() {
+                form.push(format!("scope={}", query_escape(&scopes.join(" "))));
+            }
+            let body = form.join("&");
+            let req = http::Request::builder()
+                .method(Method::POST)
+                .uri(realm.as_str())
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(body.as_bytes())
+                .map_err(|e| protocol(realm, e))?;
+            self.agent
+                .run(req)
+                .map_err(|e| transport(&Method::POST, realm, &e))?
         } else {
-            let sep = if realm.contains('?') { '&' } else { '?' };
-            format!("{realm}{sep}{}", query.join("&"))
+            for s in &scopes {
+                query.push(format!("scope={}", query_escape(s)));
+            }
+            let token_url = if query.is_empty() {
+                realm.clone()
+            } else {
+                let sep = if realm.contains('?') { '&' } else { '?' };
+                format!("{realm}{sep}{}", query.join("&"))
+            };
+            let mut builder = http::Request::builder()
+                .method(Method::GET)
+                .uri(token_url.as_str());
+            if let Some(c) = &self.creds {
+                builder = builder.header("authorization", c.basic_header());
+            }
+            let req = builder.body(()).map_err(|e| protocol(&token_url, e))?;
+            self.agent
+                .run(req)
+                .map_err(|e| transport(&Method::GET, &token_url, &e))?
         };
-        let mut builder = http::Request::builder()
-            .method(Method::GET)
-            .uri(token_url.as_str());
-        if let Some(c) = &self.creds {
-            builder = builder.header("authorization", c.basic_header());
-        }
-        let req = builder.body(()).map_err(|e| protocol(&token_url, e))?;
-        let resp = self
-            .agent
-            .run(req)
-            .map_err(|e| transport(&Method::GET, &token_url, &e))?;
+        let token_url = realm.clone();
         let status = resp.status();
         let mut bytes = Vec::new();
         resp.into_body()
@@ -422,6 +576,7 @@ impl Client {
                 url: token_url,
                 status: status.as_u16(),
                 body: String::from_utf8_lossy(&bytes).chars().take(512).collect(),
+                retry_after: None,
             });
         }
         let json: serde_json::Value =
@@ -452,6 +607,7 @@ fn protocol(url: &str, e: impl std::fmt::Display) -> Error {
 pub(crate) fn status_error(method: &'static str, resp: Response) -> Error {
     let status = resp.status.as_u16();
     let url = resp.url.clone();
+    let retry_after = resp.header("retry-after").and_then(parse_retry_after);
     let mut body = Vec::new();
     let _ = resp
         .into_reader()
@@ -470,6 +626,7 @@ pub(crate) fn status_error(method: &'static str, resp: Response) -> Error {
         url,
         status,
         body,
+        retry_after,
     }
 }
 

@@ -3,6 +3,7 @@
 
 use std::io;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use berth_oci::Digest;
 
@@ -33,6 +34,27 @@ pub enum Error {
         status: u16,
         /// The start of the body (registry error JSON), for the message.
         body: String,
+        /// The `Retry-After` the registry asked for (429, 503), if any.
+        retry_after: Option<Duration>,
+    },
+    /// The TLS handshake failed: the certificate does not verify (unknown CA, wrong name,
+    /// expired) or the peer does not speak TLS. Never retried.
+    #[error("{url}: TLS: {reason}")]
+    Tls {
+        /// The URL asked for.
+        url: String,
+        /// What the TLS layer reported, with a hint for certificate errors.
+        reason: String,
+    },
+    /// A docker credential helper (`docker-credential-<name>`) failed.
+    #[error("credential helper {helper} for {server}: {reason}")]
+    CredentialHelper {
+        /// The helper program.
+        helper: String,
+        /// The server it was asked about.
+        server: String,
+        /// What went wrong (not found, exit status, bad JSON).
+        reason: String,
     },
     /// The registry refused our credentials (or we had none to give).
     #[error("{url}: unauthorized: {reason}")]
@@ -167,7 +189,8 @@ impl Error {
                 401 | 403 => ErrorKind::FailedPrecondition,
                 _ => ErrorKind::Unavailable,
             },
-            Error::Unauthorized { .. } => ErrorKind::FailedPrecondition,
+            Error::Unauthorized { .. } | Error::Tls { .. } => ErrorKind::FailedPrecondition,
+            Error::CredentialHelper { .. } => ErrorKind::Unavailable,
             Error::Protocol { .. } => ErrorKind::Unavailable,
             Error::TooLarge { .. }
             | Error::InvalidReference { .. }
@@ -182,6 +205,25 @@ impl Error {
             },
             Error::Store(e) => e.kind(),
             Error::Unpack(e) => e.kind(),
+        }
+    }
+
+    /// Whether repeating the operation may succeed: a transport failure (refused, reset,
+    /// timed out), a body that ended early, or HTTP 408, 429, 500, 502, 503, 504. Not 401,
+    /// 403, 404, digest mismatches, protocol or TLS errors (see [`super::RetryPolicy`]).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::Transport { .. } | Error::Truncated { .. } => true,
+            Error::Status { status, .. } => super::retry::transient_status(*status),
+            _ => false,
+        }
+    }
+
+    /// The `Retry-After` the registry asked for, if any.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Error::Status { retry_after, .. } => *retry_after,
+            _ => None,
         }
     }
 

@@ -30,8 +30,10 @@
 //! (`stream`): a fresh layer download is teed into the content writer and, through a bounded
 //! channel, into an applier thread extracting into a detached snapshot; the snapshot is
 //! committed (bottom-up, rebased) only after the blob's digest (content store) and the diffID
-//! (applier) verified. Whatever it could not do (resumed or already stored layers,
-//! snapshotters without rebase, layers hardlinking into lower ones) is then done by a normal
+//! (applier) verified. A download retried within the pull resumes with `Range` and keeps
+//! feeding the same applier. Whatever it could not do (layers resumed from an earlier pull's
+//! ingest or already stored, a registry ignoring `Range` on a retry, snapshotters without
+//! rebase, layers hardlinking into lower ones) is then done by a normal
 //! [`crate::unpack::unpack`], which also labels the blobs.
 //!
 //! # Push ([`push`])
@@ -41,13 +43,38 @@
 //! to [`PushOptions::chunk_size`], else `PATCH` chunks and a final `PUT ?digest=`. Manifests go
 //! last, children before the index.
 //!
+//! A chunked upload that fails transiently asks the registry where it stands (`GET` on the
+//! upload URL, whose `Range: 0-LAST` gives the bytes received) and goes on from there. A
+//! session the registry lost or cancelled starts again from byte 0: distribution 2.8 signs the
+//! offset into the upload URL (`_state`) and cancels a session whose size no longer matches it,
+//! which is what a `PATCH` cut in the middle of its body leaves; a `PATCH` lost whole resumes.
+//! A failed monolithic `PUT` starts a new upload (after checking the blob did not land).
+//!
+//! # Retries
+//! Transient failures (refused or reset connections, bodies cut short, 408/429/5xx) are
+//! retried with bounded exponential backoff and jitter ([`RetryPolicy`], `Retry-After`
+//! honoured); 401, 403, 404, digest mismatches, protocol and TLS errors are not. A retried
+//! blob download resumes with `Range` from what its ingest holds, feeding the same streamed
+//! apply, so no byte is fetched twice. Requests with a body that cannot be replayed as they
+//! are (`PATCH`, an upload `PUT`) are never repeated blindly: push recovers them as above.
+//!
 //! # Authentication
 //! Anonymous first; a 401 challenge is answered once: `Basic` with the configured credentials,
 //! `Bearer` by fetching a token from the challenge's realm (with `service` and our scope).
 //! Credentials come from [`RegistryOptions::credentials`], else the docker-style auth file
-//! ([`auth::default_auth_file`]). Redirects (up to 5, loops refused) never carry credentials
+//! ([`auth::default_auth_file`]) with its credential helpers (`credHelpers`, `credsStore`;
+//! [`helper`]). An identity token (user `<token>`) is exchanged for a bearer token with
+//! `grant_type=refresh_token`. Redirects (up to 5, loops refused) never carry credentials
 //! to another host. Plain HTTP is used only when [`RegistryOptions::plain_http`] is set or the
 //! host is in [`RegistryOptions::insecure_hosts`].
+//!
+//! # TLS
+//! rustls through `ureq` (ring), Mozilla's roots by default. A registry with a private CA is
+//! trusted through [`RegistryOptions::ca_files`] or a docker-style
+//! [`RegistryOptions::certs_dir`] (`<dir>/<host[:port]>/ca.crt`); its roots are then the system
+//! bundle plus those CAs. A client certificate for mutual TLS comes from the same directory
+//! (`client.cert` + `client.key`). A certificate that does not verify is [`Error::Tls`], with a hint,
+//! and is not retried.
 //!
 //! # Concurrency
 //! Pulls of the same image in several threads or processes share the work through the store's
@@ -56,18 +83,27 @@
 pub mod auth;
 mod client;
 pub mod error;
+mod fetch;
+pub mod helper;
 mod pull;
 mod push;
+mod retry;
 mod stream;
+mod tls;
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 
 use berth_oci::Reference;
 
-pub use auth::{Credentials, credentials_from_file, default_auth_file, save_credentials};
+pub use auth::{
+    Credentials, IDENTITY_TOKEN_USER, SavedIn, credentials_from_file, credentials_from_file_with,
+    default_auth_file, save_credentials, save_credentials_with,
+};
 pub use error::{Error, ErrorKind, Result};
 pub use pull::{PullOptions, PullReport, pull, pull_and_unpack};
 pub use push::{PushOptions, PushReport, push};
+pub use retry::RetryPolicy;
 
 pub use crate::import::PlatformChoice;
 
@@ -90,6 +126,19 @@ pub struct RegistryOptions {
     pub credentials: Option<Credentials>,
     /// The auth file; `None` is [`default_auth_file`].
     pub auth_file: Option<PathBuf>,
+    /// Extra CA certificates (PEM files) trusted for every registry, with the system bundle
+    /// (see the `tls` notes in the module docs).
+    pub ca_files: Vec<PathBuf>,
+    /// A docker-style certificates directory (`/etc/docker/certs.d` layout):
+    /// `<dir>/<host[:port]>/*.crt` are CAs trusted for that registry, and `NAME.cert` with
+    /// `NAME.key` a client certificate for mutual TLS. `None`: none.
+    pub certs_dir: Option<PathBuf>,
+    /// Where `docker-credential-*` helpers named by the auth file are looked up (`PATH`
+    /// format), also the `PATH` they run with; `None` is the process's `PATH`.
+    pub helper_path: Option<OsString>,
+    /// How transient failures (refused or reset connections, cut bodies, 408/429/5xx) are
+    /// retried; see [`RetryPolicy`].
+    pub retry: RetryPolicy,
 }
 
 /// The host requests for `domain` go to (docker.io is served by registry-1.docker.io).
@@ -113,16 +162,17 @@ pub fn parse_reference(s: &str) -> Result<Reference> {
 }
 
 impl RegistryOptions {
-    /// The credentials for `domain`: the explicit ones, else the auth file's.
+    /// The credentials for `domain`: the explicit ones, else the auth file's (its credential
+    /// helpers included).
     ///
     /// # Errors
-    /// As [`credentials_from_file`].
+    /// As [`credentials_from_file_with`].
     pub fn credentials_for(&self, domain: &str) -> Result<Option<Credentials>> {
         if let Some(c) = &self.credentials {
             return Ok(Some(c.clone()));
         }
         match self.auth_file.clone().or_else(default_auth_file) {
-            Some(path) => credentials_from_file(&path, domain),
+            Some(path) => credentials_from_file_with(&path, domain, self.helper_path.as_deref()),
             None => Ok(None),
         }
     }
@@ -133,15 +183,12 @@ impl RegistryOptions {
 
     /// A client for the repository of `reference` with the given token scopes' actions.
     fn client(&self, reference: &Reference, actions: &str) -> Result<Client> {
-        let domain = reference.domain();
-        let creds = self.credentials_for(domain)?;
-        Ok(Client::new(
-            registry_host(domain),
+        Client::new(
+            self,
+            reference.domain(),
             reference.path(),
-            self.is_plain(domain),
-            creds,
             vec![format!("repository:{}:{actions}", reference.path())],
-        ))
+        )
     }
 }
 
@@ -151,22 +198,8 @@ impl RegistryOptions {
 /// # Errors
 /// [`Error::Unauthorized`] when refused; transport and status errors.
 pub fn check_login(registry: &str, opts: &RegistryOptions) -> Result<()> {
-    let client = Client::new(
-        registry_host(registry),
-        "",
-        opts.is_plain(registry),
-        opts.credentials_for(registry)?,
-        Vec::new(),
-    );
-    let url = format!(
-        "{}://{}/v2/",
-        if opts.is_plain(registry) {
-            "http"
-        } else {
-            "https"
-        },
-        registry_host(registry)
-    );
+    let client = Client::new(opts, registry, "", Vec::new())?;
+    let url = client.base_url();
     client.send_expect(ureq::http::Method::GET, &url, &[], None, &[200])?;
     Ok(())
 }

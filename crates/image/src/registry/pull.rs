@@ -3,9 +3,7 @@
 //! [`super`]).
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{Read, Write};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::io::Read;
 use std::time::{Duration, SystemTime};
 
 use berth_oci::manifest::{self, Document};
@@ -16,19 +14,19 @@ use ureq::http::Method;
 
 use super::client::{Client, Response};
 use super::error::{Error, Result};
-use super::stream::{StreamLayer, Streamer, Tee};
+use super::fetch::download_all;
+use super::retry::Backoff;
+use super::stream::{StreamLayer, Streamer};
 use super::{MANIFEST_ACCEPT, PlatformChoice, RegistryOptions, parse_reference};
-use crate::content::{ContentStore, Expected};
+use crate::content::ContentStore;
 use crate::metadata::{Descriptor, Image, LeaseResource};
-use crate::progress::{NoProgress, Progress, ProgressEvent, report_done};
+use crate::progress::{NoProgress, Progress, ProgressEvent};
 use crate::unpack::{self, UnpackOptions, UnpackReport};
 
 /// How long a pull's lease protects its blobs if the puller dies.
 const LEASE_TTL: Duration = Duration::from_secs(24 * 3600);
 /// The cap on manifests, indexes and configs.
 const MAX_DOCUMENT: u64 = manifest::MAX_DOCUMENT_SIZE;
-/// Progress is reported every this many bytes per layer.
-const REPORT_EVERY: u64 = 512 * 1024;
 /// Most nested indexes followed.
 const MAX_DEPTH: usize = 4;
 
@@ -79,7 +77,8 @@ pub struct PullReport {
     pub downloaded: u64,
     /// Blobs that were already stored.
     pub present: usize,
-    /// Layers whose download resumed a partial ingest, with the offset resumed at.
+    /// Layers whose download resumed a partial ingest (left by an earlier pull, or by a failed
+    /// attempt of this one), with the first offset resumed at.
     pub resumed: Vec<(Digest, u64)>,
     /// Layers applied while they downloaded and committed as snapshots by the pull itself
     /// ([`pull_and_unpack`] only; the rest is left to the unpack that follows).
@@ -88,10 +87,10 @@ pub struct PullReport {
 
 /// A layer (or other streamed blob) to download.
 #[derive(Debug, Clone)]
-struct BlobJob {
-    digest: Digest,
-    size: u64,
-    kind: &'static str,
+pub(crate) struct BlobJob {
+    pub(crate) digest: Digest,
+    pub(crate) size: u64,
+    pub(crate) kind: &'static str,
 }
 
 /// Everything a pull will store.
@@ -172,13 +171,27 @@ fn check_digest(url: &str, expected: &Digest, bytes: &[u8]) -> Result<()> {
 }
 
 /// Fetches a manifest or index by tag or digest. Returns (digest, media type, bytes).
+/// Transient failures (including a body cut short) are retried.
 fn fetch_manifest(
     client: &Client,
     reference: &str,
     expected: Option<&Digest>,
 ) -> Result<(Digest, String, Vec<u8>)> {
     let url = client.url(&format!("manifests/{reference}"));
-    let resp = client.send_expect(
+    client.retrying(&mut client.backoff(), &url, |b| {
+        fetch_manifest_once(client, b, &url, expected)
+    })
+}
+
+fn fetch_manifest_once(
+    client: &Client,
+    backoff: &mut Backoff,
+    url: &str,
+    expected: Option<&Digest>,
+) -> Result<(Digest, String, Vec<u8>)> {
+    let url = url.to_owned();
+    let resp = client.send_expect_with(
+        backoff,
         Method::GET,
         &url,
         &[("accept", MANIFEST_ACCEPT)],
@@ -223,7 +236,8 @@ fn fetch_manifest(
     Ok((digest, media_type, bytes))
 }
 
-/// Fetches a small blob (a config) into memory, capped and verified.
+/// Fetches a small blob (a config) into memory, capped and verified; transient failures are
+/// retried.
 fn fetch_small_blob(client: &Client, digest: &Digest, size: u64) -> Result<Vec<u8>> {
     let url = client.url(&format!("blobs/{digest}"));
     if size > MAX_DOCUMENT {
@@ -233,8 +247,10 @@ fn fetch_small_blob(client: &Client, digest: &Digest, size: u64) -> Result<Vec<u
             max: MAX_DOCUMENT,
         });
     }
-    let resp = client.send_expect(Method::GET, &url, &[], None, &[200])?;
-    let bytes = read_document_body(resp)?;
+    let bytes = client.retrying(&mut client.backoff(), &url, |b| {
+        let resp = client.send_expect_with(b, Method::GET, &url, &[], None, &[200])?;
+        read_document_body(resp)
+    })?;
     if bytes.len() as u64 != size {
         // Still report a digest mismatch when that is what it is.
         check_digest(&url, digest, &bytes)?;
@@ -570,250 +586,4 @@ pub fn pull_and_unpack(
     }
     let unpacked = unpack::unpack(store, snapshotter, &report.target, &uo)?;
     Ok((report, unpacked))
-}
-
-/// The result of one blob download.
-#[derive(Debug)]
-struct Outcome {
-    digest: Digest,
-    downloaded: u64,
-    present: bool,
-    resumed_at: Option<u64>,
-}
-
-fn download_all(
-    store: &ContentStore,
-    client: &Client,
-    jobs: &[BlobJob],
-    protect: &(dyn Fn(&Digest) -> Result<()> + Sync),
-    opts: &PullOptions<'_>,
-    streamer: Option<&Streamer<'_>>,
-) -> Result<Vec<Outcome>> {
-    let threads = match opts.max_concurrent {
-        0 => 3,
-        n => n,
-    }
-    .min(jobs.len().max(1));
-    let next = AtomicUsize::new(0);
-    let failed = AtomicBool::new(false);
-    let results: Mutex<Vec<Option<Result<Outcome>>>> =
-        Mutex::new((0..jobs.len()).map(|_| None).collect());
-    std::thread::scope(|s| {
-        for _ in 0..threads {
-            s.spawn(|| {
-                loop {
-                    if failed.load(Ordering::Relaxed) {
-                        break;
-                    }
-                    let i = next.fetch_add(1, Ordering::SeqCst);
-                    let Some(job) = jobs.get(i) else { break };
-                    let res = protect(&job.digest)
-                        .and_then(|()| download_blob(store, client, job, opts.progress, streamer));
-                    if res.is_err() {
-                        failed.store(true, Ordering::Relaxed);
-                    }
-                    if let Ok(mut r) = results.lock() {
-                        r[i] = Some(res);
-                    }
-                }
-            });
-        }
-    });
-    let results = results.into_inner().map_err(|_| Error::Protocol {
-        url: String::new(),
-        reason: "a download thread panicked".into(),
-    })?;
-    let mut out = Vec::with_capacity(jobs.len());
-    for (job, r) in jobs.iter().zip(results) {
-        match r {
-            Some(Ok(o)) => out.push(o),
-            Some(Err(e)) => return Err(e),
-            None => {
-                return Err(Error::Protocol {
-                    url: job.digest.to_string(),
-                    reason: "download not attempted after an earlier failure".into(),
-                });
-            }
-        }
-    }
-    Ok(out)
-}
-
-/// Downloads one blob into the store, resuming a partial ingest with `Range`.
-fn download_blob(
-    store: &ContentStore,
-    client: &Client,
-    job: &BlobJob,
-    progress: &dyn Progress,
-    streamer: Option<&Streamer<'_>>,
-) -> Result<Outcome> {
-    let item = job.digest.to_string();
-    let present = |store: &ContentStore| -> Result<Outcome> {
-        let info = store.info(&job.digest)?;
-        if info.size != job.size {
-            return Err(Error::Protocol {
-                url: item.clone(),
-                reason: format!(
-                    "stored blob has {} bytes, the descriptor says {}",
-                    info.size, job.size
-                ),
-            });
-        }
-        report_done(progress, &item, job.kind, job.size);
-        Ok(Outcome {
-            digest: job.digest.clone(),
-            downloaded: 0,
-            present: true,
-            resumed_at: None,
-        })
-    };
-    if store.exists(&job.digest) {
-        return present(store);
-    }
-    let r#ref = format!("pull-{}", job.digest);
-    let expected = Expected::new(job.digest.clone(), job.size);
-    let Some(mut w) = store.open_writer_waiting(&r#ref, &expected)? else {
-        return present(store);
-    };
-    let mut offset = w.offset();
-    if offset > job.size {
-        w.truncate(0)?;
-        offset = 0;
-    }
-    let url = client.url(&format!("blobs/{}", job.digest));
-    let mut resumed_at = None;
-    let mut downloaded = 0u64;
-    // Dropped on every path: hands the streamed layer's outcome to the streamer.
-    let mut guard = TeeGuard {
-        streamer,
-        tee: None,
-        blob_ok: false,
-    };
-    if offset < job.size {
-        let range = format!("bytes={offset}-");
-        let headers: Vec<(&str, &str)> = if offset > 0 {
-            vec![("range", range.as_str())]
-        } else {
-            Vec::new()
-        };
-        let resp = client.send_expect(Method::GET, &url, &headers, None, &[200, 206])?;
-        if resp.status.as_u16() == 206 {
-            let ok = resp
-                .header("content-range")
-                .is_some_and(|v| v.trim().starts_with(&format!("bytes {offset}-")));
-            if !ok {
-                return Err(Error::Protocol {
-                    url,
-                    reason: format!(
-                        "206 with Content-Range {:?} for a request from {offset}",
-                        resp.header("content-range")
-                    ),
-                });
-            }
-            resumed_at = Some(offset);
-        } else if offset > 0 {
-            // The registry ignored Range: start over.
-            w.truncate(0)?;
-            offset = 0;
-        }
-        let remaining = job.size - offset;
-        if let Some(n) = resp.content_length()
-            && n != remaining
-        {
-            return Err(Error::Protocol {
-                url,
-                reason: format!(
-                    "Content-Length {n} but {remaining} bytes are expected (descriptor size {})",
-                    job.size
-                ),
-            });
-        }
-        if offset == 0 {
-            guard.tee = streamer.and_then(|s| s.start(&job.digest));
-        }
-        let final_url = resp.url.clone();
-        let mut reader = resp.into_reader().take(remaining);
-        let mut buf = vec![0u8; 256 * 1024];
-        let mut last_report = 0u64;
-        progress.on_progress(&ProgressEvent {
-            item: &item,
-            kind: job.kind,
-            done: offset,
-            total: Some(job.size),
-            finished: false,
-        });
-        loop {
-            let n = match reader.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(_) => break,
-            };
-            w.write_all(&buf[..n])
-                .map_err(|e| Error::io("write", store.root().join("ingest"), e))?;
-            downloaded += n as u64;
-            if let Some(t) = guard.tee.as_mut() {
-                t.feed(&buf[..n]);
-            }
-            if w.offset() - last_report >= REPORT_EVERY {
-                last_report = w.offset();
-                progress.on_progress(&ProgressEvent {
-                    item: &item,
-                    kind: job.kind,
-                    done: w.offset(),
-                    total: Some(job.size),
-                    finished: false,
-                });
-            }
-        }
-        if w.offset() < job.size {
-            // Keep the partial ingest: the next pull resumes it.
-            return Err(Error::Truncated {
-                url: final_url,
-                expected: job.size,
-                got: w.offset(),
-            });
-        }
-    }
-    let actual = w.digest();
-    match w.commit(job.size, Some(&job.digest), &BTreeMap::new()) {
-        Ok(_) => {}
-        Err(crate::Error::BlobExists { .. }) => {}
-        Err(e) if e.kind() == berth_oci::ErrorKind::FailedPrecondition => {
-            if let Err(abort) = store.abort(&r#ref) {
-                tracing::warn!(r#ref, error = %abort, "cannot abort failed ingest");
-            }
-            return Err(Error::DigestMismatch {
-                url,
-                expected: job.digest.clone(),
-                actual,
-                size: job.size,
-            });
-        }
-        Err(e) => return Err(e.into()),
-    }
-    guard.blob_ok = true;
-    drop(guard);
-    report_done(progress, &item, job.kind, job.size);
-    Ok(Outcome {
-        digest: job.digest.clone(),
-        downloaded,
-        present: false,
-        resumed_at,
-    })
-}
-
-/// Finishes a streamed layer whatever way its download ends.
-struct TeeGuard<'s, 'a> {
-    streamer: Option<&'s Streamer<'a>>,
-    tee: Option<Tee>,
-    blob_ok: bool,
-}
-
-impl Drop for TeeGuard<'_, '_> {
-    fn drop(&mut self) {
-        if let (Some(s), Some(t)) = (self.streamer, self.tee.take()) {
-            s.finish(t, self.blob_ok);
-        }
-    }
 }

@@ -8,7 +8,8 @@
 //! This is a separate path because [`crate::unpack`] reads layers only from the store (the API
 //! gap noted in the module docs of [`super`]). It handles the common case and leaves the rest
 //! to a normal [`crate::unpack::unpack`] run afterwards, which skips the committed chains and
-//! labels the blobs: layers whose download resumed or was already stored, snapshotters without
+//! labels the blobs: layers resumed from an earlier pull's ingest or already stored (a retry
+//! within the pull keeps feeding its applier from where it was), snapshotters without
 //! rebase or without a writable directory, and layers that hardlink into lower layers (their
 //! streamed snapshot fails and is removed). Unlike `unpack`, this path takes no chain locks: a
 //! concurrent unpack of the same chain makes our commit `AlreadyExists`, which counts as done.

@@ -33,11 +33,12 @@ fn have(tool: &str) -> bool {
         .is_ok_and(|s| s.success())
 }
 
-/// The repository root.
+/// The repository root (the nearest directory with a `Cargo.lock`: this module is also used
+/// by the facade package's CLI tests).
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .ancestors()
-        .nth(2)
+        .find(|d| d.join("Cargo.lock").is_file())
         .unwrap()
         .to_path_buf()
 }
@@ -75,12 +76,39 @@ pub struct Registry {
     pub port: u16,
     pub dir: tempfile::TempDir,
     pub auth: Option<(String, String)>,
+    /// Served over TLS with this certificate and key, and asking clients for a certificate
+    /// signed by the CA of the third, if any.
+    pub tls: Option<(PathBuf, PathBuf, Option<PathBuf>)>,
 }
 
 impl Registry {
     /// Starts `docker-registry serve` with its own storage; with `auth`, htpasswd basic auth.
     /// `None` (after a skip) when the tools are missing.
     pub fn start(auth: Option<(&str, &str)>) -> Option<Registry> {
+        Registry::start_with(auth, None)
+    }
+
+    /// As [`Registry::start`], served over TLS with `(certificate, key)` (PEM files).
+    pub fn start_tls(auth: Option<(&str, &str)>, cert: &Path, key: &Path) -> Option<Registry> {
+        Registry::start_with(auth, Some((cert.to_path_buf(), key.to_path_buf(), None)))
+    }
+
+    /// As [`Registry::start_tls`], requiring client certificates signed by `client_ca`.
+    pub fn start_mtls(cert: &Path, key: &Path, client_ca: &Path) -> Option<Registry> {
+        Registry::start_with(
+            None,
+            Some((
+                cert.to_path_buf(),
+                key.to_path_buf(),
+                Some(client_ca.to_path_buf()),
+            )),
+        )
+    }
+
+    fn start_with(
+        auth: Option<(&str, &str)>,
+        tls: Option<(PathBuf, PathBuf, Option<PathBuf>)>,
+    ) -> Option<Registry> {
         for tool in ["docker-registry", "skopeo"] {
             if !have(tool) {
                 skip_or_fail(&format!(
@@ -99,6 +127,7 @@ impl Registry {
             port: 0,
             dir,
             auth: auth.map(|(u, p)| (u.to_owned(), p.to_owned())),
+            tls,
         };
         r.spawn();
         Some(r)
@@ -121,6 +150,18 @@ impl Registry {
                 file.display()
             );
         }
+        let tls = match &self.tls {
+            Some((cert, key, client_ca)) => format!(
+                "  tls:\n    certificate: {}\n    key: {}\n{}",
+                cert.display(),
+                key.display(),
+                client_ca
+                    .as_ref()
+                    .map(|c| format!("    clientcas:\n      - {}\n", c.display()))
+                    .unwrap_or_default()
+            ),
+            None => String::new(),
+        };
         for _attempt in 0..5 {
             let port = if self.port == 0 {
                 free_port()
@@ -131,7 +172,7 @@ impl Registry {
             std::fs::write(
                 &config,
                 format!(
-                    "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n{auth}",
+                    "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n{tls}{auth}",
                     data.display()
                 ),
             )
@@ -255,6 +296,8 @@ pub struct Resp {
     pub no_length: bool,
     /// Declare this Content-Length instead of the body's.
     pub length: Option<u64>,
+    /// Close the connection without answering at all.
+    pub drop: bool,
 }
 
 impl Resp {
@@ -267,6 +310,13 @@ impl Resp {
     pub fn body(mut self, b: impl Into<Vec<u8>>) -> Resp {
         self.body = b.into();
         self
+    }
+    /// No answer: the connection is closed once the request was read.
+    pub fn dropped() -> Resp {
+        Resp {
+            drop: true,
+            ..Resp::default()
+        }
     }
     pub fn header(mut self, k: &str, v: &str) -> Resp {
         self.headers.push((k.to_owned(), v.to_owned()));
@@ -310,6 +360,10 @@ fn read_request(stream: &mut BufReader<TcpStream>) -> Option<Req> {
 }
 
 fn write_response(stream: &mut TcpStream, resp: &Resp, head_only: bool) {
+    if resp.drop {
+        let _ = stream.shutdown(Shutdown::Both);
+        return;
+    }
     let reason = match resp.status {
         200 => "OK",
         206 => "Partial Content",
@@ -411,11 +465,16 @@ impl Drop for FakeServer {
     }
 }
 
-/// Forwards a request to `upstream` (Connection: close) and returns the raw response.
+/// Forwards a request to `upstream` (Connection: close, the client's Host kept) and returns
+/// the raw response.
 pub fn forward(upstream: u16, req: &Req) -> Resp {
     let mut s = TcpStream::connect(("127.0.0.1", upstream)).unwrap();
+    // The client's Host goes on, so the registry's absolute Locations point back at the proxy.
+    let host = req
+        .header("host")
+        .map_or_else(|| format!("127.0.0.1:{upstream}"), str::to_owned);
     let mut head = format!(
-        "{} {} HTTP/1.1\r\nHost: 127.0.0.1:{upstream}\r\nConnection: close\r\n",
+        "{} {} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n",
         req.method, req.path
     );
     for (k, v) in &req.headers {
@@ -471,7 +530,161 @@ pub fn forward(upstream: u16, req: &Req) -> Resp {
         body,
         cut_at: None,
         no_length: false,
+        drop: false,
     }
+}
+
+/// A CA and a server certificate it signed for `san` (`IP:127.0.0.1`, `DNS:…`), made with the
+/// openssl CLI in `dir`: (ca.crt, server.crt, server.key). `None` after a skip when openssl is
+/// missing.
+pub fn make_pki(dir: &Path, name: &str, san: &str) -> Option<(PathBuf, PathBuf, PathBuf)> {
+    if !have("openssl") {
+        skip_or_fail("openssl is not installed (apt-get install openssl)");
+        return None;
+    }
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ca_key = format!("{name}-ca.key");
+    let ca = format!("{name}-ca.crt");
+    let key = format!("{name}-server.key");
+    let csr = format!("{name}-server.csr");
+    let crt = format!("{name}-server.crt");
+    let ext = dir.join(format!("{name}-ext.cnf"));
+    std::fs::write(
+        &ext,
+        format!(
+            "subjectAltName={san}\nbasicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n"
+        ),
+    )
+    .unwrap();
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let subject = format!("/CN=berth test CA {name}");
+    let mut ca_args = vec!["req", "-x509"];
+    ca_args.extend(ec);
+    ca_args.extend([
+        "-keyout",
+        &ca_key,
+        "-out",
+        &ca,
+        "-days",
+        "2",
+        "-subj",
+        &subject,
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+    ]);
+    openssl(&ca_args);
+    let mut req_args = vec!["req"];
+    req_args.extend(ec);
+    req_args.extend([
+        "-keyout",
+        &key,
+        "-out",
+        &csr,
+        "-subj",
+        "/CN=berth test registry",
+    ]);
+    openssl(&req_args);
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        &csr,
+        "-CA",
+        &ca,
+        "-CAkey",
+        &ca_key,
+        "-CAcreateserial",
+        "-out",
+        &crt,
+        "-days",
+        "2",
+        "-extfile",
+        ext.to_str().unwrap(),
+    ]);
+    Some((dir.join(ca), dir.join(crt), dir.join(key)))
+}
+
+/// A client certificate signed by the CA `make_pki(dir, name, …)` made: (client.cert,
+/// client.key) in `dir/<out>/`.
+pub fn make_client_cert(dir: &Path, name: &str, out: &str) -> (PathBuf, PathBuf) {
+    let o = dir.join(out);
+    std::fs::create_dir_all(&o).unwrap();
+    let ext = dir.join(format!("{name}-client-ext.cnf"));
+    std::fs::write(
+        &ext,
+        "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=clientAuth\n",
+    )
+    .unwrap();
+    let (cert, key, csr) = (
+        o.join("client.cert"),
+        o.join("client.key"),
+        o.join("client.csr"),
+    );
+    for args in [
+        vec![
+            "req".to_owned(),
+            "-newkey".into(),
+            "ec".into(),
+            "-pkeyopt".into(),
+            "ec_paramgen_curve:prime256v1".into(),
+            "-nodes".into(),
+            "-keyout".into(),
+            key.display().to_string(),
+            "-out".into(),
+            csr.display().to_string(),
+            "-subj".into(),
+            "/CN=berth test client".into(),
+        ],
+        vec![
+            "x509".to_owned(),
+            "-req".into(),
+            "-in".into(),
+            csr.display().to_string(),
+            "-CA".into(),
+            format!("{name}-ca.crt"),
+            "-CAkey".into(),
+            format!("{name}-ca.key"),
+            "-CAcreateserial".into(),
+            "-out".into(),
+            cert.display().to_string(),
+            "-days".into(),
+            "2".into(),
+            "-extfile".into(),
+            ext.display().to_string(),
+        ],
+    ] {
+        let out = Command::new("openssl")
+            .args(&args)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    std::fs::remove_file(&csr).unwrap();
+    (cert, key)
 }
 
 /// A counter usable from handlers.
