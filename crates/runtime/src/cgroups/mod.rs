@@ -67,7 +67,12 @@ pub struct CgroupPaths {
 impl CgroupPaths {
     /// Computes the directories of `relative` from this host's cgroup mounts
     /// (`/proc/self/mountinfo`): every v1 hierarchy, and the first cgroup2
-    /// mount whose root is the hierarchy's root.
+    /// mount whose root is the hierarchy's root. Only mounts that are
+    /// visible are taken: a mount hidden by a later mount on or above its
+    /// mount point (e.g. a tmpfs mounted over `/sys/fs/cgroup` that shows
+    /// only the v1 hierarchies) still has its mountinfo line, but its mount
+    /// point is then another file system (or missing), which is checked by
+    /// comparing the mount point's device with the line's `major:minor`.
     pub fn for_relative(relative: &str) -> CgroupPaths {
         let rel = relative.trim_start_matches('/');
         let mut out = CgroupPaths {
@@ -81,13 +86,14 @@ impl CgroupPaths {
         let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
             return out;
         };
-        out.add_mounts(&info, rel);
+        out.add_mounts(&info, rel, mount_is_visible);
         out
     }
 
     /// Adds the directories of `rel` below the cgroup mounts listed in
-    /// `info` (mountinfo format) on a non-unified host.
-    fn add_mounts(&mut self, info: &str, rel: &str) {
+    /// `info` (mountinfo format) on a non-unified host, skipping mounts for
+    /// which `visible(mount point, major:minor)` is false.
+    fn add_mounts(&mut self, info: &str, rel: &str, visible: impl Fn(&str, &str) -> bool) {
         let out = self;
         for line in info.lines() {
             let Some((pre, post)) = line.split_once(" - ") else {
@@ -95,33 +101,54 @@ impl CgroupPaths {
             };
             let mut post = post.split_whitespace();
             let fstype = post.next();
+            if fstype != Some("cgroup") && fstype != Some("cgroup2") {
+                continue;
+            }
             let mut pre = pre.split_whitespace();
-            let (Some(root), Some(mountpoint)) = (pre.nth(3), pre.next()) else {
+            let (Some(dev), Some(root), Some(mountpoint)) = (pre.nth(2), pre.next(), pre.next())
+            else {
                 continue;
             };
             if fstype == Some("cgroup2") {
-                if root == "/" && out.unified.is_none() {
+                if root == "/" && out.unified.is_none() && visible(mountpoint, dev) {
                     out.unified = Some(Path::new(mountpoint).join(rel));
                 }
                 continue;
             }
-            if fstype != Some("cgroup") {
-                continue;
-            }
             let _ = post.next();
             let Some(opts) = post.next() else { continue };
+            let mut seen_visible = None;
             for o in opts.split(',') {
                 let name = match o {
                     "rw" | "ro" | "xattr" | "clone_children" | "noprefix" => continue,
                     o if o.starts_with("release_agent=") => continue,
                     o => o.strip_prefix("name=").unwrap_or(o),
                 };
+                if out.v1.contains_key(name) {
+                    continue;
+                }
+                if !*seen_visible.get_or_insert_with(|| visible(mountpoint, dev)) {
+                    break;
+                }
                 out.v1
-                    .entry(name.to_string())
-                    .or_insert_with(|| Path::new(mountpoint).join(rel));
+                    .insert(name.to_string(), Path::new(mountpoint).join(rel));
             }
         }
     }
+}
+
+/// Whether the file system mounted at `mountpoint` is the one mountinfo
+/// lists as `dev` (`major:minor`): false for a mount point hidden by a
+/// later mount, or missing.
+fn mount_is_visible(mountpoint: &str, dev: &str) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Some((major, minor)) = dev.split_once(':') else {
+        return false;
+    };
+    let (Ok(major), Ok(minor)) = (major.parse::<u32>(), minor.parse::<u32>()) else {
+        return false;
+    };
+    std::fs::metadata(mountpoint).is_ok_and(|m| m.dev() == libc::makedev(major, minor))
 }
 
 /// Resolves the cgroup path of a container (relative to the hierarchy roots, no leading `/`).
@@ -597,7 +624,7 @@ mod tests {
 90 80 0:23 /some/ctr /mnt/bound rw - cgroup2 cgroup2 rw
 ";
         let mut p = CgroupPaths::default();
-        p.add_mounts(info, "berth/x");
+        p.add_mounts(info, "berth/x", |_, _| true);
         assert_eq!(
             p.unified,
             Some(PathBuf::from("/sys/fs/cgroup/unified/berth/x"))
@@ -615,8 +642,58 @@ mod tests {
 
         // A cgroup2 mount of a subtree (a bind mount) is not the hierarchy root.
         let mut p = CgroupPaths::default();
-        p.add_mounts(info.lines().last().unwrap(), "berth/x");
+        p.add_mounts(info.lines().last().unwrap(), "berth/x", |_, _| true);
         assert_eq!(p.unified, None);
+    }
+
+    /// The mountinfo of `shared/bench/cgv1-view.sh`: a tmpfs over
+    /// `/sys/fs/cgroup` with the v1 hierarchies bound again; the hybrid
+    /// cgroup2 mount is still listed but hidden.
+    #[test]
+    fn hidden_mounts_are_skipped() {
+        let info = "\
+47 46 0:28 / /sys/fs/cgroup rw - tmpfs tmpfs rw,mode=755
+56 47 0:32 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory
+57 47 0:38 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw
+82 47 0:42 / /sys/fs/cgroup rw - tmpfs anchors-cgv1 rw,mode=755
+70 82 0:32 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory
+71 82 0:33 / /sys/fs/cgroup/devices rw - cgroup cgroup rw,devices
+";
+        let visible = |mountpoint: &str, dev: &str| match mountpoint {
+            "/sys/fs/cgroup/unified" => false,
+            "/sys/fs/cgroup/devices" => dev == "0:33",
+            _ => true,
+        };
+        let mut p = CgroupPaths::default();
+        p.add_mounts(info, "berth/x", visible);
+        assert_eq!(p.unified, None);
+        assert_eq!(
+            p.v1.get("memory"),
+            Some(&PathBuf::from("/sys/fs/cgroup/memory/berth/x"))
+        );
+        assert_eq!(
+            p.v1.get("devices"),
+            Some(&PathBuf::from("/sys/fs/cgroup/devices/berth/x"))
+        );
+        // A hierarchy whose only line is hidden is left out.
+        let mut p = CgroupPaths::default();
+        p.add_mounts(info, "berth/x", |m, _| m != "/sys/fs/cgroup/memory");
+        assert!(!p.v1.contains_key("memory"));
+    }
+
+    #[test]
+    fn visibility_compares_the_mount_points_device() {
+        let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let proc_dev = info
+            .lines()
+            .filter(|l| l.split_whitespace().nth(4) == Some("/proc"))
+            .filter_map(|l| l.split_whitespace().nth(2))
+            .last()
+            .unwrap();
+        assert!(mount_is_visible("/proc", proc_dev));
+        assert!(!mount_is_visible("/proc", "0:0"));
+        assert!(!mount_is_visible("/nonexistent-berth-mount", proc_dev));
+        assert!(!mount_is_visible("/proc", "garbage"));
     }
 
     #[test]
