@@ -111,7 +111,7 @@ impl Runtime {
 
     fn load(&self, dir: &StateDir) -> Result<ContainerState> {
         let mut st = dir.read()?;
-        st.refresh();
+        st.refresh(dir);
         Ok(st)
     }
 
@@ -345,12 +345,19 @@ impl Runtime {
         }
         let sock = dir.start_socket();
         let mut conn = stdio::connect_unix(&sock)?;
+        // The socket's absence records that the container was started
+        // (`refresh` derives `running` from it), so the state file is not
+        // rewritten; it is removed before the init is released. Should the
+        // removal fail, the state file records `running` instead.
+        let recorded_by_socket = match std::fs::remove_file(&sock) {
+            Ok(()) => true,
+            Err(e) => e.kind() == std::io::ErrorKind::NotFound,
+        };
         conn.write_all(&[0])
             .map_err(|e| Error::io("write", &sock, e))?;
         let mut buf = Vec::new();
         conn.read_to_end(&mut buf)
             .map_err(|e| Error::io("read", &sock, e))?;
-        let _ = std::fs::remove_file(&sock);
         if buf.len() >= size_of::<Msg>() {
             // SAFETY: Msg is a plain repr(C) struct of integers; any bytes are valid.
             let m: Msg = unsafe { std::ptr::read_unaligned(buf.as_ptr().cast()) };
@@ -376,7 +383,9 @@ impl Runtime {
             return Err(spawn::decode_exec_error(&m, &arg0, &cwd, &hooks));
         }
         st.status = Status::Running;
-        dir.write(&st)?;
+        if !recorded_by_socket {
+            dir.write(&st)?;
+        }
         if let Ok(spec) = self.spec(id) {
             hooks::run_all_logged(
                 "poststart",
