@@ -243,13 +243,14 @@ impl Runtime {
 
         // A cgroup that already holds processes belongs to someone else:
         // refuse it (and leave it alone) rather than share or destroy it.
-        if !Cgroup::load(&cgroup_rel).pids()?.is_empty() {
+        let cg = Cgroup::load(&cgroup_rel);
+        if !cg.pids()?.is_empty() {
             return Err(Error::CgroupBusy {
                 path: format!("/{cgroup_rel}"),
             });
         }
-        let cg = Cgroup::create(&cgroup_rel, linux.and_then(|l| l.resources().as_ref()))?;
-        guard.cgroup = Some(Cgroup::load(&cgroup_rel));
+        cg.create(linux.and_then(|l| l.resources().as_ref()))?;
+        let cg = &*guard.cgroup.insert(cg);
         guard.prune_parents = cgroups::is_default_path(&cgroup_rel, id);
 
         let req = SpawnRequest {

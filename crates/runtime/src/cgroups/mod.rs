@@ -3,11 +3,14 @@
 //! A container's cgroup path comes from `linux.cgroupsPath` (absolute or
 //! relative, both taken below the hierarchy roots) or defaults to
 //! `/berth/<id>`. Resources are applied with cgroups-rs's `FsManager`
-//! (its `oci` feature takes `LinuxResources` directly); creation,
-//! attaching, freezing and removal use its `fs::Cgroup`. What cgroups-rs
-//! lacks (listing the container's processes from `cgroup.procs`, the paths
-//! per controller for metrics, the hybrid host's cgroup2 directory, cgroup
-//! v2 device rules) is done here directly.
+//! (its `oci` feature takes `LinuxResources` directly), which is opened
+//! only when the spec sets any besides devices; creation, attaching,
+//! freezing and removal use its `fs::Cgroup`. What cgroups-rs lacks
+//! (listing the container's processes from `cgroup.procs`, the paths per
+//! controller for metrics, the hybrid host's cgroup2 directory, cgroup v2
+//! device rules) is done here directly, and so are the v1 device rules
+//! ([`device_rules`]: one open of `devices.allow`/`devices.deny` for the
+//! whole list instead of one per rule).
 //!
 //! # Hosts
 //! - **v1**: one directory per controller hierarchy; device rules are
@@ -38,12 +41,15 @@ use cgroups_rs::fs::freezer::FreezerController;
 use cgroups_rs::fs::hierarchies;
 use cgroups_rs::manager::Manager;
 use cgroups_rs::{CgroupPid, FreezerState};
-use oci_spec::runtime::{LinuxDeviceCgroup, LinuxDeviceType, LinuxResources};
+use oci_spec::runtime::LinuxResources;
 
 use crate::error::{Error, Result};
 
 pub mod bpf;
 pub mod device_filter;
+mod device_rules;
+
+use device_rules::{device_rules, write_v1_device_rules};
 
 /// Whether `/sys/fs/cgroup` is a pure cgroup v2 (unified) mount.
 pub fn is_unified() -> bool {
@@ -74,12 +80,17 @@ impl CgroupPaths {
     /// point is then another file system (or missing), which is checked by
     /// comparing the mount point's device with the line's `major:minor`.
     pub fn for_relative(relative: &str) -> CgroupPaths {
+        CgroupPaths::for_relative_on(relative, is_unified())
+    }
+
+    /// [`CgroupPaths::for_relative`] on a host already known to be unified or not.
+    fn for_relative_on(relative: &str, unified: bool) -> CgroupPaths {
         let rel = relative.trim_start_matches('/');
         let mut out = CgroupPaths {
             relative: format!("/{rel}"),
             ..Default::default()
         };
-        if is_unified() {
+        if unified {
             out.unified = Some(Path::new("/sys/fs/cgroup").join(rel));
             return out;
         }
@@ -183,10 +194,16 @@ pub(crate) fn resolve_path(spec_path: Option<&Path>, id: &str) -> Result<String>
 }
 
 /// A container's cgroup.
+///
+/// The host's layout (unified or not, the directories per controller) is
+/// looked up once per handle: at [`Cgroup::load`] (cgroups-rs's hierarchy)
+/// and on first use ([`CgroupPaths`]), not again for every operation.
 #[derive(Debug)]
 pub(crate) struct Cgroup {
     path: String,
     cg: cgroups_rs::fs::Cgroup,
+    unified: bool,
+    paths: std::cell::OnceCell<CgroupPaths>,
 }
 
 fn cg_err(op: &'static str, path: &str, e: impl std::fmt::Display) -> Error {
@@ -200,44 +217,57 @@ fn cg_err(op: &'static str, path: &str, e: impl std::fmt::Display) -> Error {
 impl Cgroup {
     /// A handle on an existing (or not yet created) cgroup.
     pub(crate) fn load(path: &str) -> Cgroup {
+        let unified = is_unified();
+        let hierarchy: Box<dyn cgroups_rs::fs::Hierarchy> = if unified {
+            Box::new(hierarchies::V2::new())
+        } else {
+            Box::new(hierarchies::V1::new())
+        };
         Cgroup {
             path: path.to_string(),
-            cg: cgroups_rs::fs::Cgroup::load(hierarchies::auto(), path),
+            cg: cgroups_rs::fs::Cgroup::load(hierarchy, path),
+            unified,
+            paths: std::cell::OnceCell::new(),
         }
+    }
+
+    /// The cgroup's directories on this host.
+    fn paths(&self) -> &CgroupPaths {
+        self.paths
+            .get_or_init(|| CgroupPaths::for_relative_on(&self.path, self.unified))
     }
 
     /// On a hybrid host: the container's directory in the cgroup2 tree
     /// (whether it exists or not). `None` on v1-only and unified hosts
     /// (cgroups-rs drives a unified host's directory itself).
-    fn hybrid_dir(&self) -> Option<PathBuf> {
-        if is_unified() {
+    fn hybrid_dir(&self) -> Option<&Path> {
+        if self.unified {
             return None;
         }
-        CgroupPaths::for_relative(&self.path).unified
+        self.paths().unified.as_deref()
     }
 
     /// The cgroup2 directory that carries the device program: the cgroup on
     /// a unified host, its cgroup2 directory on a hybrid host.
-    fn bpf_dir(&self) -> Option<PathBuf> {
-        CgroupPaths::for_relative(&self.path).unified
+    fn bpf_dir(&self) -> Option<&Path> {
+        self.paths().unified.as_deref()
     }
 
     /// Creates the cgroup in every hierarchy (on a hybrid host also in the
     /// cgroup2 tree) and applies `resources`, device rules included (see
     /// [`Cgroup::apply`]; no rules in the spec still installs the runtime's
-    /// deny-all-but-defaults list).
+    /// deny-all-but-defaults list). On error, what was created is removed.
     ///
     /// Creating the directories is retried a few times: a concurrent
     /// [`Cgroup::remove_empty_parents`] (another container's delete) may
     /// remove the shared parent between its creation and the creation of
     /// this cgroup below it.
-    pub(crate) fn create(path: &str, resources: Option<&LinuxResources>) -> Result<Cgroup> {
-        let cg = Cgroup::load(path);
-        let hybrid = cg.hybrid_dir();
+    pub(crate) fn create(&self, resources: Option<&LinuxResources>) -> Result<()> {
+        let path = &self.path;
         let mut attempt = 1;
         loop {
-            let made = cg.cg.create().map_err(|e| cg_err("create", path, e));
-            let made = made.and_then(|()| match &hybrid {
+            let made = self.cg.create().map_err(|e| cg_err("create", path, e));
+            let made = made.and_then(|()| match self.hybrid_dir() {
                 Some(dir) => std::fs::create_dir_all(dir)
                     .map_err(|e| Error::io("create cgroup2 directory", dir, e)),
                 None => Ok(()),
@@ -245,7 +275,7 @@ impl Cgroup {
             match made {
                 Ok(()) => break,
                 Err(e) if attempt >= 5 => {
-                    let _ = cg.destroy();
+                    let _ = self.destroy();
                     return Err(e);
                 }
                 Err(_) => {
@@ -258,11 +288,11 @@ impl Cgroup {
         if r.devices().is_none() {
             r.set_devices(Some(Vec::new()));
         }
-        if let Err(e) = cg.apply(&r) {
-            let _ = cg.destroy();
+        if let Err(e) = self.apply(&r) {
+            let _ = self.destroy();
             return Err(e);
         }
-        Ok(cg)
+        Ok(())
     }
 
     /// Applies (or updates) resource limits.
@@ -280,45 +310,66 @@ impl Cgroup {
     /// as an eBPF program (unified and hybrid hosts), which replaces the
     /// previous one without a looser moment (see [`bpf`]).
     ///
+    /// The other resources go through cgroups-rs's `FsManager`, which is
+    /// not even opened when none is set (only what the spec sets is written).
+    ///
     /// Errors: [`Error::InvalidSpec`] for an invalid device rule (nothing
-    /// is changed then); [`Error::Cgroup`] when cgroups-rs or the bpf(2)
-    /// calls fail (with the verifier log when the program is refused). On
-    /// a hybrid host whose kernel cannot load device programs, the v1
-    /// controller alone enforces the rules (a warning is logged).
+    /// is changed then); [`Error::Cgroup`] when cgroups-rs, the devices
+    /// controller or the bpf(2) calls fail (with the verifier log when the
+    /// program is refused). On a hybrid host whose kernel cannot load
+    /// device programs, the v1 controller alone enforces the rules (a
+    /// warning is logged).
     pub(crate) fn apply(&self, resources: &LinuxResources) -> Result<()> {
         let mut r = resources.clone();
-        let mut filter = None;
+        let mut rules = None;
         if let Some(spec_rules) = r.devices().clone() {
             device_filter::rules_from_oci(&spec_rules)?;
-            let rules = device_rules(Some(&spec_rules));
-            let compiled = rules
+            let all = device_rules(Some(&spec_rules));
+            let compiled = all
                 .iter()
                 .map(|rule| device_filter::DeviceRule::from_oci(rule, "linux.resources.devices"))
                 .collect::<Result<Vec<_>>>()?;
-            filter = Some(device_filter::compile(&compiled));
-            if is_unified() {
-                r.set_devices(None);
-            } else {
-                r.set_devices(Some(rules.into_iter().map(normalize_rule).collect()));
-            }
+            rules = Some(compiled);
+            r.set_devices(None);
         }
-        let mut m = cgroups_rs::manager::FsManager::new(&self.path)
-            .map_err(|e| cg_err("open", &self.path, e))?;
-        m.set(&r)
-            .map_err(|e| cg_err("set resources", &self.path, e))?;
-        let (Some(program), Some(dir)) = (filter, self.bpf_dir()) else {
+        let others = r.cpu().is_some()
+            || r.memory().is_some()
+            || r.pids().is_some()
+            || r.block_io().is_some()
+            || r.hugepage_limits().is_some()
+            || r.network().is_some();
+        if others {
+            let mut m = cgroups_rs::manager::FsManager::new(&self.path)
+                .map_err(|e| cg_err("open", &self.path, e))?;
+            m.set(&r)
+                .map_err(|e| cg_err("set resources", &self.path, e))?;
+        }
+        let Some(compiled) = rules else {
             return Ok(());
         };
-        if !is_unified() && !dir.is_dir() {
+        if !self.unified {
+            let dir = self
+                .paths()
+                .v1
+                .get("devices")
+                .ok_or_else(|| cg_err("set resources", &self.path, "no devices controller"))?;
+            write_v1_device_rules(dir, &compiled)
+                .map_err(|e| cg_err("set resources", &self.path, e))?;
+        }
+        let Some(dir) = self.bpf_dir() else {
+            return Ok(());
+        };
+        if !self.unified && !dir.is_dir() {
             // A hybrid container created before its cgroup2 directory existed.
             return Ok(());
         }
-        match bpf::install(&dir, &program) {
+        let program = device_filter::compile(&compiled);
+        match bpf::install(dir, &program) {
             Ok(id) => {
                 tracing::debug!(cgroup = %self.path, dir = %dir.display(), prog_id = id, "device filter installed");
                 Ok(())
             }
-            Err(e) if !is_unified() && matches!(e.errno(), Some(libc::ENOSYS | libc::EINVAL)) => {
+            Err(e) if !self.unified && matches!(e.errno(), Some(libc::ENOSYS | libc::EINVAL)) => {
                 tracing::warn!(cgroup = %self.path, %e, "no cgroup2 device program on this hybrid host: the v1 devices controller alone enforces the rules");
                 Ok(())
             }
@@ -391,7 +442,7 @@ impl Cgroup {
 
     /// The pids in the cgroup (from `cgroup.procs`).
     pub(crate) fn pids(&self) -> Result<Vec<libc::pid_t>> {
-        let paths = CgroupPaths::for_relative(&self.path);
+        let paths = self.paths();
         // A hybrid host's v1 hierarchies are authoritative (the cgroup2
         // directory may be missing for older containers).
         let dir = ["pids", "freezer", "memory", "cpu"]
@@ -451,7 +502,7 @@ impl Cgroup {
         // Processes killed a moment ago may still be leaving it.
         let mut attempt = 0;
         loop {
-            match std::fs::remove_dir(&dir) {
+            match std::fs::remove_dir(dir) {
                 Ok(()) => return Ok(()),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
                 Err(e) if e.raw_os_error() == Some(libc::EBUSY) && attempt < 200 => {
@@ -475,7 +526,7 @@ impl Cgroup {
     /// fails: other errors are logged, the container's own cgroup is gone
     /// already.
     pub(crate) fn remove_empty_parents(&self) {
-        let paths = CgroupPaths::for_relative(&self.path);
+        let paths = self.paths();
         let mut dirs: Vec<&PathBuf> = paths.v1.values().chain(paths.unified.iter()).collect();
         dirs.sort();
         dirs.dedup();
@@ -513,66 +564,6 @@ pub(crate) fn is_default_path(rel: &str, id: &str) -> bool {
     rel.trim_matches('/') == format!("berth/{id}")
 }
 
-/// The spec's "omitted means all" type, major, minor and access, spelled
-/// for cgroups-rs (`a`, `-1` for `*`, `rwm`), as the device filter reads them.
-fn normalize_rule(mut rule: LinuxDeviceCgroup) -> LinuxDeviceCgroup {
-    if rule.major().is_none() {
-        rule.set_major(Some(-1));
-    }
-    if rule.minor().is_none() {
-        rule.set_minor(Some(-1));
-    }
-    if rule.typ().is_none() {
-        rule.set_typ(Some(LinuxDeviceType::A));
-    }
-    if rule.access().is_none() {
-        rule.set_access(Some("rwm".to_string()));
-    }
-    rule
-}
-
-/// The full device rule list of a cgroup: deny everything, then the
-/// spec's rules in order, then the runtime's default allowances (last, so the
-/// spec's own leading deny-all rule does not revoke them).
-fn device_rules(spec_rules: Option<&[LinuxDeviceCgroup]>) -> Vec<LinuxDeviceCgroup> {
-    let mut deny_all = LinuxDeviceCgroup::default();
-    deny_all.set_allow(false);
-    deny_all.set_typ(Some(LinuxDeviceType::A));
-    deny_all.set_major(Some(-1));
-    deny_all.set_minor(Some(-1));
-    deny_all.set_access(Some("rwm".to_string()));
-    let mut rules = vec![deny_all];
-    rules.extend(spec_rules.unwrap_or_default().iter().cloned());
-    rules.extend(default_allowances());
-    rules
-}
-
-/// Allow mknod of any node and use of the default devices.
-fn default_allowances() -> Vec<LinuxDeviceCgroup> {
-    let rule = |allow: bool, typ: LinuxDeviceType, major: i64, minor: i64, access: &str| {
-        let mut r = LinuxDeviceCgroup::default();
-        r.set_allow(allow);
-        r.set_typ(Some(typ));
-        r.set_major(Some(major));
-        r.set_minor(Some(minor));
-        r.set_access(Some(access.to_string()));
-        r
-    };
-    use LinuxDeviceType::{B, C};
-    vec![
-        rule(true, C, -1, -1, "m"),
-        rule(true, B, -1, -1, "m"),
-        rule(true, C, 1, 3, "rwm"),
-        rule(true, C, 1, 5, "rwm"),
-        rule(true, C, 1, 7, "rwm"),
-        rule(true, C, 1, 8, "rwm"),
-        rule(true, C, 1, 9, "rwm"),
-        rule(true, C, 5, 0, "rwm"),
-        rule(true, C, 5, 2, "rwm"),
-        rule(true, C, 136, -1, "rwm"),
-    ]
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -592,25 +583,6 @@ mod tests {
                 .kind(),
             crate::ErrorKind::Unavailable
         );
-    }
-
-    #[test]
-    fn device_allowances_follow_the_spec_rules() {
-        let mut spec_deny = LinuxDeviceCgroup::default();
-        spec_deny.set_allow(false);
-        spec_deny.set_access(Some("rwm".into()));
-        let rules = device_rules(Some(std::slice::from_ref(&spec_deny)));
-        assert!(!rules[0].allow());
-        assert_eq!(rules[0].typ(), Some(LinuxDeviceType::A));
-        assert_eq!(rules[1], spec_deny);
-        let defaults = default_allowances();
-        assert_eq!(rules[2..], defaults[..]);
-        // /dev/null (c 1:3) is among the allowances, after the spec's deny-all.
-        assert!(defaults.iter().any(|r| r.allow()
-            && r.typ() == Some(LinuxDeviceType::C)
-            && r.major() == Some(1)
-            && r.minor() == Some(3)));
-        assert_eq!(device_rules(None).len(), 1 + defaults.len());
     }
 
     #[test]
