@@ -48,6 +48,7 @@ use crate::error::{Error, Result};
 pub mod bpf;
 pub mod device_filter;
 mod device_rules;
+pub(crate) mod host;
 
 use device_rules::{device_rules, write_v1_device_rules};
 
@@ -79,8 +80,10 @@ impl CgroupPaths {
     /// only the v1 hierarchies) still has its mountinfo line, but its mount
     /// point is then another file system (or missing), which is checked by
     /// comparing the mount point's device with the line's `major:minor`.
+    /// The table is read once per process and mount namespace, and again
+    /// after the kernel reports a change of it.
     pub fn for_relative(relative: &str) -> CgroupPaths {
-        CgroupPaths::for_relative_on(relative, is_unified())
+        CgroupPaths::for_relative_on(relative, host::get().unified)
     }
 
     /// [`CgroupPaths::for_relative`] on a host already known to be unified or not.
@@ -94,10 +97,14 @@ impl CgroupPaths {
             out.unified = Some(Path::new("/sys/fs/cgroup").join(rel));
             return out;
         }
-        let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
-            return out;
-        };
-        out.add_mounts(&info, rel, mount_is_visible);
+        let host = host::get();
+        out.unified = host.mounts.unified.as_ref().map(|m| m.join(rel));
+        out.v1 = host
+            .mounts
+            .v1
+            .iter()
+            .map(|(name, m)| (name.clone(), m.join(rel)))
+            .collect();
         out
     }
 
@@ -217,16 +224,11 @@ fn cg_err(op: &'static str, path: &str, e: impl std::fmt::Display) -> Error {
 impl Cgroup {
     /// A handle on an existing (or not yet created) cgroup.
     pub(crate) fn load(path: &str) -> Cgroup {
-        let unified = is_unified();
-        let hierarchy: Box<dyn cgroups_rs::fs::Hierarchy> = if unified {
-            Box::new(hierarchies::V2::new())
-        } else {
-            Box::new(hierarchies::V1::new())
-        };
+        let host = host::get();
         Cgroup {
             path: path.to_string(),
-            cg: cgroups_rs::fs::Cgroup::load(hierarchy, path),
-            unified,
+            cg: cgroups_rs::fs::Cgroup::load(host.hierarchy(), path),
+            unified: host.unified,
             paths: std::cell::OnceCell::new(),
         }
     }
