@@ -662,7 +662,7 @@ mod tests {
             .lines()
             .filter(|l| l.split_whitespace().nth(4) == Some("/proc"))
             .filter_map(|l| l.split_whitespace().nth(2))
-            .last()
+            .next_back()
             .unwrap();
         assert!(mount_is_visible("/proc", proc_dev));
         assert!(!mount_is_visible("/proc", "0:0"));
