@@ -404,10 +404,11 @@ impl Cgroup {
         let f = self.freezer()?;
         f.freeze().map_err(|e| cg_err("freeze", &self.path, e))?;
         let deadline = Instant::now() + Duration::from_secs(10);
+        let mut pause = Backoff::new(Duration::from_millis(2));
         loop {
             match f.state() {
                 Ok(FreezerState::Frozen) => return Ok(()),
-                Ok(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(2)),
+                Ok(_) if Instant::now() < deadline => pause.sleep(),
                 Ok(s) => {
                     return Err(cg_err(
                         "freeze",
@@ -482,11 +483,12 @@ impl Cgroup {
             let _ = self.thaw();
         }
         let deadline = Instant::now() + timeout;
+        let mut pause = Backoff::new(Duration::from_millis(5));
         while !self.pids()?.is_empty() {
             if Instant::now() > deadline {
                 return Err(cg_err("kill", &self.path, "processes survived SIGKILL"));
             }
-            std::thread::sleep(Duration::from_millis(5));
+            pause.sleep();
         }
         Ok(())
     }
@@ -502,14 +504,14 @@ impl Cgroup {
             return Ok(());
         };
         // Processes killed a moment ago may still be leaving it.
-        let mut attempt = 0;
+        let deadline = Instant::now() + Duration::from_secs(1);
+        let mut pause = Backoff::new(Duration::from_millis(5));
         loop {
             match std::fs::remove_dir(dir) {
                 Ok(()) => return Ok(()),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-                Err(e) if e.raw_os_error() == Some(libc::EBUSY) && attempt < 200 => {
-                    attempt += 1;
-                    std::thread::sleep(Duration::from_millis(5));
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) && Instant::now() < deadline => {
+                    pause.sleep();
                 }
                 Err(e) => return Err(Error::io("remove cgroup2 directory", dir, e)),
             }
@@ -559,6 +561,36 @@ impl Cgroup {
     }
 }
 
+/// The pauses of a wait for a state the kernel sends no event about (a v1
+/// cgroup emptying, a freezer settling, a cgroup2 directory becoming
+/// removable): 100 µs first, doubling up to `max`, so that the usual quick
+/// change is seen within a fraction of a millisecond and a slow one costs
+/// few checks.
+struct Backoff {
+    next: Duration,
+    max: Duration,
+}
+
+impl Backoff {
+    fn new(max: Duration) -> Backoff {
+        Backoff {
+            next: Duration::from_micros(100).min(max),
+            max,
+        }
+    }
+
+    /// The next pause.
+    fn next_pause(&mut self) -> Duration {
+        let pause = self.next;
+        self.next = (self.next * 2).min(self.max);
+        pause
+    }
+
+    fn sleep(&mut self) {
+        std::thread::sleep(self.next_pause());
+    }
+}
+
 /// Whether `rel` (as returned by [`resolve_path`]) is the runtime's own
 /// default path for container `id` (`berth/<id>`), whose parent the runtime
 /// creates and may therefore remove again.
@@ -584,6 +616,17 @@ mod tests {
                 .unwrap_err()
                 .kind(),
             crate::ErrorKind::Unavailable
+        );
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_its_cap() {
+        let mut b = Backoff::new(Duration::from_millis(2));
+        let pauses: Vec<u128> = (0..7).map(|_| b.next_pause().as_micros()).collect();
+        assert_eq!(pauses, [100, 200, 400, 800, 1600, 2000, 2000]);
+        assert_eq!(
+            Backoff::new(Duration::from_micros(50)).next_pause(),
+            Duration::from_micros(50)
         );
     }
 
