@@ -395,6 +395,38 @@ mod tests {
         assert!(proc_start_time(i32::MAX).is_none());
     }
 
+    /// The lock is the directory itself: a waiter blocked on it while the
+    /// holder deletes the container gets `NotFound` once it has the lock,
+    /// not a lock on a removed directory.
+    #[test]
+    fn lock_waiter_after_delete_gets_not_found() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let sd = StateDir::new(dir.path(), "c2").unwrap();
+        sd.create().unwrap();
+        let ino = std::fs::metadata(&sd.dir).unwrap().ino();
+        let held = sd.lock().unwrap();
+        let waiter = {
+            let sd = sd.clone();
+            std::thread::spawn(move || sd.lock().map(|_| ()))
+        };
+        // Wait until the waiter is blocked in flock (a "->" line in /proc/locks).
+        let blocked = format!(":{ino} ");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !std::fs::read_to_string("/proc/locks")
+            .unwrap()
+            .lines()
+            .any(|l| l.contains(" -> ") && l.contains(&blocked))
+        {
+            assert!(std::time::Instant::now() < deadline, "waiter never blocked");
+            std::thread::yield_now();
+        }
+        sd.remove().unwrap();
+        drop(held);
+        let err = waiter.join().unwrap().unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::NotFound, "{err}");
+    }
+
     #[test]
     fn state_round_trips_and_dead_pid_is_stopped() {
         let dir = tempfile::tempdir().unwrap();
