@@ -11,10 +11,18 @@
 # library bench process running cycles; `crun create` / `runc create` from lifecycle.py --mode mem).
 # Everything runs under ../shared/bench/cgv1-view.sh (only the v1 cgroup hierarchies visible):
 # crun 1.8 refuses this host's hybrid cgroups otherwise, and all must see the same host.
+# State roots: all three runtimes keep their state under the same directory, by default on
+# /dev/shm (a tmpfs, like /run where they keep it on a normal host: /run/berth, /run/crun,
+# /run/runc). STATE_DIR=DIR puts them elsewhere, e.g. STATE_DIR=/tmp to see a disk file
+# system's cost (on an ext4 without a journal, every new inode scans past the recently deleted
+# ones, so the runtime that creates more files per container pays more).
+# Peak RSS of the library process is also printed as the bench binary's own startup RSS (before
+# its first container: std, libc, and the relocations of a binary that links criterion) plus
+# the library's share.
 #
 # Output: the medians, the peak RSS, then one line per peer:
 #   ratio berth/PEER X.XX      (the library's median cycle time over the peer's)
-# Knobs (env): N (30), WARMUP (3), N_MEM (5), KEEP=1 keeps the work dir.
+# Knobs (env): N (30), WARMUP (3), N_MEM (5), STATE_DIR (/dev/shm), KEEP=1 keeps the work dir.
 # Needs root, python3, /usr/bin/time, busybox-static, crun, runc.
 set -euo pipefail
 export LC_ALL=C
@@ -48,17 +56,20 @@ for line in sys.stdin:
 [ -x "$BENCH" ] || die "could not build the lifecycle bench"
 
 WORK=$(mktemp -d /tmp/berth-compare-lifecycle.XXXXXX)
+STATE_DIR=${STATE_DIR:-/dev/shm}
+[ -d "$STATE_DIR" ] || STATE_DIR=$WORK
+STATE=$(mktemp -d "$STATE_DIR/berth-compare-state.XXXXXX")
 cleanup() {
     set +e
     for rt in crun runc; do
-        root=$WORK/root-$rt
+        root=$STATE/root-$rt
         [ -d "$root" ] || continue
         for id in $("$rt" --root "$root" list -q 2>/dev/null); do
             "$rt" --root "$root" delete -f "$id" >/dev/null 2>&1
         done
     done
-    [ "${KEEP:-0}" = 1 ] && { echo "work dir kept: $WORK" >&2; return; }
-    rm -rf "$WORK"
+    [ "${KEEP:-0}" = 1 ] && { echo "work dir kept: $WORK (state: $STATE)" >&2; return; }
+    rm -rf "$WORK" "$STATE"
 }
 trap cleanup EXIT
 
@@ -82,18 +93,20 @@ EOF
 
 export WORK  # cgv1-view.sh makes its scratch dir under $WORK
 # berth: the library in one process.
+echo "state roots under $STATE ($(stat -f -c %T "$STATE"))" >&2
 "$CGV1" env BERTH_LIFECYCLE_CYCLES="$N" BERTH_LIFECYCLE_OUT="$WORK/berth-cycle.json" \
-    BERTH_LIFECYCLE_BUNDLE="$B" "$BENCH" >&2
+    BERTH_LIFECYCLE_BUNDLE="$B" BERTH_LIFECYCLE_ROOT="$STATE" "$BENCH" >&2
 "$CGV1" /usr/bin/time -v -o "$WORK/berth.time" env BERTH_LIFECYCLE_CYCLES="$N_MEM" \
-    BERTH_LIFECYCLE_OUT="$WORK/berth-mem-cycles.json" BERTH_LIFECYCLE_BUNDLE="$B" "$BENCH" >&2
+    BERTH_LIFECYCLE_OUT="$WORK/berth-mem-cycles.json" BERTH_LIFECYCLE_BUNDLE="$B" \
+    BERTH_LIFECYCLE_ROOT="$STATE" "$BENCH" >&2
 # The peers: their command lines.
 for rt in crun runc; do
-    mkdir -p "$WORK/root-$rt"
+    mkdir -p "$STATE/root-$rt"
     "$CGV1" python3 "$DRIVER" --name "$rt" --mode cycle --runtime "$(command -v $rt)" \
-        --root "$WORK/root-$rt" --bundle "$B" -n "$N" --warmup "$WARMUP" \
+        --root "$STATE/root-$rt" --bundle "$B" -n "$N" --warmup "$WARMUP" \
         --log "$WORK/$rt.log" --out "$WORK/$rt-cycle.json" >&2
     "$CGV1" python3 "$DRIVER" --name "$rt-mem" --mode mem --runtime "$(command -v $rt)" \
-        --root "$WORK/root-$rt" --bundle "$B" -n "$N_MEM" --warmup 1 \
+        --root "$STATE/root-$rt" --bundle "$B" -n "$N_MEM" --warmup 1 \
         --log "$WORK/$rt.log" --out "$WORK/$rt-mem.json" >&2
 done
 
@@ -103,6 +116,7 @@ w = sys.argv[1]
 def steps(name):
     return json.load(open(os.path.join(w, name)))["steps"]
 berth = steps("berth-cycle.json")
+startup_rss = json.load(open(os.path.join(w, "berth-mem-cycles.json"))).get("startup_rss_kB")
 rss = None
 for line in open(os.path.join(w, "berth.time")):
     if "Maximum resident set size" in line:
@@ -119,6 +133,9 @@ for p in peers:
     print("%-22s %7.2f %7.2f %7.2f %7.2f %7.2f | %d" % (
         p + " (CLI)", c["create"]["median"], c["start"]["median"], c["wait"]["median"],
         c["delete"]["median"], c["total"]["median"], mem[p]["create_kB"]["median"]))
+if startup_rss:
+    print("berth peak RSS %d kB = bench binary before its first container %d kB + library %d kB"
+          % (rss, startup_rss, rss - startup_rss))
 for p in peers:
     print("peak-rss berth/%s %.2f" % (p, rss / mem[p]["create_kB"]["median"]))
 for p in peers:

@@ -9,8 +9,14 @@
 //!   the same cgroup view and measures this process's peak RSS with `/usr/bin/time -v`.
 //!
 //! `BERTH_LIFECYCLE_BUNDLE` names a bundle to use (the comparison passes the one crun and runc
-//! run); otherwise one is built from /bin/busybox in a temp dir. Needs root; without it the
+//! run); otherwise one is built from /bin/busybox in a temp dir. `BERTH_LIFECYCLE_ROOT` names
+//! the directory under which the state root is made (the comparison puts all three runtimes'
+//! state on the same file system); otherwise the system temp dir. Needs root; without it the
 //! benchmark prints why and does nothing.
+//!
+//! The plain mode also records `startup_rss_kB`, this process's peak RSS before its first
+//! container (the bench binary itself: std, libc, relocations of a binary that links criterion),
+//! so that the library's share of the peak RSS can be told apart.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -122,10 +128,13 @@ fn setup() -> Option<Setup> {
         eprintln!("lifecycle bench: needs root (namespaces, mounts, cgroups); skipped");
         return None;
     }
-    let root = tempfile::Builder::new()
-        .prefix("berth-bench-root-")
-        .tempdir()
-        .unwrap();
+    let mut root = tempfile::Builder::new();
+    root.prefix("berth-bench-root-");
+    let root = match std::env::var_os("BERTH_LIFECYCLE_ROOT") {
+        Some(dir) => root.tempdir_in(dir),
+        None => root.tempdir(),
+    }
+    .unwrap();
     let mut dirs = Vec::new();
     let bundle = match std::env::var_os("BERTH_LIFECYCLE_BUNDLE") {
         Some(b) => PathBuf::from(b),
@@ -162,9 +171,20 @@ fn median(mut xs: Vec<f64>) -> f64 {
     }
 }
 
+/// This process's peak RSS so far (`VmHWM`), in kB.
+fn peak_rss_kb() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
 /// The plain mode: N cycles, per-step samples and medians as JSON.
 fn plain(n: usize, out: &Path) {
     let Some(s) = setup() else { return };
+    let startup_rss = peak_rss_kb();
     let pid = std::process::id();
     for i in 0..3 {
         cycle(&s.rt, &s.bundle, &format!("bench-warm-{pid}-{i}"));
@@ -187,7 +207,10 @@ fn plain(n: usize, out: &Path) {
             serde_json::json!({ "median": median(xs.clone()), "samples": xs }),
         );
     }
-    let doc = serde_json::json!({ "name": "berth-library", "unit": "ms", "n": n, "steps": json });
+    let doc = serde_json::json!({
+        "name": "berth-library", "unit": "ms", "n": n, "steps": json,
+        "startup_rss_kB": startup_rss, "peak_rss_kB": peak_rss_kb(),
+    });
     std::fs::write(out, serde_json::to_vec_pretty(&doc).unwrap()).unwrap();
 }
 

@@ -81,10 +81,25 @@ fn cstr(field: &str, s: &str) -> Result<std::ffi::CString> {
 /// Errors: [`Error::Io`] when the file cannot be read, [`Error::InvalidSpec`]
 /// listing the problems.
 pub fn load_spec(bundle: &Path) -> Result<Spec> {
+    load_spec_and_bytes(bundle).map(|(spec, _)| spec)
+}
+
+/// [`load_spec`], also returning the file's bytes: a valid document is
+/// stored as it is (validation only reports, it never rewrites a valid
+/// spec), which spares serialising it again.
+fn load_spec_and_bytes(bundle: &Path) -> Result<(Spec, Vec<u8>)> {
     let path = bundle.join("config.json");
     let data = std::fs::read(&path).map_err(|e| Error::io("read", &path, e))?;
-    berth_oci::validate_json(&data)
-        .map_err(|e| Error::spec(path.display().to_string(), e.to_string()))
+    let spec = berth_oci::validate_json(&data)
+        .map_err(|e| Error::spec(path.display().to_string(), e.to_string()))?;
+    Ok((spec, data))
+}
+
+/// The part of a stored spec that `start` and `delete` need.
+#[derive(serde::Deserialize)]
+struct StoredHooks {
+    #[serde(default)]
+    hooks: Option<oci_spec::runtime::Hooks>,
 }
 
 impl Runtime {
@@ -111,19 +126,33 @@ impl Runtime {
 
     fn load(&self, dir: &StateDir) -> Result<ContainerState> {
         let mut st = dir.read()?;
-        st.refresh();
+        st.refresh(dir);
         Ok(st)
     }
 
     /// The spec stored at create time.
     pub fn spec(&self, id: &str) -> Result<Spec> {
+        let data = self.stored_config(id)?;
+        serde_json::from_slice(&data).map_err(|e| Error::spec("stored config.json", e.to_string()))
+    }
+
+    /// The bytes of the spec stored at create time.
+    fn stored_config(&self, id: &str) -> Result<Vec<u8>> {
         let dir = self.dir(id)?;
         let path = dir.config_file();
-        let data = std::fs::read(&path).map_err(|e| match e.kind() {
+        std::fs::read(&path).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => Error::NotFound { id: id.to_string() },
             _ => Error::io("read", &path, e),
-        })?;
-        serde_json::from_slice(&data).map_err(|e| Error::spec("stored config.json", e.to_string()))
+        })
+    }
+
+    /// The hooks of the spec stored at create time (only they are
+    /// decoded: `start` and `delete` need nothing else).
+    fn stored_hooks(&self, id: &str) -> Result<Option<oci_spec::runtime::Hooks>> {
+        let data = self.stored_config(id)?;
+        serde_json::from_slice::<StoredHooks>(&data)
+            .map(|s| s.hooks)
+            .map_err(|e| Error::spec("stored config.json", e.to_string()))
     }
 
     /// Creates container `id` from `bundle`: namespaces, cgroup, root
@@ -138,7 +167,7 @@ impl Runtime {
         let bundle = bundle
             .canonicalize()
             .map_err(|e| Error::io("resolve bundle", bundle, e))?;
-        let spec = load_spec(&bundle)?;
+        let (spec, spec_json) = load_spec_and_bytes(&bundle)?;
         preflight::validate(&spec)?;
         dir.create()?;
         let mut guard = CreateGuard {
@@ -174,8 +203,6 @@ impl Runtime {
             user_ns,
         };
         dir.write(&state)?;
-        let spec_json =
-            serde_json::to_vec(&spec).map_err(|e| Error::spec("config.json", e.to_string()))?;
         std::fs::write(dir.config_file(), spec_json)
             .map_err(|e| Error::io("write", dir.config_file(), e))?;
 
@@ -243,13 +270,14 @@ impl Runtime {
 
         // A cgroup that already holds processes belongs to someone else:
         // refuse it (and leave it alone) rather than share or destroy it.
-        if !Cgroup::load(&cgroup_rel).pids()?.is_empty() {
+        let cg = Cgroup::load(&cgroup_rel);
+        if !cg.pids()?.is_empty() {
             return Err(Error::CgroupBusy {
                 path: format!("/{cgroup_rel}"),
             });
         }
-        let cg = Cgroup::create(&cgroup_rel, linux.and_then(|l| l.resources().as_ref()))?;
-        guard.cgroup = Some(Cgroup::load(&cgroup_rel));
+        cg.create(linux.and_then(|l| l.resources().as_ref()))?;
+        let cg = &*guard.cgroup.insert(cg);
         guard.prune_parents = cgroups::is_default_path(&cgroup_rel, id);
 
         let req = SpawnRequest {
@@ -345,12 +373,19 @@ impl Runtime {
         }
         let sock = dir.start_socket();
         let mut conn = stdio::connect_unix(&sock)?;
+        // The socket's absence records that the container was started
+        // (`refresh` derives `running` from it), so the state file is not
+        // rewritten; it is removed before the init is released. Should the
+        // removal fail, the state file records `running` instead.
+        let recorded_by_socket = match std::fs::remove_file(&sock) {
+            Ok(()) => true,
+            Err(e) => e.kind() == std::io::ErrorKind::NotFound,
+        };
         conn.write_all(&[0])
             .map_err(|e| Error::io("write", &sock, e))?;
         let mut buf = Vec::new();
         conn.read_to_end(&mut buf)
             .map_err(|e| Error::io("read", &sock, e))?;
-        let _ = std::fs::remove_file(&sock);
         if buf.len() >= size_of::<Msg>() {
             // SAFETY: Msg is a plain repr(C) struct of integers; any bytes are valid.
             let m: Msg = unsafe { std::ptr::read_unaligned(buf.as_ptr().cast()) };
@@ -376,13 +411,11 @@ impl Runtime {
             return Err(spawn::decode_exec_error(&m, &arg0, &cwd, &hooks));
         }
         st.status = Status::Running;
-        dir.write(&st)?;
-        if let Ok(spec) = self.spec(id) {
-            hooks::run_all_logged(
-                "poststart",
-                spec.hooks().as_ref().and_then(|h| h.poststart().as_ref()),
-                &st,
-            );
+        if !recorded_by_socket {
+            dir.write(&st)?;
+        }
+        if let Ok(Some(h)) = self.stored_hooks(id) {
+            hooks::run_all_logged("poststart", h.poststart().as_ref(), &st);
         }
         Ok(())
     }
@@ -448,15 +481,10 @@ impl Runtime {
         if cgroups::is_default_path(&st.cgroup_path, id) {
             cg.remove_empty_parents();
         }
-        let spec = self.spec(id).ok();
-        let mut stopped = st.clone();
-        stopped.status = Status::Stopped;
-        if let Some(spec) = &spec {
-            hooks::run_all_logged(
-                "poststop",
-                spec.hooks().as_ref().and_then(|h| h.poststop().as_ref()),
-                &stopped,
-            );
+        if let Ok(Some(h)) = self.stored_hooks(id) {
+            let mut stopped = st.clone();
+            stopped.status = Status::Stopped;
+            hooks::run_all_logged("poststop", h.poststop().as_ref(), &stopped);
         }
         dir.remove()
     }

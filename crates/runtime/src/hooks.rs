@@ -73,28 +73,67 @@ fn run(kind: &'static str, hook: &Hook, state: &ContainerState) -> Result<()> {
         .timeout()
         .filter(|t| *t > 0)
         .map(|t| Instant::now() + Duration::from_secs(t as u64));
-    loop {
-        match child.try_wait().map_err(|e| fail(format!("wait: {e}")))? {
-            Some(status) if status.success() => return Ok(()),
-            Some(status) => {
-                let mut stderr = String::new();
-                if let Some(mut s) = child.stderr.take() {
-                    use std::io::Read;
-                    let _ = s.read_to_string(&mut stderr);
-                }
-                return Err(fail(format!("{status}: {}", stderr.trim())));
+    match wait_until(&mut child, deadline).map_err(|e| fail(format!("wait: {e}")))? {
+        Some(status) if status.success() => Ok(()),
+        Some(status) => {
+            let mut stderr = String::new();
+            if let Some(mut s) = child.stderr.take() {
+                use std::io::Read;
+                let _ = s.read_to_string(&mut stderr);
             }
-            None => {}
+            Err(fail(format!("{status}: {}", stderr.trim())))
         }
-        if deadline.is_some_and(|d| Instant::now() > d) {
+        None => {
             let _ = child.kill();
             let _ = child.wait();
-            return Err(fail(format!(
+            Err(fail(format!(
                 "timed out after {}s",
                 hook.timeout().unwrap_or(0)
-            )));
+            )))
         }
-        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Waits for `child` to exit, until `deadline` if one is given: `None` when
+/// it still runs then. Blocks in `waitpid`, or with a deadline in `poll` on
+/// a pidfd (readable once the process exits), never in a sleep loop; a
+/// kernel without pidfds (before 5.3) falls back to checking every 2 ms.
+fn wait_until(
+    child: &mut std::process::Child,
+    deadline: Option<Instant>,
+) -> std::io::Result<Option<std::process::ExitStatus>> {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let Some(deadline) = deadline else {
+        return child.wait().map(Some);
+    };
+    // SAFETY: pidfd_open with plain integers; the child is not reaped yet,
+    // so its pid cannot have been reused.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, child.id() as libc::pid_t, 0) };
+    // SAFETY: a non-negative result is a fresh fd we own.
+    let pidfd = (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd as i32) });
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(Some(status));
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Ok(None);
+        }
+        match &pidfd {
+            Some(pidfd) => {
+                use std::os::fd::AsRawFd;
+                let mut pfd = libc::pollfd {
+                    fd: pidfd.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                };
+                let ms = left.as_millis().clamp(1, i32::MAX as u128) as i32;
+                // SAFETY: pfd is a valid pollfd array of length 1. EINTR
+                // and timeouts loop back to the checks above.
+                unsafe { libc::poll(&mut pfd, 1, ms) };
+            }
+            None => std::thread::sleep(left.min(Duration::from_millis(2))),
+        }
     }
 }
 
@@ -158,5 +197,25 @@ mod tests {
             .unwrap();
         let e = run_all("poststart", Some(&vec![slow]), &state()).unwrap_err();
         assert!(e.to_string().contains("timed out"), "{e}");
+
+        // With a timeout the wait goes through a pidfd: exit statuses and
+        // stderr are reported the same way.
+        let timed = |script: &str| {
+            HookBuilder::default()
+                .path("/bin/sh")
+                .args(vec!["sh".into(), "-c".into(), script.into()])
+                .timeout(30i64)
+                .build()
+                .unwrap()
+        };
+        run_all("poststop", Some(&vec![timed("sleep 0.1")]), &state()).unwrap();
+        let e = run_all(
+            "poststop",
+            Some(&vec![timed("echo late >&2; exit 4")]),
+            &state(),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("late"), "{e}");
+        assert!(!e.to_string().contains("timed out"), "{e}");
     }
 }

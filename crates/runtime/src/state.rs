@@ -1,16 +1,22 @@
-//! The state directory: `<root>/<id>/{state.json, config.json, lock, start.sock}`.
+//! The state directory: `<root>/<id>/{state.json, config.json, start.sock}`.
 //!
 //! `state.json` holds what the runtime recorded ([`ContainerState`]); the
 //! live status is derived when reading it: a recorded pid is alive only if
 //! `/proc/<pid>/stat` shows the same start time and the process is not a
-//! zombie, and a frozen cgroup means `paused`. This makes the state correct
-//! from any process, long after the one that created the container exited.
+//! zombie; a `created` container whose start socket is gone has been
+//! started (`start` removes the socket before releasing the init, so it
+//! need not rewrite the state file), and a frozen cgroup means `paused`.
+//! This makes the state correct from any process, long after the one that
+//! created the container exited.
 //!
-//! Operations on one container are serialised with `flock` on its `lock`
-//! file; the state file itself is replaced atomically (write + rename), so
-//! readers that take no lock never see a torn file. This module is public
-//! (the metrics crate and front ends read it); nothing here mutates a
-//! container except through [`crate::Runtime`].
+//! Operations on one container are serialised with `flock` on the state
+//! directory itself (no lock file to create and remove per container); the
+//! state file is replaced atomically (write + rename), so readers that
+//! take no lock never see a torn file. Nothing is fsynced: the state lives
+//! in a runtime directory (`/run`, a tmpfs on a normal host) that does not
+//! survive a reboot, and neither do the containers it describes. This
+//! module is public (the metrics crate and front ends read it); nothing
+//! here mutates a container except through [`crate::Runtime`].
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -134,8 +140,9 @@ impl ContainerState {
         CgroupPaths::for_relative(&self.cgroup_path)
     }
 
-    /// Re-derives the live status from `/proc` and the freezer.
-    pub(crate) fn refresh(&mut self) {
+    /// Re-derives the live status from `/proc`, the start socket in the
+    /// container's state directory `dir`, and the freezer.
+    pub(crate) fn refresh(&mut self, dir: &StateDir) {
         if matches!(self.status, Status::Creating | Status::Stopped) {
             return;
         }
@@ -148,6 +155,9 @@ impl ContainerState {
         if !alive {
             self.status = Status::Stopped;
             return;
+        }
+        if self.status == Status::Created && dir.was_started() {
+            self.status = Status::Running;
         }
         if crate::cgroups::Cgroup::load(self.cgroup_path.trim_start_matches('/')).is_frozen() {
             self.status = Status::Paused;
@@ -202,10 +212,10 @@ pub(crate) struct StateDir {
     pub(crate) dir: PathBuf,
 }
 
-/// An exclusive lock on a container, released on drop.
+/// An exclusive lock on a container (its state directory), released on drop.
 #[derive(Debug)]
 pub(crate) struct ContainerLock {
-    _file: File,
+    _dir: File,
 }
 
 impl StateDir {
@@ -241,37 +251,50 @@ impl StateDir {
         }
     }
 
-    /// Takes the container's lock (blocking). `NotFound` if the container is gone.
+    /// Whether `start` was called: it removes the start socket (see
+    /// [`ContainerState::refresh`]).
+    pub(crate) fn was_started(&self) -> bool {
+        matches!(
+            std::fs::symlink_metadata(self.start_socket()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound
+        )
+    }
+
+    /// Takes the container's lock (blocking): `flock` on the state
+    /// directory. `NotFound` if the container is gone, also when it was
+    /// deleted while we waited (the directory then has no links left).
     pub(crate) fn lock(&self) -> Result<ContainerLock> {
-        let path = self.dir.join("lock");
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
+        use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+        let dir = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+            .open(&self.dir)
             .map_err(|e| match e.kind() {
                 std::io::ErrorKind::NotFound => Error::NotFound {
                     id: self.id.clone(),
                 },
-                _ => Error::io("open lock", &path, e),
+                _ => Error::io("open state dir", &self.dir, e),
             })?;
         loop {
             // SAFETY: flock on an fd we own.
-            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } == 0 {
+            if unsafe { libc::flock(dir.as_raw_fd(), libc::LOCK_EX) } == 0 {
                 break;
             }
             let e = std::io::Error::last_os_error();
             if e.kind() != std::io::ErrorKind::Interrupted {
-                return Err(Error::io("lock", &path, e));
+                return Err(Error::io("lock", &self.dir, e));
             }
         }
-        // The directory may have been deleted while we waited.
-        if !self.state_file().exists() && !self.dir.exists() {
+        let links = dir
+            .metadata()
+            .map_err(|e| Error::io("lock", &self.dir, e))?
+            .nlink();
+        if links == 0 {
             return Err(Error::NotFound {
                 id: self.id.clone(),
             });
         }
-        Ok(ContainerLock { _file: file })
+        Ok(ContainerLock { _dir: dir })
     }
 
     /// Reads the recorded state (not refreshed).
@@ -318,7 +341,7 @@ impl StateDir {
 pub fn read_state(root: &Path, id: &str) -> Result<ContainerState> {
     let dir = StateDir::new(root, id)?;
     let mut st = dir.read()?;
-    st.refresh();
+    st.refresh(&dir);
     Ok(st)
 }
 
@@ -370,6 +393,38 @@ mod tests {
         assert!(t > 0);
         assert!(!zombie);
         assert!(proc_start_time(i32::MAX).is_none());
+    }
+
+    /// The lock is the directory itself: a waiter blocked on it while the
+    /// holder deletes the container gets `NotFound` once it has the lock,
+    /// not a lock on a removed directory.
+    #[test]
+    fn lock_waiter_after_delete_gets_not_found() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let sd = StateDir::new(dir.path(), "c2").unwrap();
+        sd.create().unwrap();
+        let ino = std::fs::metadata(&sd.dir).unwrap().ino();
+        let held = sd.lock().unwrap();
+        let waiter = {
+            let sd = sd.clone();
+            std::thread::spawn(move || sd.lock().map(|_| ()))
+        };
+        // Wait until the waiter is blocked in flock (a "->" line in /proc/locks).
+        let blocked = format!(":{ino} ");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !std::fs::read_to_string("/proc/locks")
+            .unwrap()
+            .lines()
+            .any(|l| l.contains(" -> ") && l.contains(&blocked))
+        {
+            assert!(std::time::Instant::now() < deadline, "waiter never blocked");
+            std::thread::yield_now();
+        }
+        sd.remove().unwrap();
+        drop(held);
+        let err = waiter.join().unwrap().unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::NotFound, "{err}");
     }
 
     #[test]

@@ -3,11 +3,14 @@
 //! A container's cgroup path comes from `linux.cgroupsPath` (absolute or
 //! relative, both taken below the hierarchy roots) or defaults to
 //! `/berth/<id>`. Resources are applied with cgroups-rs's `FsManager`
-//! (its `oci` feature takes `LinuxResources` directly); creation,
-//! attaching, freezing and removal use its `fs::Cgroup`. What cgroups-rs
-//! lacks (listing the container's processes from `cgroup.procs`, the paths
-//! per controller for metrics, the hybrid host's cgroup2 directory, cgroup
-//! v2 device rules) is done here directly.
+//! (its `oci` feature takes `LinuxResources` directly), which is opened
+//! only when the spec sets any besides devices; creation, attaching,
+//! freezing and removal use its `fs::Cgroup`. What cgroups-rs lacks
+//! (listing the container's processes from `cgroup.procs`, the paths per
+//! controller for metrics, the hybrid host's cgroup2 directory, cgroup v2
+//! device rules) is done here directly, and so are the v1 device rules
+//! ([`device_rules`]: one open of `devices.allow`/`devices.deny` for the
+//! whole list instead of one per rule).
 //!
 //! # Hosts
 //! - **v1**: one directory per controller hierarchy; device rules are
@@ -38,12 +41,16 @@ use cgroups_rs::fs::freezer::FreezerController;
 use cgroups_rs::fs::hierarchies;
 use cgroups_rs::manager::Manager;
 use cgroups_rs::{CgroupPid, FreezerState};
-use oci_spec::runtime::{LinuxDeviceCgroup, LinuxDeviceType, LinuxResources};
+use oci_spec::runtime::LinuxResources;
 
 use crate::error::{Error, Result};
 
 pub mod bpf;
 pub mod device_filter;
+mod device_rules;
+pub(crate) mod host;
+
+use device_rules::{device_rules, write_v1_device_rules};
 
 /// Whether `/sys/fs/cgroup` is a pure cgroup v2 (unified) mount.
 pub fn is_unified() -> bool {
@@ -67,27 +74,44 @@ pub struct CgroupPaths {
 impl CgroupPaths {
     /// Computes the directories of `relative` from this host's cgroup mounts
     /// (`/proc/self/mountinfo`): every v1 hierarchy, and the first cgroup2
-    /// mount whose root is the hierarchy's root.
+    /// mount whose root is the hierarchy's root. Only mounts that are
+    /// visible are taken: a mount hidden by a later mount on or above its
+    /// mount point (e.g. a tmpfs mounted over `/sys/fs/cgroup` that shows
+    /// only the v1 hierarchies) still has its mountinfo line, but its mount
+    /// point is then another file system (or missing), which is checked by
+    /// comparing the mount point's device with the line's `major:minor`.
+    /// The table is read once per process and mount namespace, and again
+    /// after the kernel reports a change of it.
     pub fn for_relative(relative: &str) -> CgroupPaths {
+        CgroupPaths::for_relative_on(relative, host::get().unified)
+    }
+
+    /// [`CgroupPaths::for_relative`] on a host already known to be unified or not.
+    fn for_relative_on(relative: &str, unified: bool) -> CgroupPaths {
         let rel = relative.trim_start_matches('/');
         let mut out = CgroupPaths {
             relative: format!("/{rel}"),
             ..Default::default()
         };
-        if is_unified() {
+        if unified {
             out.unified = Some(Path::new("/sys/fs/cgroup").join(rel));
             return out;
         }
-        let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
-            return out;
-        };
-        out.add_mounts(&info, rel);
+        let host = host::get();
+        out.unified = host.mounts.unified.as_ref().map(|m| m.join(rel));
+        out.v1 = host
+            .mounts
+            .v1
+            .iter()
+            .map(|(name, m)| (name.clone(), m.join(rel)))
+            .collect();
         out
     }
 
     /// Adds the directories of `rel` below the cgroup mounts listed in
-    /// `info` (mountinfo format) on a non-unified host.
-    fn add_mounts(&mut self, info: &str, rel: &str) {
+    /// `info` (mountinfo format) on a non-unified host, skipping mounts for
+    /// which `visible(mount point, major:minor)` is false.
+    fn add_mounts(&mut self, info: &str, rel: &str, visible: impl Fn(&str, &str) -> bool) {
         let out = self;
         for line in info.lines() {
             let Some((pre, post)) = line.split_once(" - ") else {
@@ -95,33 +119,54 @@ impl CgroupPaths {
             };
             let mut post = post.split_whitespace();
             let fstype = post.next();
+            if fstype != Some("cgroup") && fstype != Some("cgroup2") {
+                continue;
+            }
             let mut pre = pre.split_whitespace();
-            let (Some(root), Some(mountpoint)) = (pre.nth(3), pre.next()) else {
+            let (Some(dev), Some(root), Some(mountpoint)) = (pre.nth(2), pre.next(), pre.next())
+            else {
                 continue;
             };
             if fstype == Some("cgroup2") {
-                if root == "/" && out.unified.is_none() {
+                if root == "/" && out.unified.is_none() && visible(mountpoint, dev) {
                     out.unified = Some(Path::new(mountpoint).join(rel));
                 }
                 continue;
             }
-            if fstype != Some("cgroup") {
-                continue;
-            }
             let _ = post.next();
             let Some(opts) = post.next() else { continue };
+            let mut seen_visible = None;
             for o in opts.split(',') {
                 let name = match o {
                     "rw" | "ro" | "xattr" | "clone_children" | "noprefix" => continue,
                     o if o.starts_with("release_agent=") => continue,
                     o => o.strip_prefix("name=").unwrap_or(o),
                 };
+                if out.v1.contains_key(name) {
+                    continue;
+                }
+                if !*seen_visible.get_or_insert_with(|| visible(mountpoint, dev)) {
+                    break;
+                }
                 out.v1
-                    .entry(name.to_string())
-                    .or_insert_with(|| Path::new(mountpoint).join(rel));
+                    .insert(name.to_string(), Path::new(mountpoint).join(rel));
             }
         }
     }
+}
+
+/// Whether the file system mounted at `mountpoint` is the one mountinfo
+/// lists as `dev` (`major:minor`): false for a mount point hidden by a
+/// later mount, or missing.
+fn mount_is_visible(mountpoint: &str, dev: &str) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Some((major, minor)) = dev.split_once(':') else {
+        return false;
+    };
+    let (Ok(major), Ok(minor)) = (major.parse::<u32>(), minor.parse::<u32>()) else {
+        return false;
+    };
+    std::fs::metadata(mountpoint).is_ok_and(|m| m.dev() == libc::makedev(major, minor))
 }
 
 /// Resolves the cgroup path of a container (relative to the hierarchy roots, no leading `/`).
@@ -156,10 +201,16 @@ pub(crate) fn resolve_path(spec_path: Option<&Path>, id: &str) -> Result<String>
 }
 
 /// A container's cgroup.
+///
+/// The host's layout (unified or not, the directories per controller) is
+/// looked up once per handle: at [`Cgroup::load`] (cgroups-rs's hierarchy)
+/// and on first use ([`CgroupPaths`]), not again for every operation.
 #[derive(Debug)]
 pub(crate) struct Cgroup {
     path: String,
     cg: cgroups_rs::fs::Cgroup,
+    unified: bool,
+    paths: std::cell::OnceCell<CgroupPaths>,
 }
 
 fn cg_err(op: &'static str, path: &str, e: impl std::fmt::Display) -> Error {
@@ -173,44 +224,52 @@ fn cg_err(op: &'static str, path: &str, e: impl std::fmt::Display) -> Error {
 impl Cgroup {
     /// A handle on an existing (or not yet created) cgroup.
     pub(crate) fn load(path: &str) -> Cgroup {
+        let host = host::get();
         Cgroup {
             path: path.to_string(),
-            cg: cgroups_rs::fs::Cgroup::load(hierarchies::auto(), path),
+            cg: cgroups_rs::fs::Cgroup::load(host.hierarchy(), path),
+            unified: host.unified,
+            paths: std::cell::OnceCell::new(),
         }
+    }
+
+    /// The cgroup's directories on this host.
+    fn paths(&self) -> &CgroupPaths {
+        self.paths
+            .get_or_init(|| CgroupPaths::for_relative_on(&self.path, self.unified))
     }
 
     /// On a hybrid host: the container's directory in the cgroup2 tree
     /// (whether it exists or not). `None` on v1-only and unified hosts
     /// (cgroups-rs drives a unified host's directory itself).
-    fn hybrid_dir(&self) -> Option<PathBuf> {
-        if is_unified() {
+    fn hybrid_dir(&self) -> Option<&Path> {
+        if self.unified {
             return None;
         }
-        CgroupPaths::for_relative(&self.path).unified
+        self.paths().unified.as_deref()
     }
 
     /// The cgroup2 directory that carries the device program: the cgroup on
     /// a unified host, its cgroup2 directory on a hybrid host.
-    fn bpf_dir(&self) -> Option<PathBuf> {
-        CgroupPaths::for_relative(&self.path).unified
+    fn bpf_dir(&self) -> Option<&Path> {
+        self.paths().unified.as_deref()
     }
 
     /// Creates the cgroup in every hierarchy (on a hybrid host also in the
     /// cgroup2 tree) and applies `resources`, device rules included (see
     /// [`Cgroup::apply`]; no rules in the spec still installs the runtime's
-    /// deny-all-but-defaults list).
+    /// deny-all-but-defaults list). On error, what was created is removed.
     ///
     /// Creating the directories is retried a few times: a concurrent
     /// [`Cgroup::remove_empty_parents`] (another container's delete) may
     /// remove the shared parent between its creation and the creation of
     /// this cgroup below it.
-    pub(crate) fn create(path: &str, resources: Option<&LinuxResources>) -> Result<Cgroup> {
-        let cg = Cgroup::load(path);
-        let hybrid = cg.hybrid_dir();
+    pub(crate) fn create(&self, resources: Option<&LinuxResources>) -> Result<()> {
+        let path = &self.path;
         let mut attempt = 1;
         loop {
-            let made = cg.cg.create().map_err(|e| cg_err("create", path, e));
-            let made = made.and_then(|()| match &hybrid {
+            let made = self.cg.create().map_err(|e| cg_err("create", path, e));
+            let made = made.and_then(|()| match self.hybrid_dir() {
                 Some(dir) => std::fs::create_dir_all(dir)
                     .map_err(|e| Error::io("create cgroup2 directory", dir, e)),
                 None => Ok(()),
@@ -218,7 +277,7 @@ impl Cgroup {
             match made {
                 Ok(()) => break,
                 Err(e) if attempt >= 5 => {
-                    let _ = cg.destroy();
+                    let _ = self.destroy();
                     return Err(e);
                 }
                 Err(_) => {
@@ -231,11 +290,11 @@ impl Cgroup {
         if r.devices().is_none() {
             r.set_devices(Some(Vec::new()));
         }
-        if let Err(e) = cg.apply(&r) {
-            let _ = cg.destroy();
+        if let Err(e) = self.apply(&r) {
+            let _ = self.destroy();
             return Err(e);
         }
-        Ok(cg)
+        Ok(())
     }
 
     /// Applies (or updates) resource limits.
@@ -253,45 +312,66 @@ impl Cgroup {
     /// as an eBPF program (unified and hybrid hosts), which replaces the
     /// previous one without a looser moment (see [`bpf`]).
     ///
+    /// The other resources go through cgroups-rs's `FsManager`, which is
+    /// not even opened when none is set (only what the spec sets is written).
+    ///
     /// Errors: [`Error::InvalidSpec`] for an invalid device rule (nothing
-    /// is changed then); [`Error::Cgroup`] when cgroups-rs or the bpf(2)
-    /// calls fail (with the verifier log when the program is refused). On
-    /// a hybrid host whose kernel cannot load device programs, the v1
-    /// controller alone enforces the rules (a warning is logged).
+    /// is changed then); [`Error::Cgroup`] when cgroups-rs, the devices
+    /// controller or the bpf(2) calls fail (with the verifier log when the
+    /// program is refused). On a hybrid host whose kernel cannot load
+    /// device programs, the v1 controller alone enforces the rules (a
+    /// warning is logged).
     pub(crate) fn apply(&self, resources: &LinuxResources) -> Result<()> {
         let mut r = resources.clone();
-        let mut filter = None;
+        let mut rules = None;
         if let Some(spec_rules) = r.devices().clone() {
             device_filter::rules_from_oci(&spec_rules)?;
-            let rules = device_rules(Some(&spec_rules));
-            let compiled = rules
+            let all = device_rules(Some(&spec_rules));
+            let compiled = all
                 .iter()
                 .map(|rule| device_filter::DeviceRule::from_oci(rule, "linux.resources.devices"))
                 .collect::<Result<Vec<_>>>()?;
-            filter = Some(device_filter::compile(&compiled));
-            if is_unified() {
-                r.set_devices(None);
-            } else {
-                r.set_devices(Some(rules.into_iter().map(normalize_rule).collect()));
-            }
+            rules = Some(compiled);
+            r.set_devices(None);
         }
-        let mut m = cgroups_rs::manager::FsManager::new(&self.path)
-            .map_err(|e| cg_err("open", &self.path, e))?;
-        m.set(&r)
-            .map_err(|e| cg_err("set resources", &self.path, e))?;
-        let (Some(program), Some(dir)) = (filter, self.bpf_dir()) else {
+        let others = r.cpu().is_some()
+            || r.memory().is_some()
+            || r.pids().is_some()
+            || r.block_io().is_some()
+            || r.hugepage_limits().is_some()
+            || r.network().is_some();
+        if others {
+            let mut m = cgroups_rs::manager::FsManager::new(&self.path)
+                .map_err(|e| cg_err("open", &self.path, e))?;
+            m.set(&r)
+                .map_err(|e| cg_err("set resources", &self.path, e))?;
+        }
+        let Some(compiled) = rules else {
             return Ok(());
         };
-        if !is_unified() && !dir.is_dir() {
+        if !self.unified {
+            let dir = self
+                .paths()
+                .v1
+                .get("devices")
+                .ok_or_else(|| cg_err("set resources", &self.path, "no devices controller"))?;
+            write_v1_device_rules(dir, &compiled)
+                .map_err(|e| cg_err("set resources", &self.path, e))?;
+        }
+        let Some(dir) = self.bpf_dir() else {
+            return Ok(());
+        };
+        if !self.unified && !dir.is_dir() {
             // A hybrid container created before its cgroup2 directory existed.
             return Ok(());
         }
-        match bpf::install(&dir, &program) {
+        let program = device_filter::compile(&compiled);
+        match bpf::install(dir, &program) {
             Ok(id) => {
                 tracing::debug!(cgroup = %self.path, dir = %dir.display(), prog_id = id, "device filter installed");
                 Ok(())
             }
-            Err(e) if !is_unified() && matches!(e.errno(), Some(libc::ENOSYS | libc::EINVAL)) => {
+            Err(e) if !self.unified && matches!(e.errno(), Some(libc::ENOSYS | libc::EINVAL)) => {
                 tracing::warn!(cgroup = %self.path, %e, "no cgroup2 device program on this hybrid host: the v1 devices controller alone enforces the rules");
                 Ok(())
             }
@@ -324,10 +404,11 @@ impl Cgroup {
         let f = self.freezer()?;
         f.freeze().map_err(|e| cg_err("freeze", &self.path, e))?;
         let deadline = Instant::now() + Duration::from_secs(10);
+        let mut pause = Backoff::new(Duration::from_millis(2));
         loop {
             match f.state() {
                 Ok(FreezerState::Frozen) => return Ok(()),
-                Ok(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(2)),
+                Ok(_) if Instant::now() < deadline => pause.sleep(),
                 Ok(s) => {
                     return Err(cg_err(
                         "freeze",
@@ -364,7 +445,7 @@ impl Cgroup {
 
     /// The pids in the cgroup (from `cgroup.procs`).
     pub(crate) fn pids(&self) -> Result<Vec<libc::pid_t>> {
-        let paths = CgroupPaths::for_relative(&self.path);
+        let paths = self.paths();
         // A hybrid host's v1 hierarchies are authoritative (the cgroup2
         // directory may be missing for older containers).
         let dir = ["pids", "freezer", "memory", "cpu"]
@@ -402,11 +483,12 @@ impl Cgroup {
             let _ = self.thaw();
         }
         let deadline = Instant::now() + timeout;
+        let mut pause = Backoff::new(Duration::from_millis(5));
         while !self.pids()?.is_empty() {
             if Instant::now() > deadline {
                 return Err(cg_err("kill", &self.path, "processes survived SIGKILL"));
             }
-            std::thread::sleep(Duration::from_millis(5));
+            pause.sleep();
         }
         Ok(())
     }
@@ -422,14 +504,14 @@ impl Cgroup {
             return Ok(());
         };
         // Processes killed a moment ago may still be leaving it.
-        let mut attempt = 0;
+        let deadline = Instant::now() + Duration::from_secs(1);
+        let mut pause = Backoff::new(Duration::from_millis(5));
         loop {
-            match std::fs::remove_dir(&dir) {
+            match std::fs::remove_dir(dir) {
                 Ok(()) => return Ok(()),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-                Err(e) if e.raw_os_error() == Some(libc::EBUSY) && attempt < 200 => {
-                    attempt += 1;
-                    std::thread::sleep(Duration::from_millis(5));
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) && Instant::now() < deadline => {
+                    pause.sleep();
                 }
                 Err(e) => return Err(Error::io("remove cgroup2 directory", dir, e)),
             }
@@ -448,7 +530,7 @@ impl Cgroup {
     /// fails: other errors are logged, the container's own cgroup is gone
     /// already.
     pub(crate) fn remove_empty_parents(&self) {
-        let paths = CgroupPaths::for_relative(&self.path);
+        let paths = self.paths();
         let mut dirs: Vec<&PathBuf> = paths.v1.values().chain(paths.unified.iter()).collect();
         dirs.sort();
         dirs.dedup();
@@ -479,71 +561,41 @@ impl Cgroup {
     }
 }
 
+/// The pauses of a wait for a state the kernel sends no event about (a v1
+/// cgroup emptying, a freezer settling, a cgroup2 directory becoming
+/// removable): 100 µs first, doubling up to `max`, so that the usual quick
+/// change is seen within a fraction of a millisecond and a slow one costs
+/// few checks.
+struct Backoff {
+    next: Duration,
+    max: Duration,
+}
+
+impl Backoff {
+    fn new(max: Duration) -> Backoff {
+        Backoff {
+            next: Duration::from_micros(100).min(max),
+            max,
+        }
+    }
+
+    /// The next pause.
+    fn next_pause(&mut self) -> Duration {
+        let pause = self.next;
+        self.next = (self.next * 2).min(self.max);
+        pause
+    }
+
+    fn sleep(&mut self) {
+        std::thread::sleep(self.next_pause());
+    }
+}
+
 /// Whether `rel` (as returned by [`resolve_path`]) is the runtime's own
 /// default path for container `id` (`berth/<id>`), whose parent the runtime
 /// creates and may therefore remove again.
 pub(crate) fn is_default_path(rel: &str, id: &str) -> bool {
     rel.trim_matches('/') == format!("berth/{id}")
-}
-
-/// The spec's "omitted means all" type, major, minor and access, spelled
-/// for cgroups-rs (`a`, `-1` for `*`, `rwm`), as the device filter reads them.
-fn normalize_rule(mut rule: LinuxDeviceCgroup) -> LinuxDeviceCgroup {
-    if rule.major().is_none() {
-        rule.set_major(Some(-1));
-    }
-    if rule.minor().is_none() {
-        rule.set_minor(Some(-1));
-    }
-    if rule.typ().is_none() {
-        rule.set_typ(Some(LinuxDeviceType::A));
-    }
-    if rule.access().is_none() {
-        rule.set_access(Some("rwm".to_string()));
-    }
-    rule
-}
-
-/// The full device rule list of a cgroup: deny everything, then the
-/// spec's rules in order, then the runtime's default allowances (last, so the
-/// spec's own leading deny-all rule does not revoke them).
-fn device_rules(spec_rules: Option<&[LinuxDeviceCgroup]>) -> Vec<LinuxDeviceCgroup> {
-    let mut deny_all = LinuxDeviceCgroup::default();
-    deny_all.set_allow(false);
-    deny_all.set_typ(Some(LinuxDeviceType::A));
-    deny_all.set_major(Some(-1));
-    deny_all.set_minor(Some(-1));
-    deny_all.set_access(Some("rwm".to_string()));
-    let mut rules = vec![deny_all];
-    rules.extend(spec_rules.unwrap_or_default().iter().cloned());
-    rules.extend(default_allowances());
-    rules
-}
-
-/// Allow mknod of any node and use of the default devices.
-fn default_allowances() -> Vec<LinuxDeviceCgroup> {
-    let rule = |allow: bool, typ: LinuxDeviceType, major: i64, minor: i64, access: &str| {
-        let mut r = LinuxDeviceCgroup::default();
-        r.set_allow(allow);
-        r.set_typ(Some(typ));
-        r.set_major(Some(major));
-        r.set_minor(Some(minor));
-        r.set_access(Some(access.to_string()));
-        r
-    };
-    use LinuxDeviceType::{B, C};
-    vec![
-        rule(true, C, -1, -1, "m"),
-        rule(true, B, -1, -1, "m"),
-        rule(true, C, 1, 3, "rwm"),
-        rule(true, C, 1, 5, "rwm"),
-        rule(true, C, 1, 7, "rwm"),
-        rule(true, C, 1, 8, "rwm"),
-        rule(true, C, 1, 9, "rwm"),
-        rule(true, C, 5, 0, "rwm"),
-        rule(true, C, 5, 2, "rwm"),
-        rule(true, C, 136, -1, "rwm"),
-    ]
 }
 
 #[cfg(test)]
@@ -568,22 +620,14 @@ mod tests {
     }
 
     #[test]
-    fn device_allowances_follow_the_spec_rules() {
-        let mut spec_deny = LinuxDeviceCgroup::default();
-        spec_deny.set_allow(false);
-        spec_deny.set_access(Some("rwm".into()));
-        let rules = device_rules(Some(std::slice::from_ref(&spec_deny)));
-        assert!(!rules[0].allow());
-        assert_eq!(rules[0].typ(), Some(LinuxDeviceType::A));
-        assert_eq!(rules[1], spec_deny);
-        let defaults = default_allowances();
-        assert_eq!(rules[2..], defaults[..]);
-        // /dev/null (c 1:3) is among the allowances, after the spec's deny-all.
-        assert!(defaults.iter().any(|r| r.allow()
-            && r.typ() == Some(LinuxDeviceType::C)
-            && r.major() == Some(1)
-            && r.minor() == Some(3)));
-        assert_eq!(device_rules(None).len(), 1 + defaults.len());
+    fn backoff_doubles_up_to_its_cap() {
+        let mut b = Backoff::new(Duration::from_millis(2));
+        let pauses: Vec<u128> = (0..7).map(|_| b.next_pause().as_micros()).collect();
+        assert_eq!(pauses, [100, 200, 400, 800, 1600, 2000, 2000]);
+        assert_eq!(
+            Backoff::new(Duration::from_micros(50)).next_pause(),
+            Duration::from_micros(50)
+        );
     }
 
     #[test]
@@ -597,7 +641,7 @@ mod tests {
 90 80 0:23 /some/ctr /mnt/bound rw - cgroup2 cgroup2 rw
 ";
         let mut p = CgroupPaths::default();
-        p.add_mounts(info, "berth/x");
+        p.add_mounts(info, "berth/x", |_, _| true);
         assert_eq!(
             p.unified,
             Some(PathBuf::from("/sys/fs/cgroup/unified/berth/x"))
@@ -615,8 +659,58 @@ mod tests {
 
         // A cgroup2 mount of a subtree (a bind mount) is not the hierarchy root.
         let mut p = CgroupPaths::default();
-        p.add_mounts(info.lines().last().unwrap(), "berth/x");
+        p.add_mounts(info.lines().last().unwrap(), "berth/x", |_, _| true);
         assert_eq!(p.unified, None);
+    }
+
+    /// The mountinfo of `shared/bench/cgv1-view.sh`: a tmpfs over
+    /// `/sys/fs/cgroup` with the v1 hierarchies bound again; the hybrid
+    /// cgroup2 mount is still listed but hidden.
+    #[test]
+    fn hidden_mounts_are_skipped() {
+        let info = "\
+47 46 0:28 / /sys/fs/cgroup rw - tmpfs tmpfs rw,mode=755
+56 47 0:32 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory
+57 47 0:38 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw
+82 47 0:42 / /sys/fs/cgroup rw - tmpfs anchors-cgv1 rw,mode=755
+70 82 0:32 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory
+71 82 0:33 / /sys/fs/cgroup/devices rw - cgroup cgroup rw,devices
+";
+        let visible = |mountpoint: &str, dev: &str| match mountpoint {
+            "/sys/fs/cgroup/unified" => false,
+            "/sys/fs/cgroup/devices" => dev == "0:33",
+            _ => true,
+        };
+        let mut p = CgroupPaths::default();
+        p.add_mounts(info, "berth/x", visible);
+        assert_eq!(p.unified, None);
+        assert_eq!(
+            p.v1.get("memory"),
+            Some(&PathBuf::from("/sys/fs/cgroup/memory/berth/x"))
+        );
+        assert_eq!(
+            p.v1.get("devices"),
+            Some(&PathBuf::from("/sys/fs/cgroup/devices/berth/x"))
+        );
+        // A hierarchy whose only line is hidden is left out.
+        let mut p = CgroupPaths::default();
+        p.add_mounts(info, "berth/x", |m, _| m != "/sys/fs/cgroup/memory");
+        assert!(!p.v1.contains_key("memory"));
+    }
+
+    #[test]
+    fn visibility_compares_the_mount_points_device() {
+        let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let proc_dev = info
+            .lines()
+            .filter(|l| l.split_whitespace().nth(4) == Some("/proc"))
+            .filter_map(|l| l.split_whitespace().nth(2))
+            .next_back()
+            .unwrap();
+        assert!(mount_is_visible("/proc", proc_dev));
+        assert!(!mount_is_visible("/proc", "0:0"));
+        assert!(!mount_is_visible("/nonexistent-berth-mount", proc_dev));
+        assert!(!mount_is_visible("/proc", "garbage"));
     }
 
     #[test]

@@ -71,9 +71,8 @@ fn cstr(field: &str, s: &str) -> Result<CString> {
 
 /// One v1 hierarchy mounted on the host: (directory name, mount data).
 fn host_cgroup_v1_hierarchies() -> Vec<(String, String)> {
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return Vec::new();
-    };
+    let host = crate::cgroups::host::get();
+    let info = &host.mountinfo;
     let mut out = Vec::new();
     for line in info.lines() {
         let Some((pre, post)) = line.split_once(" - ") else {
