@@ -3,8 +3,9 @@
 //! `update` takes a runtime-spec `LinuxResources` document (`--resources FILE`, or `-` for
 //! stdin, which is how containerd's shim sends it) and/or the individual flags, which override
 //! the document's fields. `events --stats` prints one statistics event and exits; without
-//! `--stats` one event per `--interval` until the container stops. The statistics are
-//! berth-metrics' typed cgroup figures (`{"type":"stats","id":...,"data":{...}}`).
+//! `--stats` one event per `--interval` until the container stops. Each event is
+//! `{"type":"stats","id":...,"data":{...}}` with `data` in runc's statistics layout
+//! ([`crate::stats`]), built from berth-metrics' cgroup figures.
 
 use std::io::Read;
 use std::path::Path;
@@ -17,6 +18,7 @@ use serde_json::{Value, json};
 
 use crate::cli::{EventsArgs, UpdateArgs};
 use crate::lifecycle::{runtime, runtime_error};
+use crate::stats::{Extra, Stats, StatsEvent};
 
 /// `pause`: freezes the container.
 pub fn pause(root: &Path, id: &str) -> Result<()> {
@@ -147,27 +149,32 @@ fn parse_interval(text: &str) -> Result<Duration> {
     Ok(Duration::from_secs_f64(secs))
 }
 
-/// `events`: statistics events of the container's cgroup.
+/// `events`: statistics events of the container's cgroup. As runc, a stopped container is
+/// an error (`container with id ID is not running`); while streaming, its stop ends the stream.
 pub fn events(root: &Path, args: &EventsArgs) -> Result<()> {
     let interval = parse_interval(&args.interval)?;
     let rt = runtime(root)?;
     let hierarchy = berth_metrics::Hierarchy::detect().context("detect cgroup hierarchy")?;
+    let st = rt.state(&args.id).map_err(|e| runtime_error(e, "events"))?;
+    if st.status == Status::Stopped {
+        bail!("container with id {} is not running", st.id);
+    }
+    let paths = hierarchy
+        .paths_for(&st.cgroup_path)
+        .with_context(|| format!("cgroup {}", st.cgroup_path))?;
     loop {
-        let st = rt.state(&args.id).map_err(|e| runtime_error(e, "events"))?;
-        if st.status == Status::Stopped && !args.stats {
-            return Ok(());
-        }
-        let paths = hierarchy
-            .paths_for(&st.cgroup_path)
-            .with_context(|| format!("cgroup {}", st.cgroup_path))?;
-        let data = berth_metrics::read_metrics(&paths)
+        let metrics = berth_metrics::read_metrics(&paths)
             .with_context(|| format!("read statistics of {}", st.cgroup_path))?;
-        let event = json!({ "type": "stats", "id": st.id, "data": data });
-        println!("{}", serde_json::to_string(&event)?);
+        let data = Stats::from_metrics(&metrics, Extra::read(&paths));
+        println!("{}", serde_json::to_string(&StatsEvent::new(&st.id, data))?);
         if args.stats {
             return Ok(());
         }
         std::thread::sleep(interval);
+        let now = rt.state(&args.id).map_err(|e| runtime_error(e, "events"))?;
+        if now.status == Status::Stopped {
+            return Ok(());
+        }
     }
 }
 
