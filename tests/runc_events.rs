@@ -52,7 +52,10 @@ fn wait_done(bundle: &Bundle) {
     let done = bundle.path().join("rootfs/tmp/done");
     let deadline = Instant::now() + Duration::from_secs(30);
     while !done.exists() {
-        assert!(Instant::now() < deadline, "the container never finished its loop");
+        assert!(
+            Instant::now() < deadline,
+            "the container never finished its loop"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -91,7 +94,11 @@ fn ordered_key_paths(text: &str, skip: &[&str]) -> Vec<String> {
                         break;
                     }
                 }
-                let is_key = text.get(end + 1..).unwrap_or("").trim_start().starts_with(':');
+                let is_key = text
+                    .get(end + 1..)
+                    .unwrap_or("")
+                    .trim_start()
+                    .starts_with(':');
                 if let (true, Some((true, parent))) = (is_key, open.last()) {
                     let path = format!("{parent}.{}", &text[start..end]);
                     if !skip.iter().any(|s| path.starts_with(&format!("{s}."))) {
@@ -211,7 +218,14 @@ fn stats_have_runcs_layout_and_plausible_figures() {
     );
     assert_eq!(
         children(&paths, ".data.cpu.usage"),
-        ["total", "percpu", "percpu_kernel", "percpu_user", "kernel", "user"],
+        [
+            "total",
+            "percpu",
+            "percpu_kernel",
+            "percpu_user",
+            "kernel",
+            "user"
+        ],
         "{text}"
     );
     let data = &event["data"];
@@ -223,7 +237,10 @@ fn stats_have_runcs_layout_and_plausible_figures() {
     let percpu: Vec<u64> = serde_json::from_value(usage["percpu"].clone()).unwrap();
     assert!(!percpu.is_empty(), "{usage}");
     assert_eq!(percpu.iter().sum::<u64>(), total, "{usage}");
-    assert!(usage["kernel"].is_u64() && usage["user"].is_u64(), "{usage}");
+    assert!(
+        usage["kernel"].is_u64() && usage["user"].is_u64(),
+        "{usage}"
+    );
     assert!(data["cpu"]["throttling"].is_object(), "{data}");
 
     // memory: the limit set, a usage below it, runc's entries.
@@ -246,7 +263,10 @@ fn stats_have_runcs_layout_and_plausible_figures() {
     assert!((1..PIDS_LIMIT).contains(&current), "{data}");
     assert_eq!(data["pids"]["limit"], PIDS_LIMIT, "{data}");
 
-    assert!(data["blkio"].is_object() && data["hugetlb"].is_object(), "{data}");
+    assert!(
+        data["blkio"].is_object() && data["hugetlb"].is_object(),
+        "{data}"
+    );
     assert_eq!(data["intel_rdt"], serde_json::json!({}));
     assert!(data["network_interfaces"].is_null());
     if PathBuf::from("/sys/fs/cgroup/cpuset/cpuset.cpus").exists() {

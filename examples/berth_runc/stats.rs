@@ -270,10 +270,8 @@ impl Extra {
             }
         } else if let Some(dir) = paths.unified() {
             let set = &mut extra.cpuset;
-            set.cpus =
-                read(dir, "cpuset.cpus.effective").map_or_else(Vec::new, |t| parse_list(&t));
-            set.mems =
-                read(dir, "cpuset.mems.effective").map_or_else(Vec::new, |t| parse_list(&t));
+            set.cpus = read(dir, "cpuset.cpus.effective").map_or_else(Vec::new, |t| parse_list(&t));
+            set.mems = read(dir, "cpuset.mems.effective").map_or_else(Vec::new, |t| parse_list(&t));
         }
         extra
     }
