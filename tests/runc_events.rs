@@ -320,3 +320,76 @@ fn stats_of_a_stopped_container_are_refused() {
     );
     root.ok(&["delete", &id]);
 }
+
+#[test]
+fn streamed_events_report_an_oom() {
+    if !(have_root() && have_busybox()) {
+        return;
+    }
+    let limit = 16u64 << 20;
+    let root = StateRoot::new();
+    // Waits for the go-ahead, then has dd allocate a 64 MiB buffer under a 16 MiB limit
+    // (memory plus swap too, so the kernel cannot swap instead).
+    let bundle = Bundle::busybox(
+        &[
+            "sh",
+            "-c",
+            "while [ ! -e /tmp/go ]; do sleep 0.02; done; \
+             dd if=/dev/zero of=/dev/null bs=64M count=1; sleep 1000",
+        ],
+        false,
+    );
+    std::os::unix::fs::symlink("busybox", bundle.path().join("rootfs/bin/dd")).unwrap();
+    bundle.edit(|c| {
+        let resources = c["linux"]
+            .as_object_mut()
+            .unwrap()
+            .entry("resources")
+            .or_insert_with(|| serde_json::json!({}));
+        resources["memory"] = serde_json::json!({ "limit": limit, "swap": limit });
+    });
+    let id = unique("ev-oom");
+    root.ok(&["run", "-d", "-b", bundle.arg(), &id]);
+    let out_file = tempfile::NamedTempFile::new().unwrap();
+    let mut events = root
+        .cmd(&["events", "--interval", "100ms", &id])
+        .stdin(Stdio::null())
+        .stdout(out_file.reopen().unwrap())
+        .spawn()
+        .unwrap();
+    let read_events = || -> Vec<Value> {
+        std::fs::read_to_string(out_file.path())
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    // The OOM watch is registered before the first event is printed.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while read_events().is_empty() {
+        assert!(Instant::now() < deadline, "no first event");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::fs::write(bundle.path().join("rootfs/tmp/go"), "").unwrap();
+    let oom = serde_json::json!({ "type": "oom", "id": id });
+    while !read_events().contains(&oom) {
+        if Instant::now() >= deadline {
+            let _ = events.kill();
+            let _ = events.wait();
+            panic!("no oom event: {:?}", read_events());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    root.ok(&["kill", &id, "KILL"]);
+    root.wait_status(&id, "stopped");
+    let status = events.wait().unwrap();
+    assert!(status.success(), "{status}");
+    // The OOM event carries nothing else; the stream's other events are statistics.
+    let all = read_events();
+    assert!(
+        all.iter()
+            .all(|e| e == &oom || (e["type"] == "stats" && e["data"].is_object())),
+        "{all:?}"
+    );
+    root.ok(&["delete", &id]);
+}

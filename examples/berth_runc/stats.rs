@@ -33,22 +33,33 @@ fn zero(n: &u64) -> bool {
     *n == 0
 }
 
-/// runc's `types.Event` carrying statistics (`{"type":"stats","id":...,"data":{...}}`).
+/// runc's `types.Event`: `{"type":"stats","id":...,"data":{...}}`, or `{"type":"oom","id":...}`
+/// (its `data` is `omitempty`).
 #[derive(Debug, Serialize)]
-pub struct StatsEvent<'a> {
+pub struct Event<'a> {
     #[serde(rename = "type")]
     kind: &'static str,
     id: &'a str,
-    data: Stats,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<Stats>,
 }
 
-impl<'a> StatsEvent<'a> {
+impl<'a> Event<'a> {
     /// The statistics event of container `id`.
-    pub fn new(id: &'a str, data: Stats) -> Self {
-        StatsEvent {
+    pub fn stats(id: &'a str, data: Stats) -> Self {
+        Event {
             kind: "stats",
             id,
-            data,
+            data: Some(data),
+        }
+    }
+
+    /// The event runc prints when container `id`'s memory cgroup went out of memory.
+    pub fn oom(id: &'a str) -> Self {
+        Event {
+            kind: "oom",
+            id,
+            data: None,
         }
     }
 }
@@ -566,7 +577,7 @@ mod tests {
                 sched_relax_domain_level: -1,
             },
         };
-        let event = StatsEvent::new("c1", Stats::from_metrics(&m, extra));
+        let event = Event::stats("c1", Stats::from_metrics(&m, extra));
         let text = serde_json::to_string(&event).unwrap();
         let expected = concat!(
             r#"{"type":"stats","id":"c1","data":{"cpu":{"usage":{"total":31779346,"percpu":[8022189,23757157],"#,
@@ -629,6 +640,12 @@ mod tests {
             serde_json::json!({"major": 8, "op": "Write", "value": 1})
         );
         assert!(v["cpu"].get("psi").is_none());
+    }
+
+    #[test]
+    fn oom_events_carry_no_data() {
+        let text = serde_json::to_string(&Event::oom("c1")).unwrap();
+        assert_eq!(text, r#"{"type":"oom","id":"c1"}"#);
     }
 
     #[test]
