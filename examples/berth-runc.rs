@@ -13,7 +13,8 @@
 //! exit with the container process's status (128 + signal when it was killed).
 //!
 //! Layout: [`cli`] parses, `lifecycle`/`exec`/`inspect`/`resources` perform the commands,
-//! [`spec`] and [`features`] print documents, [`log`] writes the log.
+//! [`stats`] puts statistics in runc's layout, [`spec`] and [`features`] print documents,
+//! [`log`] writes the log.
 
 #[path = "berth_runc/cli.rs"]
 mod cli;
@@ -35,6 +36,8 @@ mod resources;
 mod signal;
 #[path = "berth_runc/spec.rs"]
 mod spec;
+#[path = "berth_runc/stats.rs"]
+mod stats;
 
 use std::process::ExitCode;
 

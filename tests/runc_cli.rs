@@ -470,6 +470,27 @@ fn terminal_under_a_pty_harness() {
     root.ok(&["delete", "-f", &id]);
 }
 
+/// The pty harness types nothing (see common/pty.rs): a raw-mode reader of the terminal gets
+/// no byte within a second. (`script` with its stdin at end of file types ^D, which podman
+/// forwarded into the container and which made it lose `run -it` output.)
+#[test]
+fn pty_harness_types_nothing() {
+    if !have_tool("script") {
+        return;
+    }
+    let line = "stty raw -echo; timeout --foreground 1 dd bs=1 count=1 2>/dev/null | od -An -c; \
+                stty sane; echo read-done";
+    let out = run_under_pty(line, 30);
+    let text = stdout_of(&out);
+    assert!(text.contains("read-done"), "{text:?}");
+    assert!(!text.contains("004"), "the harness typed ^D: {text:?}");
+    assert_eq!(
+        text.trim(),
+        "read-done",
+        "the harness typed something: {text:?}"
+    );
+}
+
 #[test]
 fn exec_with_a_process_file_detached() {
     if !ready() {

@@ -120,19 +120,21 @@ fn podman_runs_containers_through_berth_runc() {
     assert_eq!(out.status.code(), Some(4), "{out:?}");
     podman.ok(&["rm", "--force", "--time", "0", &name]);
 
-    // KNOWN ISSUE: with berth-runc, output a `run -it` process writes at once is sometimes lost
-    // (2 runs in 6 by hand; runc 0 in 6): it reaches the terminal when the process writes
-    // 0.3 s after start. Not yet understood; the sleep keeps this test about the terminal path.
+    // run -it, several times: the process prints and exits at once, so a race in the terminal
+    // path shows. (With stdin input pending when the container exits, podman 4.3 loses that
+    // output, with runc as with berth-runc: see common/pty.rs, whose harness types nothing.)
     let quoted: Vec<String> = opts.iter().map(|o| format!("'{o}'")).collect();
     let cmd = format!(
-        "{} run -it --rm {} {IMAGE} sh -c 'sleep 0.3; tty; exit 5'",
+        "{} run -it --rm {} {IMAGE} sh -c 'tty; exit 5'",
         podman.shell_words(),
         quoted.join(" ")
     );
-    let out = run_under_pty(&cmd, 60);
-    assert!(
-        String::from_utf8_lossy(&out.stdout).contains("/dev/pts/"),
-        "{out:?}"
-    );
-    assert_eq!(out.status.code(), Some(5), "{out:?}");
+    for round in 0..5 {
+        let out = run_under_pty(&cmd, 60);
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("/dev/pts/"),
+            "round {round}: {out:?}"
+        );
+        assert_eq!(out.status.code(), Some(5), "round {round}: {out:?}");
+    }
 }

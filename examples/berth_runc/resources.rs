@@ -3,12 +3,15 @@
 //! `update` takes a runtime-spec `LinuxResources` document (`--resources FILE`, or `-` for
 //! stdin, which is how containerd's shim sends it) and/or the individual flags, which override
 //! the document's fields. `events --stats` prints one statistics event and exits; without
-//! `--stats` one event per `--interval` until the container stops. The statistics are
-//! berth-metrics' typed cgroup figures (`{"type":"stats","id":...,"data":{...}}`).
+//! `--stats` one event per `--interval` until the container stops, with an `oom` event whenever
+//! the memory cgroup runs out of memory. Each event is
+//! `{"type":"stats","id":...,"data":{...}}` with `data` in runc's statistics layout
+//! ([`crate::stats`]), built from berth-metrics' cgroup figures.
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::path::Path;
-use std::time::Duration;
+use std::sync::mpsc::RecvTimeoutError;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use berth_runtime::Status;
@@ -17,6 +20,8 @@ use serde_json::{Value, json};
 
 use crate::cli::{EventsArgs, UpdateArgs};
 use crate::lifecycle::{runtime, runtime_error};
+use crate::log::{Level, log};
+use crate::stats::{Event, Extra, Stats};
 
 /// `pause`: freezes the container.
 pub fn pause(root: &Path, id: &str) -> Result<()> {
@@ -147,28 +152,70 @@ fn parse_interval(text: &str) -> Result<Duration> {
     Ok(Duration::from_secs_f64(secs))
 }
 
-/// `events`: statistics events of the container's cgroup.
+/// `events`: statistics events of the container's cgroup, and (streaming) an `oom` event each
+/// time its memory cgroup runs out of memory. As runc, a stopped container is an error
+/// (`container with id ID is not running`); while streaming, its stop ends the stream.
 pub fn events(root: &Path, args: &EventsArgs) -> Result<()> {
     let interval = parse_interval(&args.interval)?;
     let rt = runtime(root)?;
     let hierarchy = berth_metrics::Hierarchy::detect().context("detect cgroup hierarchy")?;
-    loop {
-        let st = rt.state(&args.id).map_err(|e| runtime_error(e, "events"))?;
-        if st.status == Status::Stopped && !args.stats {
-            return Ok(());
+    let st = rt.state(&args.id).map_err(|e| runtime_error(e, "events"))?;
+    if st.status == Status::Stopped {
+        bail!("container with id {} is not running", st.id);
+    }
+    let paths = hierarchy
+        .paths_for(&st.cgroup_path)
+        .with_context(|| format!("cgroup {}", st.cgroup_path))?;
+    // Registered before the first event, so an OOM after it is not missed.
+    let mut oom = if args.stats {
+        None
+    } else {
+        match berth_metrics::OomWatcher::channel(&paths) {
+            Ok(watch) => Some(watch),
+            Err(e) => {
+                log(Level::Warning, &format!("no OOM events for {}: {e}", st.id));
+                None
+            }
         }
-        let paths = hierarchy
-            .paths_for(&st.cgroup_path)
-            .with_context(|| format!("cgroup {}", st.cgroup_path))?;
-        let data = berth_metrics::read_metrics(&paths)
+    };
+    loop {
+        let metrics = berth_metrics::read_metrics(&paths)
             .with_context(|| format!("read statistics of {}", st.cgroup_path))?;
-        let event = json!({ "type": "stats", "id": st.id, "data": data });
-        println!("{}", serde_json::to_string(&event)?);
+        let data = Stats::from_metrics(&metrics, Extra::read(&paths));
+        print_event(&Event::stats(&st.id, data))?;
         if args.stats {
             return Ok(());
         }
-        std::thread::sleep(interval);
+        let deadline = Instant::now() + interval;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            let Some((_, events)) = &oom else {
+                std::thread::sleep(left);
+                break;
+            };
+            match events.recv_timeout(left) {
+                Ok(_) => print_event(&Event::oom(&st.id))?,
+                Err(RecvTimeoutError::Timeout) => break,
+                // The cgroup is gone (or the watch failed): no more OOM events.
+                Err(RecvTimeoutError::Disconnected) => oom = None,
+            }
+        }
+        let now = rt.state(&args.id).map_err(|e| runtime_error(e, "events"))?;
+        if now.status == Status::Stopped {
+            return Ok(());
+        }
     }
+}
+
+/// Prints one event as a JSON line, flushed (a consumer reads events as they come).
+fn print_event(event: &Event<'_>) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{}", serde_json::to_string(event)?)?;
+    out.flush()?;
+    Ok(())
 }
 
 #[cfg(test)]
