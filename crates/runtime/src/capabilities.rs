@@ -58,17 +58,40 @@ fn mask(set: &Option<Capabilities>, which: &str, last: u32) -> Result<u64> {
 
 impl CapPlan {
     /// Prepares the spec's capabilities for a kernel whose last capability is `last`.
+    ///
+    /// The kernel raises an ambient capability only when it is both permitted and
+    /// inheritable. Ambient capabilities the spec lists without that (`runc spec`'s default
+    /// lists three with no inheritable set) are left out with a warning, as runc does, instead
+    /// of failing the container.
     pub(crate) fn new(spec: &LinuxCapabilities, last: u32) -> Result<CapPlan> {
         let bounding = mask(spec.bounding(), "bounding", last)?;
+        let permitted = mask(spec.permitted(), "permitted", last)?;
+        let inheritable = mask(spec.inheritable(), "inheritable", last)?;
         let ambient_mask = mask(spec.ambient(), "ambient", last)?;
+        let raisable = ambient_mask & permitted & inheritable;
+        let skipped = ambient_mask & !raisable;
+        if skipped != 0 {
+            let names: Vec<String> = (0..=last)
+                .filter(|n| skipped & (1u64 << n) != 0)
+                .map(|n| {
+                    caps::all()
+                        .into_iter()
+                        .find(|c| u32::from(c.index()) == n)
+                        .map_or_else(|| n.to_string(), |c| c.to_string())
+                })
+                .collect();
+            tracing::warn!(
+                capabilities = %names.join(","),
+                "ambient capabilities not in both the permitted and inheritable sets cannot be \
+                 raised; left out"
+            );
+        }
         let plan = CapPlan {
             drop_bounding: (0..=last).filter(|n| bounding & (1u64 << n) == 0).collect(),
             effective: mask(spec.effective(), "effective", last)?,
-            permitted: mask(spec.permitted(), "permitted", last)?,
-            inheritable: mask(spec.inheritable(), "inheritable", last)?,
-            ambient: (0..=last)
-                .filter(|n| ambient_mask & (1u64 << n) != 0)
-                .collect(),
+            permitted,
+            inheritable,
+            ambient: (0..=last).filter(|n| raisable & (1u64 << n) != 0).collect(),
         };
         Ok(plan)
     }
@@ -170,6 +193,22 @@ mod tests {
         assert!(!plan.drop_bounding.contains(&10));
         assert!(plan.drop_bounding.contains(&21));
         assert_eq!(plan.drop_bounding.len(), 41 - 2);
+    }
+
+    #[test]
+    fn ambient_needs_permitted_and_inheritable() {
+        let caps = |c: &[Capability]| c.iter().copied().collect::<Capabilities>();
+        // runc spec's default: ambient without inheritable.
+        let spec = LinuxCapabilitiesBuilder::default()
+            .bounding(caps(&[Capability::Kill, Capability::AuditWrite]))
+            .permitted(caps(&[Capability::Kill, Capability::AuditWrite]))
+            .inheritable(caps(&[Capability::Kill]))
+            .ambient(caps(&[Capability::Kill, Capability::AuditWrite, Capability::Chown]))
+            .build()
+            .unwrap();
+        let plan = CapPlan::new(&spec, 40).unwrap();
+        assert_eq!(plan.ambient, vec![5], "only CAP_KILL is raisable");
+        assert_eq!(plan.inheritable, 1u64 << 5);
     }
 
     #[test]
