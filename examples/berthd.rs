@@ -145,7 +145,9 @@ pub fn to_status(e: &anyhow::Error) -> Status {
         if let Some(s) = cause.downcast_ref::<containers::StatusError>() {
             return s.0.clone();
         }
-        let kind = if let Some(x) = cause.downcast_ref::<berth::image::Error>() {
+        let kind = if let Some(x) = cause.downcast_ref::<engine::records::CreateError>() {
+            format!("{:?}", x.kind())
+        } else if let Some(x) = cause.downcast_ref::<berth::image::Error>() {
             format!("{:?}", x.kind())
         } else if let Some(x) = cause.downcast_ref::<berth::image::import::Error>() {
             format!("{:?}", x.kind())

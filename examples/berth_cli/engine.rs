@@ -8,7 +8,8 @@
 //! 3. resolve the user against the image's `/etc/passwd`/`/etc/group`, create the image's
 //!    Volumes as directories under `<root>/containers/<id>/volumes/`, and write the runtime
 //!    spec (`config.json`) of [`runspec`];
-//! 4. record the container ([`records`]).
+//! 4. record the container ([`records`]: the store's metadata database, name claimed in the
+//!    same transaction).
 //!
 //! Creating and starting through the runtime is the caller's part (stdio differs). [`remove`]
 //! undoes everything — runtime state and cgroup, mount, snapshot, directory — and tolerates
@@ -188,7 +189,8 @@ pub fn prepare(req: &PrepareRequest<'_>, progress: &dyn Progress) -> Result<Prep
         record: Some(record.clone()),
     };
     let mut record = record;
-    records::save(req.root, &record)?;
+    // Claims the name atomically: two runs racing for one name, one of them fails here.
+    records::create(req.root, &record)?;
 
     let rootfs = dir.join("rootfs");
     std::fs::create_dir(&rootfs)?;
@@ -240,7 +242,8 @@ pub fn prepare_quiet(req: &PrepareRequest<'_>) -> Result<Prepared> {
 }
 
 /// Removes a container: its runtime state and cgroup (killing its processes with `force`),
-/// the rootfs mount, the snapshot and `<root>/containers/<id>`. Pieces already gone are skipped.
+/// the rootfs mount, the snapshot, `<root>/containers/<id>` and finally its record. Pieces
+/// already gone are skipped.
 ///
 /// Errors: without `force`, a container that still runs.
 pub fn remove(root: &Path, record: &ContainerRecord, force: bool) -> Result<()> {
@@ -268,10 +271,12 @@ pub fn remove(root: &Path, record: &ContainerRecord, force: bool) -> Result<()> 
         Err(e) => return Err(e).with_context(|| format!("removing the snapshot {id}")),
     }
     match std::fs::remove_dir_all(&dir) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e).with_context(|| format!("removing {}", dir.display())),
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("removing {}", dir.display())),
     }
+    // Last, so a removal that failed half-way can be retried by id or name.
+    records::delete(root, id)
 }
 
 /// Brings the loopback interface up in the network namespace of `pid` (a new network

@@ -1,10 +1,13 @@
 //! Container records: what `berth run` made, so `ps`, `exec`, `kill`, `rm`, `logs` and
 //! `commit` find it again from another process.
 //!
-//! One JSON file per container, `<root>/containers/<id>/container.json`, replaced atomically
-//! (written to a temporary file in the same directory, fsynced, renamed, directory fsynced).
-//! The image crate's metadata database (`content/metadata.redb`) has fixed tables (content,
-//! images, leases) and no public API for other records, so containers cannot live there yet.
+//! The records live in the store's metadata database (`<root>/content/metadata.redb`, the
+//! same file as the image records) through the image crate's
+//! [`RecordStore`](berth::image::metadata::RecordStore), namespace [`NAMESPACE`]:
+//! `container/<id>` holds the JSON record and `name/<name>` the id of the container holding
+//! a name. A record and its name are written and removed in one transaction, so names stay
+//! unique across every process that uses the root. The per-container directory
+//! (`<root>/containers/<id>`: bundle, rootfs mount, volumes, log) stays on disk.
 //!
 //! The live status is never recorded here: it comes from the runtime's state directory.
 #![allow(dead_code)] // shared by the `berth` and `demo` examples, which use different parts
@@ -14,6 +17,8 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
+use berth::image::content::ContentStore;
+use berth::image::metadata::RecordStore;
 use serde::{Deserialize, Serialize};
 
 /// The record of one container.
@@ -52,7 +57,7 @@ pub fn containers_dir(root: &Path) -> PathBuf {
     root.join("containers")
 }
 
-/// `<root>/containers/<id>`: the bundle (config.json, rootfs/), log, volumes and record.
+/// `<root>/containers/<id>`: the bundle (config.json, rootfs/), log and volumes.
 pub fn container_dir(root: &Path, id: &str) -> PathBuf {
     containers_dir(root).join(id)
 }
@@ -89,39 +94,139 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     })
 }
 
-/// Saves `record` as `<root>/containers/<id>/container.json` (the directory must exist).
+/// The record namespace of berth's front ends in the store's metadata file.
+pub const NAMESPACE: &str = "berth.containers";
+/// Key prefix of container records (`container/<id>` → JSON [`ContainerRecord`]).
+const CONTAINER: &str = "container/";
+/// Key prefix of the unique-name index (`name/<name>` → the container id).
+const NAME: &str = "name/";
+
+/// The container records of the store at `<root>/content`.
+pub fn open(root: &Path) -> Result<RecordStore> {
+    let dir = root.join("content");
+    let store = ContentStore::open(&dir)
+        .with_context(|| format!("opening the content store at {}", dir.display()))?;
+    Ok(store.records(NAMESPACE)?)
+}
+
+/// Why a record could not be created.
+#[derive(Debug)]
+pub enum CreateError {
+    /// Another container has the name.
+    NameInUse {
+        /// The name.
+        name: String,
+        /// The id of the container holding it.
+        holder: String,
+    },
+    /// The store failed (an id collision shows as AlreadyExists).
+    Store(berth::image::Error),
+}
+
+impl CreateError {
+    /// The error kind: AlreadyExists for a name in use, else the store's.
+    pub fn kind(&self) -> berth::image::ErrorKind {
+        match self {
+            CreateError::NameInUse { .. } => berth::image::ErrorKind::AlreadyExists,
+            CreateError::Store(e) => e.kind(),
+        }
+    }
+}
+
+impl std::fmt::Display for CreateError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CreateError::NameInUse { name, holder } => write!(
+                f,
+                "the container name {name:?} is already in use by container {holder}"
+            ),
+            CreateError::Store(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for CreateError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            CreateError::NameInUse { .. } => None,
+            CreateError::Store(e) => e.source(),
+        }
+    }
+}
+
+impl From<berth::image::Error> for CreateError {
+    fn from(e: berth::image::Error) -> Self {
+        CreateError::Store(e)
+    }
+}
+
+/// Records a new container and claims its name, in one transaction: either both are stored
+/// or neither (a name another container holds fails with [`CreateError::NameInUse`], whose
+/// cause has kind AlreadyExists).
+pub fn create(root: &Path, record: &ContainerRecord) -> Result<()> {
+    let records = open(root)?;
+    records
+        .update(|t| -> std::result::Result<(), CreateError> {
+            if let Some(name) = &record.name {
+                let key = format!("{NAME}{name}");
+                if let Some(holder) = t.get(&key)? {
+                    return Err(CreateError::NameInUse {
+                        name: name.clone(),
+                        holder: String::from_utf8_lossy(&holder).into_owned(),
+                    });
+                }
+                t.insert(&key, record.id.as_bytes())?;
+            }
+            t.insert_json(&format!("{CONTAINER}{}", record.id), record)?;
+            Ok(())
+        })
+        .with_context(|| format!("recording container {}", record.id))
+}
+
+/// Replaces the record of an existing container (its name never changes).
 pub fn save(root: &Path, record: &ContainerRecord) -> Result<()> {
-    let bytes = serde_json::to_vec_pretty(record)?;
-    write_atomic(
-        &container_dir(root, &record.id).join("container.json"),
-        &bytes,
-    )
+    let records = open(root)?;
+    let bytes = serde_json::to_vec(record)?;
+    records
+        .replace(&format!("{CONTAINER}{}", record.id), &bytes)
+        .with_context(|| format!("updating the record of container {}", record.id))
+}
+
+/// Removes the record of container `id` and releases its name (nothing if it has none).
+pub fn delete(root: &Path, id: &str) -> Result<()> {
+    let records = open(root)?;
+    records
+        .update(|t| -> berth::image::Result<()> {
+            let key = format!("{CONTAINER}{id}");
+            if let Some(r) = t.get_json::<ContainerRecord>(&key)? {
+                if let Some(name) = &r.name {
+                    let name_key = format!("{NAME}{name}");
+                    if t.get(&name_key)?.as_deref() == Some(id.as_bytes()) {
+                        t.remove(&name_key)?;
+                    }
+                }
+                t.remove(&key)?;
+            }
+            Ok(())
+        })
+        .with_context(|| format!("removing the record of container {id}"))
 }
 
 /// Loads the record of container `id` (exact id).
 pub fn load_exact(root: &Path, id: &str) -> Result<ContainerRecord> {
-    let path = container_dir(root, id).join("container.json");
-    let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-    serde_json::from_slice(&bytes).with_context(|| format!("parsing {}", path.display()))
+    open(root)?
+        .get_json(&format!("{CONTAINER}{id}"))
+        .with_context(|| format!("container {id}"))
 }
 
-/// Every record in the root, oldest first. Directories without a readable record (a
-/// container being created, or debris) are skipped.
+/// Every record in the root, oldest first. A record that does not decode (written by
+/// something else) is reported on stderr and skipped.
 pub fn list(root: &Path) -> Result<Vec<ContainerRecord>> {
-    let dir = containers_dir(root);
-    let entries = match std::fs::read_dir(&dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e).with_context(|| format!("listing {}", dir.display())),
-    };
     let mut out = Vec::new();
-    for entry in entries {
-        let entry = entry?;
-        let Some(id) = entry.file_name().to_str().map(str::to_owned) else {
-            continue;
-        };
-        if let Ok(r) = load_exact(root, &id) {
-            out.push(r);
+    for (key, bytes) in open(root)?.list(CONTAINER)? {
+        match serde_json::from_slice::<ContainerRecord>(&bytes) {
+            Ok(r) => out.push(r),
+            Err(e) => eprintln!("berth: skipping the unreadable record {key}: {e}"),
         }
     }
     out.sort_by(|a, b| a.created.cmp(&b.created).then(a.id.cmp(&b.id)));
