@@ -572,9 +572,190 @@ fn malformed_requests_get_errors_and_the_daemon_keeps_serving() {
         "{records:?}"
     );
     // The CLI says clearly what it cannot do remotely.
-    let out = d.cli(&["logs", "x"]);
+    let out = d.cli(&["commit", "x", "example.com/x:1"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not supported with --address"));
+    let out = d.cli(&["run", "-t", IMAGE, "true"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no -t"));
+    // Attached starts, logs and metrics of what does not exist, or without a first message.
+    rt.block_on(async {
+        let mut c = ContainersClient::new(d.channel().await);
+        let empty = tokio_stream::iter(Vec::<proto::AttachRequest>::new());
+        let r = c.start_attached(empty).await;
+        assert_eq!(r.unwrap_err().code(), tonic::Code::InvalidArgument);
+        let nope = tokio_stream::iter(vec![proto::AttachRequest {
+            id: "nope".into(),
+            ..Default::default()
+        }]);
+        let r = c.start_attached(nope).await;
+        assert_eq!(r.unwrap_err().code(), tonic::Code::NotFound);
+        let r = c.logs(proto::ContainerRequest { id: "nope".into() }).await;
+        assert_eq!(r.unwrap_err().code(), tonic::Code::NotFound);
+        let r = c
+            .metrics(proto::MetricsRequest {
+                ids: vec!["nope".into()],
+            })
+            .await;
+        assert_eq!(r.unwrap_err().code(), tonic::Code::NotFound);
+        let all = c.metrics(proto::MetricsRequest { ids: vec![] }).await;
+        assert!(all.unwrap().into_inner().containers.is_empty());
+    });
+}
+
+/// `berth --address … ARGS` with stdin and stdout piped, stderr captured.
+fn spawn_cli(d: &Daemon, args: &[&str]) -> Child {
+    Command::new(example_bin("berth"))
+        .arg("--address")
+        .arg(d.socket())
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn remote_run_attached_streams_stdio_signals_logs_and_metrics() {
+    let Some(fixture) = prerequisites() else {
+        return;
+    };
+    let d = Daemon::new();
+    d.cli_ok(&[
+        "image",
+        "import",
+        fixture.to_str().unwrap(),
+        "--name",
+        IMAGE,
+    ]);
+
+    // Output streams back on the right stream, the exit code is ours, --rm removes it.
+    let out = d.cli(&[
+        "run",
+        "--rm",
+        IMAGE,
+        "sh",
+        "-c",
+        "echo out; echo err >&2; exit 5",
+    ]);
+    assert_eq!(out.status.code(), Some(5), "{out:?}");
+    assert_eq!(out.stdout, b"out\n");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("err\n"),
+        "{out:?}"
+    );
+    assert_eq!(d.cli_ok(&["ps", "-q"]), "");
+
+    // -i: our stdin reaches the container; its end is the container's EOF.
+    let mut child = spawn_cli(
+        &d,
+        &["run", "--rm", "-i", IMAGE, "sh", "-c", "cat; echo done"],
+    );
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"hello from stdin\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(out.stdout, b"hello from stdin\ndone\n");
+
+    // Signals to the client go to the container's init.
+    let mut child = spawn_cli(
+        &d,
+        &[
+            "run",
+            "--rm",
+            IMAGE,
+            "sh",
+            "-c",
+            "trap 'echo got-term; exit 9' TERM; echo ready; while :; do sleep 0.1; done",
+        ],
+    );
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    assert_eq!(line, "ready\n");
+    // SAFETY: kill(2) on our own child.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    line.clear();
+    stdout.read_line(&mut line).unwrap();
+    assert_eq!(line, "got-term\n");
+    assert_eq!(child.wait().unwrap().code(), Some(9));
+
+    // Without --rm the stopped container stays; its output is in its log, served remotely.
+    let out = d.cli(&[
+        "run",
+        "--name",
+        "kept",
+        IMAGE,
+        "sh",
+        "-c",
+        "echo kept-out; echo kept-err >&2",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(out.stdout, b"kept-out\n");
+    let log = d.cli_ok(&["logs", "kept"]);
+    assert!(
+        log.contains("kept-out\n") && log.contains("kept-err\n"),
+        "{log:?}"
+    );
+    assert!(d.cli_ok(&["ps"]).contains("stopped"));
+
+    // Metrics through the daemon: a running container by name, all running ones, JSON and
+    // Prometheus; a stopped one named explicitly is an error.
+    let id = d
+        .cli_ok(&[
+            "run",
+            "-d",
+            "--name",
+            "busy",
+            "--pids-limit",
+            "20",
+            IMAGE,
+            "sleep",
+            "1000",
+        ])
+        .trim()
+        .to_owned();
+    let json: serde_json::Value =
+        serde_json::from_str(&d.cli_ok(&["metrics", "--json", "busy"])).unwrap();
+    let stats = json.as_array().unwrap();
+    assert_eq!(stats.len(), 1, "{json}");
+    assert_eq!(stats[0]["id"], id.as_str());
+    let table = d.cli_ok(&["metrics"]);
+    assert!(table.contains(&id) && table.contains("20"), "{table}");
+    assert_eq!(
+        table.lines().count(),
+        2,
+        "only the running container: {table}"
+    );
+    let prom = d.cli_ok(&["metrics", "--prometheus", &id[..10]]);
+    assert!(prom.contains(&format!("container_id=\"{id}\"")), "{prom}");
+    let out = d.cli(&["metrics", "kept"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not running"),
+        "{out:?}"
+    );
+
+    // The attached starts are audited.
+    let (records, _) = d.audit_records();
+    assert!(
+        records
+            .iter()
+            .any(|r| r["operation"] == "containers.start-attached"),
+        "{records:?}"
+    );
+    d.cli_ok(&["rm", "-f", "busy", "kept"]);
+    assert_eq!(d.cli_ok(&["ps", "-q"]), "");
+    assert!(
+        mounts_under(&d.dir).is_empty(),
+        "{:?}",
+        mounts_under(&d.dir)
+    );
 }
 
 #[test]
