@@ -122,6 +122,10 @@ pub struct PrepareRequest<'a> {
     pub options: &'a RunOptions,
     /// Whether output goes to the log file.
     pub detached: bool,
+    /// The container is removed when it exits (`--rm`): its overlay is mounted `volatile`
+    /// (no syncs to the upper layer, so neither writes nor the unmount wait for the disk),
+    /// as podman does for `--rm`. Kernels without the option get a normal mount.
+    pub ephemeral: bool,
 }
 
 /// A prepared container: the bundle is ready for `Runtime::create`.
@@ -198,7 +202,23 @@ pub fn prepare(req: &PrepareRequest<'_>, progress: &dyn Progress) -> Result<Prep
     let mounts = sn
         .prepare(record.snapshot_key(), &image.chain_id, &opts)
         .with_context(|| format!("preparing the snapshot {id}"))?;
-    let _kept = mount_all(&mounts, &rootfs)
+    let mut mounts = mounts;
+    let volatile = req.ephemeral && mounts.iter().any(|m| m.kind == "overlay");
+    if volatile {
+        for m in mounts.iter_mut().filter(|m| m.kind == "overlay") {
+            m.options.push("volatile".to_owned());
+        }
+    }
+    let mounted = match mount_all(&mounts, &rootfs) {
+        Err(_) if volatile => {
+            for m in &mut mounts {
+                m.options.retain(|o| o != "volatile");
+            }
+            mount_all(&mounts, &rootfs)
+        }
+        other => other,
+    };
+    let _kept = mounted
         .with_context(|| format!("mounting the root filesystem on {}", rootfs.display()))?
         .disarm();
 

@@ -182,6 +182,7 @@ pub fn run(root: &Path, args: &RunArgs) -> Result<()> {
             name: args.name.as_deref(),
             options: &options,
             detached: args.detach,
+            ephemeral: args.rm,
         },
         &bars,
     )?;

@@ -305,6 +305,7 @@ impl Containers for ContainersService {
                     name: (!r.name.is_empty()).then_some(r.name.as_str()),
                     options: &options,
                     detached: true,
+                    ephemeral: false,
                 })?;
                 Ok(container(&prepared.record))
             })
