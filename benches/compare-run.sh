@@ -12,8 +12,11 @@
 #           containerd 1.6 (own root, state, sockets and config under the temp dir)
 #
 # Every tool reads the same archive (default ../shared/fixtures/busybox.oci.tar). One warm-up
-# run each is untimed; then the contenders are interleaved so each sees the same machine noise.
-# Each line reports the median wall time of RUNS runs (default 15).
+# run each is untimed; then the contenders are interleaved so each sees the same machine noise,
+# with `sync` and a pause (SETTLE seconds, default 0.5) after every run, untimed, so the
+# asynchronous tail of one contender (podman's cleanup process, containerd's shim exit and
+# snapshot GC, dirty pages) is not billed to the next. Each line reports the median wall time of
+# RUNS runs (default 15).
 #
 #   bash benches/compare-run.sh [ARCHIVE]
 #   BERTH_BIN=path/to/release/examples/berth RUNS=21 bash benches/compare-run.sh
@@ -165,6 +168,14 @@ measure() {
     fi
     end=$(date +%s%N)
     echo $((end - start)) >>"$work/t-$name"
+    settle
+}
+# Untimed, after every run: the peers finish part of their work after the command returns
+# (podman's conmon runs `podman container cleanup`, containerd's shim exits and its GC removes
+# the snapshot), so let that and the dirty pages settle before the next contender is timed.
+settle() {
+    sync
+    sleep "${SETTLE:-0.5}"
 }
 median() {
     sort -n | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'

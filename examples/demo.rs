@@ -246,6 +246,7 @@ fn run_container(work: &Path, image: &str, bars: &Bars) -> Result<()> {
         options: &options,
         detached: false,
         ephemeral: true,
+        sn: None,
     })?;
     let _guard = ContainerGuard {
         root: &root,

@@ -126,6 +126,9 @@ pub struct PrepareRequest<'a> {
     /// (no syncs to the upper layer, so neither writes nor the unmount wait for the disk),
     /// as podman does for `--rm`. Kernels without the option get a normal mount.
     pub ephemeral: bool,
+    /// The snapshotter `snapshotter` names, if the caller has it open already (else it is
+    /// opened here for the preparation only).
+    pub sn: Option<&'a dyn Snapshotter>,
 }
 
 /// A prepared container: the bundle is ready for `Runtime::create`.
@@ -141,12 +144,13 @@ pub struct Prepared {
 struct Undo<'a> {
     root: &'a Path,
     record: Option<ContainerRecord>,
+    sn: &'a dyn Snapshotter,
 }
 
 impl Drop for Undo<'_> {
     fn drop(&mut self) {
         if let Some(r) = self.record.take()
-            && let Err(e) = remove(self.root, &r, true)
+            && let Err(e) = remove_with(self.root, &r, true, Some(self.sn))
         {
             eprintln!("berth: cleaning up container {}: {e:#}", r.id);
         }
@@ -156,7 +160,14 @@ impl Drop for Undo<'_> {
 /// Prepares a container from an image (see the module docs). On error nothing is left.
 pub fn prepare(req: &PrepareRequest<'_>, progress: &dyn Progress) -> Result<Prepared> {
     let store = open_store(req.root)?;
-    let sn = open_snapshotter(req.root, req.snapshotter)?;
+    let opened;
+    let sn: &dyn Snapshotter = match req.sn {
+        Some(sn) => sn,
+        None => {
+            opened = open_snapshotter(req.root, req.snapshotter)?;
+            opened.as_ref()
+        }
+    };
     if let Some(name) = req.name {
         if name.is_empty()
             || !name
@@ -172,7 +183,7 @@ pub fn prepare(req: &PrepareRequest<'_>, progress: &dyn Progress) -> Result<Prep
             bail!("the container name {name:?} is already in use");
         }
     }
-    let image = unpack_image(&store, sn.as_ref(), req.snapshotter, req.image, progress)?;
+    let image = unpack_image(&store, sn, req.snapshotter, req.image, progress)?;
     let id = records::new_id()?;
     let dir = records::container_dir(req.root, &id);
     std::fs::create_dir_all(records::containers_dir(req.root))?;
@@ -191,6 +202,7 @@ pub fn prepare(req: &PrepareRequest<'_>, progress: &dyn Progress) -> Result<Prep
     let mut undo = Undo {
         root: req.root,
         record: Some(record.clone()),
+        sn,
     };
     let mut record = record;
     // Claims the name atomically: two runs racing for one name, one of them fails here.
@@ -267,6 +279,16 @@ pub fn prepare_quiet(req: &PrepareRequest<'_>) -> Result<Prepared> {
 ///
 /// Errors: without `force`, a container that still runs.
 pub fn remove(root: &Path, record: &ContainerRecord, force: bool) -> Result<()> {
+    remove_with(root, record, force, None)
+}
+
+/// [`remove`] with the container's snapshotter already open (`None`: open it here).
+pub fn remove_with(
+    root: &Path,
+    record: &ContainerRecord,
+    force: bool,
+    sn: Option<&dyn Snapshotter>,
+) -> Result<()> {
     let id = &record.id;
     if record.runtime_root.exists() {
         let rt = Runtime::new(&record.runtime_root)?;
@@ -284,7 +306,14 @@ pub fn remove(root: &Path, record: &ContainerRecord, force: bool) -> Result<()> 
     let dir = records::container_dir(root, id);
     let rootfs = dir.join("rootfs");
     unmount_all(&rootfs).with_context(|| format!("unmounting {}", rootfs.display()))?;
-    let sn = open_snapshotter(root, &record.snapshotter)?;
+    let opened;
+    let sn: &dyn Snapshotter = match sn {
+        Some(sn) => sn,
+        None => {
+            opened = open_snapshotter(root, &record.snapshotter)?;
+            opened.as_ref()
+        }
+    };
     match sn.remove(record.snapshot_key()) {
         Ok(()) => {}
         Err(e) if e.kind() == SnErrorKind::NotFound => {}

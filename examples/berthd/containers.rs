@@ -306,6 +306,7 @@ impl Containers for ContainersService {
                     options: &options,
                     detached: true,
                     ephemeral: false,
+                    sn: None,
                 })?;
                 Ok(container(&prepared.record))
             })
