@@ -195,7 +195,7 @@ pub fn prepare(req: &PrepareRequest<'_>, progress: &dyn Progress) -> Result<Prep
         chain_id: image.chain_id.clone(),
         snapshotter: req.snapshotter.to_owned(),
         runtime_root: req.runtime_root.to_path_buf(),
-        command: Vec::new(),
+        command: runspec::command(&image.config, req.options)?,
         created: records::now_secs(),
         detached: req.detached,
     };
@@ -204,7 +204,6 @@ pub fn prepare(req: &PrepareRequest<'_>, progress: &dyn Progress) -> Result<Prep
         record: Some(record.clone()),
         sn,
     };
-    let mut record = record;
     // Claims the name atomically: two runs racing for one name, one of them fails here.
     records::create(req.root, &record)?;
 
@@ -254,13 +253,12 @@ pub fn prepare(req: &PrepareRequest<'_>, progress: &dyn Progress) -> Result<Prep
     }
     let process = runspec::process(&image.config, req.options, &user, &hostname)?;
     let spec = runspec::spec(process, &hostname, req.options, &volumes)?;
-    record.command = spec
-        .process()
-        .as_ref()
-        .and_then(|p| p.args().clone())
-        .unwrap_or_default();
-    records::write_atomic(&dir.join("config.json"), &serde_json::to_vec_pretty(&spec)?)?;
-    records::save(req.root, &record)?;
+    // An ephemeral container's bundle need not survive a crash (its overlay is volatile too).
+    records::write_atomic(
+        &dir.join("config.json"),
+        &serde_json::to_vec_pretty(&spec)?,
+        !req.ephemeral,
+    )?;
     undo.record = None;
     Ok(Prepared {
         record,

@@ -67,8 +67,9 @@ pub fn log_path(root: &Path, id: &str) -> PathBuf {
     container_dir(root, id).join("log")
 }
 
-/// Writes `bytes` to `path` atomically (same-directory temporary file, fsync, rename).
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+/// Writes `bytes` to `path` atomically (same-directory temporary file, rename); with `durable`
+/// the file is fsynced before and its directory after the rename.
+pub fn write_atomic(path: &Path, bytes: &[u8], durable: bool) -> Result<()> {
     let dir = path.parent().context("a path without a directory")?;
     let tmp = dir.join(format!(
         ".{}.tmp-{}",
@@ -84,9 +85,14 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
             .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
             .open(&tmp)?;
         f.write_all(bytes)?;
-        f.sync_all()?;
+        if durable {
+            f.sync_all()?;
+        }
         std::fs::rename(&tmp, path)?;
-        std::fs::File::open(dir)?.sync_all()
+        if durable {
+            std::fs::File::open(dir)?.sync_all()?;
+        }
+        Ok(())
     };
     write().map_err(|e| {
         let _ = std::fs::remove_file(&tmp);
@@ -181,15 +187,6 @@ pub fn create(root: &Path, record: &ContainerRecord) -> Result<()> {
             Ok(())
         })
         .with_context(|| format!("recording container {}", record.id))
-}
-
-/// Replaces the record of an existing container (its name never changes).
-pub fn save(root: &Path, record: &ContainerRecord) -> Result<()> {
-    let records = open(root)?;
-    let bytes = serde_json::to_vec(record)?;
-    records
-        .replace(&format!("{CONTAINER}{}", record.id), &bytes)
-        .with_context(|| format!("updating the record of container {}", record.id))
 }
 
 /// Removes the record of container `id` and releases its name (nothing if it has none).
