@@ -720,6 +720,13 @@ fn remote_run_attached_streams_stdio_signals_logs_and_metrics() {
         ])
         .trim()
         .to_owned();
+    // Names stay unique through the daemon too.
+    let out = d.cli(&["run", "-d", "--name", "busy", IMAGE, "true"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("AlreadyExists"),
+        "{out:?}"
+    );
     let json: serde_json::Value =
         serde_json::from_str(&d.cli_ok(&["metrics", "--json", "busy"])).unwrap();
     let stats = json.as_array().unwrap();

@@ -340,6 +340,28 @@ fn records_live_in_the_metadata_db_and_names_stay_unique() {
         [format!("container/{dup}"), "name/dup".to_owned()]
     );
     let again = env.run_detached(&["--name", "web", IMAGE, "sleep", "1000"]);
+
+    // A record in the file older berths wrote is moved into the database on first sight.
+    let store = berth::image::content::ContentStore::open(&env.root.join("content")).unwrap();
+    let records = store.records("berth.containers").unwrap();
+    let bytes = records.get(&format!("container/{again}")).unwrap();
+    records
+        .update(|t| {
+            t.remove(&format!("container/{again}"))?;
+            t.remove("name/web")
+        })
+        .unwrap();
+    let legacy = env
+        .root
+        .join("containers")
+        .join(&again)
+        .join("container.json");
+    std::fs::write(&legacy, &bytes).unwrap();
+    assert!(env.ok(&["ps", "-q"]).contains(&again));
+    assert!(!legacy.exists(), "the legacy file is removed once migrated");
+    assert_eq!(records.get(&format!("container/{again}")).unwrap(), bytes);
+    assert_eq!(records.get("name/web").unwrap(), again.as_bytes());
+    drop((records, store));
     env.ok(&["rm", "-f", &again, "dup"]);
     env.assert_gone(&again);
     env.assert_gone(&dup);

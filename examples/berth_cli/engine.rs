@@ -176,11 +176,13 @@ pub fn prepare(req: &PrepareRequest<'_>, progress: &dyn Progress) -> Result<Prep
         {
             bail!("invalid container name {name:?} (letters, digits, _ . -)");
         }
-        if records::list(req.root)?
-            .iter()
-            .any(|r| r.name.as_deref() == Some(name))
-        {
-            bail!("the container name {name:?} is already in use");
+        // Early, before any work; the claim in `records::create` below is the one that counts.
+        if let Some(holder) = records::name_holder(req.root, name)? {
+            return Err(records::CreateError::NameInUse {
+                name: name.to_owned(),
+                holder,
+            }
+            .into());
         }
     }
     let image = unpack_image(&store, sn, req.snapshotter, req.image, progress)?;

@@ -6,7 +6,8 @@
 //! [`RecordStore`](berth::image::metadata::RecordStore), namespace [`NAMESPACE`]:
 //! `container/<id>` holds the JSON record and `name/<name>` the id of the container holding
 //! a name. A record and its name are written and removed in one transaction, so names stay
-//! unique across every process that uses the root. The per-container directory
+//! unique across every process that uses the root ([`migrate_legacy`] moves the JSON files of
+//! older berths in). The per-container directory
 //! (`<root>/containers/<id>`: bundle, rootfs mount, volumes, log) stays on disk.
 //!
 //! The live status is never recorded here: it comes from the runtime's state directory.
@@ -189,6 +190,15 @@ pub fn create(root: &Path, record: &ContainerRecord) -> Result<()> {
         .with_context(|| format!("recording container {}", record.id))
 }
 
+/// The id of the container holding `name`, if any.
+pub fn name_holder(root: &Path, name: &str) -> Result<Option<String>> {
+    match open(root)?.get(&format!("{NAME}{name}")) {
+        Ok(id) => Ok(Some(String::from_utf8_lossy(&id).into_owned())),
+        Err(e) if e.kind() == berth::image::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).context("looking up a container name"),
+    }
+}
+
 /// Removes the record of container `id` and releases its name (nothing if it has none).
 pub fn delete(root: &Path, id: &str) -> Result<()> {
     let records = open(root)?;
@@ -216,9 +226,56 @@ pub fn load_exact(root: &Path, id: &str) -> Result<ContainerRecord> {
         .with_context(|| format!("container {id}"))
 }
 
-/// Every record in the root, oldest first. A record that does not decode (written by
-/// something else) is reported on stderr and skipped.
+/// The file older berths kept each record in, `<root>/containers/<id>/container.json`.
+const LEGACY_FILE: &str = "container.json";
+
+/// Moves records from [`LEGACY_FILE`]s (written before the records moved into the database)
+/// into the database, then removes the files. A record whose id or name is taken already is
+/// left in its file and reported. Idempotent; a root without such files costs one directory
+/// read.
+pub fn migrate_legacy(root: &Path) -> Result<()> {
+    let entries = match std::fs::read_dir(containers_dir(root)) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e).context("listing the container directories"),
+    };
+    for entry in entries.flatten() {
+        let file = entry.path().join(LEGACY_FILE);
+        let bytes = match std::fs::read(&file) {
+            Ok(b) => b,
+            Err(_) => continue,
+        };
+        let record: ContainerRecord = match serde_json::from_slice(&bytes) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("berth: skipping the unreadable {}: {e}", file.display());
+                continue;
+            }
+        };
+        if entry.file_name().to_str() != Some(record.id.as_str()) {
+            eprintln!(
+                "berth: skipping {}: it names container {}",
+                file.display(),
+                record.id
+            );
+            continue;
+        }
+        match create(root, &record) {
+            Ok(()) => {}
+            Err(e) => {
+                eprintln!("berth: keeping {}: {e:#}", file.display());
+                continue;
+            }
+        }
+        std::fs::remove_file(&file).with_context(|| format!("removing {}", file.display()))?;
+    }
+    Ok(())
+}
+
+/// Every record in the root, oldest first (after [`migrate_legacy`]). A record that does not
+/// decode (written by something else) is reported on stderr and skipped.
 pub fn list(root: &Path) -> Result<Vec<ContainerRecord>> {
+    migrate_legacy(root)?;
     let mut out = Vec::new();
     for (key, bytes) in open(root)?.list(CONTAINER)? {
         match serde_json::from_slice::<ContainerRecord>(&bytes) {
