@@ -704,6 +704,58 @@ fn remote_run_attached_streams_stdio_signals_logs_and_metrics() {
     );
     assert!(d.cli_ok(&["ps"]).contains("stopped"));
 
+    // A client that goes away mid-stream stops nothing: the container runs on, its output
+    // goes to its log, and its exit code is still known to Wait.
+    let rt = tokio();
+    rt.block_on(async {
+        let mut c = ContainersClient::new(d.channel().await);
+        let created = c
+            .create(proto::CreateContainerRequest {
+                image: IMAGE.into(),
+                name: "leaver".into(),
+                command: vec![
+                    "sh".into(),
+                    "-c".into(),
+                    "echo first; sleep 1; echo second; exit 4".into(),
+                ],
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tx.send(proto::AttachRequest {
+            id: created.id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let mut out = c
+            .start_attached(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+            .unwrap()
+            .into_inner();
+        let first = out.message().await.unwrap().unwrap();
+        assert_eq!(
+            first.event,
+            Some(proto::attach_response::Event::Stdout(b"first\n".to_vec()))
+        );
+        drop((out, tx));
+        let wait = c.wait(proto::ContainerRequest {
+            id: created.id.clone(),
+        });
+        let code = tokio::time::timeout(Duration::from_secs(20), wait)
+            .await
+            .expect("the container ends")
+            .unwrap()
+            .into_inner()
+            .exit_code;
+        assert_eq!(code, 4);
+    });
+    let log = d.cli_ok(&["logs", "leaver"]);
+    assert_eq!(log, "first\nsecond\n");
+    d.cli_ok(&["rm", "leaver"]);
+
     // Metrics through the daemon: a running container by name, all running ones, JSON and
     // Prometheus; a stopped one named explicitly is an error.
     let id = d
