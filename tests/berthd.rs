@@ -12,6 +12,9 @@
     clippy::tests_outside_test_module
 )]
 
+#[path = "common/pty.rs"]
+mod pty;
+
 #[allow(
     missing_docs,
     missing_debug_implementations,
@@ -575,9 +578,9 @@ fn malformed_requests_get_errors_and_the_daemon_keeps_serving() {
     let out = d.cli(&["commit", "x", "example.com/x:1"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not supported with --address"));
-    let out = d.cli(&["run", "-t", IMAGE, "true"]);
+    let out = d.cli(&["run", "-d", "-t", IMAGE, "true"]);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("no -t"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("-d takes no"));
     // Attached starts, logs and metrics of what does not exist, or without a first message.
     rt.block_on(async {
         let mut c = ContainersClient::new(d.channel().await);
@@ -955,4 +958,82 @@ fn oom_kills_are_streamed_as_events() {
             .await
             .unwrap();
     });
+}
+
+#[test]
+fn remote_run_with_a_terminal_under_a_pty() {
+    let Some(fixture) = prerequisites() else {
+        return;
+    };
+    if Command::new("script").arg("--version").output().is_err() {
+        unavailable("script(1) from util-linux");
+        return;
+    }
+    let d = Daemon::new();
+    d.cli_ok(&[
+        "image",
+        "import",
+        fixture.to_str().unwrap(),
+        "--name",
+        IMAGE,
+    ]);
+    let berth = example_bin("berth");
+    let line = format!(
+        "stty cols 91 rows 17; {} --address {} run --rm -t {IMAGE} sh -c 'tty; test -t 0 && test -t 1 && echo both-ttys; stty size; exit 7'",
+        berth.display(),
+        d.socket().display()
+    );
+    let out = pty::run_under_pty(&line, 60);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("/dev/pts/"), "{text}");
+    assert!(text.contains("both-ttys"), "{text}");
+    assert!(
+        text.contains("17 91"),
+        "the window size follows ours: {text}"
+    );
+    assert_eq!(out.status.code(), Some(7), "{text}");
+    // -t -i: raw mode on our side, keys typed reach the container's terminal.
+    let line = format!(
+        "(sleep 2; printf 'echo typed-$((40+2))\\r'; sleep 1; printf 'exit 3\\r') | script -qec '{} --address {} run --rm -t -i {IMAGE} sh' /dev/null",
+        berth.display(),
+        d.socket().display()
+    );
+    let out = pty::run_under_pty(&line, 60);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("typed-42"), "{text}");
+    assert_eq!(out.status.code(), Some(3), "{text}");
+    assert_eq!(d.cli_ok(&["ps", "-q"]), "");
+
+    // A container with a terminal starts attached only.
+    let rt = tokio();
+    rt.block_on(async {
+        let mut c = ContainersClient::new(d.channel().await);
+        let created = c
+            .create(proto::CreateContainerRequest {
+                image: IMAGE.into(),
+                command: vec!["true".into()],
+                tty: true,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let r = c
+            .start(proto::ContainerRequest {
+                id: created.id.clone(),
+            })
+            .await;
+        assert_eq!(r.unwrap_err().code(), tonic::Code::FailedPrecondition);
+        c.delete(proto::DeleteRequest {
+            id: created.id,
+            force: true,
+        })
+        .await
+        .unwrap();
+    });
+    assert!(
+        mounts_under(&d.dir).is_empty(),
+        "{:?}",
+        mounts_under(&d.dir)
+    );
 }

@@ -6,11 +6,12 @@
 //! start is attached (`StartAttached`): the container's stdout and stderr are streamed back
 //! and written here, `-i` streams our stdin in, SIGINT/SIGTERM/SIGHUP/SIGQUIT/SIGUSR1/SIGUSR2
 //! are forwarded to the container's init, our exit status is the container's, and `--rm`
-//! deletes it afterwards. `ps`, `exec` (non-interactive: the command runs to completion, its
-//! output is printed and its exit status becomes ours), `kill`, `rm`, `logs` and `metrics`
-//! (by container id, name or prefix; `--cgroup` is local only). Not remote: `run -t` and
-//! `exec -t/-i` (no pty over the API), `commit`, and the other command groups; they fail with
-//! a clear error naming them. Paths given to `image import` are made absolute here, since the
+//! deletes it afterwards; `-t` gives the container a terminal on the daemon's side whose output
+//! comes back here (with `-i` our terminal goes raw and our keys go in; window sizes follow).
+//! `ps`, `exec` (non-interactive: the command runs to completion, its output is printed and
+//! its exit status becomes ours), `kill`, `rm`, `logs` and `metrics` (by container id, name or
+//! prefix; `--cgroup` is local only). Not remote: `exec -t/-i`, `commit`, and the other command
+//! groups; they fail with a clear error naming them. Paths given to `image import` are made absolute here, since the
 //! daemon resolves them.
 
 #[allow(
@@ -327,18 +328,16 @@ fn create_request(args: &RunArgs) -> proto::CreateContainerRequest {
         workdir: args.workdir.clone().unwrap_or_default(),
         network: args.network.clone(),
         snapshotter: args.snapshotter.clone(),
+        tty: args.tty,
     }
 }
 
 /// `berth run` through the daemon: create, then start detached (`-d`) or attached.
 async fn run_container(c: &mut ContainersClient<Channel>, args: &RunArgs) -> Result<()> {
-    if args.tty {
+    if args.detach && (args.interactive || args.rm || args.tty) {
         bail!(
-            "with --address, `berth run` takes no -t (the API streams stdio as pipes, not a pty)"
+            "-d takes no -i, -t or --rm (a detached container's output goes to its log; remove it with `berth rm`)"
         );
-    }
-    if args.detach && (args.interactive || args.rm) {
-        bail!("-d takes no -i or --rm (remove a detached container with `berth rm`)");
     }
     let created = c
         .create(create_request(args))
@@ -360,7 +359,7 @@ async fn run_container(c: &mut ContainersClient<Channel>, args: &RunArgs) -> Res
         println!("{id}");
         return Ok(());
     }
-    let result = attached(c, &id, args.interactive).await;
+    let result = attached(c, &id, args.interactive, args.tty).await;
     // A failed start leaves a container that never ran: remove it whatever --rm says.
     if args.rm || matches!(result, Err(ref e) if e.downcast_ref::<NotStarted>().is_some()) {
         c.delete(proto::DeleteRequest {
@@ -401,18 +400,45 @@ const FORWARDED: [i32; 6] = [
 
 /// Starts container `id` attached; returns its exit code (-1 when the daemon does not know
 /// it, e.g. after a daemon restart).
-async fn attached(c: &mut ContainersClient<Channel>, id: &str, interactive: bool) -> Result<i32> {
+async fn attached(
+    c: &mut ContainersClient<Channel>,
+    id: &str,
+    interactive: bool,
+    tty: bool,
+) -> Result<i32> {
     use std::io::Write;
     use tokio::signal::unix::{SignalKind, signal};
 
     let (tx, rx) = tokio::sync::mpsc::channel::<proto::AttachRequest>(16);
+    let (rows, cols) = if tty { terminal_size() } else { (0, 0) };
     tx.send(proto::AttachRequest {
         id: id.to_owned(),
         open_stdin: interactive,
+        rows,
+        cols,
         ..Default::default()
     })
     .await
     .context("queueing the attach request")?;
+    // With -t -i on a terminal, ours goes raw (keys pass through, ^C included) until we return.
+    let _raw = (tty && interactive).then(RawMode::enter).flatten();
+    if tty {
+        let mut winch = signal(SignalKind::window_change())?;
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            while winch.recv().await.is_some() {
+                let (rows, cols) = terminal_size();
+                let msg = proto::AttachRequest {
+                    rows,
+                    cols,
+                    ..Default::default()
+                };
+                if tx.send(msg).await.is_err() {
+                    break;
+                }
+            }
+        });
+    }
     // Signal handlers before the start, so none is lost to the default action.
     let mut signals = Vec::new();
     for sig in FORWARDED {
@@ -479,6 +505,47 @@ async fn attached(c: &mut ContainersClient<Channel>, id: &str, interactive: bool
         }
     }
     code.context("the daemon ended the attached stream without an exit code")
+}
+
+/// The size of the terminal on our stdin ((0, 0) when it is not one).
+fn terminal_size() -> (u32, u32) {
+    // SAFETY: TIOCGWINSZ with a valid winsize on fd 0; the result is checked.
+    unsafe {
+        let mut ws: libc::winsize = std::mem::zeroed();
+        if libc::ioctl(0, libc::TIOCGWINSZ, &mut ws) == 0 {
+            (u32::from(ws.ws_row), u32::from(ws.ws_col))
+        } else {
+            (0, 0)
+        }
+    }
+}
+
+/// Our terminal in raw mode; the saved settings come back on drop.
+struct RawMode {
+    saved: nix::sys::termios::Termios,
+}
+
+impl RawMode {
+    /// Raw mode on our stdin, if it is a terminal.
+    fn enter() -> Option<RawMode> {
+        use nix::sys::termios::{SetArg, cfmakeraw, tcgetattr, tcsetattr};
+        let stdin = std::io::stdin();
+        let saved = tcgetattr(&stdin).ok()?;
+        let mut raw = saved.clone();
+        cfmakeraw(&mut raw);
+        tcsetattr(&stdin, SetArg::TCSANOW, &raw).ok()?;
+        Some(RawMode { saved })
+    }
+}
+
+impl Drop for RawMode {
+    fn drop(&mut self) {
+        let _ = nix::sys::termios::tcsetattr(
+            std::io::stdin(),
+            nix::sys::termios::SetArg::TCSANOW,
+            &self.saved,
+        );
+    }
 }
 
 /// `berth metrics` through the daemon.

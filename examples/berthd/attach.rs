@@ -9,6 +9,12 @@
 //! into the stdin pipe (a container that does not read never blocks the daemon's tasks), the
 //! end of stdin, and signals, sent to the init through the runtime. A client that goes away
 //! stops nothing: its stdin is closed and the output keeps going to the log.
+//!
+//! A container created with a terminal (`tty`) gets one from the runtime, whose master comes
+//! over a console socket the daemon listens on between create and start; the master is sized
+//! from the first request before the init runs, its output is streamed as stdout, stdin bytes
+//! are written to it, and later requests' sizes resize it. Such a container cannot be started
+//! detached (`Start` refuses it: nobody would read its terminal).
 
 use std::io::{Read, Write};
 use std::os::fd::OwnedFd;
@@ -23,7 +29,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::containers::{find, start_with};
+use crate::containers::{find, has_terminal, start_with};
 use crate::daemon::{Daemon, caller};
 use crate::engine::records::{self, ContainerRecord};
 use crate::proto::attach_response::Event as AttachEvent;
@@ -109,14 +115,6 @@ pub async fn start_attached(
     let what = first.id.clone();
     let started = async {
         let record = find(&d.root, &first.id)?;
-        let (out_r, out_w) = pipe().map_err(|e| crate::to_status(&e))?;
-        let (err_r, err_w) = pipe().map_err(|e| crate::to_status(&e))?;
-        let (stdin, stdin_w) = if first.open_stdin {
-            let (r, w) = pipe().map_err(|e| crate::to_status(&e))?;
-            (Stdio::Fd(r), Some(w))
-        } else {
-            (Stdio::Null, None)
-        };
         let log = std::fs::OpenOptions::new()
             .append(true)
             .create(true)
@@ -124,27 +122,92 @@ pub async fn start_attached(
             .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
             .open(records::log_path(&d.root, &record.id))
             .ok();
+        let tty = has_terminal(&records::container_dir(&d.root, &record.id));
         let _serial = d.lifecycle.lock().await;
         let dd = d.clone();
         let rec = record.clone();
-        let pid =
-            blocking(move || start_with(&dd, &rec, stdin, Stdio::Fd(out_w), Stdio::Fd(err_w)))
-                .await?;
+        let (pid, io) = blocking(move || {
+            if tty {
+                let console = Console::bind(&rec.id)?;
+                let mut master = None;
+                // The terminal is sized before the init runs, so it never sees 0x0.
+                let receive = Box::new(|| -> anyhow::Result<()> {
+                    let m = console.receive()?;
+                    set_winsize(&m, first.rows, first.cols);
+                    master = Some(m);
+                    Ok(())
+                });
+                let pid = start_with(
+                    &dd,
+                    &rec,
+                    Stdio::Null,
+                    Stdio::Null,
+                    Stdio::Null,
+                    Some(console.path.clone()),
+                    Some(receive),
+                )?;
+                let master = master.context("the runtime sent no terminal")?;
+                return Ok((pid, Io::Tty(Arc::new(master))));
+            }
+            let (out_r, out_w) = pipe()?;
+            let (err_r, err_w) = pipe()?;
+            let (stdin, stdin_w) = if first.open_stdin {
+                let (r, w) = pipe()?;
+                (Stdio::Fd(r), Some(w))
+            } else {
+                (Stdio::Null, None)
+            };
+            let pid = start_with(
+                &dd,
+                &rec,
+                stdin,
+                Stdio::Fd(out_w),
+                Stdio::Fd(err_w),
+                None,
+                None,
+            )?;
+            Ok((
+                pid,
+                Io::Pipes {
+                    stdout: out_r,
+                    stderr: err_r,
+                    stdin: stdin_w,
+                },
+            ))
+        })
+        .await?;
         d.event("container-start", &record.id, format!("pid {pid}"));
-        Ok((record, out_r, err_r, stdin_w, log))
+        Ok((record, io, log))
     }
     .await;
     let object = started.as_ref().map_or(what, |(r, ..)| r.id.clone());
-    let (record, out_r, err_r, stdin_w, log) =
-        d.audited(who, "containers.start-attached", &object, started)?;
+    let (record, io, log) = d.audited(who, "containers.start-attached", &object, started)?;
 
     let (tx, rx) = mpsc::channel(64);
     let log = Arc::new(Mutex::new(log));
-    let readers = [
-        pump(out_r, log.clone(), tx.clone(), AttachEvent::Stdout),
-        pump(err_r, log, tx.clone(), AttachEvent::Stderr),
-    ];
-    forward_input(d.clone(), record.clone(), input, stdin_w);
+    let readers = match io {
+        Io::Pipes {
+            stdout,
+            stderr,
+            stdin,
+        } => {
+            forward_input(d.clone(), record.clone(), input, stdin, None);
+            vec![
+                pump(stdout, log.clone(), tx.clone(), AttachEvent::Stdout),
+                pump(stderr, log, tx.clone(), AttachEvent::Stderr),
+            ]
+        }
+        Io::Tty(master) => {
+            let dup = |m: &OwnedFd| {
+                m.try_clone()
+                    .map_err(|e| Status::internal(format!("dup of the pty master: {e}")))
+            };
+            let reader = dup(&master)?;
+            let stdin = first.open_stdin.then(|| dup(&master)).transpose()?;
+            forward_input(d.clone(), record.clone(), input, stdin, Some(master));
+            vec![pump(reader, log, tx.clone(), AttachEvent::Stdout)]
+        }
+    };
     let exit = d
         .exits
         .lock()
@@ -177,17 +240,94 @@ pub async fn start_attached(
     )))
 }
 
-/// Handles the requests after the first: stdin bytes, its end, and signals.
+/// How the init's stdio reaches the daemon.
+enum Io {
+    /// Pipes: the read ends of stdout and stderr, the write end of stdin if open.
+    Pipes {
+        stdout: OwnedFd,
+        stderr: OwnedFd,
+        stdin: Option<OwnedFd>,
+    },
+    /// The master of the init's terminal.
+    Tty(Arc<OwnedFd>),
+}
+
+/// A unix socket the runtime sends a terminal's master to; removed on drop.
+struct Console {
+    listener: std::os::unix::net::UnixListener,
+    path: std::path::PathBuf,
+}
+
+impl Console {
+    /// Binds `<tmp>/berthd-console-<pid>-<id prefix>.sock` (short, to fit `sun_path`), 0600.
+    fn bind(id: &str) -> anyhow::Result<Console> {
+        let short: String = id.chars().take(12).collect();
+        let path = std::env::temp_dir().join(format!(
+            "berthd-console-{}-{short}.sock",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_file(&path);
+        let listener = std::os::unix::net::UnixListener::bind(&path)
+            .with_context(|| format!("binding {}", path.display()))?;
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+        Ok(Console { listener, path })
+    }
+
+    /// Accepts the runtime's connection and receives the master.
+    fn receive(&self) -> anyhow::Result<OwnedFd> {
+        let (conn, _) = self
+            .listener
+            .accept()
+            .context("accepting on the console socket")?;
+        berth::runtime::console::recv_pty_master(&conn).context("receiving the pty master")
+    }
+}
+
+impl Drop for Console {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Sets the terminal size (nothing when either dimension is 0).
+fn set_winsize(master: &OwnedFd, rows: u32, cols: u32) {
+    let (Ok(rows), Ok(cols)) = (u16::try_from(rows), u16::try_from(cols)) else {
+        return;
+    };
+    if rows == 0 || cols == 0 {
+        return;
+    }
+    let ws = libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ with a valid winsize on a pty master we own.
+    unsafe {
+        libc::ioctl(
+            std::os::fd::AsRawFd::as_raw_fd(master),
+            libc::TIOCSWINSZ,
+            &ws,
+        )
+    };
+}
+
+/// Handles the requests after the first: stdin bytes, its end, terminal sizes and signals.
 fn forward_input(
     d: Arc<Daemon>,
     record: ContainerRecord,
     mut input: Streaming<AttachRequest>,
     stdin: Option<OwnedFd>,
+    terminal: Option<Arc<OwnedFd>>,
 ) {
     tokio::spawn(async move {
         let mut stdin = stdin.map(stdin_writer);
         // Ends with the request stream, or with an error when the client went away.
         while let Ok(Some(m)) = input.message().await {
+            if let Some(master) = &terminal {
+                set_winsize(master, m.rows, m.cols);
+            }
             if let Some(w) = &stdin
                 && !m.stdin.is_empty()
                 && w.send(m.stdin).is_err()

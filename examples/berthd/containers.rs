@@ -75,7 +75,7 @@ fn run_options(r: &CreateContainerRequest) -> Result<RunOptions, Status> {
         memory,
         cpus: (r.cpus > 0.0).then_some(r.cpus),
         pids_limit: (r.pids_limit > 0).then_some(r.pids_limit),
-        tty: false,
+        tty: r.tty,
         network: Some(network),
     })
 }
@@ -134,6 +134,14 @@ fn log_fds(root: &Path, id: &str) -> anyhow::Result<(Stdio, Stdio)> {
     Ok((Stdio::Fd(file.into()), Stdio::Fd(second.into())))
 }
 
+/// Whether the bundle's spec gives the init a terminal.
+pub(crate) fn has_terminal(bundle: &Path) -> bool {
+    berth::runtime::load_spec(bundle)
+        .ok()
+        .and_then(|spec| spec.process().as_ref().and_then(|p| p.terminal()))
+        .unwrap_or(false)
+}
+
 /// Whether the bundle's spec asks for a new network namespace (so loopback needs raising).
 fn new_netns(bundle: &Path) -> bool {
     let Ok(spec) = berth::runtime::load_spec(bundle) else {
@@ -150,19 +158,33 @@ fn new_netns(bundle: &Path) -> bool {
 /// Creates and starts the init of a prepared container with its output going to its log
 /// (blocking).
 fn start(d: &Daemon, record: &ContainerRecord) -> anyhow::Result<i32> {
+    if has_terminal(&records::container_dir(&d.root, &record.id)) {
+        return Err(StatusError(Status::failed_precondition(format!(
+            "container {} has a terminal: start it with StartAttached",
+            record.id
+        )))
+        .into());
+    }
     let (out, err) = log_fds(&d.root, &record.id)?;
-    start_with(d, record, Stdio::Null, out, err)
+    start_with(d, record, Stdio::Null, out, err, None, None)
 }
 
-/// Creates and starts the init of a prepared container with the given stdio (blocking):
+/// Work between the runtime's create and start (e.g. receiving a terminal and sizing it).
+pub(crate) type BeforeStart<'a> = Box<dyn FnOnce() -> anyhow::Result<()> + 'a>;
+
+/// Creates and starts the init of a prepared container with the given stdio, or a terminal
+/// whose master the runtime sends to `console_socket` (blocking):
 /// registers it with the reaper (its exit code goes to `d.exits`), raises loopback in a new
-/// network namespace and watches its memory cgroup for OOM kills. Returns the init's pid.
+/// network namespace, runs `before_start`, starts it and watches its memory cgroup for OOM
+/// kills. Returns the init's pid.
 pub(crate) fn start_with(
     d: &Daemon,
     record: &ContainerRecord,
     stdin: Stdio,
     stdout: Stdio,
     stderr: Stdio,
+    console_socket: Option<std::path::PathBuf>,
+    before_start: Option<BeforeStart<'_>>,
 ) -> anyhow::Result<i32> {
     let id = &record.id;
     let bundle = records::container_dir(&d.root, id);
@@ -171,6 +193,7 @@ pub(crate) fn start_with(
         stdin,
         stdout,
         stderr,
+        console_socket,
         ..CreateOptions::default()
     };
     let pid = {
@@ -193,6 +216,9 @@ pub(crate) fn start_with(
     let started = (|| {
         if new_netns(&bundle) {
             engine::loopback_up(pid)?;
+        }
+        if let Some(f) = before_start {
+            f()?;
         }
         let _fork = d
             .fork_lock

@@ -50,6 +50,10 @@ pub struct CreateContainerRequest {
     /// "overlay" (default) or "native".
     #[prost(string, tag = "12")]
     pub snapshotter: ::prost::alloc::string::String,
+    /// Give the init a pseudo-terminal (its stdin, stdout and stderr); such a container is
+    /// started with StartAttached only.
+    #[prost(bool, tag = "13")]
+    pub tty: bool,
 }
 /// Names a container by id, name or unique id prefix.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -131,6 +135,12 @@ pub struct AttachRequest {
     /// A signal number to send to the init (0: none).
     #[prost(int32, tag = "5")]
     pub signal: i32,
+    /// The terminal size of a tty container (first message, and again on every resize); 0 when
+    /// unknown or unchanged.
+    #[prost(uint32, tag = "6")]
+    pub rows: u32,
+    #[prost(uint32, tag = "7")]
+    pub cols: u32,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct AttachResponse {
@@ -416,6 +426,7 @@ pub mod containers_client {
         /// (or the end of the request stream) and signals for the init. Responses carry stdout and
         /// stderr bytes as the container writes them (also appended to its log), and last the exit
         /// code. A client that goes away leaves the container running, its output only in the log.
+        /// For a tty container the output is the terminal's, all of it as stdout.
         pub async fn start_attached(
             &mut self,
             request: impl tonic::IntoStreamingRequest<Message = super::AttachRequest>,
@@ -548,6 +559,7 @@ pub mod containers_server {
         /// (or the end of the request stream) and signals for the init. Responses carry stdout and
         /// stderr bytes as the container writes them (also appended to its log), and last the exit
         /// code. A client that goes away leaves the container running, its output only in the log.
+        /// For a tty container the output is the terminal's, all of it as stdout.
         async fn start_attached(
             &self,
             request: tonic::Request<tonic::Streaming<super::AttachRequest>>,
