@@ -13,9 +13,9 @@
 #
 # Every tool reads the same archive (default ../shared/fixtures/busybox.oci.tar). One warm-up
 # run each is untimed; then the contenders are interleaved so each sees the same machine noise,
-# with `sync` and a pause (SETTLE seconds, default 0.5) after every run, untimed, so the
-# asynchronous tail of one contender (podman's cleanup process, containerd's shim exit and
-# snapshot GC, dirty pages) is not billed to the next. Each line reports the median wall time of
+# with a pause (SETTLE seconds, default 0.5) after every run, untimed, so the asynchronous
+# tail of one contender (podman's cleanup process, containerd's shim exit and snapshot GC) is
+# not billed to the next. Each line reports the median wall time of
 # RUNS runs (default 15).
 #
 #   bash benches/compare-run.sh [ARCHIVE]
@@ -172,9 +172,10 @@ measure() {
 }
 # Untimed, after every run: the peers finish part of their work after the command returns
 # (podman's conmon runs `podman container cleanup`, containerd's shim exits and its GC removes
-# the snapshot), so let that and the dirty pages settle before the next contender is timed.
+# the snapshot), so let that settle before the next contender is timed. No `sync` here: a
+# system-wide sync leaves the disk busy with everyone's writeback, which then lands on the
+# next contender's own fsyncs.
 settle() {
-    sync
     sleep "${SETTLE:-0.5}"
 }
 median() {
