@@ -315,3 +315,66 @@ fn remote_run_with_a_terminal_under_a_pty() {
         mounts_under(&d.dir)
     );
 }
+
+#[test]
+fn the_daemon_and_the_in_process_cli_share_the_records() {
+    let Some(fixture) = prerequisites() else {
+        return;
+    };
+    let d = Daemon::new();
+    d.cli_ok(&[
+        "image",
+        "import",
+        fixture.to_str().unwrap(),
+        "--name",
+        IMAGE,
+    ]);
+    // A container made in-process, beside the running daemon, on the same root.
+    let local = |args: &[&str]| {
+        Command::new(example_bin("berth"))
+            .arg("--root")
+            .arg(d.root())
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let runtime_root = d.runtime_root();
+    let out = local(&[
+        "run",
+        "-d",
+        "--runtime-root",
+        runtime_root.to_str().unwrap(),
+        "--name",
+        "shared",
+        IMAGE,
+        "sleep",
+        "1000",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let id = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    // The daemon sees it, refuses its name, and can stop and remove it.
+    let ps = d.cli_ok(&["ps"]);
+    assert!(ps.contains(&id[..12]) && ps.contains("shared"), "{ps}");
+    let out = d.cli(&["run", "-d", "--name", "shared", IMAGE, "true"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("AlreadyExists"),
+        "{out:?}"
+    );
+    // And the other way round: the daemon's container is the CLI's to see.
+    let remote = d
+        .cli_ok(&["run", "-d", "--name", "remote", IMAGE, "sleep", "1000"])
+        .trim()
+        .to_owned();
+    let out = local(&["ps", "-q"]);
+    let listed = String::from_utf8(out.stdout).unwrap();
+    assert!(listed.contains(&id) && listed.contains(&remote), "{listed}");
+    d.cli_ok(&["rm", "-f", "shared", "remote"]);
+    let out = local(&["ps", "-q"]);
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), "");
+    assert!(
+        mounts_under(&d.dir).is_empty(),
+        "{:?}",
+        mounts_under(&d.dir)
+    );
+}
