@@ -245,6 +245,8 @@ fn run_container(work: &Path, image: &str, bars: &Bars) -> Result<()> {
         name: Some("demo"),
         options: &options,
         detached: false,
+        ephemeral: true,
+        sn: None,
     })?;
     let _guard = ContainerGuard {
         root: &root,

@@ -2,15 +2,19 @@
 //! `berth --address` CLI and by the generated tonic client; restart safety (kill -9 while a
 //! container runs); audit lines and rotation; malformed requests; `/metrics`.
 //!
-//! Every test owns a [`Daemon`] guard whose drop kills the daemon, removes every container
-//! (through the in-process CLI, which reads the same records and runtime state), unmounts
-//! anything left under its directory and removes it, so a failing test leaves nothing behind.
+//! Every test owns a [`Daemon`] guard (`common/berthd_support.rs`) that leaves nothing behind.
+//! The attached starts, logs, metrics and terminals of `berth --address … run` are in
+//! `berthd_remote.rs`.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::panic,
     clippy::tests_outside_test_module
 )]
+
+#[path = "common/berthd_support.rs"]
+mod support;
+
 
 #[allow(
     missing_docs,
@@ -24,276 +28,15 @@
 #[path = "../examples/berthd/proto_gen.rs"]
 mod proto;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use proto::containers_client::ContainersClient;
 use proto::events_client::EventsClient;
 use proto::images_client::ImagesClient;
 use proto::snapshots_client::SnapshotsClient;
-use tonic::transport::{Channel, Endpoint, Uri};
-
-const IMAGE: &str = "berthd-test/busybox:latest";
-
-fn in_ci() -> bool {
-    std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false")
-}
-
-/// A missing prerequisite: a failure under CI, else a printed skip.
-fn unavailable(reason: &str) -> bool {
-    if in_ci() {
-        panic!("required for this test under CI: {reason}");
-    }
-    eprintln!("SKIP: {reason}");
-    false
-}
-
-/// Root and the busybox fixture; returns the fixture.
-fn prerequisites() -> Option<PathBuf> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        unavailable("running as root");
-        return None;
-    }
-    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/busybox.oci.tar");
-    if !fixture.is_file() {
-        unavailable(&format!("the fixture {}", fixture.display()));
-        return None;
-    }
-    Some(fixture)
-}
-
-fn example_bin(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe
-        .parent()
-        .and_then(Path::parent)
-        .unwrap()
-        .join("examples")
-        .join(name);
-    assert!(
-        bin.is_file(),
-        "{} is missing: run through cargo test",
-        bin.display()
-    );
-    bin
-}
-
-/// A daemon with its own directory (root, runtime root, socket, audit log).
-struct Daemon {
-    dir: PathBuf,
-    child: Option<Child>,
-    metrics: Option<String>,
-    /// Pids of container inits orphaned to this test process by a killed daemon.
-    orphans: Vec<i32>,
-}
-
-static COUNTER: AtomicU32 = AtomicU32::new(0);
-
-impl Daemon {
-    fn new() -> Daemon {
-        let dir = std::env::temp_dir().join(format!(
-            "berthd-test-{}-{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        let mut d = Daemon {
-            dir,
-            child: None,
-            metrics: None,
-            orphans: Vec::new(),
-        };
-        d.start();
-        d
-    }
-
-    fn root(&self) -> PathBuf {
-        self.dir.join("root")
-    }
-    fn runtime_root(&self) -> PathBuf {
-        self.dir.join("run")
-    }
-    fn socket(&self) -> PathBuf {
-        self.dir.join("berthd.sock")
-    }
-    fn audit(&self) -> PathBuf {
-        self.dir.join("audit/audit.log")
-    }
-
-    /// Starts berthd and waits until it listens (it prints both addresses first).
-    fn start(&mut self) {
-        let mut child = Command::new(example_bin("berthd"))
-            .arg("--root")
-            .arg(self.root())
-            .arg("--runtime-root")
-            .arg(self.runtime_root())
-            .arg("--address")
-            .arg(self.socket())
-            .arg("--audit-log")
-            .arg(self.audit())
-            .args([
-                "--audit-log-maxsize",
-                "0.0005",
-                "--audit-log-maxbackup",
-                "2",
-                "--audit-log-maxage",
-                "1",
-            ])
-            .args(["--metrics-address", "127.0.0.1:0"])
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut out = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        loop {
-            line.clear();
-            if out.read_line(&mut line).unwrap() == 0 {
-                let status = child.wait().unwrap();
-                panic!("berthd exited before listening: {status}");
-            }
-            if let Some(rest) = line.trim().strip_prefix("metrics on http://") {
-                self.metrics = rest.strip_suffix("/metrics").map(str::to_owned);
-            }
-            if line.starts_with("listening on ") {
-                break;
-            }
-        }
-        // Keep draining its stdout so it never blocks on a full pipe.
-        std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
-        self.child = Some(child);
-    }
-
-    /// kill -9 (containers must survive it).
-    fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            c.kill().unwrap();
-            c.wait().unwrap();
-        }
-    }
-
-    /// `berth --address SOCKET ARGS…`.
-    fn cli(&self, args: &[&str]) -> Output {
-        Command::new(example_bin("berth"))
-            .arg("--address")
-            .arg(self.socket())
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
-    }
-
-    fn cli_ok(&self, args: &[&str]) -> String {
-        let out = self.cli(args);
-        assert!(
-            out.status.success(),
-            "berth {args:?}: {}\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    }
-
-    async fn channel(&self) -> Channel {
-        let path = self.socket();
-        Endpoint::try_from("http://berthd.invalid")
-            .unwrap()
-            .connect_with_connector(tower::service_fn(move |_: Uri| {
-                let path = path.clone();
-                async move {
-                    Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
-                        tokio::net::UnixStream::connect(path).await?,
-                    ))
-                }
-            }))
-            .await
-            .unwrap()
-    }
-
-    /// The audit records of the live log and its backups.
-    fn audit_records(&self) -> (Vec<serde_json::Value>, usize) {
-        let dir = self.audit().parent().unwrap().to_path_buf();
-        let mut lines = Vec::new();
-        let mut files = 0;
-        for e in std::fs::read_dir(dir).unwrap() {
-            let p = e.unwrap().path();
-            files += 1;
-            for l in std::fs::read_to_string(&p).unwrap().lines() {
-                lines.push(serde_json::from_str(l).unwrap());
-            }
-        }
-        (lines, files)
-    }
-}
-
-/// Mount points at or under `dir`, deepest first.
-fn mounts_under(dir: &Path) -> Vec<PathBuf> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let mut out: Vec<PathBuf> = info
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .map(PathBuf::from)
-        .filter(|p| p.starts_with(dir))
-        .collect();
-    out.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
-    out
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        self.kill9();
-        let containers = self.root().join("containers");
-        for e in std::fs::read_dir(&containers)
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            let id = e.file_name().to_string_lossy().into_owned();
-            let _ = Command::new(example_bin("berth"))
-                .arg("--root")
-                .arg(self.root())
-                .args(["rm", "-f", &id])
-                .output();
-        }
-        for pid in &self.orphans {
-            let mut st = 0;
-            // SAFETY: reaping an orphaned child of ours, without blocking.
-            unsafe { libc::waitpid(*pid, &mut st, libc::WNOHANG) };
-        }
-        for m in mounts_under(&self.dir) {
-            let _ = nix::mount::umount2(&m, nix::mount::MntFlags::MNT_DETACH);
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn tokio() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-fn http_get(addr: &str, path: &str) -> String {
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out
-}
-
-/// Polls `f` until it holds (10 s).
-fn eventually(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
+use support::{Daemon, IMAGE, eventually, http_get, mounts_under, prerequisites, tokio};
 
 #[test]
 fn cli_and_client_drive_the_daemon() {
@@ -572,9 +315,35 @@ fn malformed_requests_get_errors_and_the_daemon_keeps_serving() {
         "{records:?}"
     );
     // The CLI says clearly what it cannot do remotely.
-    let out = d.cli(&["logs", "x"]);
+    let out = d.cli(&["commit", "x", "example.com/x:1"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not supported with --address"));
+    let out = d.cli(&["run", "-d", "-t", IMAGE, "true"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("-d takes no"));
+    // Attached starts, logs and metrics of what does not exist, or without a first message.
+    rt.block_on(async {
+        let mut c = ContainersClient::new(d.channel().await);
+        let empty = tokio_stream::iter(Vec::<proto::AttachRequest>::new());
+        let r = c.start_attached(empty).await;
+        assert_eq!(r.unwrap_err().code(), tonic::Code::InvalidArgument);
+        let nope = tokio_stream::iter(vec![proto::AttachRequest {
+            id: "nope".into(),
+            ..Default::default()
+        }]);
+        let r = c.start_attached(nope).await;
+        assert_eq!(r.unwrap_err().code(), tonic::Code::NotFound);
+        let r = c.logs(proto::ContainerRequest { id: "nope".into() }).await;
+        assert_eq!(r.unwrap_err().code(), tonic::Code::NotFound);
+        let r = c
+            .metrics(proto::MetricsRequest {
+                ids: vec!["nope".into()],
+            })
+            .await;
+        assert_eq!(r.unwrap_err().code(), tonic::Code::NotFound);
+        let all = c.metrics(proto::MetricsRequest { ids: vec![] }).await;
+        assert!(all.unwrap().into_inner().containers.is_empty());
+    });
 }
 
 #[test]

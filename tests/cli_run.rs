@@ -271,6 +271,104 @@ fn detached_logs_ps_exec_kill_rm() {
 }
 
 #[test]
+fn records_live_in_the_metadata_db_and_names_stay_unique() {
+    if !prerequisites() {
+        return;
+    }
+    let env = Env::new("names");
+    let id = env.run_detached(&["--name", "web", IMAGE, "sleep", "1000"]);
+    // The record is in the store's database, not a file in the container's directory.
+    let keys = env.record_keys();
+    assert_eq!(keys, [format!("container/{id}"), "name/web".to_owned()]);
+    let dir = env.root.join("containers").join(&id);
+    assert!(dir.join("config.json").exists() && !dir.join("container.json").exists());
+
+    // A name in use is refused, and the refused run leaves nothing.
+    let out = env.run(&["-d", "--name", "web", IMAGE, "true"]);
+    assert!(!out.status.success(), "{}", describe(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("already in use"),
+        "{}",
+        describe(&out)
+    );
+    assert_eq!(env.ok(&["ps", "-q"]).trim(), id);
+
+    // Processes racing for one name: exactly one wins, the losers leave nothing.
+    let racers: Vec<_> = (0..3)
+        .map(|_| {
+            env.run_cmd(&["-d", "--name", "dup", IMAGE, "sleep", "1000"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let outs: Vec<_> = racers
+        .into_iter()
+        .map(|c| c.wait_with_output().unwrap())
+        .collect();
+    let winners: Vec<_> = outs.iter().filter(|o| o.status.success()).collect();
+    assert_eq!(
+        winners.len(),
+        1,
+        "{:?}",
+        outs.iter().map(describe).collect::<Vec<_>>()
+    );
+    for o in outs.iter().filter(|o| !o.status.success()) {
+        assert!(
+            String::from_utf8_lossy(&o.stderr).contains("already in use"),
+            "{}",
+            describe(o)
+        );
+    }
+    let dup = stdout(winners[0]).trim().to_owned();
+    assert_eq!(env.ok(&["ps", "-q"]).lines().count(), 2);
+    assert_eq!(
+        std::fs::read_dir(env.root.join("containers"))
+            .unwrap()
+            .count(),
+        2,
+        "a losing run left its directory"
+    );
+
+    // Removing a container frees its name.
+    env.ok(&["rm", "-f", "web"]);
+    assert!(!dir.exists());
+    assert_eq!(
+        env.record_keys(),
+        [format!("container/{dup}"), "name/dup".to_owned()]
+    );
+    let again = env.run_detached(&["--name", "web", IMAGE, "sleep", "1000"]);
+
+    // A record in the file older berths wrote is moved into the database on first sight.
+    let store = berth::image::content::ContentStore::open(&env.root.join("content")).unwrap();
+    let records = store.records("berth.containers").unwrap();
+    let bytes = records.get(&format!("container/{again}")).unwrap();
+    records
+        .update(|t| {
+            t.remove(&format!("container/{again}"))?;
+            t.remove("name/web")
+        })
+        .unwrap();
+    let legacy = env
+        .root
+        .join("containers")
+        .join(&again)
+        .join("container.json");
+    std::fs::write(&legacy, &bytes).unwrap();
+    assert!(env.ok(&["ps", "-q"]).contains(&again));
+    assert!(!legacy.exists(), "the legacy file is removed once migrated");
+    assert_eq!(records.get(&format!("container/{again}")).unwrap(), bytes);
+    assert_eq!(records.get("name/web").unwrap(), again.as_bytes());
+    drop((records, store));
+    env.ok(&["rm", "-f", &again, "dup"]);
+    env.assert_gone(&again);
+    env.assert_gone(&dup);
+    assert!(env.record_keys().is_empty());
+}
+
+#[test]
 fn commit_makes_an_image_with_the_changes() {
     if !prerequisites() {
         return;

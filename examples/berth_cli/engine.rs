@@ -8,7 +8,8 @@
 //! 3. resolve the user against the image's `/etc/passwd`/`/etc/group`, create the image's
 //!    Volumes as directories under `<root>/containers/<id>/volumes/`, and write the runtime
 //!    spec (`config.json`) of [`runspec`];
-//! 4. record the container ([`records`]).
+//! 4. record the container ([`records`]: the store's metadata database, name claimed in the
+//!    same transaction).
 //!
 //! Creating and starting through the runtime is the caller's part (stdio differs). [`remove`]
 //! undoes everything — runtime state and cgroup, mount, snapshot, directory — and tolerates
@@ -121,6 +122,13 @@ pub struct PrepareRequest<'a> {
     pub options: &'a RunOptions,
     /// Whether output goes to the log file.
     pub detached: bool,
+    /// The container is removed when it exits (`--rm`): its overlay is mounted `volatile`
+    /// (no syncs to the upper layer, so neither writes nor the unmount wait for the disk),
+    /// as podman does for `--rm`. Kernels without the option get a normal mount.
+    pub ephemeral: bool,
+    /// The snapshotter `snapshotter` names, if the caller has it open already (else it is
+    /// opened here for the preparation only).
+    pub sn: Option<&'a dyn Snapshotter>,
 }
 
 /// A prepared container: the bundle is ready for `Runtime::create`.
@@ -136,12 +144,13 @@ pub struct Prepared {
 struct Undo<'a> {
     root: &'a Path,
     record: Option<ContainerRecord>,
+    sn: &'a dyn Snapshotter,
 }
 
 impl Drop for Undo<'_> {
     fn drop(&mut self) {
         if let Some(r) = self.record.take()
-            && let Err(e) = remove(self.root, &r, true)
+            && let Err(e) = remove_with(self.root, &r, true, Some(self.sn))
         {
             eprintln!("berth: cleaning up container {}: {e:#}", r.id);
         }
@@ -151,7 +160,14 @@ impl Drop for Undo<'_> {
 /// Prepares a container from an image (see the module docs). On error nothing is left.
 pub fn prepare(req: &PrepareRequest<'_>, progress: &dyn Progress) -> Result<Prepared> {
     let store = open_store(req.root)?;
-    let sn = open_snapshotter(req.root, req.snapshotter)?;
+    let opened;
+    let sn: &dyn Snapshotter = match req.sn {
+        Some(sn) => sn,
+        None => {
+            opened = open_snapshotter(req.root, req.snapshotter)?;
+            opened.as_ref()
+        }
+    };
     if let Some(name) = req.name {
         if name.is_empty()
             || !name
@@ -160,14 +176,16 @@ pub fn prepare(req: &PrepareRequest<'_>, progress: &dyn Progress) -> Result<Prep
         {
             bail!("invalid container name {name:?} (letters, digits, _ . -)");
         }
-        if records::list(req.root)?
-            .iter()
-            .any(|r| r.name.as_deref() == Some(name))
-        {
-            bail!("the container name {name:?} is already in use");
+        // Early, before any work; the claim in `records::create` below is the one that counts.
+        if let Some(holder) = records::name_holder(req.root, name)? {
+            return Err(records::CreateError::NameInUse {
+                name: name.to_owned(),
+                holder,
+            }
+            .into());
         }
     }
-    let image = unpack_image(&store, sn.as_ref(), req.snapshotter, req.image, progress)?;
+    let image = unpack_image(&store, sn, req.snapshotter, req.image, progress)?;
     let id = records::new_id()?;
     let dir = records::container_dir(req.root, &id);
     std::fs::create_dir_all(records::containers_dir(req.root))?;
@@ -179,16 +197,17 @@ pub fn prepare(req: &PrepareRequest<'_>, progress: &dyn Progress) -> Result<Prep
         chain_id: image.chain_id.clone(),
         snapshotter: req.snapshotter.to_owned(),
         runtime_root: req.runtime_root.to_path_buf(),
-        command: Vec::new(),
+        command: runspec::command(&image.config, req.options)?,
         created: records::now_secs(),
         detached: req.detached,
     };
     let mut undo = Undo {
         root: req.root,
         record: Some(record.clone()),
+        sn,
     };
-    let mut record = record;
-    records::save(req.root, &record)?;
+    // Claims the name atomically: two runs racing for one name, one of them fails here.
+    records::create(req.root, &record)?;
 
     let rootfs = dir.join("rootfs");
     std::fs::create_dir(&rootfs)?;
@@ -196,7 +215,23 @@ pub fn prepare(req: &PrepareRequest<'_>, progress: &dyn Progress) -> Result<Prep
     let mounts = sn
         .prepare(record.snapshot_key(), &image.chain_id, &opts)
         .with_context(|| format!("preparing the snapshot {id}"))?;
-    let _kept = mount_all(&mounts, &rootfs)
+    let mut mounts = mounts;
+    let volatile = req.ephemeral && mounts.iter().any(|m| m.kind == "overlay");
+    if volatile {
+        for m in mounts.iter_mut().filter(|m| m.kind == "overlay") {
+            m.options.push("volatile".to_owned());
+        }
+    }
+    let mounted = match mount_all(&mounts, &rootfs) {
+        Err(_) if volatile => {
+            for m in &mut mounts {
+                m.options.retain(|o| o != "volatile");
+            }
+            mount_all(&mounts, &rootfs)
+        }
+        other => other,
+    };
+    let _kept = mounted
         .with_context(|| format!("mounting the root filesystem on {}", rootfs.display()))?
         .disarm();
 
@@ -220,13 +255,12 @@ pub fn prepare(req: &PrepareRequest<'_>, progress: &dyn Progress) -> Result<Prep
     }
     let process = runspec::process(&image.config, req.options, &user, &hostname)?;
     let spec = runspec::spec(process, &hostname, req.options, &volumes)?;
-    record.command = spec
-        .process()
-        .as_ref()
-        .and_then(|p| p.args().clone())
-        .unwrap_or_default();
-    records::write_atomic(&dir.join("config.json"), &serde_json::to_vec_pretty(&spec)?)?;
-    records::save(req.root, &record)?;
+    // An ephemeral container's bundle need not survive a crash (its overlay is volatile too).
+    records::write_atomic(
+        &dir.join("config.json"),
+        &serde_json::to_vec_pretty(&spec)?,
+        !req.ephemeral,
+    )?;
     undo.record = None;
     Ok(Prepared {
         record,
@@ -240,10 +274,21 @@ pub fn prepare_quiet(req: &PrepareRequest<'_>) -> Result<Prepared> {
 }
 
 /// Removes a container: its runtime state and cgroup (killing its processes with `force`),
-/// the rootfs mount, the snapshot and `<root>/containers/<id>`. Pieces already gone are skipped.
+/// the rootfs mount, the snapshot, `<root>/containers/<id>` and finally its record. Pieces
+/// already gone are skipped.
 ///
 /// Errors: without `force`, a container that still runs.
 pub fn remove(root: &Path, record: &ContainerRecord, force: bool) -> Result<()> {
+    remove_with(root, record, force, None)
+}
+
+/// [`remove`] with the container's snapshotter already open (`None`: open it here).
+pub fn remove_with(
+    root: &Path,
+    record: &ContainerRecord,
+    force: bool,
+    sn: Option<&dyn Snapshotter>,
+) -> Result<()> {
     let id = &record.id;
     if record.runtime_root.exists() {
         let rt = Runtime::new(&record.runtime_root)?;
@@ -261,17 +306,26 @@ pub fn remove(root: &Path, record: &ContainerRecord, force: bool) -> Result<()> 
     let dir = records::container_dir(root, id);
     let rootfs = dir.join("rootfs");
     unmount_all(&rootfs).with_context(|| format!("unmounting {}", rootfs.display()))?;
-    let sn = open_snapshotter(root, &record.snapshotter)?;
+    let opened;
+    let sn: &dyn Snapshotter = match sn {
+        Some(sn) => sn,
+        None => {
+            opened = open_snapshotter(root, &record.snapshotter)?;
+            opened.as_ref()
+        }
+    };
     match sn.remove(record.snapshot_key()) {
         Ok(()) => {}
         Err(e) if e.kind() == SnErrorKind::NotFound => {}
         Err(e) => return Err(e).with_context(|| format!("removing the snapshot {id}")),
     }
     match std::fs::remove_dir_all(&dir) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e).with_context(|| format!("removing {}", dir.display())),
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("removing {}", dir.display())),
     }
+    // Last, so a removal that failed half-way can be retried by id or name.
+    records::delete(root, id)
 }
 
 /// The snapshotters a root may hold, as named by `--snapshotter`.

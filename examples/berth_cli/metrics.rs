@@ -119,12 +119,18 @@ fn metrics(args: &MetricsArgs) -> Result<()> {
             metrics,
         });
     }
+    print(args, &stats)
+}
+
+/// Prints `stats` as `args` asks: JSON, Prometheus text, or the table (also used by
+/// `berth --address … metrics`).
+pub fn print(args: &MetricsArgs, stats: &[ContainerStats]) -> Result<()> {
     let text = if args.json {
-        serde_json::to_string_pretty(&stats)? + "\n"
+        serde_json::to_string_pretty(stats)? + "\n"
     } else if args.prometheus {
-        render(&stats, Format::Prometheus)?
+        render(stats, Format::Prometheus)?
     } else {
-        table(&stats)
+        table(stats)
     };
     std::io::stdout().lock().write_all(text.as_bytes())?;
     Ok(())

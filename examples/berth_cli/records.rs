@@ -1,10 +1,14 @@
 //! Container records: what `berth run` made, so `ps`, `exec`, `kill`, `rm`, `logs` and
 //! `commit` find it again from another process.
 //!
-//! One JSON file per container, `<root>/containers/<id>/container.json`, replaced atomically
-//! (written to a temporary file in the same directory, fsynced, renamed, directory fsynced).
-//! The image crate's metadata database (`content/metadata.redb`) has fixed tables (content,
-//! images, leases) and no public API for other records, so containers cannot live there yet.
+//! The records live in the store's metadata database (`<root>/content/metadata.redb`, the
+//! same file as the image records) through the image crate's
+//! [`RecordStore`](berth::image::metadata::RecordStore), namespace [`NAMESPACE`]:
+//! `container/<id>` holds the JSON record and `name/<name>` the id of the container holding
+//! a name. A record and its name are written and removed in one transaction, so names stay
+//! unique across every process that uses the root ([`migrate_legacy`] moves the JSON files of
+//! older berths in). The per-container directory
+//! (`<root>/containers/<id>`: bundle, rootfs mount, volumes, log) stays on disk.
 //!
 //! The live status is never recorded here: it comes from the runtime's state directory.
 #![allow(dead_code)] // shared by the `berth` and `demo` examples, which use different parts
@@ -14,6 +18,8 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
+use berth::image::content::ContentStore;
+use berth::image::metadata::RecordStore;
 use serde::{Deserialize, Serialize};
 
 /// The record of one container.
@@ -52,7 +58,7 @@ pub fn containers_dir(root: &Path) -> PathBuf {
     root.join("containers")
 }
 
-/// `<root>/containers/<id>`: the bundle (config.json, rootfs/), log, volumes and record.
+/// `<root>/containers/<id>`: the bundle (config.json, rootfs/), log and volumes.
 pub fn container_dir(root: &Path, id: &str) -> PathBuf {
     containers_dir(root).join(id)
 }
@@ -62,8 +68,9 @@ pub fn log_path(root: &Path, id: &str) -> PathBuf {
     container_dir(root, id).join("log")
 }
 
-/// Writes `bytes` to `path` atomically (same-directory temporary file, fsync, rename).
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+/// Writes `bytes` to `path` atomically (same-directory temporary file, rename); with `durable`
+/// the file is fsynced before and its directory after the rename.
+pub fn write_atomic(path: &Path, bytes: &[u8], durable: bool) -> Result<()> {
     let dir = path.parent().context("a path without a directory")?;
     let tmp = dir.join(format!(
         ".{}.tmp-{}",
@@ -79,9 +86,14 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
             .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
             .open(&tmp)?;
         f.write_all(bytes)?;
-        f.sync_all()?;
+        if durable {
+            f.sync_all()?;
+        }
         std::fs::rename(&tmp, path)?;
-        std::fs::File::open(dir)?.sync_all()
+        if durable {
+            std::fs::File::open(dir)?.sync_all()?;
+        }
+        Ok(())
     };
     write().map_err(|e| {
         let _ = std::fs::remove_file(&tmp);
@@ -89,39 +101,186 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     })
 }
 
-/// Saves `record` as `<root>/containers/<id>/container.json` (the directory must exist).
-pub fn save(root: &Path, record: &ContainerRecord) -> Result<()> {
-    let bytes = serde_json::to_vec_pretty(record)?;
-    write_atomic(
-        &container_dir(root, &record.id).join("container.json"),
-        &bytes,
-    )
+/// The record namespace of berth's front ends in the store's metadata file.
+pub const NAMESPACE: &str = "berth.containers";
+/// Key prefix of container records (`container/<id>` → JSON [`ContainerRecord`]).
+const CONTAINER: &str = "container/";
+/// Key prefix of the unique-name index (`name/<name>` → the container id).
+const NAME: &str = "name/";
+
+/// The container records of the store at `<root>/content`.
+pub fn open(root: &Path) -> Result<RecordStore> {
+    let dir = root.join("content");
+    let store = ContentStore::open(&dir)
+        .with_context(|| format!("opening the content store at {}", dir.display()))?;
+    Ok(store.records(NAMESPACE)?)
+}
+
+/// Why a record could not be created.
+#[derive(Debug)]
+pub enum CreateError {
+    /// Another container has the name.
+    NameInUse {
+        /// The name.
+        name: String,
+        /// The id of the container holding it.
+        holder: String,
+    },
+    /// The store failed (an id collision shows as AlreadyExists).
+    Store(berth::image::Error),
+}
+
+impl CreateError {
+    /// The error kind: AlreadyExists for a name in use, else the store's.
+    pub fn kind(&self) -> berth::image::ErrorKind {
+        match self {
+            CreateError::NameInUse { .. } => berth::image::ErrorKind::AlreadyExists,
+            CreateError::Store(e) => e.kind(),
+        }
+    }
+}
+
+impl std::fmt::Display for CreateError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CreateError::NameInUse { name, holder } => write!(
+                f,
+                "the container name {name:?} is already in use by container {holder}"
+            ),
+            CreateError::Store(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for CreateError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            CreateError::NameInUse { .. } => None,
+            CreateError::Store(e) => e.source(),
+        }
+    }
+}
+
+impl From<berth::image::Error> for CreateError {
+    fn from(e: berth::image::Error) -> Self {
+        CreateError::Store(e)
+    }
+}
+
+/// Records a new container and claims its name, in one transaction: either both are stored
+/// or neither (a name another container holds fails with [`CreateError::NameInUse`], whose
+/// cause has kind AlreadyExists).
+pub fn create(root: &Path, record: &ContainerRecord) -> Result<()> {
+    let records = open(root)?;
+    records
+        .update(|t| -> std::result::Result<(), CreateError> {
+            if let Some(name) = &record.name {
+                let key = format!("{NAME}{name}");
+                if let Some(holder) = t.get(&key)? {
+                    return Err(CreateError::NameInUse {
+                        name: name.clone(),
+                        holder: String::from_utf8_lossy(&holder).into_owned(),
+                    });
+                }
+                t.insert(&key, record.id.as_bytes())?;
+            }
+            t.insert_json(&format!("{CONTAINER}{}", record.id), record)?;
+            Ok(())
+        })
+        .with_context(|| format!("recording container {}", record.id))
+}
+
+/// The id of the container holding `name`, if any.
+pub fn name_holder(root: &Path, name: &str) -> Result<Option<String>> {
+    match open(root)?.get(&format!("{NAME}{name}")) {
+        Ok(id) => Ok(Some(String::from_utf8_lossy(&id).into_owned())),
+        Err(e) if e.kind() == berth::image::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).context("looking up a container name"),
+    }
+}
+
+/// Removes the record of container `id` and releases its name (nothing if it has none).
+pub fn delete(root: &Path, id: &str) -> Result<()> {
+    let records = open(root)?;
+    records
+        .update(|t| -> berth::image::Result<()> {
+            let key = format!("{CONTAINER}{id}");
+            if let Some(r) = t.get_json::<ContainerRecord>(&key)? {
+                if let Some(name) = &r.name {
+                    let name_key = format!("{NAME}{name}");
+                    if t.get(&name_key)?.as_deref() == Some(id.as_bytes()) {
+                        t.remove(&name_key)?;
+                    }
+                }
+                t.remove(&key)?;
+            }
+            Ok(())
+        })
+        .with_context(|| format!("removing the record of container {id}"))
 }
 
 /// Loads the record of container `id` (exact id).
 pub fn load_exact(root: &Path, id: &str) -> Result<ContainerRecord> {
-    let path = container_dir(root, id).join("container.json");
-    let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-    serde_json::from_slice(&bytes).with_context(|| format!("parsing {}", path.display()))
+    open(root)?
+        .get_json(&format!("{CONTAINER}{id}"))
+        .with_context(|| format!("container {id}"))
 }
 
-/// Every record in the root, oldest first. Directories without a readable record (a
-/// container being created, or debris) are skipped.
-pub fn list(root: &Path) -> Result<Vec<ContainerRecord>> {
-    let dir = containers_dir(root);
-    let entries = match std::fs::read_dir(&dir) {
+/// The file older berths kept each record in, `<root>/containers/<id>/container.json`.
+const LEGACY_FILE: &str = "container.json";
+
+/// Moves records from [`LEGACY_FILE`]s (written before the records moved into the database)
+/// into the database, then removes the files. A record whose id or name is taken already is
+/// left in its file and reported. Idempotent; a root without such files costs one directory
+/// read.
+pub fn migrate_legacy(root: &Path) -> Result<()> {
+    let entries = match std::fs::read_dir(containers_dir(root)) {
         Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e).with_context(|| format!("listing {}", dir.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e).context("listing the container directories"),
     };
-    let mut out = Vec::new();
-    for entry in entries {
-        let entry = entry?;
-        let Some(id) = entry.file_name().to_str().map(str::to_owned) else {
-            continue;
+    for entry in entries.flatten() {
+        let file = entry.path().join(LEGACY_FILE);
+        let bytes = match std::fs::read(&file) {
+            Ok(b) => b,
+            Err(_) => continue,
         };
-        if let Ok(r) = load_exact(root, &id) {
-            out.push(r);
+        let record: ContainerRecord = match serde_json::from_slice(&bytes) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("berth: skipping the unreadable {}: {e}", file.display());
+                continue;
+            }
+        };
+        if entry.file_name().to_str() != Some(record.id.as_str()) {
+            eprintln!(
+                "berth: skipping {}: it names container {}",
+                file.display(),
+                record.id
+            );
+            continue;
+        }
+        match create(root, &record) {
+            Ok(()) => {}
+            Err(e) => {
+                eprintln!("berth: keeping {}: {e:#}", file.display());
+                continue;
+            }
+        }
+        std::fs::remove_file(&file).with_context(|| format!("removing {}", file.display()))?;
+    }
+    Ok(())
+}
+
+/// Every record in the root, oldest first (after [`migrate_legacy`]). A record that does not
+/// decode (written by something else) is reported on stderr and skipped.
+pub fn list(root: &Path) -> Result<Vec<ContainerRecord>> {
+    migrate_legacy(root)?;
+    let mut out = Vec::new();
+    for (key, bytes) in open(root)?.list(CONTAINER)? {
+        match serde_json::from_slice::<ContainerRecord>(&bytes) {
+            Ok(r) => out.push(r),
+            Err(e) => eprintln!("berth: skipping the unreadable record {key}: {e}"),
         }
     }
     out.sort_by(|a, b| a.created.cmp(&b.created).then(a.id.cmp(&b.id)));

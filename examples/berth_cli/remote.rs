@@ -1,11 +1,18 @@
 //! `berth --address SOCKET …`: the commands sent to a `berthd` over its gRPC API instead of
 //! working on a store in this process.
 //!
-//! Supported remotely: `image import|ls|rm`, `snapshot ls|info|rm`, `run -d` (create +
-//! start; the output goes to the container's log on the daemon's host), `ps`, `exec`
-//! (non-interactive: the command runs to completion, its output is printed and its exit
-//! status becomes ours), `kill`, `rm`. Every other command fails with a clear error naming it.
-//! Paths given to `image import` are made absolute here, since the daemon resolves them.
+//! Supported remotely: `image import|ls|rm`, `snapshot ls|info|rm`, `run` (create + start):
+//! with `-d` the output goes to the container's log on the daemon's host; without it the
+//! start is attached (`StartAttached`): the container's stdout and stderr are streamed back
+//! and written here, `-i` streams our stdin in, SIGINT/SIGTERM/SIGHUP/SIGQUIT/SIGUSR1/SIGUSR2
+//! are forwarded to the container's init, our exit status is the container's, and `--rm`
+//! deletes it afterwards; `-t` gives the container a terminal on the daemon's side whose output
+//! comes back here (with `-i` our terminal goes raw and our keys go in; window sizes follow).
+//! `ps`, `exec` (non-interactive: the command runs to completion, its output is printed and
+//! its exit status becomes ours), `kill`, `rm`, `logs` and `metrics` (by container id, name or
+//! prefix; `--cgroup` is local only). Not remote: `exec -t/-i`, `commit`, and the other command
+//! groups; they fail with a clear error naming them. Paths given to `image import` are made absolute here, since the
+//! daemon resolves them.
 
 #[allow(
     missing_docs,
@@ -27,6 +34,8 @@ use tonic::transport::{Channel, Endpoint, Uri};
 use crate::container::{self, ContainerCommand};
 use crate::foreground::ExitWith;
 use crate::image::ImageCommand;
+use crate::metrics::{MetricsArgs, MetricsCommand};
+use crate::run::RunArgs;
 use crate::snapshot::{SnapshotArgs, SnapshotCommand};
 use crate::{Group, ImageGroup};
 use proto::containers_client::ContainersClient;
@@ -74,6 +83,7 @@ async fn dispatch(socket: &Path, group: &Group) -> Result<()> {
         Group::Image(ImageGroup::Base(cmd)) => image(socket, cmd).await,
         Group::Snapshot(args) => snapshot(socket, args).await,
         Group::Container(cmd) => containers(socket, cmd).await,
+        Group::Metrics(MetricsCommand::Metrics(args)) => metrics(socket, args).await,
         other => {
             // The variant's name, e.g. `Content(…)` → `content`.
             let debug = format!("{other:?}");
@@ -188,47 +198,7 @@ async fn snapshot(socket: &Path, args: &SnapshotArgs) -> Result<()> {
 async fn containers(socket: &Path, cmd: &ContainerCommand) -> Result<()> {
     let mut c = ContainersClient::new(connect(socket).await?);
     match cmd {
-        ContainerCommand::Run(args) => {
-            if !args.detach || args.tty || args.interactive || args.rm {
-                bail!(
-                    "with --address, `berth run` needs -d and takes no -t, -i or --rm (the API does not stream stdio); read the output with `berth logs` on the daemon's host"
-                );
-            }
-            let created = c
-                .create(proto::CreateContainerRequest {
-                    image: args.image.clone(),
-                    name: args.name.clone().unwrap_or_default(),
-                    command: args.command.clone(),
-                    env: args.env.clone(),
-                    mounts: args.mounts.clone(),
-                    memory: args.memory.clone().unwrap_or_default(),
-                    cpus: args.cpus.unwrap_or(0.0),
-                    pids_limit: args.pids_limit.unwrap_or(0),
-                    user: args.user.clone().unwrap_or_default(),
-                    workdir: args.workdir.clone().unwrap_or_default(),
-                    network: args.network.clone(),
-                    snapshotter: args.snapshotter.clone(),
-                })
-                .await
-                .map_err(status)?
-                .into_inner();
-            let started = c
-                .start(proto::ContainerRequest {
-                    id: created.id.clone(),
-                })
-                .await;
-            if let Err(e) = started {
-                let _ = c
-                    .delete(proto::DeleteRequest {
-                        id: created.id.clone(),
-                        force: true,
-                    })
-                    .await;
-                return Err(status(e));
-            }
-            println!("{}", created.id);
-            Ok(())
-        }
+        ContainerCommand::Run(args) => run_container(&mut c, args).await,
         ContainerCommand::Ps { quiet } => {
             let r = c
                 .list(proto::ListContainersRequest {})
@@ -321,9 +291,283 @@ async fn containers(socket: &Path, cmd: &ContainerCommand) -> Result<()> {
             }
             Ok(())
         }
-        ContainerCommand::Logs { .. } => unsupported("logs"),
+        ContainerCommand::Logs { container } => {
+            let mut stream = c
+                .logs(proto::ContainerRequest {
+                    id: container.clone(),
+                })
+                .await
+                .map_err(status)?
+                .into_inner();
+            use std::io::Write;
+            let mut out = std::io::stdout().lock();
+            while let Some(chunk) = stream.message().await.map_err(status)? {
+                out.write_all(&chunk.data)?;
+            }
+            out.flush()?;
+            Ok(())
+        }
         ContainerCommand::Commit { .. } => unsupported("commit"),
         #[allow(unreachable_patterns)]
         _ => unsupported("this container command"),
     }
+}
+
+/// The create request of `berth run`'s arguments.
+fn create_request(args: &RunArgs) -> proto::CreateContainerRequest {
+    proto::CreateContainerRequest {
+        image: args.image.clone(),
+        name: args.name.clone().unwrap_or_default(),
+        command: args.command.clone(),
+        env: args.env.clone(),
+        mounts: args.mounts.clone(),
+        memory: args.memory.clone().unwrap_or_default(),
+        cpus: args.cpus.unwrap_or(0.0),
+        pids_limit: args.pids_limit.unwrap_or(0),
+        user: args.user.clone().unwrap_or_default(),
+        workdir: args.workdir.clone().unwrap_or_default(),
+        network: args.network.clone(),
+        snapshotter: args.snapshotter.clone(),
+        tty: args.tty,
+    }
+}
+
+/// `berth run` through the daemon: create, then start detached (`-d`) or attached.
+async fn run_container(c: &mut ContainersClient<Channel>, args: &RunArgs) -> Result<()> {
+    if args.detach && (args.interactive || args.rm || args.tty) {
+        bail!(
+            "-d takes no -i, -t or --rm (a detached container's output goes to its log; remove it with `berth rm`)"
+        );
+    }
+    let created = c
+        .create(create_request(args))
+        .await
+        .map_err(status)?
+        .into_inner();
+    let id = created.id;
+    if args.detach {
+        let started = c.start(proto::ContainerRequest { id: id.clone() }).await;
+        if let Err(e) = started {
+            let _ = c
+                .delete(proto::DeleteRequest {
+                    id: id.clone(),
+                    force: true,
+                })
+                .await;
+            return Err(status(e));
+        }
+        println!("{id}");
+        return Ok(());
+    }
+    let result = attached(c, &id, args.interactive, args.tty).await;
+    // A failed start leaves a container that never ran: remove it whatever --rm says.
+    if args.rm || matches!(result, Err(ref e) if e.downcast_ref::<NotStarted>().is_some()) {
+        c.delete(proto::DeleteRequest {
+            id: id.clone(),
+            force: true,
+        })
+        .await
+        .map_err(status)
+        .with_context(|| format!("removing container {id}"))?;
+    }
+    match result? {
+        0 => Ok(()),
+        n => Err(ExitWith(u8::try_from(n).unwrap_or(255)).into()),
+    }
+}
+
+/// The attached start was refused: the container never ran.
+#[derive(Debug)]
+struct NotStarted(tonic::Status);
+
+impl std::fmt::Display for NotStarted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}: {}", self.0.code(), self.0.message())
+    }
+}
+
+impl std::error::Error for NotStarted {}
+
+/// Signals forwarded to the container's init while attached.
+const FORWARDED: [i32; 6] = [
+    libc::SIGINT,
+    libc::SIGTERM,
+    libc::SIGHUP,
+    libc::SIGQUIT,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+];
+
+/// Starts container `id` attached; returns its exit code (-1 when the daemon does not know
+/// it, e.g. after a daemon restart).
+async fn attached(
+    c: &mut ContainersClient<Channel>,
+    id: &str,
+    interactive: bool,
+    tty: bool,
+) -> Result<i32> {
+    use std::io::Write;
+    use tokio::signal::unix::{SignalKind, signal};
+
+    let (tx, rx) = tokio::sync::mpsc::channel::<proto::AttachRequest>(16);
+    let (rows, cols) = if tty { terminal_size() } else { (0, 0) };
+    tx.send(proto::AttachRequest {
+        id: id.to_owned(),
+        open_stdin: interactive,
+        rows,
+        cols,
+        ..Default::default()
+    })
+    .await
+    .context("queueing the attach request")?;
+    // With -t -i on a terminal, ours goes raw (keys pass through, ^C included) until we return.
+    let _raw = (tty && interactive).then(RawMode::enter).flatten();
+    if tty {
+        let mut winch = signal(SignalKind::window_change())?;
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            while winch.recv().await.is_some() {
+                let (rows, cols) = terminal_size();
+                let msg = proto::AttachRequest {
+                    rows,
+                    cols,
+                    ..Default::default()
+                };
+                if tx.send(msg).await.is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    // Signal handlers before the start, so none is lost to the default action.
+    let mut signals = Vec::new();
+    for sig in FORWARDED {
+        signals.push((sig, signal(SignalKind::from_raw(sig))?));
+    }
+    let mut responses = c
+        .start_attached(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .map_err(|e| anyhow::Error::new(NotStarted(e)))?
+        .into_inner();
+    if interactive {
+        let tx = tx.clone();
+        // A plain thread: a blocking read of our stdin must not hold up the runtime's exit.
+        std::thread::spawn(move || {
+            let mut stdin = std::io::stdin().lock();
+            let mut buf = vec![0u8; 32 << 10];
+            loop {
+                let n = match std::io::Read::read(&mut stdin, &mut buf) {
+                    Ok(n) => n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(_) => 0,
+                };
+                let msg = proto::AttachRequest {
+                    stdin: buf[..n].to_vec(),
+                    close_stdin: n == 0,
+                    ..Default::default()
+                };
+                if tx.blocking_send(msg).is_err() || n == 0 {
+                    break;
+                }
+            }
+        });
+    }
+    for (sig, mut stream) in signals {
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            while stream.recv().await.is_some() {
+                let msg = proto::AttachRequest {
+                    signal: sig,
+                    ..Default::default()
+                };
+                if tx.send(msg).await.is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    drop(tx);
+    let mut code = None;
+    while let Some(m) = responses.message().await.map_err(status)? {
+        match m.event {
+            Some(proto::attach_response::Event::Stdout(b)) => {
+                let mut out = std::io::stdout().lock();
+                out.write_all(&b)?;
+                out.flush()?;
+            }
+            Some(proto::attach_response::Event::Stderr(b)) => {
+                let mut err = std::io::stderr().lock();
+                err.write_all(&b)?;
+                err.flush()?;
+            }
+            Some(proto::attach_response::Event::ExitCode(n)) => code = Some(n),
+            None => {}
+        }
+    }
+    code.context("the daemon ended the attached stream without an exit code")
+}
+
+/// The size of the terminal on our stdin ((0, 0) when it is not one).
+fn terminal_size() -> (u32, u32) {
+    // SAFETY: TIOCGWINSZ with a valid winsize on fd 0; the result is checked.
+    unsafe {
+        let mut ws: libc::winsize = std::mem::zeroed();
+        if libc::ioctl(0, libc::TIOCGWINSZ, &mut ws) == 0 {
+            (u32::from(ws.ws_row), u32::from(ws.ws_col))
+        } else {
+            (0, 0)
+        }
+    }
+}
+
+/// Our terminal in raw mode; the saved settings come back on drop.
+struct RawMode {
+    saved: nix::sys::termios::Termios,
+}
+
+impl RawMode {
+    /// Raw mode on our stdin, if it is a terminal.
+    fn enter() -> Option<RawMode> {
+        use nix::sys::termios::{SetArg, cfmakeraw, tcgetattr, tcsetattr};
+        let stdin = std::io::stdin();
+        let saved = tcgetattr(&stdin).ok()?;
+        let mut raw = saved.clone();
+        cfmakeraw(&mut raw);
+        tcsetattr(&stdin, SetArg::TCSANOW, &raw).ok()?;
+        Some(RawMode { saved })
+    }
+}
+
+impl Drop for RawMode {
+    fn drop(&mut self) {
+        let _ = nix::sys::termios::tcsetattr(
+            std::io::stdin(),
+            nix::sys::termios::SetArg::TCSANOW,
+            &self.saved,
+        );
+    }
+}
+
+/// `berth metrics` through the daemon.
+async fn metrics(socket: &Path, args: &MetricsArgs) -> Result<()> {
+    if !args.cgroups.is_empty() {
+        bail!("with --address, `berth metrics` takes container ids, not --cgroup");
+    }
+    let mut c = ContainersClient::new(connect(socket).await?);
+    let r = c
+        .metrics(proto::MetricsRequest {
+            ids: args.ids.clone(),
+        })
+        .await
+        .map_err(status)?
+        .into_inner();
+    let stats = r
+        .containers
+        .iter()
+        .map(|m| {
+            serde_json::from_str::<berth::metrics::ContainerStats>(&m.stats_json)
+                .with_context(|| format!("the statistics of {}", m.id))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    crate::metrics::print(args, &stats)
 }

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use berth::image::progress::{Progress, ProgressEvent};
 use berth::runtime::{CreateOptions, Runtime, Stdio};
+use berth::snapshot::Snapshotter;
 use clap::Args;
 
 use crate::engine::records::{self, ContainerRecord};
@@ -148,12 +149,13 @@ impl Progress for AppliedOnly {
 struct RemoveOnDrop<'a> {
     root: &'a Path,
     record: Option<ContainerRecord>,
+    sn: &'a dyn Snapshotter,
 }
 
 impl Drop for RemoveOnDrop<'_> {
     fn drop(&mut self) {
         if let Some(r) = self.record.take()
-            && let Err(e) = engine::remove(self.root, &r, true)
+            && let Err(e) = engine::remove_with(self.root, &r, true, Some(self.sn))
         {
             eprintln!("berth: removing container {}: {e:#}", r.id);
         }
@@ -173,6 +175,10 @@ pub fn run(root: &Path, args: &RunArgs) -> Result<()> {
         bars: Bars::new(args.detach || !std::io::IsTerminal::is_terminal(&std::io::stderr())),
         seen: Default::default(),
     };
+    // One handle on each database for the whole run, so removing the container (--rm) opens
+    // neither again (each open and close of a database costs syncs).
+    let _store = engine::open_store(root)?;
+    let sn = engine::open_snapshotter(root, &args.snapshotter)?;
     let prepared = engine::prepare(
         &PrepareRequest {
             root,
@@ -182,6 +188,8 @@ pub fn run(root: &Path, args: &RunArgs) -> Result<()> {
             name: args.name.as_deref(),
             options: &options,
             detached: args.detach,
+            ephemeral: args.rm,
+            sn: Some(sn.as_ref()),
         },
         &bars,
     )?;
@@ -190,6 +198,7 @@ pub fn run(root: &Path, args: &RunArgs) -> Result<()> {
     let mut cleanup = RemoveOnDrop {
         root,
         record: Some(prepared.record.clone()),
+        sn: sn.as_ref(),
     };
     let rt = Runtime::new(&args.runtime_root)
         .with_context(|| format!("runtime root {}", args.runtime_root.display()))?;

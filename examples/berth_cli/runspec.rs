@@ -294,13 +294,10 @@ fn has_var(env: &[String], key: &str) -> bool {
     env.iter().any(|e| e.split('=').next() == Some(key))
 }
 
-/// The process: args, env, cwd and user from the image config and the options.
-pub fn process(
-    config: &ImageConfiguration,
-    opts: &RunOptions,
-    user: &ResolvedUser,
-    hostname: &str,
-) -> Result<Value> {
+/// The command line: the image's Entrypoint, then the given command or else the image's Cmd.
+///
+/// Errors: an empty command line.
+pub fn command(config: &ImageConfiguration, opts: &RunOptions) -> Result<Vec<String>> {
     let run = config.config().clone().unwrap_or_default();
     let mut args: Vec<String> = run.entrypoint().clone().unwrap_or_default();
     if opts.cmd.is_empty() {
@@ -311,6 +308,18 @@ pub fn process(
     if args.is_empty() {
         bail!("no command: the image has no Entrypoint or Cmd and none was given");
     }
+    Ok(args)
+}
+
+/// The process: args ([`command`]), env, cwd and user from the image config and the options.
+pub fn process(
+    config: &ImageConfiguration,
+    opts: &RunOptions,
+    user: &ResolvedUser,
+    hostname: &str,
+) -> Result<Value> {
+    let run = config.config().clone().unwrap_or_default();
+    let args = command(config, opts)?;
     let mut env: Vec<String> = run.env().clone().unwrap_or_default();
     if !has_var(&env, "PATH") {
         env.insert(0, format!("PATH={DEFAULT_PATH}"));

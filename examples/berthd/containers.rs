@@ -26,9 +26,9 @@ use crate::engine::runspec::{self, BindMount, Network, RunOptions};
 use crate::engine::{self, PrepareRequest};
 use crate::proto::containers_server::Containers;
 use crate::proto::{
-    Container, ContainerRequest, CreateContainerRequest, DeleteRequest, DeleteResponse,
-    ExecRequest, ExecResponse, KillRequest, KillResponse, ListContainersRequest,
-    ListContainersResponse, WaitResponse,
+    AttachRequest, Container, ContainerRequest, CreateContainerRequest, DeleteRequest,
+    DeleteResponse, ExecRequest, ExecResponse, KillRequest, KillResponse, ListContainersRequest,
+    ListContainersResponse, MetricsRequest, MetricsResponse, WaitResponse,
 };
 use crate::{blocking, invalid};
 
@@ -75,13 +75,13 @@ fn run_options(r: &CreateContainerRequest) -> Result<RunOptions, Status> {
         memory,
         cpus: (r.cpus > 0.0).then_some(r.cpus),
         pids_limit: (r.pids_limit > 0).then_some(r.pids_limit),
-        tty: false,
+        tty: r.tty,
         network: Some(network),
     })
 }
 
 /// Finds a container by id, name or unique id prefix.
-fn find(root: &Path, what: &str) -> Result<ContainerRecord, Status> {
+pub(crate) fn find(root: &Path, what: &str) -> Result<ContainerRecord, Status> {
     if what.is_empty() {
         return Err(invalid("empty container id"));
     }
@@ -103,7 +103,7 @@ fn find(root: &Path, what: &str) -> Result<ContainerRecord, Status> {
 }
 
 /// A record with its live status from the runtime's state.
-fn container(r: &ContainerRecord) -> Container {
+pub(crate) fn container(r: &ContainerRecord) -> Container {
     let (status, pid) = match berth::runtime::read_state(&r.runtime_root, &r.id) {
         Ok(st) => (st.status.as_str().to_owned(), st.pid.unwrap_or(0)),
         Err(e) if e.kind() == RtErrorKind::NotFound => ("unknown".to_owned(), 0),
@@ -134,6 +134,14 @@ fn log_fds(root: &Path, id: &str) -> anyhow::Result<(Stdio, Stdio)> {
     Ok((Stdio::Fd(file.into()), Stdio::Fd(second.into())))
 }
 
+/// Whether the bundle's spec gives the init a terminal.
+pub(crate) fn has_terminal(bundle: &Path) -> bool {
+    berth::runtime::load_spec(bundle)
+        .ok()
+        .and_then(|spec| spec.process().as_ref().and_then(|p| p.terminal()))
+        .unwrap_or(false)
+}
+
 /// Whether the bundle's spec asks for a new network namespace (so loopback needs raising).
 fn new_netns(bundle: &Path) -> bool {
     let Ok(spec) = berth::runtime::load_spec(bundle) else {
@@ -147,16 +155,45 @@ fn new_netns(bundle: &Path) -> bool {
         .any(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::Network && n.path().is_none())
 }
 
-/// Creates and starts the init of a prepared container (blocking).
+/// Creates and starts the init of a prepared container with its output going to its log
+/// (blocking).
 fn start(d: &Daemon, record: &ContainerRecord) -> anyhow::Result<i32> {
+    if has_terminal(&records::container_dir(&d.root, &record.id)) {
+        return Err(StatusError(Status::failed_precondition(format!(
+            "container {} has a terminal: start it with StartAttached",
+            record.id
+        )))
+        .into());
+    }
+    let (out, err) = log_fds(&d.root, &record.id)?;
+    start_with(d, record, Stdio::Null, out, err, None, None)
+}
+
+/// Work between the runtime's create and start (e.g. receiving a terminal and sizing it).
+pub(crate) type BeforeStart<'a> = Box<dyn FnOnce() -> anyhow::Result<()> + 'a>;
+
+/// Creates and starts the init of a prepared container with the given stdio, or a terminal
+/// whose master the runtime sends to `console_socket` (blocking):
+/// registers it with the reaper (its exit code goes to `d.exits`), raises loopback in a new
+/// network namespace, runs `before_start`, starts it and watches its memory cgroup for OOM
+/// kills. Returns the init's pid.
+pub(crate) fn start_with(
+    d: &Daemon,
+    record: &ContainerRecord,
+    stdin: Stdio,
+    stdout: Stdio,
+    stderr: Stdio,
+    console_socket: Option<std::path::PathBuf>,
+    before_start: Option<BeforeStart<'_>>,
+) -> anyhow::Result<i32> {
     let id = &record.id;
     let bundle = records::container_dir(&d.root, id);
     let rt = Runtime::new(&record.runtime_root)?;
-    let (out, err) = log_fds(&d.root, id)?;
     let opts = CreateOptions {
-        stdin: Stdio::Null,
-        stdout: out,
-        stderr: err,
+        stdin,
+        stdout,
+        stderr,
+        console_socket,
         ..CreateOptions::default()
     };
     let pid = {
@@ -179,6 +216,9 @@ fn start(d: &Daemon, record: &ContainerRecord) -> anyhow::Result<i32> {
     let started = (|| {
         if new_netns(&bundle) {
             engine::loopback_up(pid)?;
+        }
+        if let Some(f) = before_start {
+            f()?;
         }
         let _fork = d
             .fork_lock
@@ -238,6 +278,30 @@ fn drain(fd: OwnedFd) -> std::thread::JoinHandle<Vec<u8>> {
 
 #[tonic::async_trait]
 impl Containers for ContainersService {
+    type StartAttachedStream = crate::attach::AttachStream;
+    type LogsStream = crate::attach::LogStream;
+
+    async fn start_attached(
+        &self,
+        req: Request<tonic::Streaming<AttachRequest>>,
+    ) -> Result<Response<Self::StartAttachedStream>, Status> {
+        crate::attach::start_attached(self.0.clone(), req).await
+    }
+
+    async fn logs(
+        &self,
+        req: Request<ContainerRequest>,
+    ) -> Result<Response<Self::LogsStream>, Status> {
+        crate::attach::logs(self.0.clone(), req).await
+    }
+
+    async fn metrics(
+        &self,
+        req: Request<MetricsRequest>,
+    ) -> Result<Response<MetricsResponse>, Status> {
+        crate::attach::metrics(self.0.clone(), req).await
+    }
+
     async fn create(
         &self,
         req: Request<CreateContainerRequest>,
@@ -267,6 +331,8 @@ impl Containers for ContainersService {
                     name: (!r.name.is_empty()).then_some(r.name.as_str()),
                     options: &options,
                     detached: true,
+                    ephemeral: false,
+                    sn: None,
                 })?;
                 Ok(container(&prepared.record))
             })

@@ -50,6 +50,10 @@ pub struct CreateContainerRequest {
     /// "overlay" (default) or "native".
     #[prost(string, tag = "12")]
     pub snapshotter: ::prost::alloc::string::String,
+    /// Give the init a pseudo-terminal (its stdin, stdout and stderr); such a container is
+    /// started with StartAttached only.
+    #[prost(bool, tag = "13")]
+    pub tty: bool,
 }
 /// Names a container by id, name or unique id prefix.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -113,6 +117,74 @@ pub struct ListContainersRequest {}
 pub struct ListContainersResponse {
     #[prost(message, repeated, tag = "1")]
     pub containers: ::prost::alloc::vec::Vec<Container>,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct AttachRequest {
+    /// First message only: the container (id, name or unique id prefix).
+    #[prost(string, tag = "1")]
+    pub id: ::prost::alloc::string::String,
+    /// First message only: give the init a stdin pipe (else it reads /dev/null).
+    #[prost(bool, tag = "2")]
+    pub open_stdin: bool,
+    /// Bytes for the init's stdin.
+    #[prost(bytes = "vec", tag = "3")]
+    pub stdin: ::prost::alloc::vec::Vec<u8>,
+    /// Closes the init's stdin after `stdin` is written.
+    #[prost(bool, tag = "4")]
+    pub close_stdin: bool,
+    /// A signal number to send to the init (0: none).
+    #[prost(int32, tag = "5")]
+    pub signal: i32,
+    /// The terminal size of a tty container (first message, and again on every resize); 0 when
+    /// unknown or unchanged.
+    #[prost(uint32, tag = "6")]
+    pub rows: u32,
+    #[prost(uint32, tag = "7")]
+    pub cols: u32,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct AttachResponse {
+    #[prost(oneof = "attach_response::Event", tags = "1, 2, 3")]
+    pub event: ::core::option::Option<attach_response::Event>,
+}
+/// Nested message and enum types in `AttachResponse`.
+pub mod attach_response {
+    #[derive(Clone, PartialEq, Eq, Hash, ::prost::Oneof)]
+    pub enum Event {
+        #[prost(bytes, tag = "1")]
+        Stdout(::prost::alloc::vec::Vec<u8>),
+        #[prost(bytes, tag = "2")]
+        Stderr(::prost::alloc::vec::Vec<u8>),
+        /// The init's exit code (128 + signal when killed); always the last message.
+        #[prost(int32, tag = "3")]
+        ExitCode(i32),
+    }
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct LogChunk {
+    #[prost(bytes = "vec", tag = "1")]
+    pub data: ::prost::alloc::vec::Vec<u8>,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct MetricsRequest {
+    /// Containers by id, name or unique id prefix; empty for every running container.
+    #[prost(string, repeated, tag = "1")]
+    pub ids: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ContainerMetrics {
+    #[prost(string, tag = "1")]
+    pub id: ::prost::alloc::string::String,
+    #[prost(string, tag = "2")]
+    pub name: ::prost::alloc::string::String,
+    /// The metrics crate's `ContainerStats` (id, namespace, v1 or v2 statistics) as JSON.
+    #[prost(string, tag = "3")]
+    pub stats_json: ::prost::alloc::string::String,
+}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct MetricsResponse {
+    #[prost(message, repeated, tag = "1")]
+    pub containers: ::prost::alloc::vec::Vec<ContainerMetrics>,
 }
 /// Generated client implementations.
 pub mod containers_client {
@@ -349,6 +421,83 @@ pub mod containers_client {
             req.extensions_mut().insert(GrpcMethod::new("berth.v1.Containers", "Get"));
             self.inner.unary(req, path, codec).await
         }
+        /// Starts a created container with its stdio attached to this call. The first request names
+        /// the container (and whether stdin is open); later ones carry stdin bytes, the end of stdin
+        /// (or the end of the request stream) and signals for the init. Responses carry stdout and
+        /// stderr bytes as the container writes them (also appended to its log), and last the exit
+        /// code. A client that goes away leaves the container running, its output only in the log.
+        /// For a tty container the output is the terminal's, all of it as stdout.
+        pub async fn start_attached(
+            &mut self,
+            request: impl tonic::IntoStreamingRequest<Message = super::AttachRequest>,
+        ) -> std::result::Result<
+            tonic::Response<tonic::codec::Streaming<super::AttachResponse>>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/berth.v1.Containers/StartAttached",
+            );
+            let mut req = request.into_streaming_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("berth.v1.Containers", "StartAttached"));
+            self.inner.streaming(req, path, codec).await
+        }
+        /// The container's log (stdout and stderr of its init) from the start, in chunks.
+        pub async fn logs(
+            &mut self,
+            request: impl tonic::IntoRequest<super::ContainerRequest>,
+        ) -> std::result::Result<
+            tonic::Response<tonic::codec::Streaming<super::LogChunk>>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static("/berth.v1.Containers/Logs");
+            let mut req = request.into_request();
+            req.extensions_mut().insert(GrpcMethod::new("berth.v1.Containers", "Logs"));
+            self.inner.server_streaming(req, path, codec).await
+        }
+        /// The cgroup statistics of the named containers, or of every running one when none is named.
+        pub async fn metrics(
+            &mut self,
+            request: impl tonic::IntoRequest<super::MetricsRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::MetricsResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/berth.v1.Containers/Metrics",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("berth.v1.Containers", "Metrics"));
+            self.inner.unary(req, path, codec).await
+        }
     }
 }
 /// Generated server implementations.
@@ -399,6 +548,41 @@ pub mod containers_server {
             &self,
             request: tonic::Request<super::ContainerRequest>,
         ) -> std::result::Result<tonic::Response<super::Container>, tonic::Status>;
+        /// Server streaming response type for the StartAttached method.
+        type StartAttachedStream: tonic::codegen::tokio_stream::Stream<
+                Item = std::result::Result<super::AttachResponse, tonic::Status>,
+            >
+            + std::marker::Send
+            + 'static;
+        /// Starts a created container with its stdio attached to this call. The first request names
+        /// the container (and whether stdin is open); later ones carry stdin bytes, the end of stdin
+        /// (or the end of the request stream) and signals for the init. Responses carry stdout and
+        /// stderr bytes as the container writes them (also appended to its log), and last the exit
+        /// code. A client that goes away leaves the container running, its output only in the log.
+        /// For a tty container the output is the terminal's, all of it as stdout.
+        async fn start_attached(
+            &self,
+            request: tonic::Request<tonic::Streaming<super::AttachRequest>>,
+        ) -> std::result::Result<
+            tonic::Response<Self::StartAttachedStream>,
+            tonic::Status,
+        >;
+        /// Server streaming response type for the Logs method.
+        type LogsStream: tonic::codegen::tokio_stream::Stream<
+                Item = std::result::Result<super::LogChunk, tonic::Status>,
+            >
+            + std::marker::Send
+            + 'static;
+        /// The container's log (stdout and stderr of its init) from the start, in chunks.
+        async fn logs(
+            &self,
+            request: tonic::Request<super::ContainerRequest>,
+        ) -> std::result::Result<tonic::Response<Self::LogsStream>, tonic::Status>;
+        /// The cgroup statistics of the named containers, or of every running one when none is named.
+        async fn metrics(
+            &self,
+            request: tonic::Request<super::MetricsRequest>,
+        ) -> std::result::Result<tonic::Response<super::MetricsResponse>, tonic::Status>;
     }
     #[derive(Debug)]
     pub struct ContainersServer<T> {
@@ -815,6 +999,145 @@ pub mod containers_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = GetSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/berth.v1.Containers/StartAttached" => {
+                    #[allow(non_camel_case_types)]
+                    struct StartAttachedSvc<T: Containers>(pub Arc<T>);
+                    impl<
+                        T: Containers,
+                    > tonic::server::StreamingService<super::AttachRequest>
+                    for StartAttachedSvc<T> {
+                        type Response = super::AttachResponse;
+                        type ResponseStream = T::StartAttachedStream;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::ResponseStream>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<
+                                tonic::Streaming<super::AttachRequest>,
+                            >,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Containers>::start_attached(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = StartAttachedSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.streaming(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/berth.v1.Containers/Logs" => {
+                    #[allow(non_camel_case_types)]
+                    struct LogsSvc<T: Containers>(pub Arc<T>);
+                    impl<
+                        T: Containers,
+                    > tonic::server::ServerStreamingService<super::ContainerRequest>
+                    for LogsSvc<T> {
+                        type Response = super::LogChunk;
+                        type ResponseStream = T::LogsStream;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::ResponseStream>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::ContainerRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Containers>::logs(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = LogsSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.server_streaming(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/berth.v1.Containers/Metrics" => {
+                    #[allow(non_camel_case_types)]
+                    struct MetricsSvc<T: Containers>(pub Arc<T>);
+                    impl<
+                        T: Containers,
+                    > tonic::server::UnaryService<super::MetricsRequest>
+                    for MetricsSvc<T> {
+                        type Response = super::MetricsResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::MetricsRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Containers>::metrics(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = MetricsSvc(inner);
                         let codec = tonic_prost::ProstCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(

@@ -227,11 +227,30 @@ impl Env {
         }
     }
 
-    /// Asserts that container `id` left nothing: record, state, cgroup, mount.
+    /// The keys of berth's container records in the store's metadata database
+    /// (`container/<id>`, `name/<name>`).
+    pub fn record_keys(&self) -> Vec<String> {
+        let store = ContentStore::open(&self.root.join("content")).unwrap();
+        store
+            .records("berth.containers")
+            .unwrap()
+            .list("")
+            .unwrap()
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect()
+    }
+
+    /// Asserts that container `id` left nothing: record, directory, state, cgroup, mount.
     pub fn assert_gone(&self, id: &str) {
         assert!(
             !self.root.join("containers").join(id).exists(),
-            "record of {id} left"
+            "directory of {id} left"
+        );
+        let keys = self.record_keys();
+        assert!(
+            !keys.contains(&format!("container/{id}")),
+            "record of {id} left: {keys:?}"
         );
         assert!(!self.state.join(id).exists(), "runtime state of {id} left");
         assert!(

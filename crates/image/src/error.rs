@@ -125,6 +125,22 @@ pub enum Error {
         /// The id.
         id: String,
     },
+    /// No front-end record has this key in this namespace.
+    #[error("record {namespace}/{key} not found")]
+    RecordNotFound {
+        /// The record namespace.
+        namespace: String,
+        /// The key asked for.
+        key: String,
+    },
+    /// A front-end record with this key exists already in this namespace.
+    #[error("record {namespace}/{key} already exists")]
+    RecordExists {
+        /// The record namespace.
+        namespace: String,
+        /// The key.
+        key: String,
+    },
     /// The metadata database failed.
     #[error("metadata database {}: {op}: {source}", path.display())]
     Database {
@@ -173,10 +189,12 @@ impl Error {
             Error::BlobNotFound { .. }
             | Error::IngestNotFound { .. }
             | Error::ImageNotFound { .. }
-            | Error::LeaseNotFound { .. } => ErrorKind::NotFound,
-            Error::BlobExists { .. } | Error::ImageExists { .. } | Error::LeaseExists { .. } => {
-                ErrorKind::AlreadyExists
-            }
+            | Error::LeaseNotFound { .. }
+            | Error::RecordNotFound { .. } => ErrorKind::NotFound,
+            Error::BlobExists { .. }
+            | Error::ImageExists { .. }
+            | Error::LeaseExists { .. }
+            | Error::RecordExists { .. } => ErrorKind::AlreadyExists,
             Error::RefLocked { .. } => ErrorKind::Unavailable,
             Error::InvalidArgument { .. } | Error::InvalidFilter { .. } | Error::Json { .. } => {
                 ErrorKind::InvalidArgument

@@ -1,8 +1,9 @@
 //! # berth-image
 //!
 //! Everything berth does with images: a content-addressed blob store with resumable, verified
-//! ingests and garbage collection ([`content`]), its metadata — labels, image records, leases —
-//! in one embedded database ([`metadata`]), image import/export, layer apply/diff and unpack.
+//! ingests and garbage collection ([`content`]), its metadata — labels, image records, leases
+//! and front ends' own namespaced records ([`metadata::RecordStore`]) — in one embedded
+//! database ([`metadata`]), image import/export, layer apply/diff and unpack.
 
 pub mod content;
 pub mod error;

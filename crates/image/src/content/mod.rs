@@ -6,7 +6,8 @@
 //! <root>/blobs/<alg>/<hex>          committed blobs, read-only (0444), named by their digest
 //! <root>/ingest/<sha256(ref)>/      one in-progress ingest: ref, data, startedat, updatedat,
 //!                                   total, expected, state (saved hash state), lock
-//! <root>/metadata.redb              labels, image records and leases (see [`crate::metadata`])
+//! <root>/metadata.redb              labels, image records, leases, front ends' records
+//!                                   (see [`crate::metadata`])
 //! <root>/gc.lock                    exclusive during a collection, shared around commits
 //! ```
 //!

@@ -14,7 +14,7 @@ use super::copy::Copied;
 use super::ingest;
 use super::{Expected, Info, Writer};
 use crate::error::{Error, ErrorKind, Result};
-use crate::metadata::{ImageStore, LeaseManager, LeaseResource, MetadataDb};
+use crate::metadata::{ImageStore, LeaseManager, LeaseResource, MetadataDb, RecordStore};
 
 /// How long the copy helpers wait for a ref locked by another writer.
 const LOCK_WAIT: Duration = Duration::from_secs(600);
@@ -102,6 +102,15 @@ impl ContentStore {
     /// The image records kept in this store's metadata file.
     pub fn images(&self) -> ImageStore {
         ImageStore::new(self.inner.db.clone())
+    }
+
+    /// The front-end records of `namespace` kept in this store's metadata file (see
+    /// [`crate::metadata::records`]).
+    ///
+    /// # Errors
+    /// `InvalidArgument` for a bad namespace.
+    pub fn records(&self, namespace: &str) -> Result<RecordStore> {
+        RecordStore::new(self.inner.db.clone(), namespace)
     }
 
     /// The leases kept in this store's metadata file.

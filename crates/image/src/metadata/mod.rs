@@ -1,5 +1,5 @@
-//! The store's metadata: content labels, image records and leases in **one** redb file,
-//! `<root>/metadata.redb`, with a schema-version table.
+//! The store's metadata: content labels, image records, leases and front ends' own records
+//! ([`records`]) in **one** redb file, `<root>/metadata.redb`, with a schema-version table.
 //!
 //! # Sharing the file
 //! redb lets a process open a database file only once, so every [`crate::content::ContentStore`]
@@ -18,6 +18,7 @@
 pub mod images;
 pub mod labels;
 pub mod leases;
+pub mod records;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -32,6 +33,7 @@ use crate::error::{Error, Result};
 
 pub use images::{Descriptor, Image, ImageStore};
 pub use leases::{Lease, LeaseManager, LeaseResource};
+pub use records::{RecordStore, RecordTxn};
 
 /// The newest schema version this code writes and understands.
 pub const SCHEMA_VERSION: u64 = 1;
@@ -44,6 +46,9 @@ pub(crate) const CONTENT: TableDefinition<&str, &[u8]> = TableDefinition::new("c
 pub(crate) const IMAGES: TableDefinition<&str, &[u8]> = TableDefinition::new("images");
 /// `leases`: id → JSON [`Lease`].
 pub(crate) const LEASES: TableDefinition<&str, &[u8]> = TableDefinition::new("leases");
+/// `records`: `<namespace>/<key>` → a front end's bytes (see [`records`]). Added after schema
+/// version 1 without a version change: older code never opens it.
+pub(crate) const RECORDS: TableDefinition<&str, &[u8]> = TableDefinition::new("records");
 
 /// How long an open waits for another process that holds the file exclusively.
 const OPEN_PATIENCE: Duration = Duration::from_secs(10);
@@ -112,6 +117,14 @@ impl MetadataDb {
         &self.inner.path
     }
 
+    /// The front-end records of `namespace` in this file (see [`records`]).
+    ///
+    /// # Errors
+    /// `InvalidArgument` for a bad namespace (see [`RecordStore::new`]).
+    pub fn records(&self, namespace: &str) -> Result<RecordStore> {
+        RecordStore::new(self.clone(), namespace)
+    }
+
     fn db_err(&self, op: &'static str, e: impl Into<redb::Error>) -> Error {
         Error::Database {
             path: self.inner.path.clone(),
@@ -164,7 +177,7 @@ impl MetadataDb {
                         .map_err(|e| self.db_err("write schema", e))?;
                 }
             }
-            for def in [CONTENT, IMAGES, LEASES] {
+            for def in [CONTENT, IMAGES, LEASES, RECORDS] {
                 txn.open_table(def)
                     .map_err(|e| self.db_err("create table", e))?;
             }
@@ -176,7 +189,7 @@ impl MetadataDb {
         let Ok(txn) = self.inner.db.begin_read() else {
             return false;
         };
-        [CONTENT, IMAGES, LEASES]
+        [CONTENT, IMAGES, LEASES, RECORDS]
             .into_iter()
             .all(|def| txn.open_table(def).is_ok())
     }
