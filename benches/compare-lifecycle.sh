@@ -54,6 +54,11 @@ for line in sys.stdin:
         print(m["executable"])
 ')
 [ -x "$BENCH" ] || die "could not build the lifecycle bench"
+# The smallest embedding of the library (examples/run-bundle.rs: runtime + std, no criterion):
+# its peak RSS is the library's cost to a front end, measured beside the bench binary's.
+echo "building examples/run-bundle (release)..." >&2
+cargo build -q --release --example run-bundle >&2
+RUN_BUNDLE=$(realpath "${CARGO_TARGET_DIR:-target}/release/examples/run-bundle")
 
 WORK=$(mktemp -d /tmp/berth-compare-lifecycle.XXXXXX)
 STATE_DIR=${STATE_DIR:-/dev/shm}
@@ -99,6 +104,8 @@ echo "state roots under $STATE ($(stat -f -c %T "$STATE"))" >&2
 "$CGV1" /usr/bin/time -v -o "$WORK/berth.time" env BERTH_LIFECYCLE_CYCLES="$N_MEM" \
     BERTH_LIFECYCLE_OUT="$WORK/berth-mem-cycles.json" BERTH_LIFECYCLE_BUNDLE="$B" \
     BERTH_LIFECYCLE_ROOT="$STATE" "$BENCH" >&2
+"$CGV1" /usr/bin/time -f %M -o "$WORK/run-bundle.rss" "$RUN_BUNDLE" --root "$STATE/root-rb" \
+    --repeat "$N_MEM" "$B" >&2
 # The peers: their command lines.
 for rt in crun runc; do
     mkdir -p "$STATE/root-$rt"
@@ -136,8 +143,11 @@ for p in peers:
 if startup_rss:
     print("berth peak RSS %d kB = bench binary before its first container %d kB + library %d kB"
           % (rss, startup_rss, rss - startup_rss))
+rb = int(open(os.path.join(w, "run-bundle.rss")).read().split()[-1])
+print("run-bundle (the library embedded in a std-only binary) peak RSS %d kB" % rb)
 for p in peers:
-    print("peak-rss berth/%s %.2f" % (p, rss / mem[p]["create_kB"]["median"]))
+    print("peak-rss berth-bench/%s %.2f" % (p, rss / mem[p]["create_kB"]["median"]))
+    print("peak-rss run-bundle/%s %.2f" % (p, rb / mem[p]["create_kB"]["median"]))
 for p in peers:
     print("ratio berth/%s %.2f" % (p, berth["total"]["median"] / cyc[p]["total"]["median"]))
 EOF
