@@ -167,13 +167,48 @@ impl MetaStore {
             db_path,
             db: Mutex::new(Some(Arc::new(db))),
         };
-        let session = store.session()?;
-        let tx = session.begin_write()?;
-        tx.init_schema()?;
-        tx.commit()?;
-        drop(session);
+        // A file already at this schema needs no write: opening then costs no commit (and
+        // no fsync), which every short-lived front-end process would otherwise pay.
+        if !store.schema_ready()? {
+            let session = store.session()?;
+            let tx = session.begin_write()?;
+            tx.init_schema()?;
+            tx.commit()?;
+        }
         flock(rustix::fs::FlockOperation::Unlock)?;
         Ok(store)
+    }
+
+    /// Whether the file records this build's schema version and has every table. A newer
+    /// version is refused (Unavailable) here too, so nothing older writes to it.
+    fn schema_ready(&self) -> Result<bool> {
+        let session = self.session()?;
+        let tx = session
+            .db
+            .begin_read()
+            .map_err(|e| db_err(&self.db_path, "begin read", e))?;
+        let version = match tx.open_table(META) {
+            Ok(meta) => meta
+                .get("schema_version")
+                .map_err(|e| db_err(&self.db_path, "read schema version", e))?
+                .map(|v| v.value()),
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(false),
+            Err(e) => return Err(db_err(&self.db_path, "open meta", e)),
+        };
+        match version {
+            Some(SCHEMA_VERSION) => {}
+            Some(other) if other > SCHEMA_VERSION => {
+                return Err(Error::Unavailable {
+                    reason: format!(
+                        "{}: schema version {other}, this build understands {SCHEMA_VERSION}",
+                        self.db_path.display()
+                    ),
+                });
+            }
+            _ => return Ok(false),
+        }
+        let has = |r: std::result::Result<(), redb::TableError>| r.is_ok();
+        Ok(has(tx.open_table(SNAPSHOTS).map(drop)) && has(tx.open_table(PARENTS).map(drop)))
     }
 
     /// The database for one operation. FailedPrecondition after [`MetaStore::close`].
