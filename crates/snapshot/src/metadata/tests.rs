@@ -247,3 +247,34 @@ fn corrupt_record_is_internal() {
     let e = m.session().unwrap().info("bad").unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Internal);
 }
+
+#[test]
+fn reopening_keeps_the_schema_and_refuses_a_newer_one() {
+    let (tmp, m) = store();
+    committed(&m, "kept", "");
+    m.close();
+    drop(m);
+    // Reopened (the read-only schema check path): the data is there.
+    let m = MetaStore::open(tmp.path()).unwrap();
+    assert!(m.session().is_ok());
+    write(&m, |tx| {
+        tx.create(Kind::Active, "again", "kept", &Labels::new(), now())
+    })
+    .unwrap();
+    // A file written by a newer build is refused, not written to.
+    {
+        let s = m.session().unwrap();
+        let tx = s.db.begin_write().unwrap();
+        tx.open_table(META)
+            .unwrap()
+            .insert("schema_version", SCHEMA_VERSION + 1)
+            .unwrap();
+        tx.commit().unwrap();
+    }
+    m.close();
+    drop(m);
+    let Err(err) = MetaStore::open(tmp.path()) else {
+        panic!("a newer schema must be refused");
+    };
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+}
