@@ -332,12 +332,26 @@ impl Client {
         }
         let again = self.send_following(&method, url, headers, body)?;
         if again.status == StatusCode::UNAUTHORIZED {
+            let retold = again.header("www-authenticate").and_then(parse_challenge);
+            let insufficient = retold.as_ref().and_then(|c| {
+                (c.params.get("error").map(String::as_str) == Some("insufficient_scope"))
+                    .then(|| c.params.get("scope").cloned().unwrap_or_default())
+            });
             return Err(Error::Unauthorized {
                 url: url.to_owned(),
-                reason: if self.creds.is_some() {
-                    "credentials rejected".into()
-                } else {
-                    "authentication required and no credentials are configured".into()
+                reason: match (insufficient, self.creds.is_some()) {
+                    (Some(scope), true) => format!(
+                        "the token issued for these credentials does not grant {scope:?} \
+                         (insufficient_scope): the account may not do this"
+                    ),
+                    (Some(scope), false) => format!(
+                        "anonymous access does not grant {scope:?} (insufficient_scope): \
+                         authentication required and no credentials are configured"
+                    ),
+                    (None, true) => "credentials rejected".into(),
+                    (None, false) => {
+                        "authentication required and no credentials are configured".into()
+                    }
                 },
             });
         }
