@@ -1,7 +1,7 @@
 //! `berth login`, `berth image pull` and `berth image push` run as a user would (the built
 //! example binary) against a private `docker-registry` served over TLS with a CA made by the
 //! test and htpasswd auth: `--ca-file`, `--certs-dir`, the auth file `login` writes (mode
-//! 0600), `--retries`, and the clear refusal of an unknown CA.
+//! 0600) and `logout` empties, `--retries`, and the clear refusal of an unknown CA.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -213,4 +213,31 @@ fn login_pull_push_over_tls_with_a_private_ca() {
         None,
     );
     ok(&out, "pull back by digest");
+
+    // Logout drops the stored credentials: the file keeps no entry for the host, a pull of
+    // the private image is refused again, and a second logout has nothing to remove.
+    let logout = || berth(&root, &["logout", &host, "--auth-file", auth_s], None);
+    let said = ok(&logout(), "logout");
+    assert!(said.contains("Removed login credentials"), "{said}");
+    assert!(!std::fs::read_to_string(&auth).unwrap().contains(&host));
+    let out = berth(
+        &tmp.path().join("root3"),
+        &[
+            "image",
+            "pull",
+            "--quiet",
+            "--no-unpack",
+            "--certs-dir",
+            certs_s,
+            "--auth-file",
+            auth_s,
+            &by_digest,
+        ],
+        None,
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("none are configured"), "{err}");
+    let said = ok(&logout(), "second logout");
+    assert!(said.contains("Not logged in"), "{said}");
 }

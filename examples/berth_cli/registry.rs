@@ -131,6 +131,17 @@ pub struct LoginArgs {
     pub options: RegistryArgs,
 }
 
+/// Arguments of `berth logout`.
+#[derive(Debug, Args)]
+pub struct LogoutArgs {
+    /// The registry (host[:port]).
+    pub registry: String,
+    /// The docker-style auth file (default: $DOCKER_CONFIG/config.json or
+    /// ~/.docker/config.json).
+    #[arg(long, value_name = "FILE")]
+    pub auth_file: Option<PathBuf>,
+}
+
 /// Runs `berth image pull`.
 pub fn pull(store: &ContentStore, root: &Path, args: &PullArgs) -> Result<()> {
     let platform = match (&args.platform, args.all_platforms) {
@@ -264,6 +275,29 @@ pub fn login(args: &LoginArgs) -> Result<()> {
         registry::SavedIn::Helper(h) => println!("Login succeeded (stored by {h})"),
         registry::SavedIn::File(f) => println!("Login succeeded ({})", f.display()),
         other => println!("Login succeeded ({other:?})"),
+    }
+    Ok(())
+}
+
+/// Runs `berth logout`: erases the registry's credentials from the credential helper the auth
+/// file names for it, and drops its inline entries from the file.
+pub fn logout(args: &LogoutArgs) -> Result<()> {
+    let file = args
+        .auth_file
+        .clone()
+        .or_else(registry::default_auth_file)
+        .context("no auth file: set HOME or DOCKER_CONFIG, or pass --auth-file")?;
+    let removed = registry::remove_credentials_with(&file, &args.registry, None)
+        .with_context(|| format!("logging out of {}", args.registry))?;
+    if removed.is_empty() {
+        println!("Not logged in to {}", args.registry);
+    }
+    for r in removed {
+        match r {
+            registry::SavedIn::Helper(h) => println!("Removed login credentials ({h})"),
+            registry::SavedIn::File(f) => println!("Removed login credentials ({})", f.display()),
+            other => println!("Removed login credentials ({other:?})"),
+        }
     }
     Ok(())
 }

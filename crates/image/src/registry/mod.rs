@@ -98,7 +98,8 @@ use berth_oci::Reference;
 
 pub use auth::{
     Credentials, IDENTITY_TOKEN_USER, SavedIn, credentials_from_file, credentials_from_file_with,
-    default_auth_file, save_credentials, save_credentials_with,
+    default_auth_file, remove_credentials, remove_credentials_with, save_credentials,
+    save_credentials_with,
 };
 pub use error::{Error, ErrorKind, Result};
 pub use pull::{PullOptions, PullReport, pull, pull_and_unpack};
