@@ -85,6 +85,7 @@ mod client;
 pub mod error;
 mod fetch;
 pub mod helper;
+mod hosts;
 mod pull;
 mod push;
 mod retry;
@@ -134,6 +135,11 @@ pub struct RegistryOptions {
     /// `<dir>/<host[:port]>/*.crt` are CAs trusted for that registry, and `NAME.cert` with
     /// `NAME.key` a client certificate for mutual TLS. `None`: none.
     pub certs_dir: Option<PathBuf>,
+    /// A containerd-style hosts directory (`/etc/containerd/certs.d` layout):
+    /// `<dir>/<host[:port]>/hosts.toml` (else `<dir>/_default/hosts.toml`) names mirrors,
+    /// the upstream `server`, and per-host TLS (`ca`, `client`, `skip_verify`); see
+    /// `hosts` in the module docs. `None`: none.
+    pub hosts_dir: Option<PathBuf>,
     /// Where `docker-credential-*` helpers named by the auth file are looked up (`PATH`
     /// format), also the `PATH` they run with; `None` is the process's `PATH`.
     pub helper_path: Option<OsString>,
@@ -182,11 +188,18 @@ impl RegistryOptions {
         self.plain_http || self.insecure_hosts.iter().any(|h| h == domain)
     }
 
-    /// A client for the repository of `reference` with the given token scopes' actions.
-    fn client(&self, reference: &Reference, actions: &str) -> Result<Client> {
-        Client::new(
+    /// A client for the repository of `reference` at endpoint `ep` with the given token
+    /// scopes' actions.
+    fn client_at(
+        &self,
+        reference: &Reference,
+        ep: &hosts::Endpoint,
+        actions: &str,
+    ) -> Result<Client> {
+        Client::for_endpoint(
             self,
             reference.domain(),
+            ep,
             reference.path(),
             vec![format!("repository:{}:{actions}", reference.path())],
         )
