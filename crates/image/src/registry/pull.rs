@@ -462,7 +462,9 @@ fn pull_inner(
     let by_digest = parsed.digest().is_some();
     let mut failure = None;
     let mut resolved = None;
-    for ep in endpoints.iter().filter(|e| {
+    // The resolving endpoint's client, reused for the rest (its credentials and token).
+    let mut resolver: Option<(usize, Client)> = None;
+    for (i, ep) in endpoints.iter().enumerate().filter(|(_, e)| {
         if by_digest {
             e.capabilities.pull
         } else {
@@ -473,6 +475,7 @@ fn pull_inner(
         match fetch_manifest(&client, &lookup, parsed.digest()) {
             Ok(r) => {
                 resolved = Some(r);
+                resolver = Some((i, client));
                 break;
             }
             Err(e) if e.is_host_failure() => {
@@ -500,12 +503,22 @@ fn pull_inner(
 
     // The rest on the endpoints that may pull, in order: a host that fails hands over to the
     // next, keeping what it verified (stored blobs, resumable ingests).
-    let pullers: Vec<_> = endpoints.iter().filter(|e| e.capabilities.pull).collect();
+    let pullers: Vec<_> = endpoints
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| e.capabilities.pull)
+        .collect();
     let mut failure = None;
-    for (i, ep) in pullers.iter().enumerate() {
-        let client = opts.registry.client_at(&parsed, ep, "pull")?;
+    for (n, (i, ep)) in pullers.iter().enumerate() {
+        let client = match resolver.take() {
+            Some((r, c)) if r == *i => c,
+            other => {
+                resolver = other;
+                opts.registry.client_at(&parsed, ep, "pull")?
+            }
+        };
         match pull_from(store, &client, &name, &root, &bytes, opts, snapshotter) {
-            Err(e) if e.is_host_failure() && i + 1 < pullers.len() => {
+            Err(e) if e.is_host_failure() && n + 1 < pullers.len() => {
                 tracing::warn!(host = %ep.authority, error = %e, "pulling failed on this host; trying the next");
                 failure = Some(e);
             }
