@@ -38,6 +38,11 @@ pub struct RegistryArgs {
     /// when it exists).
     #[arg(long, value_name = "DIR")]
     pub certs_dir: Option<PathBuf>,
+    /// A containerd-style hosts directory: DIR/HOST[:PORT]/hosts.toml names mirrors (tried
+    /// in order before the upstream), the upstream `server`, and per-host `ca`, `client`,
+    /// `skip_verify`, `override_path` (e.g. /etc/containerd/certs.d).
+    #[arg(long, value_name = "DIR")]
+    pub hosts_dir: Option<PathBuf>,
     /// Attempts per request or blob on transient failures (refused or cut connections,
     /// 429/5xx); 1 disables retries.
     #[arg(long, value_name = "N", default_value_t = RetryPolicy::default().max_attempts)]
@@ -59,6 +64,7 @@ impl RegistryArgs {
                 .certs_dir
                 .clone()
                 .or_else(|| docker_certs.is_dir().then(|| docker_certs.to_path_buf())),
+            hosts_dir: self.hosts_dir.clone(),
             retry: RetryPolicy {
                 max_attempts: self.retries,
                 base_delay: Duration::from_millis(self.retry_delay_ms),
