@@ -221,9 +221,7 @@ fn endpoint(
         }
     };
     let override_path = flag("override_path")?;
-    let api_root = if override_path {
-        path.to_owned()
-    } else if path.ends_with("/v2") {
+    let api_root = if override_path || path.ends_with("/v2") {
         path.to_owned()
     } else {
         format!("{path}/v2")

@@ -64,17 +64,32 @@
 //! Credentials come from [`RegistryOptions::credentials`], else the docker-style auth file
 //! ([`auth::default_auth_file`]) with its credential helpers (`credHelpers`, `credsStore`;
 //! [`helper`]). An identity token (user `<token>`) is exchanged for a bearer token with
-//! `grant_type=refresh_token`. Redirects (up to 5, loops refused) never carry credentials
-//! to another host. Plain HTTP is used only when [`RegistryOptions::plain_http`] is set or the
-//! host is in [`RegistryOptions::insecure_hosts`].
+//! `grant_type=refresh_token`. A token that expires (the registry answers 401
+//! `invalid_token`) is replaced by a new one from the realm and the request repeated, so long
+//! pulls and chunked pushes outlive short-lived tokens; a token that does not grant the
+//! action (`insufficient_scope`, e.g. push with a pull-only account) is an
+//! [`Error::Unauthorized`] saying so. [`remove_credentials_with`] is `logout`: the helper's
+//! `erase`, and the inline entries dropped. Redirects (up to 5, loops refused) never carry
+//! credentials to another host. Plain HTTP is used only when [`RegistryOptions::plain_http`]
+//! is set or the host is in [`RegistryOptions::insecure_hosts`] (or a `hosts.toml` names an
+//! `http://` endpoint).
+//!
+//! # Mirrors (`hosts.toml`)
+//! With [`RegistryOptions::hosts_dir`], containerd's `<dir>/<host>/hosts.toml` gives a host
+//! its endpoints: mirrors (`[host."URL"]`, tried in order, with `capabilities`) then the
+//! upstream (`server`), each with its own `ca`, `client`, `skip_verify` and `override_path`.
+//! A tag resolves on the first endpoint that may `resolve` and answers; the rest of the pull
+//! goes to the endpoints that may `pull`, in order, a failing host handing over to the next
+//! with what it verified kept; push goes to the first that may `push`. See `hosts`.
 //!
 //! # TLS
 //! rustls through `ureq` (ring), Mozilla's roots by default. A registry with a private CA is
 //! trusted through [`RegistryOptions::ca_files`] or a docker-style
 //! [`RegistryOptions::certs_dir`] (`<dir>/<host[:port]>/ca.crt`); its roots are then the system
 //! bundle plus those CAs. A client certificate for mutual TLS comes from the same directory
-//! (`client.cert` + `client.key`). A certificate that does not verify is [`Error::Tls`], with a hint,
-//! and is not retried.
+//! (`client.cert` + `client.key`). A `hosts.toml` endpoint adds its own `ca` files and
+//! `client` pair, or turns verification off (`skip_verify`). A certificate that does not
+//! verify is [`Error::Tls`], with a hint, and is not retried.
 //!
 //! # Concurrency
 //! Pulls of the same image in several threads or processes share the work through the store's
