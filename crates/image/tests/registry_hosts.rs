@@ -1,7 +1,8 @@
 //! containerd's `hosts.toml` (`RegistryOptions::hosts_dir`, `<dir>/<host>/hosts.toml`)
 //! against real `docker-registry` processes: a mirror that has the image serves the pull and
 //! the upstream is never contacted; failing mirrors (one answering 404, one failing blobs
-//! after resolving) hand over to the upstream; a mirror under an overridden path; a TLS
+//! after resolving) hand over to the upstream; a pull-only mirror serving blobs while the
+//! upstream resolves the tag; a mirror under an overridden path; a TLS
 //! registry with an unknown CA reached with `skip_verify`, then with the `ca` file, and
 //! mutual TLS with the `client` pair the file names.
 #![cfg(feature = "registry")]
@@ -121,6 +122,35 @@ fn failing_mirrors_fall_back_to_the_upstream() {
     let missing = format!("{}/lib/nothing:latest", reg.host());
     let e = registry::pull(&store, &missing, &opts(dir.path())).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+}
+
+#[test]
+fn a_pull_only_mirror_serves_blobs_while_the_upstream_resolves_the_tag() {
+    let (Some(reg), Some(busybox)) = (Registry::start(None), fixture("busybox.oci.tar")) else {
+        return;
+    };
+    reg.seed(&busybox, "lib/busybox:latest");
+    let upstream = reg.port;
+    // The mirror forwards to the same storage; it may pull (by digest) but not resolve tags.
+    let mirror = FakeServer::start(move |req| forward(upstream, req));
+    let dir = tempdir("berth-hosts-test-");
+    hosts_toml(
+        dir.path(),
+        &reg.host(),
+        &format!(
+            "server = \"http://{}\"\n[host.\"http://{}\"]\n  capabilities = [\"pull\"]\n",
+            reg.host(),
+            mirror.host()
+        ),
+    );
+    let name = format!("{}/lib/busybox:latest", reg.host());
+    pull_ok(dir.path(), "a", &name, &opts(dir.path()));
+    let asked = mirror.requests();
+    assert!(
+        !asked.iter().any(|r| r.path.ends_with("/manifests/latest")),
+        "the pull-only mirror was asked to resolve the tag"
+    );
+    assert!(asked.iter().any(|r| r.path.contains("/blobs/sha256:")));
 }
 
 #[test]

@@ -258,3 +258,41 @@ fn expired_tokens_are_refreshed_during_pull_and_push() {
     let by_digest = format!("{}/private/slow@{}", reg.host(), pushed.digest.unwrap());
     registry::pull(&back, &by_digest, &pull_opts(dir.path(), creds(READER))).unwrap();
 }
+
+#[test]
+fn cross_repository_mount_asks_the_token_for_both_repositories() {
+    let Some((tokens, reg, busybox)) = setup() else {
+        return;
+    };
+    let dir = tempdir("berth-token-test-");
+    let src = import_src(dir.path(), &busybox);
+    let mut opts = PushOptions {
+        registry: reg_opts(dir.path(), creds(ADMIN)),
+        ..PushOptions::default()
+    };
+    let first = format!("{}/private/origin:v1", reg.host());
+    let pushed = registry::push(&src, "berth.test/busybox:src", Some(&first), &opts).unwrap();
+    assert!(pushed.uploaded >= 2, "{pushed:?}");
+
+    // Into another repository, mounting from the first: the token is asked for push on the
+    // target and pull on the source, and the registry mounts instead of receiving bytes.
+    opts.mount_from = Some("private/origin".into());
+    let seen = tokens.server.requests().len();
+    let second = format!("{}/private/mounted:v1", reg.host());
+    let mounted = registry::push(&src, "berth.test/busybox:src", Some(&second), &opts).unwrap();
+    assert_eq!(mounted.uploaded, 0, "{mounted:?}");
+    assert!(mounted.mounted >= 2, "{mounted:?}");
+    let asked = tokens.server.requests().split_off(seen);
+    assert!(
+        asked.iter().any(|r| r
+            .path
+            .contains("scope=repository%3Aprivate%2Fmounted%3Apull%2Cpush")
+            && r.path
+                .contains("scope=repository%3Aprivate%2Forigin%3Apull")),
+        "{:?}",
+        asked.iter().map(|r| &r.path).collect::<Vec<_>>()
+    );
+    let back = ContentStore::open(&dir.path().join("m")).unwrap();
+    let by_digest = format!("{}/private/mounted@{}", reg.host(), mounted.digest.unwrap());
+    registry::pull(&back, &by_digest, &pull_opts(dir.path(), creds(READER))).unwrap();
+}
