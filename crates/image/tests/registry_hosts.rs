@@ -216,6 +216,8 @@ fn skip_verify_then_ca_for_a_tls_registry_with_an_unknown_ca() {
     let store = ContentStore::open(&dir.path().join("x")).unwrap();
     let e = registry::pull(&store, &name, &opts(dir.path())).unwrap_err();
     assert!(matches!(e, registry::Error::Tls { .. }), "{e}");
+    let e = registry::check_login(&reg.host(), &opts(dir.path()).registry).unwrap_err();
+    assert!(matches!(e, registry::Error::Tls { .. }), "{e}");
 
     // skip_verify: no verification, the pull works.
     hosts_toml(
@@ -224,6 +226,8 @@ fn skip_verify_then_ca_for_a_tls_registry_with_an_unknown_ca() {
         &format!("{server}skip_verify = true\n"),
     );
     pull_ok(dir.path(), "a", &name, &opts(dir.path()));
+    // The login check reaches the upstream as hosts.toml describes it too.
+    registry::check_login(&reg.host(), &opts(dir.path()).registry).unwrap();
 
     // The CA named by `ca` (relative to the host's directory) instead.
     std::fs::copy(&ca, host_dir.join("registry-ca.pem")).unwrap();

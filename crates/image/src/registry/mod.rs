@@ -227,7 +227,12 @@ impl RegistryOptions {
 /// # Errors
 /// [`Error::Unauthorized`] when refused; transport and status errors.
 pub fn check_login(registry: &str, opts: &RegistryOptions) -> Result<()> {
-    let client = Client::new(opts, registry, "", Vec::new())?;
+    // The upstream as a `hosts.toml` describes it (its TLS settings), else the default.
+    let endpoints = hosts::endpoints(opts, registry)?;
+    let client = match endpoints.iter().find(|e| e.upstream) {
+        Some(ep) => Client::for_endpoint(opts, registry, ep, "", Vec::new())?,
+        None => Client::new(opts, registry, "", Vec::new())?,
+    };
     let url = client.base_url();
     client.send_expect(ureq::http::Method::GET, &url, &[], None, &[200])?;
     Ok(())
