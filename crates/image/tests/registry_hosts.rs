@@ -4,7 +4,8 @@
 //! after resolving) hand over to the upstream; a pull-only mirror serving blobs while the
 //! upstream resolves the tag; a mirror under an overridden path; a TLS
 //! registry with an unknown CA reached with `skip_verify`, then with the `ca` file, and
-//! mutual TLS with the `client` pair the file names.
+//! mutual TLS with the `client` pair the file names; mirrors get the auth file's credentials
+//! for their own host, never the upstream's.
 #![cfg(feature = "registry")]
 #![allow(
     clippy::unwrap_used,
@@ -151,6 +152,66 @@ fn a_pull_only_mirror_serves_blobs_while_the_upstream_resolves_the_tag() {
         "the pull-only mirror was asked to resolve the tag"
     );
     assert!(asked.iter().any(|r| r.path.contains("/blobs/sha256:")));
+}
+
+#[test]
+fn a_mirror_gets_its_own_credentials_never_the_upstreams() {
+    let (Some(mirror), Some(busybox)) = (
+        Registry::start(Some(("mirror-user", "m1rror-pw"))),
+        fixture("busybox.oci.tar"),
+    ) else {
+        return;
+    };
+    mirror.seed(&busybox, "lib/busybox:latest");
+    let upstream = FakeServer::start(|_| Resp::new(503));
+    // A first mirror asking for basic credentials, recording what it is sent.
+    let asking =
+        FakeServer::start(|_| Resp::new(401).header("WWW-Authenticate", "Basic realm=\"asking\""));
+    let dir = tempdir("berth-hosts-test-");
+    hosts_toml(
+        dir.path(),
+        &upstream.host(),
+        &format!(
+            "server = \"http://{}\"\n[host.\"http://{}\"]\n  capabilities = [\"pull\", \"resolve\"]\n[host.\"http://{}\"]\n  capabilities = [\"pull\", \"resolve\"]\n",
+            upstream.host(),
+            asking.host(),
+            mirror.host()
+        ),
+    );
+    let name = format!("{}/lib/busybox:latest", upstream.host());
+    // Explicit credentials are the upstream's: no mirror is sent them, both refuse, and the
+    // upstream's 503 is the answer.
+    let mut o = opts(dir.path());
+    o.registry.credentials = Some(registry::Credentials {
+        username: "upstream-user".into(),
+        password: "upstream-secret".into(),
+    });
+    let store = ContentStore::open(&dir.path().join("x")).unwrap();
+    let e = registry::pull(&store, &name, &o).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unavailable, "the upstream's 503: {e}");
+    assert!(!asking.requests().is_empty());
+    assert!(!upstream.requests().is_empty());
+    let no_auth = |s: &FakeServer| {
+        s.requests()
+            .iter()
+            .all(|r| r.header("authorization").is_none())
+    };
+    assert!(no_auth(&asking), "credentials were sent to a mirror");
+    // The auth file's entry for the mirror's own host is used for the mirror.
+    registry::save_credentials(
+        &dir.path().join("no-config.json"),
+        &mirror.host(),
+        &registry::Credentials {
+            username: "mirror-user".into(),
+            password: "m1rror-pw".into(),
+        },
+    )
+    .unwrap();
+    pull_ok(dir.path(), "a", &name, &o);
+    assert!(
+        no_auth(&asking),
+        "the other mirror's credentials leaked to this one"
+    );
 }
 
 #[test]
