@@ -109,6 +109,8 @@ enum Group {
     Metrics(metrics::MetricsCommand),
     /// Store credentials for a registry in the docker-style auth file.
     Login(registry::LoginArgs),
+    /// Remove a registry's credentials (from its credential helper and the auth file).
+    Logout(registry::LogoutArgs),
 }
 
 /// `berth image …`: the image module's commands plus `unpack`.
@@ -153,6 +155,7 @@ fn run(cli: &Cli) -> Result<()> {
         Group::Container(cmd) => return container::run(&root, cmd),
         Group::Metrics(cmd) => return metrics::run(cmd),
         Group::Login(args) => return registry::login(args),
+        Group::Logout(args) => return registry::logout(args),
         _ => {}
     }
     let content_root = root.join("content");
@@ -175,6 +178,7 @@ fn run(cli: &Cli) -> Result<()> {
         Group::Container(cmd) => container::run(&root, cmd),
         Group::Metrics(cmd) => metrics::run(cmd),
         Group::Login(args) => registry::login(args),
+        Group::Logout(args) => registry::logout(args),
     }
 }
 

@@ -1,7 +1,8 @@
 //! `berth login`, `berth image pull` and `berth image push` run as a user would (the built
 //! example binary) against a private `docker-registry` served over TLS with a CA made by the
 //! test and htpasswd auth: `--ca-file`, `--certs-dir`, the auth file `login` writes (mode
-//! 0600), `--retries`, and the clear refusal of an unknown CA.
+//! 0600) and `logout` empties, `--retries`, and the clear refusal of an unknown CA; and a
+//! pull through a mirror named by `--hosts-dir` (containerd's hosts.toml).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -17,7 +18,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use registry_support::{Registry, fixture, make_pki, tempdir};
+use registry_support::{FakeServer, Registry, Resp, fixture, make_pki, tempdir};
 
 /// `target/<profile>/examples/berth`, found from this test binary (`target/<profile>/deps/…`).
 fn berth_bin() -> PathBuf {
@@ -213,4 +214,72 @@ fn login_pull_push_over_tls_with_a_private_ca() {
         None,
     );
     ok(&out, "pull back by digest");
+
+    // Logout drops the stored credentials: the file keeps no entry for the host, a pull of
+    // the private image is refused again, and a second logout has nothing to remove.
+    let logout = || berth(&root, &["logout", &host, "--auth-file", auth_s], None);
+    let said = ok(&logout(), "logout");
+    assert!(said.contains("Removed login credentials"), "{said}");
+    assert!(!std::fs::read_to_string(&auth).unwrap().contains(&host));
+    let out = berth(
+        &tmp.path().join("root3"),
+        &[
+            "image",
+            "pull",
+            "--quiet",
+            "--no-unpack",
+            "--certs-dir",
+            certs_s,
+            "--auth-file",
+            auth_s,
+            &by_digest,
+        ],
+        None,
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("none are configured"), "{err}");
+    let said = ok(&logout(), "second logout");
+    assert!(said.contains("Not logged in"), "{said}");
+}
+
+#[test]
+fn pull_through_a_mirror_named_by_hosts_dir() {
+    let (Some(mirror), Some(busybox)) = (Registry::start(None), fixture("busybox.oci.tar")) else {
+        return;
+    };
+    mirror.seed(&busybox, "lib/busybox:latest");
+    let upstream = FakeServer::start(|_| Resp::new(503));
+    let tmp = tempdir("berth-cli-hosts-");
+    let host_dir = tmp.path().join("certs.d").join(upstream.host());
+    std::fs::create_dir_all(&host_dir).unwrap();
+    std::fs::write(
+        host_dir.join("hosts.toml"),
+        format!(
+            "server = \"http://{}\"\n[host.\"http://{}\"]\n  capabilities = [\"pull\", \"resolve\"]\n",
+            upstream.host(),
+            mirror.host()
+        ),
+    )
+    .unwrap();
+    let name = format!("{}/lib/busybox:latest", upstream.host());
+    let out = berth(
+        &tmp.path().join("root"),
+        &[
+            "image",
+            "pull",
+            "--quiet",
+            "--no-unpack",
+            "--retries",
+            "1",
+            "--auth-file",
+            tmp.path().join("none.json").to_str().unwrap(),
+            "--hosts-dir",
+            tmp.path().join("certs.d").to_str().unwrap(),
+            &name,
+        ],
+        None,
+    );
+    ok(&out, "pull through the mirror");
+    assert!(upstream.requests().is_empty(), "the upstream was contacted");
 }

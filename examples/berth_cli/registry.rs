@@ -38,6 +38,11 @@ pub struct RegistryArgs {
     /// when it exists).
     #[arg(long, value_name = "DIR")]
     pub certs_dir: Option<PathBuf>,
+    /// A containerd-style hosts directory: DIR/HOST[:PORT]/hosts.toml names mirrors (tried
+    /// in order before the upstream), the upstream `server`, and per-host `ca`, `client`,
+    /// `skip_verify`, `override_path` (e.g. /etc/containerd/certs.d).
+    #[arg(long, value_name = "DIR")]
+    pub hosts_dir: Option<PathBuf>,
     /// Attempts per request or blob on transient failures (refused or cut connections,
     /// 429/5xx); 1 disables retries.
     #[arg(long, value_name = "N", default_value_t = RetryPolicy::default().max_attempts)]
@@ -59,6 +64,7 @@ impl RegistryArgs {
                 .certs_dir
                 .clone()
                 .or_else(|| docker_certs.is_dir().then(|| docker_certs.to_path_buf())),
+            hosts_dir: self.hosts_dir.clone(),
             retry: RetryPolicy {
                 max_attempts: self.retries,
                 base_delay: Duration::from_millis(self.retry_delay_ms),
@@ -129,6 +135,17 @@ pub struct LoginArgs {
     pub password_stdin: bool,
     #[command(flatten)]
     pub options: RegistryArgs,
+}
+
+/// Arguments of `berth logout`.
+#[derive(Debug, Args)]
+pub struct LogoutArgs {
+    /// The registry (host[:port]).
+    pub registry: String,
+    /// The docker-style auth file (default: $DOCKER_CONFIG/config.json or
+    /// ~/.docker/config.json).
+    #[arg(long, value_name = "FILE")]
+    pub auth_file: Option<PathBuf>,
 }
 
 /// Runs `berth image pull`.
@@ -264,6 +281,29 @@ pub fn login(args: &LoginArgs) -> Result<()> {
         registry::SavedIn::Helper(h) => println!("Login succeeded (stored by {h})"),
         registry::SavedIn::File(f) => println!("Login succeeded ({})", f.display()),
         other => println!("Login succeeded ({other:?})"),
+    }
+    Ok(())
+}
+
+/// Runs `berth logout`: erases the registry's credentials from the credential helper the auth
+/// file names for it, and drops its inline entries from the file.
+pub fn logout(args: &LogoutArgs) -> Result<()> {
+    let file = args
+        .auth_file
+        .clone()
+        .or_else(registry::default_auth_file)
+        .context("no auth file: set HOME or DOCKER_CONFIG, or pass --auth-file")?;
+    let removed = registry::remove_credentials_with(&file, &args.registry, None)
+        .with_context(|| format!("logging out of {}", args.registry))?;
+    if removed.is_empty() {
+        println!("Not logged in to {}", args.registry);
+    }
+    for r in removed {
+        match r {
+            registry::SavedIn::Helper(h) => println!("Removed login credentials ({h})"),
+            registry::SavedIn::File(f) => println!("Removed login credentials ({})", f.display()),
+            other => println!("Removed login credentials ({other:?})"),
+        }
     }
     Ok(())
 }

@@ -303,3 +303,85 @@ fn login_stores_through_the_named_helper_and_pulls_with_it() {
         Some(creds)
     );
 }
+
+#[test]
+fn logout_erases_through_the_helper_and_drops_inline_entries() {
+    let (Some(reg), Some(busybox)) = (
+        Registry::start(Some(("leaving", "l3aving-pw"))),
+        fixture("busybox.oci.tar"),
+    ) else {
+        return;
+    };
+    reg.seed(&busybox, "private/busybox:latest");
+    let h = Helpers::new();
+    let vault = h.dir.path().join("vault.json");
+    // `get` answers from the vault file, `erase` empties it (and says "not found" when
+    // there is nothing to erase).
+    h.helper(
+        "berthgone",
+        &format!(
+            "vault='{}'\nif [ \"$1\" = get ] && [ -s \"$vault\" ]; then\n  read -r json < \"$vault\"\n  printf '%s' \"$json\"\nelif [ \"$1\" = erase ] && [ -s \"$vault\" ]; then\n  : > \"$vault\"\nelse\n  echo 'credentials not found in native keychain'\n  exit 1\nfi",
+            vault.display()
+        ),
+    );
+    std::fs::write(
+        &vault,
+        format!(
+            r#"{{"ServerURL":"{}","Username":"leaving","Secret":"l3aving-pw"}}"#,
+            reg.host()
+        ),
+    )
+    .unwrap();
+    // The helper holds the credentials; a stale inline copy sits in the file too.
+    h.config(&format!(
+        r#"{{"credsStore":"berthgone","auths":{{"{}":{{"auth":"bGVhdmluZzpsM2F2aW5nLXB3"}},"other:1":{{"auth":"eDp5"}}}}}}"#,
+        reg.host()
+    ));
+    let name = format!("{}/private/busybox:latest", reg.host());
+    let opts = h.opts();
+    registry::pull(&fresh_store(h.dir.path(), "a"), &name, &opts).unwrap();
+
+    let removed = registry::remove_credentials_with(
+        &h.auth_file(),
+        &reg.host(),
+        opts.registry.helper_path.as_deref(),
+    )
+    .unwrap();
+    assert_eq!(
+        removed,
+        vec![
+            registry::SavedIn::Helper("docker-credential-berthgone".into()),
+            registry::SavedIn::File(h.auth_file()),
+        ]
+    );
+    assert!(
+        h.logged()
+            .contains(&format!("berthgone erase {}\n", reg.host())),
+        "{}",
+        h.logged()
+    );
+    assert_eq!(
+        std::fs::read(&vault).unwrap(),
+        b"",
+        "the helper's copy is erased"
+    );
+    let text = std::fs::read_to_string(h.auth_file()).unwrap();
+    assert!(
+        !text.contains(&reg.host()) && text.contains("other:1"),
+        "{text}"
+    );
+
+    // Logged out: the helper's `get` finds nothing, the file has nothing, the pull is refused.
+    let e = registry::pull(&fresh_store(h.dir.path(), "b"), &name, &opts).unwrap_err();
+    assert!(matches!(e, registry::Error::Unauthorized { .. }), "{e}");
+    // Nothing left to remove.
+    assert!(
+        registry::remove_credentials_with(
+            &h.auth_file(),
+            &reg.host(),
+            opts.registry.helper_path.as_deref()
+        )
+        .unwrap()
+        .is_empty()
+    );
+}

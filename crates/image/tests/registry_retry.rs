@@ -464,3 +464,48 @@ fn chunked_push_cut_in_the_middle_of_a_chunk_completes() {
     let digest = report.digest.clone().unwrap();
     pull_back(&reg, &format!("cut/busybox@{digest}"));
 }
+
+#[test]
+fn retry_after_given_as_an_http_date_is_waited_for() {
+    let (Some(reg), Some(busybox)) = (Registry::start(None), fixture("busybox.oci.tar")) else {
+        return;
+    };
+    reg.seed(&busybox, "dated/busybox:latest");
+    let upstream = reg.port;
+    let refused = counter();
+    let r = refused.clone();
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let lg = log.clone();
+    // The first manifest request is answered 503 with `Retry-After: <now + 3 s as an HTTP
+    // date>`; everything else is forwarded.
+    let proxy = FakeServer::start(move |req| {
+        let resp = if req.path.contains("/manifests/") && r.fetch_add(1, Ordering::SeqCst) == 0 {
+            let at = std::time::SystemTime::now() + Duration::from_secs(3);
+            Resp::new(503).header("Retry-After", &httpdate::fmt_http_date(at))
+        } else {
+            forward(upstream, req)
+        };
+        lg.lock().unwrap().push((Instant::now(), req.path.clone()));
+        resp
+    });
+    let s = store();
+    let name = format!("{}/dated/busybox:latest", proxy.host());
+    let policy = RetryPolicy {
+        max_attempts: 3,
+        base_delay: Duration::from_millis(20),
+        max_delay: Duration::from_secs(10),
+    };
+    registry::pull(&s.store, &name, &opts(&s, policy)).unwrap();
+    assert_complete(&s, &name);
+    let log = log.lock().unwrap();
+    let manifests: Vec<Instant> = log
+        .iter()
+        .filter(|(_, p)| p.contains("/manifests/"))
+        .map(|(t, _)| *t)
+        .collect();
+    assert!(manifests.len() >= 2, "the manifest request was repeated");
+    // The date has whole seconds: at least 2 s of the 3 remained when it was sent. Backoff
+    // alone would have waited at most 20 ms.
+    let gap = manifests[1].duration_since(manifests[0]);
+    assert!(gap >= Duration::from_millis(1900), "waited only {gap:?}");
+}

@@ -8,7 +8,9 @@
 //!   whose program is missing falls back to `auths` (with a warning); a missing
 //!   `credHelpers` program is an error. [`save_credentials_with`] stores through the same
 //!   helper (`store`), else [`save_credentials`] writes the inline form with mode 0600, through
-//!   a temporary file renamed into place, keeping the other keys.
+//!   a temporary file renamed into place, keeping the other keys. [`remove_credentials_with`]
+//!   (`berth logout`) erases them from that helper (`erase`) and drops every inline entry
+//!   for the host, so no stale copy keeps authenticating.
 //! * **Identity tokens**: credentials whose user name is `<token>` (docker's convention)
 //!   carry an OAuth2 refresh token, exchanged at the bearer realm (`grant_type=refresh_token`)
 //!   instead of sent as basic credentials.
@@ -295,7 +297,13 @@ pub fn save_credentials(path: &Path, host: &str, creds: &Credentials) -> Result<
     };
     let encoded = STANDARD.encode(format!("{}:{}", creds.username, creds.password));
     auths.insert(host.to_owned(), serde_json::json!({ "auth": encoded }));
-    let text = serde_json::to_vec_pretty(&json).map_err(|e| Error::AuthFile {
+    write_json(path, &json)
+}
+
+/// Writes `json` to `path` (directory created if missing) mode 0600 through a temporary file
+/// renamed into place.
+fn write_json(path: &Path, json: &serde_json::Value) -> Result<()> {
+    let text = serde_json::to_vec_pretty(json).map_err(|e| Error::AuthFile {
         path: path.to_path_buf(),
         reason: e.to_string(),
     })?;
@@ -322,6 +330,77 @@ pub fn save_credentials(path: &Path, host: &str, creds: &Credentials) -> Result<
         let _ = std::fs::remove_file(&tmp);
         Error::io("write", path, e)
     })
+}
+
+/// The helper the auth file names for `host` (`credHelpers`, else an existing `credsStore`).
+fn helper_for(json: &serde_json::Value, host: &str, helper_path: Option<&OsStr>) -> Option<String> {
+    let per_host = json
+        .get("credHelpers")
+        .and_then(|h| h.as_object())
+        .and_then(|h| {
+            host_keys(host)
+                .iter()
+                .find_map(|k| h.get(k).and_then(|n| n.as_str()).map(str::to_owned))
+        });
+    let store = json
+        .get("credsStore")
+        .and_then(|n| n.as_str())
+        .filter(|n| !n.is_empty())
+        .map(str::to_owned);
+    match (per_host, store) {
+        (Some(h), _) => Some(h),
+        (None, Some(s)) if helper::helper_exists(&s, helper_path) => Some(s),
+        _ => None,
+    }
+}
+
+/// Removes the credentials for `host` as `docker logout` does: erased from the helper the
+/// auth file names for `host` (as [`save_credentials_with`] picks it), and every inline
+/// `auths` entry for `host` dropped from the file ([`remove_credentials`]). Returns where
+/// credentials were removed from; empty when there were none.
+///
+/// # Errors
+/// [`Error::AuthFile`] for a malformed file; [`Error::CredentialHelper`] when the helper
+/// fails (one that has none is not an error); [`Error::Io`].
+pub fn remove_credentials_with(
+    path: &Path,
+    host: &str,
+    helper_path: Option<&OsStr>,
+) -> Result<Vec<SavedIn>> {
+    let json = read_json(path)?.unwrap_or_else(|| serde_json::json!({}));
+    let mut removed = Vec::new();
+    if let Some(name) = helper_for(&json, host, helper_path)
+        && helper::helper_erase(&name, &helper_server(host), helper_path)?
+    {
+        removed.push(SavedIn::Helper(format!("docker-credential-{name}")));
+    }
+    if remove_credentials(path, host)? {
+        removed.push(SavedIn::File(path.to_path_buf()));
+    }
+    Ok(removed)
+}
+
+/// Drops every inline `auths` entry for `host` (all the keys it may be spelled with) from the
+/// auth file at `path`, keeping everything else; rewritten as [`save_credentials`] writes.
+/// Returns whether an entry was removed (a missing file has none).
+///
+/// # Errors
+/// [`Error::AuthFile`] for a malformed file; [`Error::Io`].
+pub fn remove_credentials(path: &Path, host: &str) -> Result<bool> {
+    let Some(mut json) = read_json(path)? else {
+        return Ok(false);
+    };
+    let Some(auths) = json.get_mut("auths").and_then(|a| a.as_object_mut()) else {
+        return Ok(false);
+    };
+    let mut removed = false;
+    for key in host_keys(host) {
+        removed |= auths.remove(&key).is_some();
+    }
+    if removed {
+        write_json(path, &json)?;
+    }
+    Ok(removed)
 }
 
 /// A parsed `WWW-Authenticate` challenge.
@@ -443,5 +522,37 @@ mod tests {
         assert_eq!(credentials_from_file(&path, "nowhere").unwrap(), None);
         std::fs::write(&path, r#"{"auths":{"bad":{"auth":"!!!"}}}"#).unwrap();
         assert!(credentials_from_file(&path, "bad").is_err());
+    }
+
+    #[test]
+    fn remove_credentials_drops_every_spelling_and_keeps_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.json");
+        assert!(
+            !remove_credentials(&path, "h:1").unwrap(),
+            "no file, nothing removed"
+        );
+        std::fs::write(
+            &path,
+            r#"{"auths":{"h:1":{"auth":"eDp5"},"https://h:1":{"auth":"eDp5"},"o:2":{"auth":"eDp5"}},"proxies":{}}"#,
+        )
+        .unwrap();
+        assert!(remove_credentials(&path, "h:1").unwrap());
+        assert_eq!(credentials_from_file(&path, "h:1").unwrap(), None);
+        assert!(credentials_from_file(&path, "o:2").unwrap().is_some());
+        let json: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        assert!(json.get("proxies").is_some());
+        assert!(!remove_credentials(&path, "h:1").unwrap(), "already gone");
+        // No helper configured: the file alone.
+        assert_eq!(
+            remove_credentials_with(&path, "o:2", None).unwrap(),
+            vec![SavedIn::File(path.clone())]
+        );
+        assert!(
+            remove_credentials_with(&path, "o:2", None)
+                .unwrap()
+                .is_empty()
+        );
     }
 }

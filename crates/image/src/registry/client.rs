@@ -14,6 +14,7 @@ use ureq::http::{self, HeaderMap, Method, StatusCode};
 
 use super::auth::{Challenge, Credentials, parse_challenge};
 use super::error::{Error, Result};
+use super::hosts::{Capabilities, Endpoint};
 use super::retry::{Backoff, RetryPolicy, parse_retry_after, transient_status};
 use super::{RegistryOptions, registry_host, tls};
 
@@ -55,6 +56,8 @@ pub(crate) struct Client {
     scheme: &'static str,
     /// The host (and port) requests go to.
     host: String,
+    /// The API root path (`/v2`, or a mirror's overridden path), no trailing `/`.
+    api_root: String,
     /// The repository path (`library/busybox`).
     pub repo: String,
     /// The scopes a bearer token is asked for.
@@ -157,17 +160,55 @@ impl Client {
         repo: &str,
         scopes: Vec<String>,
     ) -> Result<Client> {
-        let host = registry_host(domain);
-        let plain_http = opts.is_plain(domain);
-        let creds = opts.credentials_for(domain)?;
-        let roots = tls::roots_for(opts, host)?;
-        let client_cert = tls::client_cert_for(opts, host)?;
-        let mut tls = ureq::tls::TlsConfig::builder().client_cert(client_cert);
-        if let Some(roots) = roots {
-            tls = tls.root_certs(ureq::tls::RootCerts::Specific(std::sync::Arc::new(roots)));
-        }
+        let upstream = Endpoint {
+            scheme: if opts.is_plain(domain) {
+                "http"
+            } else {
+                "https"
+            },
+            authority: registry_host(domain).to_owned(),
+            api_root: "/v2".to_owned(),
+            capabilities: Capabilities::ALL,
+            ca_files: Vec::new(),
+            client: None,
+            skip_verify: false,
+            upstream: true,
+        };
+        Client::for_endpoint(opts, domain, &upstream, repo, scopes)
+    }
+
+    /// A client for `repo` of the registry `domain` reached at endpoint `ep` (an upstream or
+    /// a mirror from `hosts.toml`): its scheme, API root and TLS settings. The upstream gets
+    /// the configured credentials; a mirror only the auth file's for its own host.
+    ///
+    /// # Errors
+    /// As [`Client::new`].
+    pub(crate) fn for_endpoint(
+        opts: &RegistryOptions,
+        domain: &str,
+        ep: &Endpoint,
+        repo: &str,
+        scopes: Vec<String>,
+    ) -> Result<Client> {
+        let creds = if ep.upstream {
+            opts.credentials_for(domain)?
+        } else {
+            match opts.auth_file.clone().or_else(super::default_auth_file) {
+                Some(path) => super::credentials_from_file_with(
+                    &path,
+                    &ep.authority,
+                    opts.helper_path.as_deref(),
+                )?,
+                None => None,
+            }
+        };
+        let tls = if ep.scheme == "https" {
+            tls::config_for(opts, ep)?
+        } else {
+            ureq::tls::TlsConfig::default()
+        };
         let agent: ureq::Agent = ureq::Agent::config_builder()
-            .tls_config(tls.build())
+            .tls_config(tls)
             .http_status_as_error(false)
             .max_redirects(0)
             .max_redirects_will_error(false)
@@ -178,8 +219,9 @@ impl Client {
             .into();
         Ok(Client {
             agent,
-            scheme: if plain_http { "http" } else { "https" },
-            host: host.to_owned(),
+            scheme: ep.scheme,
+            host: ep.authority.clone(),
+            api_root: ep.api_root.clone(),
             repo: repo.to_owned(),
             scopes,
             creds,
@@ -188,9 +230,9 @@ impl Client {
         })
     }
 
-    /// `scheme://host/v2/` (the API's base).
+    /// `scheme://host/v2/` (the API's base; a mirror's may have another path).
     pub(crate) fn base_url(&self) -> String {
-        format!("{}://{}/v2/", self.scheme, self.host)
+        format!("{}://{}{}/", self.scheme, self.host, self.api_root)
     }
 
     /// Adds a scope asked for in bearer token requests.
@@ -202,17 +244,18 @@ impl Client {
 
     /// `scheme://host/v2/<repo>/<tail>`.
     pub(crate) fn url(&self, tail: &str) -> String {
-        format!("{}://{}/v2/{}/{tail}", self.scheme, self.host, self.repo)
+        format!(
+            "{}://{}{}/{}/{tail}",
+            self.scheme, self.host, self.api_root, self.repo
+        )
     }
 
     /// Resolves a `Location` from an upload answer against the registry.
     pub(crate) fn absolute(&self, location: &str) -> Result<String> {
-        resolve_location(&format!("{}://{}/v2/", self.scheme, self.host), location).ok_or_else(
-            || Error::Protocol {
-                url: location.to_owned(),
-                reason: "unusable Location".into(),
-            },
-        )
+        resolve_location(&self.base_url(), location).ok_or_else(|| Error::Protocol {
+            url: location.to_owned(),
+            reason: "unusable Location".into(),
+        })
     }
 
     fn current_authorization(&self) -> Option<String> {
@@ -332,12 +375,26 @@ impl Client {
         }
         let again = self.send_following(&method, url, headers, body)?;
         if again.status == StatusCode::UNAUTHORIZED {
+            let retold = again.header("www-authenticate").and_then(parse_challenge);
+            let insufficient = retold.as_ref().and_then(|c| {
+                (c.params.get("error").map(String::as_str) == Some("insufficient_scope"))
+                    .then(|| c.params.get("scope").cloned().unwrap_or_default())
+            });
             return Err(Error::Unauthorized {
                 url: url.to_owned(),
-                reason: if self.creds.is_some() {
-                    "credentials rejected".into()
-                } else {
-                    "authentication required and no credentials are configured".into()
+                reason: match (insufficient, self.creds.is_some()) {
+                    (Some(scope), true) => format!(
+                        "the token issued for these credentials does not grant {scope:?} \
+                         (insufficient_scope): the account may not do this"
+                    ),
+                    (Some(scope), false) => format!(
+                        "anonymous access does not grant {scope:?} (insufficient_scope): \
+                         authentication required and no credentials are configured"
+                    ),
+                    (None, true) => "credentials rejected".into(),
+                    (None, false) => {
+                        "authentication required and no credentials are configured".into()
+                    }
                 },
             });
         }

@@ -153,6 +153,14 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
+    /// A containerd `hosts.toml` is unreadable or malformed.
+    #[error("registry hosts file {}: {reason}", path.display())]
+    HostsConfig {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
     /// A local I/O call failed.
     #[error("{op} {}: {source}", path.display())]
     Io {
@@ -196,7 +204,8 @@ impl Error {
             | Error::InvalidReference { .. }
             | Error::Document { .. }
             | Error::UnsupportedMediaType { .. }
-            | Error::AuthFile { .. } => ErrorKind::InvalidArgument,
+            | Error::AuthFile { .. }
+            | Error::HostsConfig { .. } => ErrorKind::InvalidArgument,
             Error::DigestMismatch { .. } => ErrorKind::FailedPrecondition,
             Error::NoMatchingPlatform { .. } => ErrorKind::NotFound,
             Error::Io { source, .. } => match source.kind() {
@@ -217,6 +226,27 @@ impl Error {
             Error::Status { status, .. } => super::retry::transient_status(*status),
             _ => false,
         }
+    }
+
+    /// Whether the failure belongs to the host that was talked to (unreachable, refused,
+    /// an error status, bad bytes, a broken protocol), so that another endpoint of the
+    /// registry (a mirror, the upstream) may do better. Local failures (store, files,
+    /// credential helpers, the reference, platform choice) are not.
+    pub fn is_host_failure(&self) -> bool {
+        matches!(
+            self,
+            Error::Transport { .. }
+                | Error::Status { .. }
+                | Error::Tls { .. }
+                | Error::Unauthorized { .. }
+                | Error::Protocol { .. }
+                | Error::TooManyRedirects { .. }
+                | Error::TooLarge { .. }
+                | Error::Truncated { .. }
+                | Error::DigestMismatch { .. }
+                | Error::Document { .. }
+                | Error::UnsupportedMediaType { .. }
+        )
     }
 
     /// The `Retry-After` the registry asked for, if any.

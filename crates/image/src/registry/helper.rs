@@ -3,7 +3,8 @@
 //! secret an identity token (an OAuth2 refresh token for the bearer flow). A helper that
 //! does not know the server exits non-zero saying "credentials not found"; that is "no
 //! credentials", any other failure is [`Error::CredentialHelper`]. `store` takes that JSON on
-//! stdin ([`helper_store`], for `berth login`).
+//! stdin ([`helper_store`], for `berth login`); `erase` takes the server on stdin
+//! ([`helper_erase`], for `berth logout`).
 //!
 //! The helper is found in the given search path (`PATH` format; the process's `PATH` when
 //! none is given) and run by its absolute path with that same `PATH`, stdin/stdout/stderr
@@ -141,6 +142,39 @@ pub fn helper_store(
         )));
     }
     Ok(())
+}
+
+/// Erases the credentials of `server` from helper `name` (`docker-credential-<name> erase`,
+/// the server on stdin), as `docker logout` does. `Ok(false)` when the helper had none
+/// (it answered "credentials not found").
+///
+/// # Errors
+/// [`Error::CredentialHelper`]: a bad name, no such program, another failure, a timeout.
+pub fn helper_erase(name: &str, server: &str, search_path: Option<&OsStr>) -> Result<bool> {
+    let program = format!("docker-credential-{name}");
+    let fail = |reason: String| Error::CredentialHelper {
+        helper: program.clone(),
+        server: server.to_owned(),
+        reason,
+    };
+    if name.is_empty() || name.contains('/') || name.contains('\0') {
+        return Err(fail("invalid helper name".into()));
+    }
+    let exe = find_helper(name, search_path).ok_or_else(|| fail("not found".into()))?;
+    let (status, stdout, stderr) =
+        run(&exe, "erase", server.as_bytes(), search_path).map_err(&fail)?;
+    if status.success() {
+        return Ok(true);
+    }
+    let said = format!(
+        "{} {}",
+        String::from_utf8_lossy(&stdout).trim(),
+        String::from_utf8_lossy(&stderr).trim()
+    );
+    if said.to_ascii_lowercase().contains("credentials not found") {
+        return Ok(false);
+    }
+    Err(fail(format!("{status}: {}", said.trim())))
 }
 
 /// Runs `exe action` with `input` on stdin (and `search_path` as its `PATH`), waiting at most

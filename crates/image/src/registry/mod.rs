@@ -64,17 +64,32 @@
 //! Credentials come from [`RegistryOptions::credentials`], else the docker-style auth file
 //! ([`auth::default_auth_file`]) with its credential helpers (`credHelpers`, `credsStore`;
 //! [`helper`]). An identity token (user `<token>`) is exchanged for a bearer token with
-//! `grant_type=refresh_token`. Redirects (up to 5, loops refused) never carry credentials
-//! to another host. Plain HTTP is used only when [`RegistryOptions::plain_http`] is set or the
-//! host is in [`RegistryOptions::insecure_hosts`].
+//! `grant_type=refresh_token`. A token that expires (the registry answers 401
+//! `invalid_token`) is replaced by a new one from the realm and the request repeated, so long
+//! pulls and chunked pushes outlive short-lived tokens; a token that does not grant the
+//! action (`insufficient_scope`, e.g. push with a pull-only account) is an
+//! [`Error::Unauthorized`] saying so. [`remove_credentials_with`] is `logout`: the helper's
+//! `erase`, and the inline entries dropped. Redirects (up to 5, loops refused) never carry
+//! credentials to another host. Plain HTTP is used only when [`RegistryOptions::plain_http`]
+//! is set or the host is in [`RegistryOptions::insecure_hosts`] (or a `hosts.toml` names an
+//! `http://` endpoint).
+//!
+//! # Mirrors (`hosts.toml`)
+//! With [`RegistryOptions::hosts_dir`], containerd's `<dir>/<host>/hosts.toml` gives a host
+//! its endpoints: mirrors (`[host."URL"]`, tried in order, with `capabilities`) then the
+//! upstream (`server`), each with its own `ca`, `client`, `skip_verify` and `override_path`.
+//! A tag resolves on the first endpoint that may `resolve` and answers; the rest of the pull
+//! goes to the endpoints that may `pull`, in order, a failing host handing over to the next
+//! with what it verified kept; push goes to the first that may `push`. See `hosts`.
 //!
 //! # TLS
 //! rustls through `ureq` (ring), Mozilla's roots by default. A registry with a private CA is
 //! trusted through [`RegistryOptions::ca_files`] or a docker-style
 //! [`RegistryOptions::certs_dir`] (`<dir>/<host[:port]>/ca.crt`); its roots are then the system
 //! bundle plus those CAs. A client certificate for mutual TLS comes from the same directory
-//! (`client.cert` + `client.key`). A certificate that does not verify is [`Error::Tls`], with a hint,
-//! and is not retried.
+//! (`client.cert` + `client.key`). A `hosts.toml` endpoint adds its own `ca` files and
+//! `client` pair, or turns verification off (`skip_verify`). A certificate that does not
+//! verify is [`Error::Tls`], with a hint, and is not retried.
 //!
 //! # Concurrency
 //! Pulls of the same image in several threads or processes share the work through the store's
@@ -85,6 +100,7 @@ mod client;
 pub mod error;
 mod fetch;
 pub mod helper;
+mod hosts;
 mod pull;
 mod push;
 mod retry;
@@ -98,7 +114,8 @@ use berth_oci::Reference;
 
 pub use auth::{
     Credentials, IDENTITY_TOKEN_USER, SavedIn, credentials_from_file, credentials_from_file_with,
-    default_auth_file, save_credentials, save_credentials_with,
+    default_auth_file, remove_credentials, remove_credentials_with, save_credentials,
+    save_credentials_with,
 };
 pub use error::{Error, ErrorKind, Result};
 pub use pull::{PullOptions, PullReport, pull, pull_and_unpack};
@@ -133,6 +150,11 @@ pub struct RegistryOptions {
     /// `<dir>/<host[:port]>/*.crt` are CAs trusted for that registry, and `NAME.cert` with
     /// `NAME.key` a client certificate for mutual TLS. `None`: none.
     pub certs_dir: Option<PathBuf>,
+    /// A containerd-style hosts directory (`/etc/containerd/certs.d` layout):
+    /// `<dir>/<host[:port]>/hosts.toml` (else `<dir>/_default/hosts.toml`) names mirrors,
+    /// the upstream `server`, and per-host TLS (`ca`, `client`, `skip_verify`); see
+    /// `hosts` in the module docs. `None`: none.
+    pub hosts_dir: Option<PathBuf>,
     /// Where `docker-credential-*` helpers named by the auth file are looked up (`PATH`
     /// format), also the `PATH` they run with; `None` is the process's `PATH`.
     pub helper_path: Option<OsString>,
@@ -181,11 +203,18 @@ impl RegistryOptions {
         self.plain_http || self.insecure_hosts.iter().any(|h| h == domain)
     }
 
-    /// A client for the repository of `reference` with the given token scopes' actions.
-    fn client(&self, reference: &Reference, actions: &str) -> Result<Client> {
-        Client::new(
+    /// A client for the repository of `reference` at endpoint `ep` with the given token
+    /// scopes' actions.
+    fn client_at(
+        &self,
+        reference: &Reference,
+        ep: &hosts::Endpoint,
+        actions: &str,
+    ) -> Result<Client> {
+        Client::for_endpoint(
             self,
             reference.domain(),
+            ep,
             reference.path(),
             vec![format!("repository:{}:{actions}", reference.path())],
         )
@@ -198,7 +227,12 @@ impl RegistryOptions {
 /// # Errors
 /// [`Error::Unauthorized`] when refused; transport and status errors.
 pub fn check_login(registry: &str, opts: &RegistryOptions) -> Result<()> {
-    let client = Client::new(opts, registry, "", Vec::new())?;
+    // The upstream as a `hosts.toml` describes it (its TLS settings), else the default.
+    let endpoints = hosts::endpoints(opts, registry)?;
+    let client = match endpoints.iter().find(|e| e.upstream) {
+        Some(ep) => Client::for_endpoint(opts, registry, ep, "", Vec::new())?,
+        None => Client::new(opts, registry, "", Vec::new())?,
+    };
     let url = client.base_url();
     client.send_expect(ureq::http::Method::GET, &url, &[], None, &[200])?;
     Ok(())

@@ -17,7 +17,7 @@ use super::error::{Error, Result};
 use super::fetch::download_all;
 use super::retry::Backoff;
 use super::stream::{StreamLayer, Streamer};
-use super::{MANIFEST_ACCEPT, PlatformChoice, RegistryOptions, parse_reference};
+use super::{MANIFEST_ACCEPT, PlatformChoice, RegistryOptions, hosts, parse_reference};
 use crate::content::ContentStore;
 use crate::metadata::{Descriptor, Image, LeaseResource};
 use crate::progress::{NoProgress, Progress, ProgressEvent};
@@ -455,9 +455,39 @@ fn pull_inner(
 ) -> Result<PullReport> {
     let parsed = parse_reference(reference)?;
     let name = parsed.to_string();
-    let client = opts.registry.client(&parsed, "pull")?;
+    let endpoints = hosts::endpoints(&opts.registry, parsed.domain())?;
     let lookup = lookup_of(&parsed);
-    let (digest, media_type, bytes) = fetch_manifest(&client, &lookup, parsed.digest())?;
+    // Resolve: a tag on the endpoints that may resolve, a digest on those that may pull, in
+    // order, the first answer wins.
+    let by_digest = parsed.digest().is_some();
+    let mut failure = None;
+    let mut resolved = None;
+    // The resolving endpoint's client, reused for the rest (its credentials and token).
+    let mut resolver: Option<(usize, Client)> = None;
+    for (i, ep) in endpoints.iter().enumerate().filter(|(_, e)| {
+        if by_digest {
+            e.capabilities.pull
+        } else {
+            e.capabilities.resolve
+        }
+    }) {
+        let client = opts.registry.client_at(&parsed, ep, "pull")?;
+        match fetch_manifest(&client, &lookup, parsed.digest()) {
+            Ok(r) => {
+                resolved = Some(r);
+                resolver = Some((i, client));
+                break;
+            }
+            Err(e) if e.is_host_failure() => {
+                tracing::warn!(host = %ep.authority, error = %e, "resolving failed on this host; trying the next");
+                failure = Some(e);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    let Some((digest, media_type, bytes)) = resolved else {
+        return Err(failure.unwrap_or_else(|| no_endpoint(&opts.registry, &parsed, "resolve")));
+    };
     let root = Descriptor::new(media_type.clone(), digest.clone(), bytes.len() as u64);
     opts.progress.on_progress(&ProgressEvent {
         item: &digest.to_string(),
@@ -471,13 +501,64 @@ fn pull_inner(
         finished: true,
     });
 
+    // The rest on the endpoints that may pull, in order: a host that fails hands over to the
+    // next, keeping what it verified (stored blobs, resumable ingests).
+    let pullers: Vec<_> = endpoints
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| e.capabilities.pull)
+        .collect();
+    let mut failure = None;
+    for (n, (i, ep)) in pullers.iter().enumerate() {
+        let client = match resolver.take() {
+            Some((r, c)) if r == *i => c,
+            other => {
+                resolver = other;
+                opts.registry.client_at(&parsed, ep, "pull")?
+            }
+        };
+        match pull_from(store, &client, &name, &root, &bytes, opts, snapshotter) {
+            Err(e) if e.is_host_failure() && n + 1 < pullers.len() => {
+                tracing::warn!(host = %ep.authority, error = %e, "pulling failed on this host; trying the next");
+                failure = Some(e);
+            }
+            r => return r,
+        }
+    }
+    Err(failure.unwrap_or_else(|| no_endpoint(&opts.registry, &parsed, "pull")))
+}
+
+/// The error for a `hosts.toml` leaving no endpoint with `capability`.
+fn no_endpoint(opts: &RegistryOptions, reference: &Reference, capability: &str) -> Error {
+    Error::HostsConfig {
+        path: opts
+            .hosts_dir
+            .clone()
+            .unwrap_or_default()
+            .join(reference.domain())
+            .join("hosts.toml"),
+        reason: format!("no endpoint has the {capability:?} capability"),
+    }
+}
+
+/// Everything after resolving, from one endpoint: plan, download, store, name.
+fn pull_from(
+    store: &ContentStore,
+    client: &Client,
+    name: &str,
+    root: &Descriptor,
+    bytes: &[u8],
+    opts: &PullOptions<'_>,
+    snapshotter: Option<&dyn Snapshotter>,
+) -> Result<PullReport> {
+    let name = name.to_owned();
     let leases = store.leases();
     let mut lease_labels = BTreeMap::new();
     lease_labels.insert("berth.pull.reference".to_owned(), name.clone());
     let lease = leases.create("", lease_labels, Some(SystemTime::now() + LEASE_TTL))?;
     let result = (|| -> Result<PullReport> {
         let mut planner = Planner {
-            client: &client,
+            client,
             store,
             choice: &opts.platform,
             reference: &name,
@@ -486,7 +567,7 @@ fn pull_inner(
         };
         let target =
             planner
-                .resolve(&root, bytes, 0)?
+                .resolve(root, bytes.to_vec(), 0)?
                 .ok_or_else(|| Error::NoMatchingPlatform {
                     reference: name.clone(),
                     platform: opts.platform.to_string(),
@@ -509,7 +590,7 @@ fn pull_inner(
         };
         let downloads = download_all(
             store,
-            &client,
+            client,
             &plan.blobs,
             &protect,
             opts,

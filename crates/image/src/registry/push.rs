@@ -113,7 +113,22 @@ pub fn push(
     let local = parse_reference(local)?.to_string();
     let image = store.images().get(&local)?;
     let target_ref = parse_reference(target.unwrap_or(&local))?;
-    let mut client = opts.registry.client(&target_ref, "pull,push")?;
+    // The first endpoint that may push (the upstream unless a `hosts.toml` says otherwise).
+    let endpoints = super::hosts::endpoints(&opts.registry, target_ref.domain())?;
+    let ep = endpoints
+        .iter()
+        .find(|e| e.capabilities.push)
+        .ok_or_else(|| Error::HostsConfig {
+            path: opts
+                .registry
+                .hosts_dir
+                .clone()
+                .unwrap_or_default()
+                .join(target_ref.domain())
+                .join("hosts.toml"),
+            reason: "no endpoint has the \"push\" capability".into(),
+        })?;
+    let mut client = opts.registry.client_at(&target_ref, ep, "pull,push")?;
     if let Some(from) = &opts.mount_from {
         // A token must also allow reading the repository blobs are mounted from.
         client.add_scope(format!("repository:{from}:pull"));

@@ -11,9 +11,10 @@
 //! whatever failed. The wait before attempt `n + 1` is `base_delay · 2^(n-1)` capped at
 //! `max_delay`, of which a random half is kept ("equal jitter": `d/2 + rand(0..=d/2)`) so that
 //! clients failing together do not retry together; a `Retry-After` (seconds) longer than that
-//! is honoured, still capped at `max_delay`.
+//! is honoured, still capped at `max_delay`. `Retry-After` may be delay-seconds or an HTTP
+//! date (the time left until it).
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 /// How transient failures are retried (see the module docs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,10 +104,20 @@ impl Backoff {
     }
 }
 
-/// Parses `Retry-After` given in seconds (the HTTP-date form is not used by registries and is
-/// ignored).
+/// Parses `Retry-After`: delay-seconds, or an HTTP date (IMF-fixdate, RFC 850 or asctime)
+/// turned into the time left until it (zero for a date already past).
 pub(crate) fn parse_retry_after(value: &str) -> Option<Duration> {
-    value.trim().parse::<u64>().ok().map(Duration::from_secs)
+    retry_after_at(value, SystemTime::now())
+}
+
+/// [`parse_retry_after`] as seen at `now`.
+fn retry_after_at(value: &str, now: SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let when = httpdate::parse_http_date(value).ok()?;
+    Some(when.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
 /// Whether an HTTP status is worth repeating the request for.
@@ -154,7 +165,25 @@ mod tests {
         );
         assert_eq!(b.next_delay(None), None);
         assert_eq!(parse_retry_after(" 7 "), Some(Duration::from_secs(7)));
-        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), None);
+        // An HTTP date: the time left until it, zero once past; garbage is ignored.
+        let now = httpdate::parse_http_date("Wed, 21 Oct 2015 07:28:00 GMT").unwrap();
+        assert_eq!(
+            retry_after_at("Wed, 21 Oct 2015 07:28:05 GMT", now),
+            Some(Duration::from_secs(5))
+        );
+        assert_eq!(
+            retry_after_at("Wednesday, 21-Oct-15 07:28:03 GMT", now),
+            Some(Duration::from_secs(3))
+        );
+        assert_eq!(
+            retry_after_at("Wed Oct 21 07:28:02 2015", now),
+            Some(Duration::from_secs(2))
+        );
+        assert_eq!(
+            retry_after_at("Wed, 21 Oct 2015 07:27:00 GMT", now),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(retry_after_at("soon", now), None);
     }
 
     #[test]

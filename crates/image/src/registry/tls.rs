@@ -8,7 +8,9 @@
 //! `/etc/ssl/cert.pem` that exists) plus the extra CAs: every certificate of
 //! [`super::RegistryOptions::ca_files`], and every `*.crt` file in
 //! `<certs_dir>/<host[:port]>/` (docker's `/etc/docker/certs.d/<host>/ca.crt` layout, which
-//! containerd's `certs.d` directories also use for CA files; `hosts.toml` itself is not read).
+//! containerd's `certs.d` directories also use for CA files), and the `ca` files a
+//! `hosts.toml` names for the endpoint (`super::hosts`), whose `client` pair and
+//! `skip_verify` (no verification at all) apply too.
 //! `ureq` takes root certificates only as a complete list, hence the system bundle.
 //!
 //! A client certificate for mutual TLS is taken from the same directory as docker does:
@@ -21,10 +23,11 @@
 
 use std::path::{Path, PathBuf};
 
-use ureq::tls::{Certificate, ClientCert, PemItem, PrivateKey, parse_pem};
+use ureq::tls::{Certificate, ClientCert, PemItem, parse_pem};
 
 use super::RegistryOptions;
 use super::error::{Error, Result};
+use super::hosts::Endpoint;
 
 /// System CA bundles, first found wins.
 const SYSTEM_BUNDLES: &[&str] = &[
@@ -80,8 +83,10 @@ pub(crate) fn read_certificates(path: &Path) -> Result<Vec<Certificate<'static>>
 pub(crate) fn roots_for(
     opts: &RegistryOptions,
     host: &str,
+    extra: &[PathBuf],
 ) -> Result<Option<Vec<Certificate<'static>>>> {
     let mut files = opts.ca_files.clone();
+    files.extend(extra.iter().cloned());
     if let Some(dir) = &opts.certs_dir {
         files.extend(files_with(dir, host, "crt")?);
     }
@@ -137,10 +142,27 @@ pub(crate) fn client_cert_for(opts: &RegistryOptions, host: &str) -> Result<Opti
             "client certificate without its NAME.key".into(),
         ));
     }
+    load_client_pair(cert_path, &key_path).map(Some)
+}
+
+/// The client certificate chain at `cert_path` with its key at `key_path` (they may be the
+/// same file), checked to go together.
+///
+/// # Errors
+/// [`Error::Tls`] for a bad PEM, no key, or a key that does not match; [`Error::Io`].
+pub(crate) fn load_client_pair(cert_path: &Path, key_path: &Path) -> Result<ClientCert> {
+    let bad = |path: &Path, reason: String| Error::Tls {
+        url: path.display().to_string(),
+        reason,
+    };
     let chain = read_certificates(cert_path)?;
-    let key_pem = std::fs::read(&key_path).map_err(|e| Error::io("read", &key_path, e))?;
-    let key = PrivateKey::from_pem(&key_pem)
-        .map_err(|e| bad(&key_path, format!("no usable private key: {e}")))?;
+    let key_pem = std::fs::read(key_path).map_err(|e| Error::io("read", key_path, e))?;
+    let key = parse_pem(&key_pem)
+        .find_map(|item| match item {
+            Ok(PemItem::PrivateKey(k)) => Some(k),
+            _ => None,
+        })
+        .ok_or_else(|| bad(key_path, "no usable private key".into()))?;
     // What ureq does with the pair (it panics where this returns an error).
     let provider = rustls::crypto::ring::default_provider();
     let der_chain = chain
@@ -148,14 +170,36 @@ pub(crate) fn client_cert_for(opts: &RegistryOptions, host: &str) -> Result<Opti
         .map(|c| rustls::pki_types::CertificateDer::from(c.der().to_vec()))
         .collect();
     let der_key = rustls::pki_types::PrivateKeyDer::try_from(key.der().to_vec())
-        .map_err(|e| bad(&key_path, format!("unusable private key: {e}")))?;
+        .map_err(|e| bad(key_path, format!("unusable private key: {e}")))?;
     rustls::sign::CertifiedKey::from_der(der_chain, der_key, &provider).map_err(|e| {
         bad(
-            &key_path,
+            key_path,
             format!("does not go with {}: {e}", cert_path.display()),
         )
     })?;
-    Ok(Some(ClientCert::new_with_certs(&chain, key)))
+    Ok(ClientCert::new_with_certs(&chain, key))
+}
+
+/// The TLS configuration for endpoint `ep`: roots as [`roots_for`] with the endpoint's own CA
+/// files, its client certificate (else the certs directory's), and no verification at all
+/// when it says `skip_verify`.
+///
+/// # Errors
+/// As [`roots_for`], [`client_cert_for`] and [`load_client_pair`].
+pub(crate) fn config_for(opts: &RegistryOptions, ep: &Endpoint) -> Result<ureq::tls::TlsConfig> {
+    let roots = roots_for(opts, &ep.authority, &ep.ca_files)?;
+    let client = match &ep.client {
+        Some((cert, key)) => Some(load_client_pair(cert, key)?),
+        None => client_cert_for(opts, &ep.authority)?,
+    };
+    let mut tls = ureq::tls::TlsConfig::builder().client_cert(client);
+    if let Some(roots) = roots {
+        tls = tls.root_certs(ureq::tls::RootCerts::Specific(std::sync::Arc::new(roots)));
+    }
+    if ep.skip_verify {
+        tls = tls.disable_verification(true);
+    }
+    Ok(tls.build())
 }
 
 /// The files `<dir>/<host>/*.<ext>`, sorted.

@@ -11,6 +11,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+pub mod token;
+
 /// Whether CI is on (a missing tool or fixture must fail there).
 pub fn in_ci() -> bool {
     std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false" && v != "0")
@@ -24,7 +26,7 @@ pub fn skip_or_fail(reason: &str) {
     eprintln!("SKIPPED: {reason}");
 }
 
-fn have(tool: &str) -> bool {
+pub(crate) fn have(tool: &str) -> bool {
     Command::new("sh")
         .arg("-c")
         .arg(format!("command -v {tool}"))
@@ -79,6 +81,9 @@ pub struct Registry {
     /// Served over TLS with this certificate and key, and asking clients for a certificate
     /// signed by the CA of the third, if any.
     pub tls: Option<(PathBuf, PathBuf, Option<PathBuf>)>,
+    /// A raw `auth:` block (token auth) used instead of htpasswd; `auth` then only names the
+    /// credentials `seed` logs in with.
+    pub auth_yaml: Option<String>,
 }
 
 impl Registry {
@@ -86,6 +91,15 @@ impl Registry {
     /// `None` (after a skip) when the tools are missing.
     pub fn start(auth: Option<(&str, &str)>) -> Option<Registry> {
         Registry::start_with(auth, None)
+    }
+
+    /// Starts a registry using `tokens` for `auth: token`; `seeder` (a user the token server
+    /// grants push) is what `seed` logs in with.
+    pub fn start_token(tokens: &token::TokenServer, seeder: (&str, &str)) -> Option<Registry> {
+        let mut r = Registry::prepare(Some(seeder), None, false)?;
+        r.auth_yaml = Some(tokens.registry_auth_yaml());
+        r.spawn();
+        Some(r)
     }
 
     /// As [`Registry::start`], served over TLS with `(certificate, key)` (PEM files).
@@ -109,6 +123,16 @@ impl Registry {
         auth: Option<(&str, &str)>,
         tls: Option<(PathBuf, PathBuf, Option<PathBuf>)>,
     ) -> Option<Registry> {
+        let mut r = Registry::prepare(auth, tls, auth.is_some())?;
+        r.spawn();
+        Some(r)
+    }
+
+    fn prepare(
+        auth: Option<(&str, &str)>,
+        tls: Option<(PathBuf, PathBuf, Option<PathBuf>)>,
+        htpasswd: bool,
+    ) -> Option<Registry> {
         for tool in ["docker-registry", "skopeo"] {
             if !have(tool) {
                 skip_or_fail(&format!(
@@ -117,27 +141,27 @@ impl Registry {
                 return None;
             }
         }
-        if auth.is_some() && !have("htpasswd") {
+        if htpasswd && !have("htpasswd") {
             skip_or_fail("htpasswd is not installed (apt-get install apache2-utils)");
             return None;
         }
         let dir = tempdir("berth-registry-test-");
-        let mut r = Registry {
+        let r = Registry {
             child: None,
             port: 0,
             dir,
             auth: auth.map(|(u, p)| (u.to_owned(), p.to_owned())),
             tls,
+            auth_yaml: None,
         };
-        r.spawn();
         Some(r)
     }
 
     fn spawn(&mut self) {
         let data = self.dir.path().join("data");
         std::fs::create_dir_all(&data).unwrap();
-        let mut auth = String::new();
-        if let Some((u, p)) = &self.auth {
+        let mut auth = self.auth_yaml.clone().unwrap_or_default();
+        if let (Some((u, p)), None) = (&self.auth, &self.auth_yaml) {
             let out = Command::new("htpasswd")
                 .args(["-Bbn", u, p])
                 .output()

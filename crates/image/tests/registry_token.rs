@@ -1,0 +1,298 @@
+//! The bearer flow against the registry's own token auth: `docker-registry` configured with
+//! `auth: token` (realm, service, issuer, rootcertbundle) and a token server on loopback
+//! (`registry_support::token`) issuing RS256 JWTs the registry verifies against its
+//! `rootcertbundle`, honouring the requested scope per user, with basic login at the token
+//! endpoint. Covers pull and push with credentials, a pull-only user refused push, anonymous
+//! pull of a public repository, wrong passwords, and tokens expiring in the middle of a pull
+//! and of a chunked push (refreshed on 401).
+#![cfg(feature = "registry")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::tests_outside_test_module
+)]
+
+mod registry_support;
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use berth_image::ErrorKind;
+use berth_image::content::ContentStore;
+use berth_image::import::{self, ImportOptions};
+use berth_image::progress::ProgressEvent;
+use berth_image::registry::{
+    self, Credentials, PullOptions, PushOptions, RegistryOptions, RetryPolicy,
+};
+use registry_support::token::{Grant, TokenServer};
+use registry_support::{Registry, fixture, tempdir};
+
+const ADMIN: (&str, &str) = ("admin", "adm1n-pw");
+const READER: (&str, &str) = ("reader", "r3ader-pw");
+
+/// A token server (admin: pull+push, reader: pull) and a registry trusting it, seeded with
+/// busybox as `private/busybox:latest` and `public/busybox:latest`.
+fn setup() -> Option<(TokenServer, Registry, std::path::PathBuf)> {
+    let busybox = fixture("busybox.oci.tar")?;
+    let tokens = TokenServer::start(&[
+        (ADMIN.0, ADMIN.1, Grant::PullPush),
+        (READER.0, READER.1, Grant::PullOnly),
+    ])?;
+    let reg = Registry::start_token(&tokens, ADMIN)?;
+    reg.seed(&busybox, "private/busybox:latest");
+    reg.seed(&busybox, "public/busybox:latest");
+    Some((tokens, reg, busybox))
+}
+
+fn creds(c: (&str, &str)) -> Option<Credentials> {
+    Some(Credentials {
+        username: c.0.into(),
+        password: c.1.into(),
+    })
+}
+
+fn reg_opts(dir: &Path, c: Option<Credentials>) -> RegistryOptions {
+    RegistryOptions {
+        plain_http: true,
+        // An auth file of this test alone (absent): only the explicit credentials count.
+        auth_file: Some(dir.join("no-config.json")),
+        credentials: c,
+        retry: RetryPolicy::none(),
+        ..RegistryOptions::default()
+    }
+}
+
+fn pull_opts(dir: &Path, c: Option<Credentials>) -> PullOptions<'static> {
+    PullOptions {
+        registry: reg_opts(dir, c),
+        ..PullOptions::default()
+    }
+}
+
+fn import_src(dir: &Path, busybox: &Path) -> ContentStore {
+    let store = ContentStore::open(&dir.join("src")).unwrap();
+    import::import(
+        &store,
+        busybox,
+        &ImportOptions {
+            name: Some("berth.test/busybox:src"),
+            ..ImportOptions::default()
+        },
+    )
+    .unwrap();
+    store
+}
+
+#[test]
+fn token_auth_pull_and_push_with_credentials() {
+    let Some((tokens, reg, busybox)) = setup() else {
+        return;
+    };
+    let dir = tempdir("berth-token-test-");
+    let name = format!("{}/private/busybox:latest", reg.host());
+
+    // Pull with credentials: the registry's challenge sends us to the token server.
+    let store = ContentStore::open(&dir.path().join("a")).unwrap();
+    let pulled = registry::pull(&store, &name, &pull_opts(dir.path(), creds(ADMIN))).unwrap();
+    assert_eq!(pulled.name, name);
+    assert!(store.verify().unwrap().corrupt.is_empty());
+    let asked = tokens.server.requests();
+    let token_req = asked
+        .iter()
+        .find(|r| r.path.starts_with("/token"))
+        .expect("a token request");
+    assert!(
+        token_req
+            .path
+            .contains("scope=repository%3Aprivate%2Fbusybox%3Apull"),
+        "{}",
+        token_req.path
+    );
+    assert!(token_req.header("authorization").is_some());
+
+    // Push with credentials (chunked), then pull back by digest.
+    let src = import_src(dir.path(), &busybox);
+    let target = format!("{}/private/copy:v1", reg.host());
+    let opts = PushOptions {
+        registry: reg_opts(dir.path(), creds(ADMIN)),
+        chunk_size: 64 << 10,
+        ..PushOptions::default()
+    };
+    let pushed = registry::push(&src, "berth.test/busybox:src", Some(&target), &opts).unwrap();
+    assert!(pushed.uploaded >= 2, "{pushed:?}");
+    let digest = pushed.digest.clone().unwrap();
+    let back = ContentStore::open(&dir.path().join("b")).unwrap();
+    let by_digest = format!("{}/private/copy@{digest}", reg.host());
+    let again = registry::pull(&back, &by_digest, &pull_opts(dir.path(), creds(READER))).unwrap();
+    assert_eq!(again.target.digest, digest);
+
+    // The login check (`GET /v2/`, no scope) works with good credentials and not bad ones.
+    registry::check_login(&reg.host(), &reg_opts(dir.path(), creds(ADMIN))).unwrap();
+    let e = registry::check_login(
+        &reg.host(),
+        &reg_opts(dir.path(), creds((ADMIN.0, "wrong"))),
+    )
+    .unwrap_err();
+    assert!(matches!(e, registry::Error::Unauthorized { .. }), "{e}");
+}
+
+#[test]
+fn token_for_pull_only_cannot_push() {
+    let Some((_tokens, reg, busybox)) = setup() else {
+        return;
+    };
+    let dir = tempdir("berth-token-test-");
+    let src = import_src(dir.path(), &busybox);
+    let target = format!("{}/private/readers-copy:v1", reg.host());
+    let opts = PushOptions {
+        registry: reg_opts(dir.path(), creds(READER)),
+        ..PushOptions::default()
+    };
+    let e = registry::push(&src, "berth.test/busybox:src", Some(&target), &opts).unwrap_err();
+    assert!(matches!(e, registry::Error::Unauthorized { .. }), "{e}");
+    assert_eq!(e.kind(), ErrorKind::FailedPrecondition);
+    let msg = e.to_string();
+    assert!(
+        msg.contains("insufficient_scope") && msg.contains("push"),
+        "the error says the token lacks push: {msg}"
+    );
+    // Nothing landed: the admin cannot pull it.
+    let store = ContentStore::open(&dir.path().join("c")).unwrap();
+    let e = registry::pull(&store, &target, &pull_opts(dir.path(), creds(ADMIN))).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+}
+
+#[test]
+fn anonymous_pull_of_a_public_repository_only() {
+    let Some((tokens, reg, _busybox)) = setup() else {
+        return;
+    };
+    let dir = tempdir("berth-token-test-");
+    let public = format!("{}/public/busybox:latest", reg.host());
+    let store = ContentStore::open(&dir.path().join("a")).unwrap();
+    let seeding = tokens.server.requests().len();
+    registry::pull(&store, &public, &pull_opts(dir.path(), None)).unwrap();
+    // The pull's token requests (after the seeding's) carried no credentials.
+    let ours = tokens.server.requests().split_off(seeding);
+    assert!(!ours.is_empty());
+    assert!(ours.iter().all(|r| r.header("authorization").is_none()));
+
+    // A private repository anonymously: the token grants nothing, a clear refusal.
+    let private = format!("{}/private/busybox:latest", reg.host());
+    let store = ContentStore::open(&dir.path().join("b")).unwrap();
+    let e = registry::pull(&store, &private, &pull_opts(dir.path(), None)).unwrap_err();
+    assert!(matches!(e, registry::Error::Unauthorized { .. }), "{e}");
+    assert!(e.to_string().contains("no credentials"), "{e}");
+
+    // A wrong password is refused at the token endpoint.
+    let e = registry::pull(
+        &store,
+        &private,
+        &pull_opts(dir.path(), creds((READER.0, "nope"))),
+    )
+    .unwrap_err();
+    assert!(matches!(e, registry::Error::Unauthorized { .. }), "{e}");
+    assert!(e.to_string().contains("token endpoint answered 401"), "{e}");
+    assert!(store.images().list(&[]).unwrap().is_empty());
+}
+
+#[test]
+fn expired_tokens_are_refreshed_during_pull_and_push() {
+    let Some((tokens, reg, busybox)) = setup() else {
+        return;
+    };
+    let dir = tempdir("berth-token-test-");
+    // Tokens usable for 2 s (the registry's leeway included).
+    tokens.lifetime.store(2, Ordering::SeqCst);
+
+    // Pull: once the root manifest resolved, wait past the token's life; every later request
+    // meets 401 invalid_token and must fetch a new one.
+    let before = tokens.issued.load(Ordering::SeqCst);
+    let slept = AtomicBool::new(false);
+    let progress = |e: &ProgressEvent<'_>| {
+        if e.finished && !slept.swap(true, Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_secs(4));
+        }
+    };
+    let store = ContentStore::open(&dir.path().join("a")).unwrap();
+    let name = format!("{}/private/busybox:latest", reg.host());
+    let opts = PullOptions {
+        registry: reg_opts(dir.path(), creds(READER)),
+        progress: &progress,
+        max_concurrent: 1,
+        ..PullOptions::default()
+    };
+    registry::pull(&store, &name, &opts).unwrap();
+    assert!(slept.load(Ordering::SeqCst));
+    assert!(
+        tokens.issued.load(Ordering::SeqCst) - before >= 2,
+        "a second token was fetched after the first expired"
+    );
+    assert!(store.verify().unwrap().corrupt.is_empty());
+
+    // Push in 64 KiB chunks: after the first chunk, wait past the token's life; the next
+    // PATCH is refused and repeated with a fresh token, the upload goes on.
+    let src = import_src(dir.path(), &busybox);
+    let before = tokens.issued.load(Ordering::SeqCst);
+    let slept = AtomicBool::new(false);
+    let progress = |e: &ProgressEvent<'_>| {
+        if !e.finished && e.done > 0 && !slept.swap(true, Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_secs(4));
+        }
+    };
+    let target = format!("{}/private/slow:v1", reg.host());
+    let opts = PushOptions {
+        registry: reg_opts(dir.path(), creds(ADMIN)),
+        chunk_size: 64 << 10,
+        progress: &progress,
+        ..PushOptions::default()
+    };
+    let pushed = registry::push(&src, "berth.test/busybox:src", Some(&target), &opts).unwrap();
+    assert!(slept.load(Ordering::SeqCst));
+    assert!(pushed.chunked >= 1, "{pushed:?}");
+    assert!(tokens.issued.load(Ordering::SeqCst) - before >= 2);
+    let back = ContentStore::open(&dir.path().join("b")).unwrap();
+    tokens.lifetime.store(300, Ordering::SeqCst);
+    let by_digest = format!("{}/private/slow@{}", reg.host(), pushed.digest.unwrap());
+    registry::pull(&back, &by_digest, &pull_opts(dir.path(), creds(READER))).unwrap();
+}
+
+#[test]
+fn cross_repository_mount_asks_the_token_for_both_repositories() {
+    let Some((tokens, reg, busybox)) = setup() else {
+        return;
+    };
+    let dir = tempdir("berth-token-test-");
+    let src = import_src(dir.path(), &busybox);
+    let mut opts = PushOptions {
+        registry: reg_opts(dir.path(), creds(ADMIN)),
+        ..PushOptions::default()
+    };
+    let first = format!("{}/private/origin:v1", reg.host());
+    let pushed = registry::push(&src, "berth.test/busybox:src", Some(&first), &opts).unwrap();
+    assert!(pushed.uploaded >= 2, "{pushed:?}");
+
+    // Into another repository, mounting from the first: the token is asked for push on the
+    // target and pull on the source, and the registry mounts instead of receiving bytes.
+    opts.mount_from = Some("private/origin".into());
+    let seen = tokens.server.requests().len();
+    let second = format!("{}/private/mounted:v1", reg.host());
+    let mounted = registry::push(&src, "berth.test/busybox:src", Some(&second), &opts).unwrap();
+    assert_eq!(mounted.uploaded, 0, "{mounted:?}");
+    assert!(mounted.mounted >= 2, "{mounted:?}");
+    let asked = tokens.server.requests().split_off(seen);
+    assert!(
+        asked.iter().any(|r| r
+            .path
+            .contains("scope=repository%3Aprivate%2Fmounted%3Apull%2Cpush")
+            && r.path
+                .contains("scope=repository%3Aprivate%2Forigin%3Apull")),
+        "{:?}",
+        asked.iter().map(|r| &r.path).collect::<Vec<_>>()
+    );
+    let back = ContentStore::open(&dir.path().join("m")).unwrap();
+    let by_digest = format!("{}/private/mounted@{}", reg.host(), mounted.digest.unwrap());
+    registry::pull(&back, &by_digest, &pull_opts(dir.path(), creds(READER))).unwrap();
+}
