@@ -203,7 +203,11 @@ mod tests {
             .bounding(caps(&[Capability::Kill, Capability::AuditWrite]))
             .permitted(caps(&[Capability::Kill, Capability::AuditWrite]))
             .inheritable(caps(&[Capability::Kill]))
-            .ambient(caps(&[Capability::Kill, Capability::AuditWrite, Capability::Chown]))
+            .ambient(caps(&[
+                Capability::Kill,
+                Capability::AuditWrite,
+                Capability::Chown,
+            ]))
             .build()
             .unwrap();
         let plan = CapPlan::new(&spec, 40).unwrap();
