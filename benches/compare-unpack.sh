@@ -16,6 +16,12 @@
 # distorts less than wall time.
 #
 #   bash benches/compare-unpack.sh [ARCHIVE [TAG]]
+#   TMPDIR=/dev/shm bash benches/compare-unpack.sh    # every root on another file system
+#
+# The file system matters: on an ext4 that has just freed many inodes (each run deletes the
+# previous run's trees), creating files scans past them; berth's snapshotter marks its
+# snapshots directory FS_TOPDIR_FL and mostly avoids that, the peers do not. Compare on tmpfs
+# (TMPDIR=/dev/shm) too to see the software without that effect.
 #   BERTH_BIN=path/to/release/examples/berth RUNS=7 bash benches/compare-unpack.sh
 #
 # The last three lines are the ratios (berth's median over the peer's; below 1 = berth faster):
@@ -42,7 +48,7 @@ else
     berth="$(realpath "${CARGO_TARGET_DIR:-target}/release/examples/berth")"
 fi
 
-work="$(mktemp -d /tmp/berth-cmp-unpack.XXXXXX)"
+work="$(mktemp -d "${TMPDIR:-/tmp}/berth-cmp-unpack.XXXXXX")"
 cd_dir="$work/cd"
 sock="$cd_dir/containerd.sock"
 ns=berth-bench
