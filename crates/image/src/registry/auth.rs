@@ -237,31 +237,15 @@ pub fn save_credentials_with(
     helper_path: Option<&OsStr>,
 ) -> Result<SavedIn> {
     let json = read_json(path)?.unwrap_or_else(|| serde_json::json!({}));
-    let per_host = json
-        .get("credHelpers")
-        .and_then(|h| h.as_object())
-        .and_then(|h| {
-            host_keys(host)
-                .iter()
-                .find_map(|k| h.get(k).and_then(|n| n.as_str()).map(str::to_owned))
-        });
-    let store = json
-        .get("credsStore")
-        .and_then(|n| n.as_str())
-        .filter(|n| !n.is_empty())
-        .map(str::to_owned);
-    let helper = match (per_host, store) {
-        (Some(h), _) => Some(h),
-        (None, Some(s)) if helper::helper_exists(&s, helper_path) => Some(s),
-        (None, Some(s)) => {
-            tracing::warn!(
-                helper = format!("docker-credential-{s}"),
-                "credsStore helper not found; storing in the auth file"
-            );
-            None
-        }
-        (None, None) => None,
-    };
+    let helper = helper_for(&json, host, helper_path);
+    if helper.is_none()
+        && let Some(s) = configured_store(&json)
+    {
+        tracing::warn!(
+            helper = format!("docker-credential-{s}"),
+            "credsStore helper not found; storing in the auth file"
+        );
+    }
     match helper {
         Some(name) => {
             helper::helper_store(&name, &helper_server(host), creds, helper_path)?;
@@ -342,16 +326,15 @@ fn helper_for(json: &serde_json::Value, host: &str, helper_path: Option<&OsStr>)
                 .iter()
                 .find_map(|k| h.get(k).and_then(|n| n.as_str()).map(str::to_owned))
         });
-    let store = json
-        .get("credsStore")
+    per_host.or_else(|| configured_store(json).filter(|s| helper::helper_exists(s, helper_path)))
+}
+
+/// The auth file's `credsStore`, when set.
+fn configured_store(json: &serde_json::Value) -> Option<String> {
+    json.get("credsStore")
         .and_then(|n| n.as_str())
         .filter(|n| !n.is_empty())
-        .map(str::to_owned);
-    match (per_host, store) {
-        (Some(h), _) => Some(h),
-        (None, Some(s)) if helper::helper_exists(&s, helper_path) => Some(s),
-        _ => None,
-    }
+        .map(str::to_owned)
 }
 
 /// Removes the credentials for `host` as `docker logout` does: erased from the helper the

@@ -14,9 +14,9 @@ use ureq::http::{self, HeaderMap, Method, StatusCode};
 
 use super::auth::{Challenge, Credentials, parse_challenge};
 use super::error::{Error, Result};
-use super::hosts::{Capabilities, Endpoint};
+use super::hosts::Endpoint;
 use super::retry::{Backoff, RetryPolicy, parse_retry_after, transient_status};
-use super::{RegistryOptions, registry_host, tls};
+use super::{RegistryOptions, tls};
 
 /// Most redirects followed for one request.
 pub(crate) const MAX_REDIRECTS: usize = 5;
@@ -160,20 +160,7 @@ impl Client {
         repo: &str,
         scopes: Vec<String>,
     ) -> Result<Client> {
-        let upstream = Endpoint {
-            scheme: if opts.is_plain(domain) {
-                "http"
-            } else {
-                "https"
-            },
-            authority: registry_host(domain).to_owned(),
-            api_root: "/v2".to_owned(),
-            capabilities: Capabilities::ALL,
-            ca_files: Vec::new(),
-            client: None,
-            skip_verify: false,
-            upstream: true,
-        };
+        let upstream = Endpoint::upstream(opts, domain);
         Client::for_endpoint(opts, domain, &upstream, repo, scopes)
     }
 

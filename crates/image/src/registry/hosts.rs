@@ -74,25 +74,33 @@ pub(crate) struct Endpoint {
     pub upstream: bool,
 }
 
+impl Endpoint {
+    /// The registry `domain` itself with every capability, as `opts` reach it (plain HTTP only
+    /// when named), before any `hosts.toml` says more.
+    pub(crate) fn upstream(opts: &RegistryOptions, domain: &str) -> Endpoint {
+        Endpoint {
+            scheme: if opts.is_plain(domain) {
+                "http"
+            } else {
+                "https"
+            },
+            authority: registry_host(domain).to_owned(),
+            api_root: "/v2".to_owned(),
+            capabilities: Capabilities::ALL,
+            ca_files: Vec::new(),
+            client: None,
+            skip_verify: false,
+            upstream: true,
+        }
+    }
+}
+
 /// The endpoints for `domain` (mirrors in order, then the upstream).
 ///
 /// # Errors
 /// [`Error::HostsConfig`] for an unreadable or malformed `hosts.toml`.
 pub(crate) fn endpoints(opts: &RegistryOptions, domain: &str) -> Result<Vec<Endpoint>> {
-    let default_upstream = Endpoint {
-        scheme: if opts.is_plain(domain) {
-            "http"
-        } else {
-            "https"
-        },
-        authority: registry_host(domain).to_owned(),
-        api_root: "/v2".to_owned(),
-        capabilities: Capabilities::ALL,
-        ca_files: Vec::new(),
-        client: None,
-        skip_verify: false,
-        upstream: true,
-    };
+    let default_upstream = Endpoint::upstream(opts, domain);
     let Some(dir) = &opts.hosts_dir else {
         return Ok(vec![default_upstream]);
     };
