@@ -29,6 +29,7 @@
 set -euo pipefail
 export LC_ALL=C
 cd "$(dirname "$0")/.."
+. benches/lib/private-containerd.sh
 
 archive="$(realpath "${1:-../shared/fixtures/busybox.oci.tar}")"
 runs="${RUNS:-15}"
@@ -117,26 +118,7 @@ mkdir -p "$pod"
 podman_ pull -q "oci-archive:$archive" >/dev/null
 podman_ image exists "$image" || die "podman did not name the image $image"
 
-mkdir -p "$cd_dir"
-cat >"$cd_dir/config.toml" <<EOF
-version = 2
-root = "$cd_dir/root"
-state = "$cd_dir/state"
-disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper"]
-
-[grpc]
-  address = "$sock"
-
-[ttrpc]
-  address = "$sock.ttrpc"
-
-[plugins."io.containerd.internal.v1.opt"]
-  path = "$cd_dir/opt"
-EOF
-containerd --config "$cd_dir/config.toml" >"$cd_dir/log" 2>&1 &
-cd_pid=$!
-for _ in $(seq 100); do ctr_ version >/dev/null 2>&1 && break; sleep 0.1; done
-ctr_ version >/dev/null 2>&1 || die "containerd did not start: $(tail -n 5 "$cd_dir/log")"
+start_private_containerd "$cd_dir" "$sock"
 ctr_ images import --snapshotter overlayfs "$archive" >/dev/null
 ctr_ images ls -q | grep -qx "$image" || die "containerd did not name the image $image"
 

@@ -30,6 +30,7 @@
 #   ratio berth/raw X.XX
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. benches/lib/private-containerd.sh
 export PATH="$HOME/.cargo/bin:$PATH"
 
 archive="$(realpath "${1:-../shared/fixtures/debian-gzip.oci.tar}")"
@@ -75,26 +76,7 @@ cleanup() {
 trap cleanup EXIT
 
 # --- containerd, private instance -----------------------------------------------------------
-mkdir -p "$cd_dir"
-cat >"$cd_dir/config.toml" <<EOF
-version = 2
-root = "$cd_dir/root"
-state = "$cd_dir/state"
-disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper"]
-
-[grpc]
-  address = "$sock"
-
-[ttrpc]
-  address = "$sock.ttrpc"
-
-[plugins."io.containerd.internal.v1.opt"]
-  path = "$cd_dir/opt"
-EOF
-containerd --config "$cd_dir/config.toml" >"$cd_dir/log" 2>&1 &
-cd_pid=$!
-for _ in $(seq 100); do ctr_ version >/dev/null 2>&1 && break; sleep 0.1; done
-ctr_ version >/dev/null 2>&1 || { echo "containerd did not start: $(tail -n 5 "$cd_dir/log")" >&2; exit 1; }
+start_private_containerd "$cd_dir" "$sock"
 cd_snapshots="$cd_dir/root/io.containerd.snapshotter.v1.overlayfs/snapshots"
 ctr_reset() {
     ctr_ images ls -q | while read -r n; do ctr_ images rm --sync "$n" >/dev/null 2>&1 || true; done
