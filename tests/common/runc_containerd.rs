@@ -92,30 +92,13 @@ disabled_plugins = [
     /// `ctr -a SOCK -n NS ARGS...` with null stdin, output through files (a task's stdio
     /// copies must not keep a pipe open).
     pub fn ctr(&self, args: &[&str]) -> Output {
-        use std::io::{Read, Seek};
-        let mut out = tempfile::tempfile().expect("stdout file");
-        let mut err = tempfile::tempfile().expect("stderr file");
-        let status = Command::new("ctr")
-            .arg("-a")
-            .arg(self.socket())
-            .args(["-n", &self.namespace])
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().expect("dup"))
-            .stderr(err.try_clone().expect("dup"))
-            .status()
-            .expect("spawn ctr");
-        let read = |f: &mut std::fs::File| {
-            let mut buf = Vec::new();
-            f.rewind().expect("rewind");
-            f.read_to_end(&mut buf).expect("read");
-            buf
-        };
-        Output {
-            status,
-            stdout: read(&mut out),
-            stderr: read(&mut err),
-        }
+        crate::runc_support::output_via_files(
+            Command::new("ctr")
+                .arg("-a")
+                .arg(self.socket())
+                .args(["-n", &self.namespace])
+                .args(args),
+        )
     }
 
     /// Runs ctr and asserts success; returns stdout.

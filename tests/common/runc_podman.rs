@@ -5,7 +5,7 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
 /// One private podman setup.
 #[derive(Debug)]
@@ -48,27 +48,7 @@ impl Podman {
 
     /// Runs podman with null stdin, output through files.
     pub fn run(&self, args: &[&str]) -> Output {
-        use std::io::{Read, Seek};
-        let mut out = tempfile::tempfile().expect("stdout file");
-        let mut err = tempfile::tempfile().expect("stderr file");
-        let status = self
-            .cmd(args)
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().expect("dup"))
-            .stderr(err.try_clone().expect("dup"))
-            .status()
-            .expect("spawn podman");
-        let read = |f: &mut std::fs::File| {
-            let mut buf = Vec::new();
-            f.rewind().expect("rewind");
-            f.read_to_end(&mut buf).expect("read");
-            buf
-        };
-        Output {
-            status,
-            stdout: read(&mut out),
-            stderr: read(&mut err),
-        }
+        crate::runc_support::output_via_files(&mut self.cmd(args))
     }
 
     /// Runs podman and asserts success; returns stdout.

@@ -10,7 +10,7 @@
 
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
@@ -146,7 +146,7 @@ impl StateRoot {
         let mut err = tempfile::tempfile().expect("stderr file");
         let status = self
             .cmd(args)
-            .stdin(std::process::Stdio::null())
+            .stdin(Stdio::null())
             .stdout(out.try_clone().expect("dup"))
             .stderr(err.try_clone().expect("dup"))
             .status()
@@ -281,5 +281,31 @@ impl Bundle {
         f(&mut config);
         std::fs::write(&path, serde_json::to_vec_pretty(&config).expect("encode"))
             .expect("write config");
+    }
+}
+
+/// Runs `cmd` with stdin closed and its stdout/stderr captured through unnamed temp files
+/// (not pipes: a daemon the command leaves behind, such as a shim or conmon, may inherit them
+/// and would keep a pipe open).
+pub fn output_via_files(cmd: &mut Command) -> Output {
+    use std::io::{Read, Seek};
+    let mut out = tempfile::tempfile().expect("stdout file");
+    let mut err = tempfile::tempfile().expect("stderr file");
+    let status = cmd
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().expect("dup"))
+        .stderr(err.try_clone().expect("dup"))
+        .status()
+        .expect("spawn");
+    let read = |f: &mut std::fs::File| {
+        let mut buf = Vec::new();
+        f.rewind().expect("rewind");
+        f.read_to_end(&mut buf).expect("read");
+        buf
+    };
+    Output {
+        status,
+        stdout: read(&mut out),
+        stderr: read(&mut err),
     }
 }
