@@ -5,7 +5,7 @@ set -euo pipefail
 
 packages=(
   # build
-  pkg-config libseccomp-dev gcc
+  pkg-config libseccomp-dev gcc libc6-dev binutils
   # test peers and tools
   busybox-static skopeo umoci runc crun containerd prometheus python3-prometheus-client podman docker-registry apache2-utils openssl curl util-linux iproute2
 )
