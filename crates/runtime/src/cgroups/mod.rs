@@ -416,8 +416,9 @@ impl Cgroup {
                 ),
             ));
         }
+        let cgroup = format!("/{}", self.path);
         tracing::warn!(
-            cgroup = %self.path,
+            %cgroup,
             error = %refusal,
             "the kernel refused the cgroup2 device program on this hybrid host: the v1 devices controller alone enforces the rules"
         );
