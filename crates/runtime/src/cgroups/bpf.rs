@@ -63,7 +63,7 @@ pub enum BpfError {
         source: io::Error,
     },
     /// The kernel refused the program; `log` is the verifier's explanation.
-    #[error("BPF_PROG_LOAD: {source}; verifier log: {log}")]
+    #[error("BPF_PROG_LOAD: {source}{}", log_suffix(.log))]
     Load {
         /// The errno.
         #[source]
@@ -106,6 +106,16 @@ impl BpfError {
 
 /// The `op` of a failure to open the cgroup directory.
 const OPEN_CGROUP: &str = "open cgroup";
+
+/// `; verifier log: <log>`, or nothing when the kernel wrote no log (it
+/// refused the program before verifying it).
+fn log_suffix(log: &str) -> String {
+    if log.is_empty() {
+        String::new()
+    } else {
+        format!("; verifier log: {log}")
+    }
+}
 
 fn sys_err(op: &'static str) -> impl FnOnce(io::Error) -> BpfError {
     move |source| BpfError::Syscall { op, source }
@@ -625,6 +635,14 @@ mod tests {
         assert!(!load(libc::E2BIG, "").is_refusal());
         assert!(!sys("BPF_PROG_DETACH", libc::ENOENT).is_refusal());
         assert!(!sys(OPEN_CGROUP, libc::ENOENT).is_refusal());
+        // Without a log, the message says nothing about one.
+        let enosys = load(libc::ENOSYS, "").to_string();
+        assert!(!enosys.contains("verifier"), "{enosys}");
+        let rejected = load(libc::EACCES, "R0 !read_ok").to_string();
+        assert!(
+            rejected.ends_with("; verifier log: R0 !read_ok"),
+            "{rejected}"
+        );
     }
 
     /// A program the verifier refuses (no r0 before exit) comes back with
