@@ -9,7 +9,7 @@
 //! (listing the container's processes from `cgroup.procs`, the paths per
 //! controller for metrics, the hybrid host's cgroup2 directory, cgroup v2
 //! device rules) is done here directly, and so are the v1 device rules
-//! ([`device_rules`]: one open of `devices.allow`/`devices.deny` for the
+//! (`device_rules`: one open of `devices.allow`/`devices.deny` for the
 //! whole list instead of one per rule).
 //!
 //! # Hosts
@@ -26,10 +26,10 @@
 //!   controller and by the eBPF program attached to that cgroup2
 //!   directory, since the kernel consults both for every device access;
 //!   when the kernel refuses the program (no cgroup BPF, no privilege for
-//!   it), the v1 controller alone, with a warning (see [`Cgroup::apply`]).
+//!   it), the v1 controller alone, with a warning (see `Cgroup::apply`).
 //!
 //! # Device rules
-//! The effective list is always built the same way ([`Cgroup::apply`]):
+//! The effective list is always built the same way (`Cgroup::apply`):
 //! deny everything, then the given rules in their order, then the runtime's
 //! allowances (mknod of any node, use of the default devices). An `update`
 //! that carries `devices` replaces the list built at create time (it is
