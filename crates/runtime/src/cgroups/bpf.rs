@@ -63,7 +63,7 @@ pub enum BpfError {
         source: io::Error,
     },
     /// The kernel refused the program; `log` is the verifier's explanation.
-    #[error("BPF_PROG_LOAD: {source}; verifier log: {log}")]
+    #[error("BPF_PROG_LOAD: {source}{}", log_suffix(.log))]
     Load {
         /// The errno.
         #[source]
@@ -81,6 +81,39 @@ impl BpfError {
                 source.raw_os_error()
             }
         }
+    }
+
+    /// Whether the kernel refused this process cgroup device programs as
+    /// such, rather than this program: a bpf(2) call failed with `ENOSYS`
+    /// (no bpf(2): a kernel without `CONFIG_BPF_SYSCALL`, or a seccomp
+    /// filter), `EINVAL` without a verifier log (no device program type or
+    /// attach type: a kernel without `CONFIG_CGROUP_BPF`) or `EPERM` (no
+    /// `CAP_BPF`/`CAP_SYS_ADMIN`, an LSM's veto, a seccomp filter such as
+    /// Docker's default one). Not a refusal: a program the verifier
+    /// rejected (it comes with its log, and is this crate's bug), any other
+    /// errno, or a failure to open the cgroup directory.
+    pub fn is_refusal(&self) -> bool {
+        let refused = matches!(
+            self.errno(),
+            Some(libc::ENOSYS | libc::EINVAL | libc::EPERM)
+        );
+        match self {
+            BpfError::Syscall { op, .. } => refused && *op != OPEN_CGROUP,
+            BpfError::Load { log, .. } => refused && log.is_empty(),
+        }
+    }
+}
+
+/// The `op` of a failure to open the cgroup directory.
+const OPEN_CGROUP: &str = "open cgroup";
+
+/// `; verifier log: <log>`, or nothing when the kernel wrote no log (it
+/// refused the program before verifying it).
+fn log_suffix(log: &str) -> String {
+    if log.is_empty() {
+        String::new()
+    } else {
+        format!("; verifier log: {log}")
     }
 }
 
@@ -261,7 +294,7 @@ fn load_named(insns: &[Insn], prog_name: &str) -> Result<OwnedFd, BpfError> {
 /// Opens a cgroup2 directory for attaching.
 fn open_cgroup(dir: &Path) -> Result<OwnedFd, BpfError> {
     let c = CString::new(dir.as_os_str().as_bytes())
-        .map_err(|_| sys_err("open cgroup")(io::Error::from_raw_os_error(libc::EINVAL)))?;
+        .map_err(|_| sys_err(OPEN_CGROUP)(io::Error::from_raw_os_error(libc::EINVAL)))?;
     // SAFETY: a valid NUL-terminated path; the flags create nothing.
     let fd = unsafe {
         libc::open(
@@ -270,7 +303,7 @@ fn open_cgroup(dir: &Path) -> Result<OwnedFd, BpfError> {
         )
     };
     if fd < 0 {
-        return Err(sys_err("open cgroup")(io::Error::last_os_error()));
+        return Err(sys_err(OPEN_CGROUP)(io::Error::last_os_error()));
     }
     // SAFETY: open just returned this fd.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
@@ -576,6 +609,40 @@ mod tests {
             .collect();
         assert!(names.contains(&"other_devices".to_string()), "{names:?}");
         assert!(names.contains(&PROG_NAME.to_string()), "{names:?}");
+    }
+
+    /// What counts as the kernel refusing device programs as such.
+    #[test]
+    fn refusals_are_told_from_other_failures() {
+        let sys = |op, errno| BpfError::Syscall {
+            op,
+            source: io::Error::from_raw_os_error(errno),
+        };
+        let load = |errno, log: &str| BpfError::Load {
+            source: io::Error::from_raw_os_error(errno),
+            log: log.to_string(),
+        };
+        for errno in [libc::ENOSYS, libc::EINVAL, libc::EPERM] {
+            assert!(load(errno, "").is_refusal(), "{errno}");
+            assert!(sys("BPF_PROG_ATTACH", errno).is_refusal(), "{errno}");
+            assert!(sys("BPF_PROG_QUERY", errno).is_refusal(), "{errno}");
+            // Opening the directory is not bpf(2).
+            assert!(!sys(OPEN_CGROUP, errno).is_refusal(), "{errno}");
+        }
+        // The verifier's rejections (with a log) are this crate's bugs.
+        assert!(!load(libc::EINVAL, "0: (95) exit\nR0 !read_ok").is_refusal());
+        assert!(!load(libc::EACCES, "").is_refusal());
+        assert!(!load(libc::E2BIG, "").is_refusal());
+        assert!(!sys("BPF_PROG_DETACH", libc::ENOENT).is_refusal());
+        assert!(!sys(OPEN_CGROUP, libc::ENOENT).is_refusal());
+        // Without a log, the message says nothing about one.
+        let enosys = load(libc::ENOSYS, "").to_string();
+        assert!(!enosys.contains("verifier"), "{enosys}");
+        let rejected = load(libc::EACCES, "R0 !read_ok").to_string();
+        assert!(
+            rejected.ends_with("; verifier log: R0 !read_ok"),
+            "{rejected}"
+        );
     }
 
     /// A program the verifier refuses (no r0 before exit) comes back with

@@ -9,7 +9,7 @@
 //! (listing the container's processes from `cgroup.procs`, the paths per
 //! controller for metrics, the hybrid host's cgroup2 directory, cgroup v2
 //! device rules) is done here directly, and so are the v1 device rules
-//! ([`device_rules`]: one open of `devices.allow`/`devices.deny` for the
+//! (`device_rules`: one open of `devices.allow`/`devices.deny` for the
 //! whole list instead of one per rule).
 //!
 //! # Hosts
@@ -24,10 +24,12 @@
 //!   hugetlb); its processes are moved there too and it is removed with
 //!   the others. Device rules are enforced twice: by the v1 devices
 //!   controller and by the eBPF program attached to that cgroup2
-//!   directory, since the kernel consults both for every device access.
+//!   directory, since the kernel consults both for every device access;
+//!   when the kernel refuses the program (no cgroup BPF, no privilege for
+//!   it), the v1 controller alone, with a warning (see `Cgroup::apply`).
 //!
 //! # Device rules
-//! The effective list is always built the same way ([`Cgroup::apply`]):
+//! The effective list is always built the same way (`Cgroup::apply`):
 //! deny everything, then the given rules in their order, then the runtime's
 //! allowances (mknod of any node, use of the default devices). An `update`
 //! that carries `devices` replaces the list built at create time (it is
@@ -315,12 +317,31 @@ impl Cgroup {
     /// The other resources go through cgroups-rs's `FsManager`, which is
     /// not even opened when none is set (only what the spec sets is written).
     ///
+    /// # A kernel that refuses device programs
+    /// On a hybrid host the v1 devices controller holds the whole list and
+    /// is the authority (runc installs no program there at all); the
+    /// program only repeats it. So when the kernel refuses this process
+    /// device programs as such ([`bpf::BpfError::is_refusal`]: `ENOSYS`,
+    /// `EINVAL` without a verifier log, `EPERM`, e.g. a kernel without
+    /// cgroup BPF, a runtime without `CAP_BPF`/`CAP_SYS_ADMIN`, or one
+    /// nested in a container whose seccomp profile forbids bpf(2)), the v1
+    /// controller alone enforces the rules and a warning is logged, unless
+    /// a program of this runtime is already attached to the cgroup2
+    /// directory (an earlier create or update installed it and it cannot
+    /// be replaced now): it would keep enforcing the previous rules beside
+    /// the new v1 list, so that is an error. When even looking at the
+    /// attached programs is refused, none is assumed (a kernel that refuses
+    /// bpf(2) now never attached one, unless the runtime's own privileges
+    /// changed since). On a unified host the program is the only
+    /// enforcement: any failure is an error.
+    ///
     /// Errors: [`Error::InvalidSpec`] for an invalid device rule (nothing
-    /// is changed then); [`Error::Cgroup`] when cgroups-rs, the devices
-    /// controller or the bpf(2) calls fail (with the verifier log when the
-    /// program is refused). On a hybrid host whose kernel cannot load
-    /// device programs, the v1 controller alone enforces the rules (a
-    /// warning is logged).
+    /// is changed then); [`Error::Cgroup`] naming the cgroup when
+    /// cgroups-rs, the devices controller or the bpf(2) calls fail (with
+    /// the verifier log when the program is rejected), except for the
+    /// hybrid host's fallback above. An error after the v1 list was
+    /// written leaves it in place: v1 and a remaining program then both
+    /// apply, never looser than either.
     pub(crate) fn apply(&self, resources: &LinuxResources) -> Result<()> {
         let mut r = resources.clone();
         let mut rules = None;
@@ -371,12 +392,37 @@ impl Cgroup {
                 tracing::debug!(cgroup = %self.path, dir = %dir.display(), prog_id = id, "device filter installed");
                 Ok(())
             }
-            Err(e) if !self.unified && matches!(e.errno(), Some(libc::ENOSYS | libc::EINVAL)) => {
-                tracing::warn!(cgroup = %self.path, %e, "no cgroup2 device program on this hybrid host: the v1 devices controller alone enforces the rules");
-                Ok(())
-            }
+            Err(e) if !self.unified && e.is_refusal() => self.v1_devices_alone(dir, e),
             Err(e) => Err(cg_err("install device filter", &self.path, e)),
         }
+    }
+
+    /// The hybrid host's fallback when the kernel refused the device
+    /// program (`refusal`, see [`Cgroup::apply`]): fine, with a warning,
+    /// unless a program of this runtime is attached to the cgroup2
+    /// directory `dir` and would keep enforcing earlier rules.
+    fn v1_devices_alone(&self, dir: &Path, refusal: bpf::BpfError) -> Result<()> {
+        let stale = bpf::attached(dir)
+            .map(|progs| progs.into_iter().find(|p| p.name == bpf::PROG_NAME))
+            .unwrap_or_default();
+        if let Some(old) = stale {
+            return Err(cg_err(
+                "install device filter",
+                &self.path,
+                format!(
+                    "{refusal}; the earlier device program (id {}) on {} cannot be replaced and would keep enforcing the previous rules",
+                    old.id,
+                    dir.display()
+                ),
+            ));
+        }
+        let cgroup = format!("/{}", self.path);
+        tracing::warn!(
+            %cgroup,
+            error = %refusal,
+            "the kernel refused the cgroup2 device program on this hybrid host: the v1 devices controller alone enforces the rules"
+        );
+        Ok(())
     }
 
     /// Moves process `pid` into the cgroup (on a hybrid host also into its
