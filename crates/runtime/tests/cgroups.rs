@@ -14,7 +14,7 @@ mod common;
 use berth_runtime::oci_spec::runtime::{
     LinuxCpuBuilder, LinuxMemoryBuilder, LinuxPidsBuilder, LinuxResources, LinuxResourcesBuilder,
 };
-use berth_runtime::{CreateOptions, ExitStatus, Stdio};
+use berth_runtime::{CreateOptions, ExitStatus};
 use common::*;
 
 fn with_resources(args: &[&str], cg: &str, r: LinuxResources) -> oci_spec::runtime::Spec {
@@ -60,18 +60,7 @@ fn memory_limit_oom_kills() {
     );
     let id = env.id("oom");
     let bundle = env.bundle(&id, &s);
-    let (ro, wo) = pipe();
-    let init = env
-        .runtime
-        .create(
-            &id,
-            &bundle,
-            CreateOptions {
-                stdout: Stdio::Fd(wo),
-                ..Default::default()
-            },
-        )
-        .unwrap();
+    let (init, ro) = env.create_piped(&id, &bundle);
     if let Some(dir) = v1_dir("memory", &cg) {
         assert_eq!(
             std::fs::read_to_string(dir.join("memory.soft_limit_in_bytes"))
@@ -251,18 +240,7 @@ fn device_cgroup_allows_only_default_and_spec_devices() {
     );
     let id = env.id("devcg");
     let bundle = env.bundle(&id, &s);
-    let (ro, wo) = pipe();
-    let init = env
-        .runtime
-        .create(
-            &id,
-            &bundle,
-            CreateOptions {
-                stdout: Stdio::Fd(wo),
-                ..Default::default()
-            },
-        )
-        .unwrap();
+    let (init, ro) = env.create_piped(&id, &bundle);
     let list =
         std::fs::read_to_string(v1_dir("devices", &cg).unwrap().join("devices.list")).unwrap();
     for want in ["c 1:3 rwm", "c 136:* rwm", "c 10:237 rw", "b *:* m"] {
@@ -337,18 +315,7 @@ fn device_cgroup_spec_deny_all_keeps_default_devices() {
     .unwrap();
     let id = env.id("denyall");
     let bundle = env.bundle(&id, &s);
-    let (ro, wo) = pipe();
-    let init = env
-        .runtime
-        .create(
-            &id,
-            &bundle,
-            CreateOptions {
-                stdout: Stdio::Fd(wo),
-                ..Default::default()
-            },
-        )
-        .unwrap();
+    let (init, ro) = env.create_piped(&id, &bundle);
     let list =
         std::fs::read_to_string(v1_dir("devices", &cg).unwrap().join("devices.list")).unwrap();
     for want in ["c 1:3 rwm", "c 1:5 rwm", "c 136:* rwm", "b *:* m"] {

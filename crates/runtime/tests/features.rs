@@ -21,7 +21,7 @@ use berth_runtime::oci_spec::runtime::{
     LinuxNamespaceBuilder, LinuxNamespaceType, LinuxResourcesBuilder, LinuxTimeOffsetBuilder,
     MountBuilder,
 };
-use berth_runtime::{CreateOptions, ExecOptions, ExitStatus, Stdio};
+use berth_runtime::{CreateOptions, ExitStatus};
 use common::*;
 
 #[test]
@@ -233,7 +233,6 @@ fn exec_into_a_user_namespace_container() {
         .create(&id, &bundle, CreateOptions::default())
         .unwrap();
     env.runtime.start(&id).unwrap();
-    let (r, w) = pipe();
     let p = process_builder(&[
         "sh",
         "-c",
@@ -241,17 +240,7 @@ fn exec_into_a_user_namespace_container() {
     ])
     .build()
     .unwrap();
-    let child = env
-        .runtime
-        .exec(
-            &id,
-            &p,
-            ExecOptions {
-                stdout: Stdio::Fd(w),
-                ..Default::default()
-            },
-        )
-        .unwrap();
+    let (child, r) = env.exec_piped(&id, &p);
     assert_eq!(child.wait().unwrap(), ExitStatus::Exited(0));
     assert_eq!(read_all(r), "0\n 0 300000 65536\nberth-test\n");
     // From the host, the exec'd process ran as the mapped uid.
@@ -396,21 +385,10 @@ fn exec_into_a_container_without_proc() {
         .create(&id, &bundle, CreateOptions::default())
         .unwrap();
     env.runtime.start(&id).unwrap();
-    let (r, w) = pipe();
     let p = process_builder(&["sh", "-c", "ls /proc | wc -l; echo exec-ok"])
         .build()
         .unwrap();
-    let child = env
-        .runtime
-        .exec(
-            &id,
-            &p,
-            ExecOptions {
-                stdout: Stdio::Fd(w),
-                ..Default::default()
-            },
-        )
-        .unwrap();
+    let (child, r) = env.exec_piped(&id, &p);
     assert_eq!(child.wait().unwrap(), ExitStatus::Exited(0));
     assert_eq!(read_all(r), "0\nexec-ok\n");
     env.runtime.delete(&id, true).unwrap();

@@ -236,20 +236,15 @@ fn exec_joins_namespaces_and_cgroup() {
     .cwd("/tmp")
     .build()
     .unwrap();
-    let (r, w) = pipe();
     let (stdin_r, stdin_w) = pipe();
-    let child = env
-        .runtime
-        .exec(
-            &id,
-            &p,
-            ExecOptions {
-                stdin: Stdio::Fd(stdin_r),
-                stdout: Stdio::Fd(w),
-                ..Default::default()
-            },
-        )
-        .unwrap();
+    let (child, r) = env.exec_piped_with(
+        &id,
+        &p,
+        ExecOptions {
+            stdin: Stdio::Fd(stdin_r),
+            ..Default::default()
+        },
+    );
     // The exec'd process is in the container's cgroup while it runs (it
     // waits for a line on stdin).
     let pids = env.runtime.pids(&id).unwrap();
@@ -572,18 +567,7 @@ fn mount_targets_cannot_escape_through_symlinks() {
     let bundle = env.bundle(&id, &s);
     // /escape -> /tmp: followed on the host it would mean the host's /tmp.
     std::os::unix::fs::symlink("/tmp", bundle.join("rootfs/escape")).unwrap();
-    let (r, w) = pipe();
-    let init = env
-        .runtime
-        .create(
-            &id,
-            &bundle,
-            CreateOptions {
-                stdout: Stdio::Fd(w),
-                ..Default::default()
-            },
-        )
-        .unwrap();
+    let (init, r) = env.create_piped(&id, &bundle);
     env.runtime.start(&id).unwrap();
     assert_eq!(init.wait().unwrap(), ExitStatus::Exited(0));
     // The mount point was created inside the rootfs's /tmp, not the host's.
