@@ -17,9 +17,8 @@ use std::io::Read;
 use std::os::unix::net::UnixListener;
 
 use berth_runtime::oci_spec::runtime::{
-    BoxBuilder, LinuxDeviceBuilder, LinuxDeviceType, LinuxIdMappingBuilder, LinuxMemoryBuilder,
-    LinuxNamespaceBuilder, LinuxNamespaceType, LinuxResourcesBuilder, LinuxTimeOffsetBuilder,
-    MountBuilder,
+    BoxBuilder, LinuxDeviceBuilder, LinuxDeviceType, LinuxMemoryBuilder, LinuxNamespaceBuilder,
+    LinuxNamespaceType, LinuxResourcesBuilder, LinuxTimeOffsetBuilder, MountBuilder,
 };
 use berth_runtime::{CreateOptions, ExitStatus};
 use common::*;
@@ -207,19 +206,7 @@ fn exec_into_a_user_namespace_container() {
         return;
     }
     let env = Env::new();
-    use LinuxNamespaceType::*;
-    let map = LinuxIdMappingBuilder::default()
-        .container_id(0u32)
-        .host_id(300000u32)
-        .size(65536u32)
-        .build()
-        .unwrap();
-    let linux = linux_builder(&unique("cg"))
-        .namespaces(namespaces(&[Pid, Network, Ipc, Uts, Mount, Cgroup, User]))
-        .uid_mappings(vec![map])
-        .gid_mappings(vec![map])
-        .build()
-        .unwrap();
+    let linux = userns_linux(&unique("cg"), 300_000);
     let id = env.id("userns-exec");
     let bundle = env.bundle(
         &id,

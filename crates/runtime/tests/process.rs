@@ -455,20 +455,8 @@ fn user_namespace_with_mappings() {
     if !privileged() {
         return;
     }
-    use berth_runtime::oci_spec::runtime::{LinuxIdMappingBuilder, LinuxNamespaceType::*};
     let env = Env::new();
-    let map = LinuxIdMappingBuilder::default()
-        .container_id(0u32)
-        .host_id(200000u32)
-        .size(65536u32)
-        .build()
-        .unwrap();
-    let linux = linux_builder(&unique("cg"))
-        .namespaces(namespaces(&[Pid, Network, Ipc, Uts, Mount, Cgroup, User]))
-        .uid_mappings(vec![map])
-        .gid_mappings(vec![map])
-        .build()
-        .unwrap();
+    let linux = userns_linux(&unique("cg"), 200_000);
     let s = sh_spec(
         "id -u; cat /proc/self/uid_map | tr -s ' '; [ -c /dev/null ] && echo dev-ok; hostname",
     )

@@ -11,9 +11,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use berth_runtime::oci_spec::runtime::{
-    Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxNamespaceBuilder, LinuxNamespaceType,
-    Mount, MountBuilder, PosixRlimitBuilder, PosixRlimitType, Process, ProcessBuilder, RootBuilder,
-    Spec, SpecBuilder, UserBuilder,
+    Capability, Linux, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxIdMappingBuilder,
+    LinuxNamespaceBuilder, LinuxNamespaceType, Mount, MountBuilder, PosixRlimitBuilder,
+    PosixRlimitType, Process, ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
 };
 use berth_runtime::{ContainerProcess, CreateOptions, ExecOptions, ExitStatus, Runtime, Stdio};
 
@@ -408,6 +408,25 @@ pub fn linux_builder(cgroup: &str) -> LinuxBuilder {
             .collect::<Vec<_>>(),
         )
         .sysctl(HashMap::new())
+}
+
+/// The default `linux` section (cgroup path `/<cgroup>`) plus a user
+/// namespace mapping container uids and gids 0..65536 to host ids from
+/// `host_id` on.
+pub fn userns_linux(cgroup: &str, host_id: u32) -> Linux {
+    use LinuxNamespaceType::*;
+    let map = LinuxIdMappingBuilder::default()
+        .container_id(0u32)
+        .host_id(host_id)
+        .size(65536u32)
+        .build()
+        .unwrap();
+    linux_builder(cgroup)
+        .namespaces(namespaces(&[Pid, Network, Ipc, Uts, Mount, Cgroup, User]))
+        .uid_mappings(vec![map])
+        .gid_mappings(vec![map])
+        .build()
+        .unwrap()
 }
 
 pub fn spec_builder(args: &[&str], cgroup: &str) -> SpecBuilder {
