@@ -13,6 +13,19 @@ use std::time::{Duration, Instant};
 
 use tonic::transport::{Channel, Endpoint, Uri};
 
+/// The gRPC client and message types (the committed `examples/berthd/proto_gen.rs`).
+#[allow(
+    missing_docs,
+    missing_debug_implementations,
+    unused_qualifications,
+    dead_code,
+    clippy::all,
+    clippy::pedantic
+)]
+#[rustfmt::skip]
+#[path = "../../examples/berthd/proto_gen.rs"]
+pub mod proto;
+
 pub const IMAGE: &str = "berthd-test/busybox:latest";
 
 pub fn in_ci() -> bool {
@@ -88,6 +101,19 @@ impl Daemon {
             orphans: Vec::new(),
         };
         d.start();
+        d
+    }
+
+    /// [`Daemon::new`], with the fixture `archive` imported through it as [`IMAGE`].
+    pub fn with_image(archive: &Path) -> Daemon {
+        let d = Daemon::new();
+        d.cli_ok(&[
+            "image",
+            "import",
+            archive.to_str().unwrap(),
+            "--name",
+            IMAGE,
+        ]);
         d
     }
 
