@@ -23,7 +23,7 @@ use proto::containers_client::ContainersClient;
 use proto::events_client::EventsClient;
 use proto::images_client::ImagesClient;
 use proto::snapshots_client::SnapshotsClient;
-use support::{Daemon, IMAGE, eventually, http_get, mounts_under, prerequisites, proto, tokio};
+use support::{Daemon, IMAGE, eventually, http_get, prerequisites, proto, tokio};
 
 #[test]
 fn cli_and_client_drive_the_daemon() {
@@ -162,11 +162,7 @@ fn cli_and_client_drive_the_daemon() {
     assert!(d.cli_ok(&["ps"]).contains("stopped"));
     d.cli_ok(&["rm", &id]);
     assert!(!d.cli_ok(&["ps", "-q"]).contains(&id));
-    assert!(
-        mounts_under(&d.dir).is_empty(),
-        "{:?}",
-        mounts_under(&d.dir)
-    );
+    d.assert_no_mounts();
 
     // The lifecycle in the event stream.
     let kinds = rt.block_on(async {
@@ -387,7 +383,7 @@ fn containers_survive_a_daemon_kill_and_are_found_again() {
     eventually("stopped", || d.cli_ok(&["ps"]).contains("stopped"));
     d.cli_ok(&["rm", &id]);
     assert!(d.cli_ok(&["ps", "-q"]).trim().is_empty());
-    assert!(mounts_under(&d.dir).is_empty());
+    d.assert_no_mounts();
 
     // SIGTERM: a clean exit that removes the socket.
     let mut child = d.child.take().unwrap();

@@ -20,9 +20,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use proto::containers_client::ContainersClient;
-use support::{
-    Daemon, IMAGE, example_bin, mounts_under, prerequisites, proto, spawn_cli, tokio, unavailable,
-};
+use support::{Daemon, IMAGE, example_bin, prerequisites, proto, spawn_cli, tokio, unavailable};
 
 #[test]
 fn remote_run_attached_streams_stdio_signals_logs_and_metrics() {
@@ -211,11 +209,7 @@ fn remote_run_attached_streams_stdio_signals_logs_and_metrics() {
     );
     d.cli_ok(&["rm", "-f", "busy", "kept"]);
     assert_eq!(d.cli_ok(&["ps", "-q"]), "");
-    assert!(
-        mounts_under(&d.dir).is_empty(),
-        "{:?}",
-        mounts_under(&d.dir)
-    );
+    d.assert_no_mounts();
 }
 
 #[test]
@@ -282,11 +276,7 @@ fn remote_run_with_a_terminal_under_a_pty() {
         .await
         .unwrap();
     });
-    assert!(
-        mounts_under(&d.dir).is_empty(),
-        "{:?}",
-        mounts_under(&d.dir)
-    );
+    d.assert_no_mounts();
 }
 
 #[test]
@@ -338,9 +328,5 @@ fn the_daemon_and_the_in_process_cli_share_the_records() {
     d.cli_ok(&["rm", "-f", "shared", "remote"]);
     let out = local(&["ps", "-q"]);
     assert_eq!(String::from_utf8(out.stdout).unwrap(), "");
-    assert!(
-        mounts_under(&d.dir).is_empty(),
-        "{:?}",
-        mounts_under(&d.dir)
-    );
+    d.assert_no_mounts();
 }

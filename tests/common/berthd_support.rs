@@ -219,6 +219,12 @@ impl Daemon {
             .unwrap()
     }
 
+    /// Asserts that nothing is mounted under the daemon's directory.
+    pub fn assert_no_mounts(&self) {
+        let left = mounts_under(&self.dir);
+        assert!(left.is_empty(), "mounts left: {left:?}");
+    }
+
     /// The audit records of the live log and its backups.
     pub fn audit_records(&self) -> (Vec<serde_json::Value>, usize) {
         let dir = self.audit().parent().unwrap().to_path_buf();
