@@ -27,7 +27,7 @@ use berth_runtime::cgroups::bpf;
 use berth_runtime::oci_spec::runtime::{
     LinuxDeviceCgroupBuilder, LinuxDeviceType, LinuxResourcesBuilder, MountBuilder,
 };
-use berth_runtime::{CreateOptions, ExitStatus, Status};
+use berth_runtime::{ExitStatus, Status};
 use common::*;
 
 const HELPER: &str = "BERTH_TEST_HELPER_V2";
@@ -82,10 +82,7 @@ fn helper_lifecycle_on_unified_hierarchy() {
         .build()
         .unwrap();
     let bundle = env.bundle(&id, &s);
-    let init = env
-        .runtime
-        .create(&id, &bundle, CreateOptions::default())
-        .unwrap();
+    let init = env.create(&id, &bundle);
     let paths = env.runtime.state(&id).unwrap().cgroup_paths();
     let dir = paths.unified.clone().unwrap();
     assert_eq!(dir, Path::new("/sys/fs/cgroup").join(&cg));
@@ -179,10 +176,7 @@ fn helper_device_rules_on_unified_hierarchy() {
         .build()
         .unwrap();
     let bundle = env.bundle(&id, &s);
-    let init = env
-        .runtime
-        .create(&id, &bundle, CreateOptions::default())
-        .unwrap();
+    let init = env.create(&id, &bundle);
     let dir = env
         .runtime
         .state(&id)

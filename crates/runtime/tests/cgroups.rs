@@ -11,10 +11,10 @@
 
 mod common;
 
+use berth_runtime::ExitStatus;
 use berth_runtime::oci_spec::runtime::{
     LinuxCpuBuilder, LinuxMemoryBuilder, LinuxPidsBuilder, LinuxResources, LinuxResourcesBuilder,
 };
-use berth_runtime::{CreateOptions, ExitStatus};
 use common::*;
 
 fn with_resources(args: &[&str], cg: &str, r: LinuxResources) -> oci_spec::runtime::Spec {
@@ -160,10 +160,7 @@ fn cpu_resources_applied_and_updated() {
         .unwrap();
     let id = env.id("cpu");
     let bundle = env.bundle(&id, &with_resources(&["sleep", "1000"], &cg, r));
-    let init = env
-        .runtime
-        .create(&id, &bundle, CreateOptions::default())
-        .unwrap();
+    let init = env.create(&id, &bundle);
     let paths = env.runtime.state(&id).unwrap().cgroup_paths();
     assert_eq!(
         paths,
@@ -373,10 +370,7 @@ fn delete_removes_the_default_parent_when_empty() {
     linux.set_cgroups_path(None);
     s.set_linux(Some(linux));
     let bundle = env.bundle(&id, &s);
-    let init = env
-        .runtime
-        .create(&id, &bundle, CreateOptions::default())
-        .unwrap();
+    let init = env.create(&id, &bundle);
     let paths = env.runtime.state(&id).unwrap().cgroup_paths();
     assert_eq!(paths.relative, format!("/berth/{id}"));
     let dirs: Vec<_> = paths

@@ -178,10 +178,7 @@ fn setup_is_not_dumpable_until_exec() {
             .build()
             .unwrap(),
     );
-    let init = env
-        .runtime
-        .create(&id, &bundle, CreateOptions::default())
-        .unwrap();
+    let init = env.create(&id, &bundle);
     let owner = || {
         std::fs::metadata(format!("/proc/{}/environ", init.pid()))
             .unwrap()

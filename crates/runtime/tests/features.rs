@@ -105,10 +105,7 @@ fn namespaces_joined_by_path() {
     let env = Env::new();
     let a = env.id("ns-owner");
     let ba = env.bundle(&a, &spec(&["sleep", "1000"], &unique("cg")));
-    let ia = env
-        .runtime
-        .create(&a, &ba, CreateOptions::default())
-        .unwrap();
+    let ia = env.create(&a, &ba);
     env.runtime.start(&a).unwrap();
 
     use LinuxNamespaceType::*;
@@ -215,10 +212,7 @@ fn exec_into_a_user_namespace_container() {
             .build()
             .unwrap(),
     );
-    let init = env
-        .runtime
-        .create(&id, &bundle, CreateOptions::default())
-        .unwrap();
+    let init = env.create(&id, &bundle);
     env.runtime.start(&id).unwrap();
     let p = process_builder(&[
         "sh",
@@ -367,10 +361,7 @@ fn exec_into_a_container_without_proc() {
         .build()
         .unwrap();
     let bundle = env.bundle(&id, &s);
-    let init = env
-        .runtime
-        .create(&id, &bundle, CreateOptions::default())
-        .unwrap();
+    let init = env.create(&id, &bundle);
     env.runtime.start(&id).unwrap();
     let p = process_builder(&["sh", "-c", "ls /proc | wc -l; echo exec-ok"])
         .build()

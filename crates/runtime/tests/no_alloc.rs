@@ -16,10 +16,10 @@ mod common;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicI32, Ordering};
 
+use berth_runtime::ExitStatus;
 use berth_runtime::oci_spec::runtime::{
     HookBuilder, HooksBuilder, LinuxSeccompAction, LinuxSeccompBuilder, LinuxSyscallBuilder,
 };
-use berth_runtime::{CreateOptions, ExitStatus};
 use common::*;
 
 static MAIN_PID: AtomicI32 = AtomicI32::new(0);
@@ -111,10 +111,7 @@ fn setup_children_do_not_allocate() {
     // And exec.
     let id = env.id("noalloc-exec");
     let bundle = env.bundle(&id, &spec(&["sleep", "1000"], &unique("cg")));
-    let init = env
-        .runtime
-        .create(&id, &bundle, CreateOptions::default())
-        .unwrap();
+    let init = env.create(&id, &bundle);
     env.runtime.start(&id).unwrap();
     let p = process_builder(&["echo", "exec-ok"]).build().unwrap();
     let (child, r) = env.exec_piped(&id, &p);

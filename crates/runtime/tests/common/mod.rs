@@ -93,6 +93,15 @@ impl Env {
         id
     }
 
+    /// Creates container `id` from `bundle` with default options (stdio
+    /// inherited); returns its init process. Panics, naming `id`, when create
+    /// fails.
+    pub fn create(&self, id: &str, bundle: &Path) -> ContainerProcess {
+        self.runtime
+            .create(id, bundle, CreateOptions::default())
+            .unwrap_or_else(|e| panic!("create {id}: {e}"))
+    }
+
     /// Creates container `id` from `bundle` with its stdout on a pipe (the
     /// other fds inherited); returns the init process and the pipe's read
     /// end. Panics, naming `id`, when create fails.
