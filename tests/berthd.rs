@@ -15,19 +15,6 @@
 #[path = "common/berthd_support.rs"]
 mod support;
 
-
-#[allow(
-    missing_docs,
-    missing_debug_implementations,
-    unused_qualifications,
-    dead_code,
-    clippy::all,
-    clippy::pedantic
-)]
-#[rustfmt::skip]
-#[path = "../examples/berthd/proto_gen.rs"]
-mod proto;
-
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
@@ -36,7 +23,7 @@ use proto::containers_client::ContainersClient;
 use proto::events_client::EventsClient;
 use proto::images_client::ImagesClient;
 use proto::snapshots_client::SnapshotsClient;
-use support::{Daemon, IMAGE, eventually, http_get, mounts_under, prerequisites, tokio};
+use support::{Daemon, IMAGE, eventually, http_get, prerequisites, proto, tokio};
 
 #[test]
 fn cli_and_client_drive_the_daemon() {
@@ -175,11 +162,7 @@ fn cli_and_client_drive_the_daemon() {
     assert!(d.cli_ok(&["ps"]).contains("stopped"));
     d.cli_ok(&["rm", &id]);
     assert!(!d.cli_ok(&["ps", "-q"]).contains(&id));
-    assert!(
-        mounts_under(&d.dir).is_empty(),
-        "{:?}",
-        mounts_under(&d.dir)
-    );
+    d.assert_no_mounts();
 
     // The lifecycle in the event stream.
     let kinds = rt.block_on(async {
@@ -355,14 +338,7 @@ fn containers_survive_a_daemon_kill_and_are_found_again() {
     // SAFETY: prctl with integer arguments.
     let subreaper = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
     assert_eq!(subreaper, 0);
-    let mut d = Daemon::new();
-    d.cli_ok(&[
-        "image",
-        "import",
-        fixture.to_str().unwrap(),
-        "--name",
-        IMAGE,
-    ]);
+    let mut d = Daemon::with_image(&fixture);
     let id = d
         .cli_ok(&["run", "-d", IMAGE, "sleep", "1000"])
         .trim()
@@ -407,7 +383,7 @@ fn containers_survive_a_daemon_kill_and_are_found_again() {
     eventually("stopped", || d.cli_ok(&["ps"]).contains("stopped"));
     d.cli_ok(&["rm", &id]);
     assert!(d.cli_ok(&["ps", "-q"]).trim().is_empty());
-    assert!(mounts_under(&d.dir).is_empty());
+    d.assert_no_mounts();
 
     // SIGTERM: a clean exit that removes the socket.
     let mut child = d.child.take().unwrap();
@@ -425,14 +401,7 @@ fn oom_kills_are_streamed_as_events() {
     let Some(fixture) = prerequisites() else {
         return;
     };
-    let d = Daemon::new();
-    d.cli_ok(&[
-        "image",
-        "import",
-        fixture.to_str().unwrap(),
-        "--name",
-        IMAGE,
-    ]);
+    let d = Daemon::with_image(&fixture);
     let rt = tokio();
     rt.block_on(async {
         let channel = d.channel().await;

@@ -15,41 +15,19 @@ mod pty;
 #[path = "common/berthd_support.rs"]
 mod support;
 
-
-#[allow(
-    missing_docs,
-    missing_debug_implementations,
-    unused_qualifications,
-    dead_code,
-    clippy::all,
-    clippy::pedantic
-)]
-#[rustfmt::skip]
-#[path = "../examples/berthd/proto_gen.rs"]
-mod proto;
-
 use std::io::{BufRead, BufReader, Write};
 use std::process::Command;
 use std::time::Duration;
 
 use proto::containers_client::ContainersClient;
-use support::{
-    Daemon, IMAGE, example_bin, mounts_under, prerequisites, spawn_cli, tokio, unavailable,
-};
+use support::{Daemon, IMAGE, example_bin, prerequisites, proto, spawn_cli, tokio, unavailable};
 
 #[test]
 fn remote_run_attached_streams_stdio_signals_logs_and_metrics() {
     let Some(fixture) = prerequisites() else {
         return;
     };
-    let d = Daemon::new();
-    d.cli_ok(&[
-        "image",
-        "import",
-        fixture.to_str().unwrap(),
-        "--name",
-        IMAGE,
-    ]);
+    let d = Daemon::with_image(&fixture);
 
     // Output streams back on the right stream, the exit code is ours, --rm removes it.
     let out = d.cli(&[
@@ -231,11 +209,7 @@ fn remote_run_attached_streams_stdio_signals_logs_and_metrics() {
     );
     d.cli_ok(&["rm", "-f", "busy", "kept"]);
     assert_eq!(d.cli_ok(&["ps", "-q"]), "");
-    assert!(
-        mounts_under(&d.dir).is_empty(),
-        "{:?}",
-        mounts_under(&d.dir)
-    );
+    d.assert_no_mounts();
 }
 
 #[test]
@@ -247,14 +221,7 @@ fn remote_run_with_a_terminal_under_a_pty() {
         unavailable("script(1) from util-linux");
         return;
     }
-    let d = Daemon::new();
-    d.cli_ok(&[
-        "image",
-        "import",
-        fixture.to_str().unwrap(),
-        "--name",
-        IMAGE,
-    ]);
+    let d = Daemon::with_image(&fixture);
     let berth = example_bin("berth");
     let line = format!(
         "stty cols 91 rows 17; {} --address {} run --rm -t {IMAGE} sh -c 'tty; test -t 0 && test -t 1 && echo both-ttys; stty size; exit 7'",
@@ -309,11 +276,7 @@ fn remote_run_with_a_terminal_under_a_pty() {
         .await
         .unwrap();
     });
-    assert!(
-        mounts_under(&d.dir).is_empty(),
-        "{:?}",
-        mounts_under(&d.dir)
-    );
+    d.assert_no_mounts();
 }
 
 #[test]
@@ -321,14 +284,7 @@ fn the_daemon_and_the_in_process_cli_share_the_records() {
     let Some(fixture) = prerequisites() else {
         return;
     };
-    let d = Daemon::new();
-    d.cli_ok(&[
-        "image",
-        "import",
-        fixture.to_str().unwrap(),
-        "--name",
-        IMAGE,
-    ]);
+    let d = Daemon::with_image(&fixture);
     // A container made in-process, beside the running daemon, on the same root.
     let local = |args: &[&str]| {
         Command::new(example_bin("berth"))
@@ -372,9 +328,5 @@ fn the_daemon_and_the_in_process_cli_share_the_records() {
     d.cli_ok(&["rm", "-f", "shared", "remote"]);
     let out = local(&["ps", "-q"]);
     assert_eq!(String::from_utf8(out.stdout).unwrap(), "");
-    assert!(
-        mounts_under(&d.dir).is_empty(),
-        "{:?}",
-        mounts_under(&d.dir)
-    );
+    d.assert_no_mounts();
 }

@@ -18,7 +18,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use registry_support::{FakeServer, Registry, Resp, fixture, make_pki, tempdir};
+use registry_support::setup::{busybox_registry, seeded};
+use registry_support::{FakeServer, Registry, Resp, make_pki, tempdir};
 
 /// `target/<profile>/examples/berth`, found from this test binary (`target/<profile>/deps/…`).
 fn berth_bin() -> PathBuf {
@@ -68,13 +69,13 @@ fn login_pull_push_over_tls_with_a_private_ca() {
     let Some((ca, crt, key)) = make_pki(pki.path(), "cli", "IP:127.0.0.1") else {
         return;
     };
-    let (Some(reg), Some(busybox)) = (
+    let Some((reg, _)) = seeded(
         Registry::start_tls(Some(("cli", "cli-pw")), &crt, &key),
-        fixture("busybox.oci.tar"),
+        "busybox.oci.tar",
+        "cli/busybox:latest",
     ) else {
         return;
     };
-    reg.seed(&busybox, "cli/busybox:latest");
     let tmp = tempdir("berth-cli-registry-");
     let root = tmp.path().join("root");
     let auth = tmp.path().join("docker/config.json");
@@ -245,10 +246,9 @@ fn login_pull_push_over_tls_with_a_private_ca() {
 
 #[test]
 fn pull_through_a_mirror_named_by_hosts_dir() {
-    let (Some(mirror), Some(busybox)) = (Registry::start(None), fixture("busybox.oci.tar")) else {
+    let Some(mirror) = busybox_registry(None, "lib/busybox:latest") else {
         return;
     };
-    mirror.seed(&busybox, "lib/busybox:latest");
     let upstream = FakeServer::start(|_| Resp::new(503));
     let tmp = tempdir("berth-cli-hosts-");
     let host_dir = tmp.path().join("certs.d").join(upstream.host());

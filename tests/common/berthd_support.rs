@@ -13,20 +13,27 @@ use std::time::{Duration, Instant};
 
 use tonic::transport::{Channel, Endpoint, Uri};
 
+/// The gRPC client and message types (the committed `examples/berthd/proto_gen.rs`).
+#[allow(
+    missing_docs,
+    missing_debug_implementations,
+    unused_qualifications,
+    dead_code,
+    clippy::all,
+    clippy::pedantic
+)]
+#[rustfmt::skip]
+#[path = "../../examples/berthd/proto_gen.rs"]
+pub mod proto;
+
+/// The `berth` tests' support: its skip policy, example-binary lookup and mount listing are
+/// the daemon tests' too.
+#[path = "berth_support.rs"]
+mod berth_support;
+
+pub use berth_support::{example_bin, mounts_under, unavailable};
+
 pub const IMAGE: &str = "berthd-test/busybox:latest";
-
-pub fn in_ci() -> bool {
-    std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false")
-}
-
-/// A missing prerequisite: a failure under CI, else a printed skip.
-pub fn unavailable(reason: &str) -> bool {
-    if in_ci() {
-        panic!("required for this test under CI: {reason}");
-    }
-    eprintln!("SKIP: {reason}");
-    false
-}
 
 /// Root and the busybox fixture; returns the fixture.
 pub fn prerequisites() -> Option<PathBuf> {
@@ -41,22 +48,6 @@ pub fn prerequisites() -> Option<PathBuf> {
         return None;
     }
     Some(fixture)
-}
-
-pub fn example_bin(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe
-        .parent()
-        .and_then(Path::parent)
-        .unwrap()
-        .join("examples")
-        .join(name);
-    assert!(
-        bin.is_file(),
-        "{} is missing: run through cargo test",
-        bin.display()
-    );
-    bin
 }
 
 /// A daemon with its own directory (root, runtime root, socket, audit log).
@@ -88,6 +79,19 @@ impl Daemon {
             orphans: Vec::new(),
         };
         d.start();
+        d
+    }
+
+    /// [`Daemon::new`], with the fixture `archive` imported through it as [`IMAGE`].
+    pub fn with_image(archive: &Path) -> Daemon {
+        let d = Daemon::new();
+        d.cli_ok(&[
+            "image",
+            "import",
+            archive.to_str().unwrap(),
+            "--name",
+            IMAGE,
+        ]);
         d
     }
 
@@ -193,6 +197,12 @@ impl Daemon {
             .unwrap()
     }
 
+    /// Asserts that nothing is mounted under the daemon's directory.
+    pub fn assert_no_mounts(&self) {
+        let left = mounts_under(&self.dir);
+        assert!(left.is_empty(), "mounts left: {left:?}");
+    }
+
     /// The audit records of the live log and its backups.
     pub fn audit_records(&self) -> (Vec<serde_json::Value>, usize) {
         let dir = self.audit().parent().unwrap().to_path_buf();
@@ -207,19 +217,6 @@ impl Daemon {
         }
         (lines, files)
     }
-}
-
-/// Mount points at or under `dir`, deepest first.
-pub fn mounts_under(dir: &Path) -> Vec<PathBuf> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let mut out: Vec<PathBuf> = info
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .map(PathBuf::from)
-        .filter(|p| p.starts_with(dir))
-        .collect();
-    out.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
-    out
 }
 
 impl Drop for Daemon {

@@ -14,14 +14,14 @@ mod registry_support;
 
 use std::ffi::OsString;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU16, Ordering};
 
 use berth_image::ErrorKind;
-use berth_image::content::ContentStore;
 use berth_image::registry::{self, PullOptions, RegistryOptions, RetryPolicy};
-use registry_support::{FakeServer, Registry, Resp, fixture, forward, tempdir};
+use registry_support::setup::{busybox_registry, open_store, pull_with};
+use registry_support::{FakeServer, Resp, forward, tempdir};
 
 /// A temp dir with a `bin/` of helpers, an auth file, and a log the helpers append to.
 struct Helpers {
@@ -68,21 +68,14 @@ impl Helpers {
     }
 
     fn opts(&self) -> PullOptions<'static> {
-        PullOptions {
-            registry: RegistryOptions {
-                plain_http: true,
-                auth_file: Some(self.auth_file()),
-                helper_path: Some(OsString::from(self.bin())),
-                retry: RetryPolicy::none(),
-                ..RegistryOptions::default()
-            },
-            ..PullOptions::default()
-        }
+        pull_with(RegistryOptions {
+            plain_http: true,
+            auth_file: Some(self.auth_file()),
+            helper_path: Some(OsString::from(self.bin())),
+            retry: RetryPolicy::none(),
+            ..RegistryOptions::default()
+        })
     }
-}
-
-fn fresh_store(dir: &Path, name: &str) -> ContentStore {
-    ContentStore::open(&dir.join(name)).unwrap()
 }
 
 /// A helper answering `user`/`secret` for `server` only, "not found" for anything else.
@@ -94,13 +87,10 @@ fn answering(server: &str, user: &str, secret: &str) -> String {
 
 #[test]
 fn cred_helpers_and_creds_store_answer_an_htpasswd_registry() {
-    let (Some(reg), Some(busybox)) = (
-        Registry::start(Some(("helped", "h3lper-pw"))),
-        fixture("busybox.oci.tar"),
-    ) else {
+    let Some(reg) = busybox_registry(Some(("helped", "h3lper-pw")), "private/busybox:latest")
+    else {
         return;
     };
-    reg.seed(&busybox, "private/busybox:latest");
     let name = format!("{}/private/busybox:latest", reg.host());
     let h = Helpers::new();
     h.helper("berthtest", &answering(&reg.host(), "helped", "h3lper-pw"));
@@ -117,14 +107,14 @@ fn cred_helpers_and_creds_store_answer_an_htpasswd_registry() {
         reg.host(),
         reg.host()
     ));
-    let store = fresh_store(h.dir.path(), "a");
+    let store = open_store(h.dir.path(), "a");
     let report = registry::pull(&store, &name, &h.opts()).unwrap();
     assert_eq!(report.name, name);
     assert_eq!(h.logged(), format!("berthtest get {}\n", reg.host()));
 
     // credsStore for every host (no per-host helper).
     h.config(r#"{"credsStore":"berthtest"}"#);
-    let store = fresh_store(h.dir.path(), "b");
+    let store = open_store(h.dir.path(), "b");
     registry::pull(&store, &name, &h.opts()).unwrap();
     assert!(
         h.logged()
@@ -136,7 +126,7 @@ fn cred_helpers_and_creds_store_answer_an_htpasswd_registry() {
         r#"{{"credHelpers":{{"{}":"berthnone"}}}}"#,
         reg.host()
     ));
-    let store = fresh_store(h.dir.path(), "c");
+    let store = open_store(h.dir.path(), "c");
     let e = registry::pull(&store, &name, &h.opts()).unwrap_err();
     assert!(matches!(e, registry::Error::Unauthorized { .. }), "{e}");
 
@@ -175,10 +165,9 @@ fn cred_helpers_and_creds_store_answer_an_htpasswd_registry() {
 
 #[test]
 fn identity_token_from_a_helper_is_exchanged_at_the_realm() {
-    let (Some(reg), Some(busybox)) = (Registry::start(None), fixture("busybox.oci.tar")) else {
+    let Some(reg) = busybox_registry(None, "tok/busybox:latest") else {
         return;
     };
-    reg.seed(&busybox, "tok/busybox:latest");
     const IDENTITY: &str = "refresh-me-42";
     const ACCESS: &str = "access-token-7";
     let upstream = reg.port;
@@ -217,7 +206,7 @@ fn identity_token_from_a_helper_is_exchanged_at_the_realm() {
         r#"{{"credHelpers":{{"{}":"berthid"}}}}"#,
         proxy.host()
     ));
-    let store = fresh_store(h.dir.path(), "s");
+    let store = open_store(h.dir.path(), "s");
     let name = format!("{}/tok/busybox:latest", proxy.host());
     registry::pull(&store, &name, &h.opts()).unwrap();
     let reqs = proxy.requests();
@@ -243,13 +232,10 @@ fn identity_token_from_a_helper_is_exchanged_at_the_realm() {
 
 #[test]
 fn login_stores_through_the_named_helper_and_pulls_with_it() {
-    let (Some(reg), Some(busybox)) = (
-        Registry::start(Some(("stored", "st0red-pw"))),
-        fixture("busybox.oci.tar"),
-    ) else {
+    let Some(reg) = busybox_registry(Some(("stored", "st0red-pw")), "private/busybox:latest")
+    else {
         return;
     };
-    reg.seed(&busybox, "private/busybox:latest");
     let h = Helpers::new();
     let vault = h.dir.path().join("vault.json");
     // A tiny store: `store` keeps the JSON it is given (the line `read -r server` took),
@@ -290,7 +276,7 @@ fn login_stores_through_the_named_helper_and_pulls_with_it() {
             .contains("st0red")
     );
 
-    let store = fresh_store(h.dir.path(), "s");
+    let store = open_store(h.dir.path(), "s");
     let name = format!("{}/private/busybox:latest", reg.host());
     registry::pull(&store, &name, &opts).unwrap();
 
@@ -306,13 +292,10 @@ fn login_stores_through_the_named_helper_and_pulls_with_it() {
 
 #[test]
 fn logout_erases_through_the_helper_and_drops_inline_entries() {
-    let (Some(reg), Some(busybox)) = (
-        Registry::start(Some(("leaving", "l3aving-pw"))),
-        fixture("busybox.oci.tar"),
-    ) else {
+    let Some(reg) = busybox_registry(Some(("leaving", "l3aving-pw")), "private/busybox:latest")
+    else {
         return;
     };
-    reg.seed(&busybox, "private/busybox:latest");
     let h = Helpers::new();
     let vault = h.dir.path().join("vault.json");
     // `get` answers from the vault file, `erase` empties it (and says "not found" when
@@ -339,7 +322,7 @@ fn logout_erases_through_the_helper_and_drops_inline_entries() {
     ));
     let name = format!("{}/private/busybox:latest", reg.host());
     let opts = h.opts();
-    registry::pull(&fresh_store(h.dir.path(), "a"), &name, &opts).unwrap();
+    registry::pull(&open_store(h.dir.path(), "a"), &name, &opts).unwrap();
 
     let removed = registry::remove_credentials_with(
         &h.auth_file(),
@@ -372,7 +355,7 @@ fn logout_erases_through_the_helper_and_drops_inline_entries() {
     );
 
     // Logged out: the helper's `get` finds nothing, the file has nothing, the pull is refused.
-    let e = registry::pull(&fresh_store(h.dir.path(), "b"), &name, &opts).unwrap_err();
+    let e = registry::pull(&open_store(h.dir.path(), "b"), &name, &opts).unwrap_err();
     assert!(matches!(e, registry::Error::Unauthorized { .. }), "{e}");
     // Nothing left to remove.
     assert!(

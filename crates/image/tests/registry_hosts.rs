@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 use berth_image::ErrorKind;
 use berth_image::content::ContentStore;
 use berth_image::registry::{self, PullOptions, RegistryOptions, RetryPolicy};
+use registry_support::setup::{busybox_registry, open_store, pull_with, seeded};
 use registry_support::{
     FakeServer, Registry, Resp, fixture, forward, make_client_cert, make_pki, tempdir,
 };
@@ -34,19 +35,16 @@ fn hosts_toml(dir: &Path, host: &str, text: &str) -> PathBuf {
 }
 
 fn opts(hosts_dir: &Path) -> PullOptions<'static> {
-    PullOptions {
-        registry: RegistryOptions {
-            hosts_dir: Some(hosts_dir.to_path_buf()),
-            auth_file: Some(hosts_dir.join("no-config.json")),
-            retry: RetryPolicy::none(),
-            ..RegistryOptions::default()
-        },
-        ..PullOptions::default()
-    }
+    pull_with(RegistryOptions {
+        hosts_dir: Some(hosts_dir.to_path_buf()),
+        auth_file: Some(hosts_dir.join("no-config.json")),
+        retry: RetryPolicy::none(),
+        ..RegistryOptions::default()
+    })
 }
 
 fn pull_ok(dir: &Path, sub: &str, name: &str, o: &PullOptions<'_>) -> ContentStore {
-    let store = ContentStore::open(&dir.join(sub)).unwrap();
+    let store = open_store(dir, sub);
     let report = registry::pull(&store, name, o).unwrap();
     assert_eq!(report.name, name);
     assert!(report.blobs >= 3, "{report:?}");
@@ -56,10 +54,9 @@ fn pull_ok(dir: &Path, sub: &str, name: &str, o: &PullOptions<'_>) -> ContentSto
 
 #[test]
 fn a_mirror_with_the_image_serves_the_pull_without_the_upstream() {
-    let (Some(mirror), Some(busybox)) = (Registry::start(None), fixture("busybox.oci.tar")) else {
+    let Some(mirror) = busybox_registry(None, "lib/busybox:latest") else {
         return;
     };
-    mirror.seed(&busybox, "lib/busybox:latest");
     // The upstream answers nothing useful and records whether it was asked at all.
     let upstream = FakeServer::start(|_| Resp::new(500).body("upstream must not be used"));
     let dir = tempdir("berth-hosts-test-");
@@ -83,10 +80,9 @@ fn a_mirror_with_the_image_serves_the_pull_without_the_upstream() {
 
 #[test]
 fn failing_mirrors_fall_back_to_the_upstream() {
-    let (Some(reg), Some(busybox)) = (Registry::start(None), fixture("busybox.oci.tar")) else {
+    let Some(reg) = busybox_registry(None, "lib/busybox:latest") else {
         return;
     };
-    reg.seed(&busybox, "lib/busybox:latest");
     let upstream = reg.port;
     // Mirror 1 resolves (forwarding manifests to the registry) but fails every blob; mirror 2
     // has nothing (404).
@@ -119,7 +115,7 @@ fn failing_mirrors_fall_back_to_the_upstream() {
     assert!(empty.requests().iter().any(|r| r.path.contains("/blobs/")));
 
     // When every endpoint fails, the error is the last one's (the upstream's), here 404.
-    let store = ContentStore::open(&dir.path().join("b")).unwrap();
+    let store = open_store(dir.path(), "b");
     let missing = format!("{}/lib/nothing:latest", reg.host());
     let e = registry::pull(&store, &missing, &opts(dir.path())).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
@@ -127,10 +123,9 @@ fn failing_mirrors_fall_back_to_the_upstream() {
 
 #[test]
 fn a_pull_only_mirror_serves_blobs_while_the_upstream_resolves_the_tag() {
-    let (Some(reg), Some(busybox)) = (Registry::start(None), fixture("busybox.oci.tar")) else {
+    let Some(reg) = busybox_registry(None, "lib/busybox:latest") else {
         return;
     };
-    reg.seed(&busybox, "lib/busybox:latest");
     let upstream = reg.port;
     // The mirror forwards to the same storage; it may pull (by digest) but not resolve tags.
     let mirror = FakeServer::start(move |req| forward(upstream, req));
@@ -156,13 +151,10 @@ fn a_pull_only_mirror_serves_blobs_while_the_upstream_resolves_the_tag() {
 
 #[test]
 fn a_mirror_gets_its_own_credentials_never_the_upstreams() {
-    let (Some(mirror), Some(busybox)) = (
-        Registry::start(Some(("mirror-user", "m1rror-pw"))),
-        fixture("busybox.oci.tar"),
-    ) else {
+    let Some(mirror) = busybox_registry(Some(("mirror-user", "m1rror-pw")), "lib/busybox:latest")
+    else {
         return;
     };
-    mirror.seed(&busybox, "lib/busybox:latest");
     let upstream = FakeServer::start(|_| Resp::new(503));
     // A first mirror asking for basic credentials, recording what it is sent.
     let asking =
@@ -186,7 +178,7 @@ fn a_mirror_gets_its_own_credentials_never_the_upstreams() {
         username: "upstream-user".into(),
         password: "upstream-secret".into(),
     });
-    let store = ContentStore::open(&dir.path().join("x")).unwrap();
+    let store = open_store(dir.path(), "x");
     let e = registry::pull(&store, &name, &o).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Unavailable, "the upstream's 503: {e}");
     assert!(!asking.requests().is_empty());
@@ -216,10 +208,9 @@ fn a_mirror_gets_its_own_credentials_never_the_upstreams() {
 
 #[test]
 fn a_mirror_under_an_overridden_path() {
-    let (Some(reg), Some(busybox)) = (Registry::start(None), fixture("busybox.oci.tar")) else {
+    let Some(reg) = busybox_registry(None, "lib/busybox:latest") else {
         return;
     };
-    reg.seed(&busybox, "lib/busybox:latest");
     let upstream = reg.port;
     // The mirror serves the API under /cache/api (no /v2 of its own): strip it and forward.
     let mirror = FakeServer::start(move |req| match req.path.strip_prefix("/cache/api") {
@@ -261,20 +252,20 @@ fn skip_verify_then_ca_for_a_tls_registry_with_an_unknown_ca() {
     let Some((ca, crt, key)) = make_pki(pki.path(), "hosts", "IP:127.0.0.1") else {
         return;
     };
-    let (Some(reg), Some(busybox)) = (
+    let Some((reg, _)) = seeded(
         Registry::start_tls(None, &crt, &key),
-        fixture("busybox.oci.tar"),
+        "busybox.oci.tar",
+        "tls/busybox:latest",
     ) else {
         return;
     };
-    reg.seed(&busybox, "tls/busybox:latest");
     let dir = tempdir("berth-hosts-test-");
     let name = format!("{}/tls/busybox:latest", reg.host());
     let server = format!("server = \"https://{}\"\n", reg.host());
 
     // Unknown CA: refused.
     let host_dir = hosts_toml(dir.path(), &reg.host(), &server);
-    let store = ContentStore::open(&dir.path().join("x")).unwrap();
+    let store = open_store(dir.path(), "x");
     let e = registry::pull(&store, &name, &opts(dir.path())).unwrap_err();
     assert!(matches!(e, registry::Error::Tls { .. }), "{e}");
     let e = registry::check_login(&reg.host(), &opts(dir.path()).registry).unwrap_err();
@@ -313,24 +304,8 @@ fn mutual_tls_with_the_client_pair_hosts_toml_names() {
         return;
     };
     let (cert, ckey) = make_client_cert(pki.path(), "mhosts", "client");
-    // skopeo needs the client certificate too: seed through a certs dir of its own.
-    let skopeo_certs = pki.path().join("skopeo-certs");
-    std::fs::create_dir_all(&skopeo_certs).unwrap();
-    std::fs::copy(&cert, skopeo_certs.join("client.cert")).unwrap();
-    std::fs::copy(&ckey, skopeo_certs.join("client.key")).unwrap();
-    std::fs::copy(&ca, skopeo_certs.join("ca.crt")).unwrap();
-    let out = std::process::Command::new("skopeo")
-        .args(["copy", "-q"])
-        .arg(format!("--dest-cert-dir={}", skopeo_certs.display()))
-        .arg(format!("oci-archive:{}", busybox.display()))
-        .arg(format!("docker://{}/m/busybox:latest", reg.host()))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    // skopeo needs the client certificate too.
+    reg.seed_mtls(&busybox, "m/busybox:latest", &ca, &cert, &ckey);
     let dir = tempdir("berth-hosts-test-");
     let name = format!("{}/m/busybox:latest", reg.host());
     let ca_s = ca.display().to_string();
@@ -340,7 +315,7 @@ fn mutual_tls_with_the_client_pair_hosts_toml_names() {
         &reg.host(),
         &format!("server = \"https://{}\"\nca = \"{ca_s}\"\n", reg.host()),
     );
-    let store = ContentStore::open(&dir.path().join("x")).unwrap();
+    let store = open_store(dir.path(), "x");
     assert!(registry::pull(&store, &name, &opts(dir.path())).is_err());
     // With it.
     hosts_toml(

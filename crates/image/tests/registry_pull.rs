@@ -12,35 +12,17 @@
 
 mod registry_support;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use berth_image::content::ContentStore;
-use berth_image::import::{self, ImportOptions};
 use berth_image::registry::{
     self, Credentials, PullOptions, PushOptions, RegistryOptions, RetryPolicy, save_credentials,
 };
 use berth_image::{ErrorKind, unpack};
-use registry_support::{FakeServer, Registry, Resp, counter, fixture, forward, tempdir};
-
-struct Store {
-    _dir: tempfile::TempDir,
-    store: ContentStore,
-    /// An auth file of this test alone (never the user's).
-    auth_file: PathBuf,
-}
-
-fn store() -> Store {
-    let dir = tempdir("berth-registry-store-");
-    let store = ContentStore::open(&dir.path().join("content")).unwrap();
-    let auth_file = dir.path().join("docker/config.json");
-    Store {
-        _dir: dir,
-        store,
-        auth_file,
-    }
-}
+use registry_support::setup::{
+    Store, assert_complete, busybox_registry, import_as, pull_with, seeded, store,
+};
+use registry_support::{FakeServer, Registry, Resp, counter, fixture, forward};
 
 fn reg_opts(s: &Store) -> RegistryOptions {
     RegistryOptions {
@@ -51,39 +33,21 @@ fn reg_opts(s: &Store) -> RegistryOptions {
 }
 
 fn pull_opts(s: &Store) -> PullOptions<'static> {
-    PullOptions {
-        registry: reg_opts(s),
-        ..PullOptions::default()
-    }
-}
-
-/// Every blob the pulled image references is stored and verifies.
-fn assert_complete(s: &Store, name: &str) {
-    let image = s.store.images().get(name).unwrap();
-    let resolved = unpack::resolve(&s.store, &image.target, None).unwrap();
-    assert!(s.store.exists(&resolved.manifest));
-    assert!(s.store.exists(&resolved.config));
-    for (l, _) in &resolved.layers {
-        let info = s.store.info(&l.digest).unwrap();
-        assert_eq!(info.size, l.size);
-    }
-    let report = s.store.verify().unwrap();
-    assert!(report.corrupt.is_empty(), "{report:?}");
+    pull_with(reg_opts(s))
 }
 
 #[test]
 fn pull_anonymous_then_again_from_the_store() {
-    let (Some(reg), Some(busybox)) = (Registry::start(None), fixture("busybox.oci.tar")) else {
+    let Some(reg) = busybox_registry(None, "busybox:latest") else {
         return;
     };
-    reg.seed(&busybox, "busybox:latest");
     let s = store();
     let name = format!("{}/busybox:latest", reg.host());
     let report = registry::pull(&s.store, &name, &pull_opts(&s)).unwrap();
     assert_eq!(report.name, name);
     assert!(report.downloaded > 0);
     assert_eq!(report.present, 0);
-    assert_complete(&s, &name);
+    assert_complete(&s.store, &name);
     // No lease left behind.
     assert!(s.store.leases().list().unwrap().is_empty());
 
@@ -106,13 +70,9 @@ fn pull_anonymous_then_again_from_the_store() {
 
 #[test]
 fn pull_with_basic_auth() {
-    let (Some(reg), Some(busybox)) = (
-        Registry::start(Some(("berth", "s3cret"))),
-        fixture("busybox.oci.tar"),
-    ) else {
+    let Some(reg) = busybox_registry(Some(("berth", "s3cret")), "private/busybox:latest") else {
         return;
     };
-    reg.seed(&busybox, "private/busybox:latest");
     let name = format!("{}/private/busybox:latest", reg.host());
 
     let s = store();
@@ -142,15 +102,14 @@ fn pull_with_basic_auth() {
     registry::check_login(&reg.host(), &reg_opts(&s)).unwrap();
     let report = registry::pull(&s.store, &name, &pull_opts(&s)).unwrap();
     assert_eq!(report.name, name);
-    assert_complete(&s, &name);
+    assert_complete(&s.store, &name);
 }
 
 #[test]
 fn pull_through_a_bearer_token_proxy() {
-    let (Some(reg), Some(busybox)) = (Registry::start(None), fixture("busybox.oci.tar")) else {
+    let Some(reg) = busybox_registry(None, "tok/busybox:latest") else {
         return;
     };
-    reg.seed(&busybox, "tok/busybox:latest");
     const TOKEN: &str = "issued-by-the-test-0123";
     let upstream = reg.port;
     let own_port = Arc::new(std::sync::atomic::AtomicU16::new(0));
@@ -189,7 +148,7 @@ fn pull_through_a_bearer_token_proxy() {
         password: "tokpass".into(),
     });
     let report = registry::pull(&s.store, &name, &opts).unwrap();
-    assert_complete(&s, &report.name);
+    assert_complete(&s.store, &report.name);
     let reqs = proxy.requests();
     let token_req = reqs
         .iter()
@@ -231,11 +190,13 @@ fn largest_layer(s: &Store, name: &str) -> (berth_oci::Digest, u64) {
 
 #[test]
 fn interrupted_pull_resumes_with_range() {
-    let (Some(mut reg), Some(debian)) = (Registry::start(None), fixture("debian-gzip.oci.tar"))
-    else {
+    let Some((mut reg, _)) = seeded(
+        Registry::start(None),
+        "debian-gzip.oci.tar",
+        "debian:bookworm",
+    ) else {
         return;
     };
-    reg.seed(&debian, "debian:bookworm");
     // Learn the layer digest from a pull into a scratch store.
     let scratch = store();
     let direct = format!("{}/debian:bookworm", reg.host());
@@ -303,16 +264,19 @@ fn interrupted_pull_resumes_with_range() {
         ranged.header("range").unwrap(),
         format!("bytes={}-", partial.offset)
     );
-    assert_complete(&s, &via_proxy);
+    assert_complete(&s.store, &via_proxy);
     assert!(s.store.status(&format!("pull-{layer}")).is_err());
 }
 
 #[test]
 fn registry_ignoring_range_restarts_the_ingest() {
-    let (Some(reg), Some(debian)) = (Registry::start(None), fixture("debian-gzip.oci.tar")) else {
+    let Some((reg, _)) = seeded(
+        Registry::start(None),
+        "debian-gzip.oci.tar",
+        "debian:bookworm",
+    ) else {
         return;
     };
-    reg.seed(&debian, "debian:bookworm");
     let upstream = reg.port;
     let cut = counter();
     let c = cut.clone();
@@ -337,15 +301,18 @@ fn registry_ignoring_range_restarts_the_ingest() {
     assert!(registry::pull(&s.store, &name, &once).is_err());
     let report = registry::pull(&s.store, &name, &pull_opts(&s)).unwrap();
     assert!(report.resumed.is_empty(), "{:?}", report.resumed);
-    assert_complete(&s, &name);
+    assert_complete(&s.store, &name);
 }
 
 #[test]
 fn two_concurrent_pulls_of_one_image() {
-    let (Some(reg), Some(debian)) = (Registry::start(None), fixture("debian-gzip.oci.tar")) else {
+    let Some((reg, _)) = seeded(
+        Registry::start(None),
+        "debian-gzip.oci.tar",
+        "debian:bookworm",
+    ) else {
         return;
     };
-    reg.seed(&debian, "debian:bookworm");
     let s = store();
     let name = format!("{}/debian:bookworm", reg.host());
     let reports: Vec<_> = std::thread::scope(|sc| {
@@ -355,7 +322,7 @@ fn two_concurrent_pulls_of_one_image() {
         hs.into_iter().map(|h| h.join().unwrap().unwrap()).collect()
     });
     assert_eq!(reports[0].target, reports[1].target);
-    assert_complete(&s, &name);
+    assert_complete(&s.store, &name);
     // A blob is not downloaded twice in full: together they moved at most one copy plus
     // the documents.
     let image = s.store.images().get(&name).unwrap();
@@ -373,15 +340,7 @@ fn push_then_pull_back_by_digest_and_mount() {
         return;
     };
     let src = store();
-    import::import(
-        &src.store,
-        &busybox,
-        &ImportOptions {
-            name: Some("berth.test/busybox:src"),
-            ..ImportOptions::default()
-        },
-    )
-    .unwrap();
+    import_as(&src.store, &busybox, "berth.test/busybox:src");
     let creds = Credentials {
         username: "pusher".into(),
         password: "pw".into(),
@@ -431,6 +390,6 @@ fn push_then_pull_back_by_digest_and_mount() {
         let by_digest = format!("{}/{repo}@{digest}", reg.host());
         let pulled = registry::pull(&dst.store, &by_digest, &po).unwrap();
         assert_eq!(pulled.target.digest, digest);
-        assert_complete(&dst, &by_digest);
+        assert_complete(&dst.store, &by_digest);
     }
 }

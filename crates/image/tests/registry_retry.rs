@@ -14,45 +14,26 @@
 
 mod registry_support;
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use berth_image::ErrorKind;
-use berth_image::content::ContentStore;
 use berth_image::registry::{self, PullOptions, RegistryOptions, RetryPolicy};
 use berth_image::unpack;
 use berth_oci::Digest;
-use registry_support::{FakeServer, Registry, Resp, counter, fixture, forward, tempdir};
-
-struct Store {
-    _dir: tempfile::TempDir,
-    store: ContentStore,
-    auth_file: PathBuf,
-}
-
-fn store() -> Store {
-    let dir = tempdir("berth-registry-retry-");
-    let store = ContentStore::open(&dir.path().join("content")).unwrap();
-    let auth_file = dir.path().join("none.json");
-    Store {
-        _dir: dir,
-        store,
-        auth_file,
-    }
-}
+use registry_support::setup::{
+    Store, assert_complete, busybox_registry, import_as, pull_with, seeded, store,
+};
+use registry_support::{FakeServer, Registry, Resp, counter, fixture, forward};
 
 fn opts(s: &Store, retry: RetryPolicy) -> PullOptions<'static> {
-    PullOptions {
-        registry: RegistryOptions {
-            plain_http: true,
-            auth_file: Some(s.auth_file.clone()),
-            retry,
-            ..RegistryOptions::default()
-        },
-        ..PullOptions::default()
-    }
+    pull_with(RegistryOptions {
+        plain_http: true,
+        auth_file: Some(s.auth_file.clone()),
+        retry,
+        ..RegistryOptions::default()
+    })
 }
 
 fn quick(max_attempts: u32) -> RetryPolicy {
@@ -76,22 +57,13 @@ fn layers_of(s: &Store, name: &str) -> (Vec<(Digest, u64)>, Digest) {
     )
 }
 
-fn assert_complete(s: &Store, name: &str) {
-    let (layers, config) = layers_of(s, name);
-    assert!(s.store.exists(&config));
-    for (d, size) in layers {
-        assert_eq!(s.store.info(&d).unwrap().size, size);
-        assert!(s.store.status(&format!("pull-{d}")).is_err(), "ingest left");
-    }
-    assert!(s.store.verify().unwrap().corrupt.is_empty());
-}
-
 /// Seeds the Debian fixture and learns its layers with a direct pull.
 fn debian() -> Option<(Registry, Vec<(Digest, u64)>)> {
-    let (Some(reg), Some(debian)) = (Registry::start(None), fixture("debian-gzip.oci.tar")) else {
-        return None;
-    };
-    reg.seed(&debian, "debian:bookworm");
+    let (reg, _) = seeded(
+        Registry::start(None),
+        "debian-gzip.oci.tar",
+        "debian:bookworm",
+    )?;
     let scratch = store();
     let direct = format!("{}/debian:bookworm", reg.host());
     registry::pull(
@@ -161,7 +133,7 @@ fn transient_failures_are_retried_and_cut_layers_resume_with_range() {
     let s = store();
     let name = format!("{}/debian:bookworm", proxy.host());
     let report = registry::pull(&s.store, &name, &opts(&s, quick(5))).unwrap();
-    assert_complete(&s, &name);
+    assert_complete(&s.store, &name);
 
     // The largest layer took three GETs: from 0, then from each cut.
     let reqs: Vec<_> = proxy
@@ -279,7 +251,7 @@ fn registry_down_then_back_within_the_budget() {
         reg.restart();
         h.join().unwrap().unwrap();
     });
-    assert_complete(&s, &name);
+    assert_complete(&s.store, &name);
 }
 
 /// A store holding the busybox fixture as `berth.test/busybox:src`; the sizes of its blobs
@@ -287,15 +259,7 @@ fn registry_down_then_back_within_the_budget() {
 fn busybox_source(chunk: u64) -> Option<(Store, Vec<u64>)> {
     let busybox = fixture("busybox.oci.tar")?;
     let src = store();
-    berth_image::import::import(
-        &src.store,
-        &busybox,
-        &berth_image::import::ImportOptions {
-            name: Some("berth.test/busybox:src"),
-            ..berth_image::import::ImportOptions::default()
-        },
-    )
-    .unwrap();
+    import_as(&src.store, &busybox, "berth.test/busybox:src");
     let (layers, config) = layers_of(&src, "berth.test/busybox:src");
     let config_size = src.store.info(&config).unwrap().size;
     let chunked = layers
@@ -320,7 +284,7 @@ fn pull_back(reg: &Registry, repo_at_digest: &str) {
     let dst = store();
     let name = format!("{}/{repo_at_digest}", reg.host());
     registry::pull(&dst.store, &name, &opts(&dst, RetryPolicy::none())).unwrap();
-    assert_complete(&dst, &name);
+    assert_complete(&dst.store, &name);
 }
 
 #[test]
@@ -467,10 +431,9 @@ fn chunked_push_cut_in_the_middle_of_a_chunk_completes() {
 
 #[test]
 fn retry_after_given_as_an_http_date_is_waited_for() {
-    let (Some(reg), Some(busybox)) = (Registry::start(None), fixture("busybox.oci.tar")) else {
+    let Some(reg) = busybox_registry(None, "dated/busybox:latest") else {
         return;
     };
-    reg.seed(&busybox, "dated/busybox:latest");
     let upstream = reg.port;
     let refused = counter();
     let r = refused.clone();
@@ -496,7 +459,7 @@ fn retry_after_given_as_an_http_date_is_waited_for() {
         max_delay: Duration::from_secs(10),
     };
     registry::pull(&s.store, &name, &opts(&s, policy)).unwrap();
-    assert_complete(&s, &name);
+    assert_complete(&s.store, &name);
     let log = log.lock().unwrap();
     let manifests: Vec<Instant> = log
         .iter()

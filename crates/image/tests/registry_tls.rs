@@ -17,12 +17,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use berth_image::ErrorKind;
-use berth_image::content::ContentStore;
-use berth_image::import::{self, ImportOptions};
-use berth_image::registry::{
-    self, Credentials, PullOptions, PushOptions, RegistryOptions, RetryPolicy,
-};
-use berth_image::unpack;
+use berth_image::registry::{self, Credentials, PushOptions, RegistryOptions, RetryPolicy};
+use registry_support::setup::{assert_complete, import_as, open_store, pull_with, seeded};
 use registry_support::{Registry, fixture, make_client_cert, make_pki, tempdir};
 
 fn opts(store_dir: &Path) -> RegistryOptions {
@@ -41,60 +37,34 @@ fn opts(store_dir: &Path) -> RegistryOptions {
     }
 }
 
-fn assert_complete(store: &ContentStore, name: &str) {
-    let image = store.images().get(name).unwrap();
-    let r = unpack::resolve(store, &image.target, None).unwrap();
-    assert!(store.exists(&r.config));
-    for (l, _) in &r.layers {
-        assert_eq!(store.info(&l.digest).unwrap().size, l.size);
-    }
-    assert!(store.verify().unwrap().corrupt.is_empty());
-}
-
 #[test]
 fn pull_and_push_over_tls_with_a_private_ca() {
     let pki = tempdir("berth-registry-tls-");
     let Some((ca, crt, key)) = make_pki(pki.path(), "good", "IP:127.0.0.1") else {
         return;
     };
-    let (Some(reg), Some(busybox)) = (
+    let Some((reg, busybox)) = seeded(
         Registry::start_tls(Some(("tls", "tls-pw")), &crt, &key),
-        fixture("busybox.oci.tar"),
+        "busybox.oci.tar",
+        "secure/busybox:latest",
     ) else {
         return;
     };
-    reg.seed(&busybox, "secure/busybox:latest");
     let name = format!("{}/secure/busybox:latest", reg.host());
 
     // Trusted through ca_files.
     let s = tempdir("berth-registry-tls-store-");
-    let store = ContentStore::open(&s.path().join("content")).unwrap();
+    let store = open_store(s.path(), "content");
     let mut ro = opts(s.path());
     ro.ca_files = vec![ca.clone()];
-    let pulled = registry::pull(
-        &store,
-        &name,
-        &PullOptions {
-            registry: ro.clone(),
-            ..PullOptions::default()
-        },
-    )
-    .unwrap();
+    let pulled = registry::pull(&store, &name, &pull_with(ro.clone())).unwrap();
     assert_complete(&store, &name);
     registry::check_login(&reg.host(), &ro).unwrap();
 
     // Push over TLS (chunked and monolithic), then pull back by digest trusting the CA
     // through a docker-style certs directory.
-    let src = ContentStore::open(&s.path().join("src")).unwrap();
-    import::import(
-        &src,
-        &busybox,
-        &ImportOptions {
-            name: Some("berth.test/busybox:tls"),
-            ..ImportOptions::default()
-        },
-    )
-    .unwrap();
+    let src = open_store(s.path(), "src");
+    import_as(&src, &busybox, "berth.test/busybox:tls");
     let target = format!("{}/pushed/busybox:tls", reg.host());
     let pushed = registry::push(
         &src,
@@ -118,17 +88,9 @@ fn pull_and_push_over_tls_with_a_private_ca() {
     std::fs::create_dir_all(certs.join("127.0.0.1:1")).unwrap();
     let mut by_dir = opts(s.path());
     by_dir.certs_dir = Some(certs);
-    let dst = ContentStore::open(&s.path().join("dst")).unwrap();
+    let dst = open_store(s.path(), "dst");
     let back = format!("{}/pushed/busybox@{digest}", reg.host());
-    registry::pull(
-        &dst,
-        &back,
-        &PullOptions {
-            registry: by_dir,
-            ..PullOptions::default()
-        },
-    )
-    .unwrap();
+    registry::pull(&dst, &back, &pull_with(by_dir)).unwrap();
     assert_complete(&dst, &back);
 }
 
@@ -142,27 +104,20 @@ fn unknown_ca_and_wrong_name_are_refused_clearly() {
     ) else {
         return;
     };
-    let (Some(reg), Some(named), Some(busybox)) = (
-        Registry::start_tls(None, &crt, &key),
+    let (Some((reg, _)), Some(named)) = (
+        seeded(
+            Registry::start_tls(None, &crt, &key),
+            "busybox.oci.tar",
+            "secure/busybox:latest",
+        ),
         Registry::start_tls(None, &crt_n, &key_n),
-        fixture("busybox.oci.tar"),
     ) else {
         return;
     };
-    reg.seed(&busybox, "secure/busybox:latest");
     let s = tempdir("berth-registry-tls-store-");
-    let store = ContentStore::open(&s.path().join("content")).unwrap();
+    let store = open_store(s.path(), "content");
     let name = format!("{}/secure/busybox:latest", reg.host());
-    let pull = |ro: RegistryOptions, name: &str| {
-        registry::pull(
-            &store,
-            name,
-            &PullOptions {
-                registry: ro,
-                ..PullOptions::default()
-            },
-        )
-    };
+    let pull = |ro: RegistryOptions, name: &str| registry::pull(&store, name, &pull_with(ro));
 
     // No extra CA (Mozilla's roots), and another CA: unknown authority, not retried.
     for extra in [vec![], vec![other_ca.clone()]] {
@@ -229,20 +184,7 @@ fn mutual_tls_with_a_client_certificate_from_the_certs_dir() {
     };
     // skopeo needs the client certificate too.
     let (seed_cert, seed_key) = make_client_cert(pki.path(), "clients", "seed");
-    let seed_dir = pki.path().join("seed");
-    std::fs::copy(&ca, seed_dir.join("ca.crt")).unwrap();
-    let out = std::process::Command::new("skopeo")
-        .args(["copy", "-q"])
-        .arg(format!("--dest-cert-dir={}", seed_dir.display()))
-        .arg(format!("oci-archive:{}", busybox.display()))
-        .arg(format!("docker://{}/m/busybox:latest", reg.host()))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    reg.seed_mtls(&busybox, "m/busybox:latest", &ca, &seed_cert, &seed_key);
     let name = format!("{}/m/busybox:latest", reg.host());
     let s = tempdir("berth-registry-mtls-store-");
     let certs = s.path().join("certs.d");
@@ -250,19 +192,11 @@ fn mutual_tls_with_a_client_certificate_from_the_certs_dir() {
     std::fs::create_dir_all(&host_dir).unwrap();
     std::fs::copy(&ca, host_dir.join("ca.crt")).unwrap();
     let pull = |name: &str, store: &str| {
-        let store = ContentStore::open(&s.path().join(store)).unwrap();
+        let store = open_store(s.path(), store);
         let mut ro = opts(s.path());
         ro.credentials = None;
         ro.certs_dir = Some(certs.clone());
-        registry::pull(
-            &store,
-            name,
-            &PullOptions {
-                registry: ro,
-                ..PullOptions::default()
-            },
-        )
-        .map(|_| store)
+        registry::pull(&store, name, &pull_with(ro)).map(|_| store)
     };
 
     // Without a client certificate the registry refuses the connection.

@@ -21,11 +21,11 @@ use std::time::Duration;
 
 use berth_image::ErrorKind;
 use berth_image::content::ContentStore;
-use berth_image::import::{self, ImportOptions};
 use berth_image::progress::ProgressEvent;
 use berth_image::registry::{
     self, Credentials, PullOptions, PushOptions, RegistryOptions, RetryPolicy,
 };
+use registry_support::setup::{import_as, open_store, pull_with};
 use registry_support::token::{Grant, TokenServer};
 use registry_support::{Registry, fixture, tempdir};
 
@@ -65,23 +65,12 @@ fn reg_opts(dir: &Path, c: Option<Credentials>) -> RegistryOptions {
 }
 
 fn pull_opts(dir: &Path, c: Option<Credentials>) -> PullOptions<'static> {
-    PullOptions {
-        registry: reg_opts(dir, c),
-        ..PullOptions::default()
-    }
+    pull_with(reg_opts(dir, c))
 }
 
 fn import_src(dir: &Path, busybox: &Path) -> ContentStore {
-    let store = ContentStore::open(&dir.join("src")).unwrap();
-    import::import(
-        &store,
-        busybox,
-        &ImportOptions {
-            name: Some("berth.test/busybox:src"),
-            ..ImportOptions::default()
-        },
-    )
-    .unwrap();
+    let store = open_store(dir, "src");
+    import_as(&store, busybox, "berth.test/busybox:src");
     store
 }
 
@@ -94,7 +83,7 @@ fn token_auth_pull_and_push_with_credentials() {
     let name = format!("{}/private/busybox:latest", reg.host());
 
     // Pull with credentials: the registry's challenge sends us to the token server.
-    let store = ContentStore::open(&dir.path().join("a")).unwrap();
+    let store = open_store(dir.path(), "a");
     let pulled = registry::pull(&store, &name, &pull_opts(dir.path(), creds(ADMIN))).unwrap();
     assert_eq!(pulled.name, name);
     assert!(store.verify().unwrap().corrupt.is_empty());
@@ -123,7 +112,7 @@ fn token_auth_pull_and_push_with_credentials() {
     let pushed = registry::push(&src, "berth.test/busybox:src", Some(&target), &opts).unwrap();
     assert!(pushed.uploaded >= 2, "{pushed:?}");
     let digest = pushed.digest.clone().unwrap();
-    let back = ContentStore::open(&dir.path().join("b")).unwrap();
+    let back = open_store(dir.path(), "b");
     let by_digest = format!("{}/private/copy@{digest}", reg.host());
     let again = registry::pull(&back, &by_digest, &pull_opts(dir.path(), creds(READER))).unwrap();
     assert_eq!(again.target.digest, digest);
@@ -159,7 +148,7 @@ fn token_for_pull_only_cannot_push() {
         "the error says the token lacks push: {msg}"
     );
     // Nothing landed: the admin cannot pull it.
-    let store = ContentStore::open(&dir.path().join("c")).unwrap();
+    let store = open_store(dir.path(), "c");
     let e = registry::pull(&store, &target, &pull_opts(dir.path(), creds(ADMIN))).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
 }
@@ -171,7 +160,7 @@ fn anonymous_pull_of_a_public_repository_only() {
     };
     let dir = tempdir("berth-token-test-");
     let public = format!("{}/public/busybox:latest", reg.host());
-    let store = ContentStore::open(&dir.path().join("a")).unwrap();
+    let store = open_store(dir.path(), "a");
     let seeding = tokens.server.requests().len();
     registry::pull(&store, &public, &pull_opts(dir.path(), None)).unwrap();
     // The pull's token requests (after the seeding's) carried no credentials.
@@ -181,7 +170,7 @@ fn anonymous_pull_of_a_public_repository_only() {
 
     // A private repository anonymously: the token grants nothing, a clear refusal.
     let private = format!("{}/private/busybox:latest", reg.host());
-    let store = ContentStore::open(&dir.path().join("b")).unwrap();
+    let store = open_store(dir.path(), "b");
     let e = registry::pull(&store, &private, &pull_opts(dir.path(), None)).unwrap_err();
     assert!(matches!(e, registry::Error::Unauthorized { .. }), "{e}");
     assert!(e.to_string().contains("no credentials"), "{e}");
@@ -216,7 +205,7 @@ fn expired_tokens_are_refreshed_during_pull_and_push() {
             std::thread::sleep(Duration::from_secs(4));
         }
     };
-    let store = ContentStore::open(&dir.path().join("a")).unwrap();
+    let store = open_store(dir.path(), "a");
     let name = format!("{}/private/busybox:latest", reg.host());
     let opts = PullOptions {
         registry: reg_opts(dir.path(), creds(READER)),
@@ -253,7 +242,7 @@ fn expired_tokens_are_refreshed_during_pull_and_push() {
     assert!(slept.load(Ordering::SeqCst));
     assert!(pushed.chunked >= 1, "{pushed:?}");
     assert!(tokens.issued.load(Ordering::SeqCst) - before >= 2);
-    let back = ContentStore::open(&dir.path().join("b")).unwrap();
+    let back = open_store(dir.path(), "b");
     tokens.lifetime.store(300, Ordering::SeqCst);
     let by_digest = format!("{}/private/slow@{}", reg.host(), pushed.digest.unwrap());
     registry::pull(&back, &by_digest, &pull_opts(dir.path(), creds(READER))).unwrap();
@@ -292,7 +281,7 @@ fn cross_repository_mount_asks_the_token_for_both_repositories() {
         "{:?}",
         asked.iter().map(|r| &r.path).collect::<Vec<_>>()
     );
-    let back = ContentStore::open(&dir.path().join("m")).unwrap();
+    let back = open_store(dir.path(), "m");
     let by_digest = format!("{}/private/mounted@{}", reg.host(), mounted.digest.unwrap());
     registry::pull(&back, &by_digest, &pull_opts(dir.path(), creds(READER))).unwrap();
 }

@@ -27,7 +27,7 @@ use berth_runtime::cgroups::bpf;
 use berth_runtime::oci_spec::runtime::{
     LinuxDeviceCgroupBuilder, LinuxDeviceType, LinuxResourcesBuilder, MountBuilder,
 };
-use berth_runtime::{CreateOptions, ExecOptions, ExitStatus, Status, Stdio};
+use berth_runtime::{ExitStatus, Status};
 use common::*;
 
 const HELPER: &str = "BERTH_TEST_HELPER_V2";
@@ -82,10 +82,7 @@ fn helper_lifecycle_on_unified_hierarchy() {
         .build()
         .unwrap();
     let bundle = env.bundle(&id, &s);
-    let init = env
-        .runtime
-        .create(&id, &bundle, CreateOptions::default())
-        .unwrap();
+    let init = env.create(&id, &bundle);
     let paths = env.runtime.state(&id).unwrap().cgroup_paths();
     let dir = paths.unified.clone().unwrap();
     assert_eq!(dir, Path::new("/sys/fs/cgroup").join(&cg));
@@ -109,7 +106,6 @@ fn helper_lifecycle_on_unified_hierarchy() {
     assert_eq!(env.runtime.state(&id).unwrap().status, Status::Running);
 
     // Inside: a cgroup2 mount rooted at the container's cgroup namespace.
-    let (r, w) = pipe();
     let p = process_builder(&[
         "sh",
         "-c",
@@ -117,17 +113,7 @@ fn helper_lifecycle_on_unified_hierarchy() {
     ])
     .build()
     .unwrap();
-    let child = env
-        .runtime
-        .exec(
-            &id,
-            &p,
-            ExecOptions {
-                stdout: Stdio::Fd(w),
-                ..Default::default()
-            },
-        )
-        .unwrap();
+    let (child, r) = env.exec_piped(&id, &p);
     assert_eq!(child.wait().unwrap(), ExitStatus::Exited(0));
     // The v1 hierarchies still exist on this kernel; the v2 line is what counts.
     let out = read_all(r);
@@ -154,28 +140,6 @@ fn enter_unified_view() {
         berth_runtime::cgroups::is_unified(),
         "the view is not unified"
     );
-}
-
-/// Runs `exec` with `sh -c script` in container `id`; returns stdout and
-/// stderr together.
-fn exec_sh(env: &Env, id: &str, script: &str) -> String {
-    let (r, w) = pipe();
-    let w2 = w.try_clone().unwrap();
-    let p = process_builder(&["sh", "-c", script]).build().unwrap();
-    let child = env
-        .runtime
-        .exec(
-            id,
-            &p,
-            ExecOptions {
-                stdout: Stdio::Fd(w),
-                stderr: Stdio::Fd(w2),
-                ..Default::default()
-            },
-        )
-        .unwrap();
-    assert_eq!(child.wait().unwrap(), ExitStatus::Exited(0), "{script}");
-    read_all(r)
 }
 
 /// Helper: device rules on a unified hierarchy. The spec allows reading
@@ -212,10 +176,7 @@ fn helper_device_rules_on_unified_hierarchy() {
         .build()
         .unwrap();
     let bundle = env.bundle(&id, &s);
-    let init = env
-        .runtime
-        .create(&id, &bundle, CreateOptions::default())
-        .unwrap();
+    let init = env.create(&id, &bundle);
     let dir = env
         .runtime
         .state(&id)
@@ -241,7 +202,7 @@ fn helper_device_rules_on_unified_hierarchy() {
          mknod /tmp/loop b 7 0 && echo bmknod-ok; \
          sh -c 'true </tmp/loop' && echo b-ok || echo b-denied; \
          echo x >/dev/null && echo null-ok; head -c2 /dev/zero | wc -c";
-    let out = exec_sh(&env, &id, probe);
+    let out = env.exec_sh(&id, probe);
     let lines: Vec<&str> = out
         .lines()
         .filter(|l| !l.ends_with("Operation not permitted"))
@@ -269,7 +230,7 @@ fn helper_device_rules_on_unified_hierarchy() {
     let second = ours(&dir);
     assert_eq!(second.len(), 1);
     assert_ne!(second, first);
-    let out = exec_sh(&env, &id, "sh -c 'true <>/tmp/tun' && echo rw-ok");
+    let out = env.exec_sh(&id, "sh -c 'true <>/tmp/tun' && echo rw-ok");
     assert_eq!(out, "rw-ok\n");
 
     env.runtime.delete(&id, true).unwrap();

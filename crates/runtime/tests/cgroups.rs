@@ -11,10 +11,10 @@
 
 mod common;
 
+use berth_runtime::ExitStatus;
 use berth_runtime::oci_spec::runtime::{
     LinuxCpuBuilder, LinuxMemoryBuilder, LinuxPidsBuilder, LinuxResources, LinuxResourcesBuilder,
 };
-use berth_runtime::{CreateOptions, ExitStatus, Stdio};
 use common::*;
 
 fn with_resources(args: &[&str], cg: &str, r: LinuxResources) -> oci_spec::runtime::Spec {
@@ -60,18 +60,7 @@ fn memory_limit_oom_kills() {
     );
     let id = env.id("oom");
     let bundle = env.bundle(&id, &s);
-    let (ro, wo) = pipe();
-    let init = env
-        .runtime
-        .create(
-            &id,
-            &bundle,
-            CreateOptions {
-                stdout: Stdio::Fd(wo),
-                ..Default::default()
-            },
-        )
-        .unwrap();
+    let (init, ro) = env.create_piped(&id, &bundle);
     if let Some(dir) = v1_dir("memory", &cg) {
         assert_eq!(
             std::fs::read_to_string(dir.join("memory.soft_limit_in_bytes"))
@@ -171,10 +160,7 @@ fn cpu_resources_applied_and_updated() {
         .unwrap();
     let id = env.id("cpu");
     let bundle = env.bundle(&id, &with_resources(&["sleep", "1000"], &cg, r));
-    let init = env
-        .runtime
-        .create(&id, &bundle, CreateOptions::default())
-        .unwrap();
+    let init = env.create(&id, &bundle);
     let paths = env.runtime.state(&id).unwrap().cgroup_paths();
     assert_eq!(
         paths,
@@ -251,18 +237,7 @@ fn device_cgroup_allows_only_default_and_spec_devices() {
     );
     let id = env.id("devcg");
     let bundle = env.bundle(&id, &s);
-    let (ro, wo) = pipe();
-    let init = env
-        .runtime
-        .create(
-            &id,
-            &bundle,
-            CreateOptions {
-                stdout: Stdio::Fd(wo),
-                ..Default::default()
-            },
-        )
-        .unwrap();
+    let (init, ro) = env.create_piped(&id, &bundle);
     let list =
         std::fs::read_to_string(v1_dir("devices", &cg).unwrap().join("devices.list")).unwrap();
     for want in ["c 1:3 rwm", "c 136:* rwm", "c 10:237 rw", "b *:* m"] {
@@ -337,18 +312,7 @@ fn device_cgroup_spec_deny_all_keeps_default_devices() {
     .unwrap();
     let id = env.id("denyall");
     let bundle = env.bundle(&id, &s);
-    let (ro, wo) = pipe();
-    let init = env
-        .runtime
-        .create(
-            &id,
-            &bundle,
-            CreateOptions {
-                stdout: Stdio::Fd(wo),
-                ..Default::default()
-            },
-        )
-        .unwrap();
+    let (init, ro) = env.create_piped(&id, &bundle);
     let list =
         std::fs::read_to_string(v1_dir("devices", &cg).unwrap().join("devices.list")).unwrap();
     for want in ["c 1:3 rwm", "c 1:5 rwm", "c 136:* rwm", "b *:* m"] {
@@ -406,10 +370,7 @@ fn delete_removes_the_default_parent_when_empty() {
     linux.set_cgroups_path(None);
     s.set_linux(Some(linux));
     let bundle = env.bundle(&id, &s);
-    let init = env
-        .runtime
-        .create(&id, &bundle, CreateOptions::default())
-        .unwrap();
+    let init = env.create(&id, &bundle);
     let paths = env.runtime.state(&id).unwrap().cgroup_paths();
     assert_eq!(paths.relative, format!("/berth/{id}"));
     let dirs: Vec<_> = paths

@@ -168,20 +168,8 @@ fn setup_is_not_dumpable_until_exec() {
     if !privileged() {
         return;
     }
-    use berth_runtime::oci_spec::runtime::{LinuxIdMappingBuilder, LinuxNamespaceType::*};
     let env = Env::new();
-    let map = LinuxIdMappingBuilder::default()
-        .container_id(0u32)
-        .host_id(400000u32)
-        .size(65536u32)
-        .build()
-        .unwrap();
-    let linux = linux_builder(&unique("cg"))
-        .namespaces(namespaces(&[Pid, Network, Ipc, Uts, Mount, Cgroup, User]))
-        .uid_mappings(vec![map])
-        .gid_mappings(vec![map])
-        .build()
-        .unwrap();
+    let linux = userns_linux(&unique("cg"), 400_000);
     let id = env.id("dumpable");
     let bundle = env.bundle(
         &id,
@@ -190,10 +178,7 @@ fn setup_is_not_dumpable_until_exec() {
             .build()
             .unwrap(),
     );
-    let init = env
-        .runtime
-        .create(&id, &bundle, CreateOptions::default())
-        .unwrap();
+    let init = env.create(&id, &bundle);
     let owner = || {
         std::fs::metadata(format!("/proc/{}/environ", init.pid()))
             .unwrap()

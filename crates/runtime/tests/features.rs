@@ -17,11 +17,10 @@ use std::io::Read;
 use std::os::unix::net::UnixListener;
 
 use berth_runtime::oci_spec::runtime::{
-    BoxBuilder, LinuxDeviceBuilder, LinuxDeviceType, LinuxIdMappingBuilder, LinuxMemoryBuilder,
-    LinuxNamespaceBuilder, LinuxNamespaceType, LinuxResourcesBuilder, LinuxTimeOffsetBuilder,
-    MountBuilder,
+    BoxBuilder, LinuxDeviceBuilder, LinuxDeviceType, LinuxMemoryBuilder, LinuxNamespaceBuilder,
+    LinuxNamespaceType, LinuxResourcesBuilder, LinuxTimeOffsetBuilder, MountBuilder,
 };
-use berth_runtime::{CreateOptions, ExecOptions, ExitStatus, Stdio};
+use berth_runtime::{CreateOptions, ExitStatus};
 use common::*;
 
 #[test]
@@ -106,10 +105,7 @@ fn namespaces_joined_by_path() {
     let env = Env::new();
     let a = env.id("ns-owner");
     let ba = env.bundle(&a, &spec(&["sleep", "1000"], &unique("cg")));
-    let ia = env
-        .runtime
-        .create(&a, &ba, CreateOptions::default())
-        .unwrap();
+    let ia = env.create(&a, &ba);
     env.runtime.start(&a).unwrap();
 
     use LinuxNamespaceType::*;
@@ -207,19 +203,7 @@ fn exec_into_a_user_namespace_container() {
         return;
     }
     let env = Env::new();
-    use LinuxNamespaceType::*;
-    let map = LinuxIdMappingBuilder::default()
-        .container_id(0u32)
-        .host_id(300000u32)
-        .size(65536u32)
-        .build()
-        .unwrap();
-    let linux = linux_builder(&unique("cg"))
-        .namespaces(namespaces(&[Pid, Network, Ipc, Uts, Mount, Cgroup, User]))
-        .uid_mappings(vec![map])
-        .gid_mappings(vec![map])
-        .build()
-        .unwrap();
+    let linux = userns_linux(&unique("cg"), 300_000);
     let id = env.id("userns-exec");
     let bundle = env.bundle(
         &id,
@@ -228,12 +212,8 @@ fn exec_into_a_user_namespace_container() {
             .build()
             .unwrap(),
     );
-    let init = env
-        .runtime
-        .create(&id, &bundle, CreateOptions::default())
-        .unwrap();
+    let init = env.create(&id, &bundle);
     env.runtime.start(&id).unwrap();
-    let (r, w) = pipe();
     let p = process_builder(&[
         "sh",
         "-c",
@@ -241,17 +221,7 @@ fn exec_into_a_user_namespace_container() {
     ])
     .build()
     .unwrap();
-    let child = env
-        .runtime
-        .exec(
-            &id,
-            &p,
-            ExecOptions {
-                stdout: Stdio::Fd(w),
-                ..Default::default()
-            },
-        )
-        .unwrap();
+    let (child, r) = env.exec_piped(&id, &p);
     assert_eq!(child.wait().unwrap(), ExitStatus::Exited(0));
     assert_eq!(read_all(r), "0\n 0 300000 65536\nberth-test\n");
     // From the host, the exec'd process ran as the mapped uid.
@@ -391,26 +361,12 @@ fn exec_into_a_container_without_proc() {
         .build()
         .unwrap();
     let bundle = env.bundle(&id, &s);
-    let init = env
-        .runtime
-        .create(&id, &bundle, CreateOptions::default())
-        .unwrap();
+    let init = env.create(&id, &bundle);
     env.runtime.start(&id).unwrap();
-    let (r, w) = pipe();
     let p = process_builder(&["sh", "-c", "ls /proc | wc -l; echo exec-ok"])
         .build()
         .unwrap();
-    let child = env
-        .runtime
-        .exec(
-            &id,
-            &p,
-            ExecOptions {
-                stdout: Stdio::Fd(w),
-                ..Default::default()
-            },
-        )
-        .unwrap();
+    let (child, r) = env.exec_piped(&id, &p);
     assert_eq!(child.wait().unwrap(), ExitStatus::Exited(0));
     assert_eq!(read_all(r), "0\nexec-ok\n");
     env.runtime.delete(&id, true).unwrap();

@@ -155,10 +155,7 @@ fn start_container_hooks_run_inside_before_the_program() {
             .unwrap(),
     ));
     let bundle = env.bundle(&id, &s);
-    let init = env
-        .runtime
-        .create(&id, &bundle, CreateOptions::default())
-        .unwrap();
+    let init = env.create(&id, &bundle);
     assert!(!data.join("hooked").exists());
     env.runtime.start(&id).unwrap();
     assert_eq!(init.wait().unwrap(), ExitStatus::Exited(0));
@@ -200,10 +197,7 @@ fn start_container_hooks_run_inside_before_the_program() {
             .unwrap(),
     ));
     let bundle = env.bundle(&id, &s);
-    let init = env
-        .runtime
-        .create(&id, &bundle, CreateOptions::default())
-        .unwrap();
+    let init = env.create(&id, &bundle);
     let e = env.runtime.start(&id).unwrap_err();
     assert!(
         matches!(&e, berth_runtime::Error::Child { step: Step::StartContainerHook, path: Some(p), .. } if p == "/bin/false"),

@@ -67,10 +67,7 @@ fn create_start_kill_delete_with_state_from_a_fresh_instance() {
     s.set_annotations(Some(ann));
     let bundle = env.bundle(&id, &s);
 
-    let init = env
-        .runtime
-        .create(&id, &bundle, CreateOptions::default())
-        .unwrap();
+    let init = env.create(&id, &bundle);
     // A second runtime instance (as another CLI process would) sees it.
     let other = Runtime::new(env.runtime.root()).unwrap();
     let st = other.state(&id).unwrap();
@@ -128,10 +125,7 @@ fn delete_of_created_container_kills_init() {
     let id = env.id("created-del");
     let cg = unique("cg");
     let bundle = env.bundle(&id, &spec(&["true"], &cg));
-    let init = env
-        .runtime
-        .create(&id, &bundle, CreateOptions::default())
-        .unwrap();
+    let init = env.create(&id, &bundle);
     env.runtime.delete(&id, false).unwrap();
     assert_eq!(init.wait().unwrap(), ExitStatus::Signaled(libc::SIGKILL));
     assert_no_cgroup(&cg);
@@ -150,10 +144,7 @@ fn force_delete_of_running_container() {
         &id,
         &spec(&["sh", "-c", "sleep 1000 & sleep 1000 & wait"], &cg),
     );
-    let init = env
-        .runtime
-        .create(&id, &bundle, CreateOptions::default())
-        .unwrap();
+    let init = env.create(&id, &bundle);
     env.runtime.start(&id).unwrap();
     wait_for("three processes", || {
         env.runtime.pids(&id).unwrap().len() == 3
@@ -200,10 +191,7 @@ fn kill_all_signals_every_process() {
             &unique("cg"),
         ),
     );
-    let init = env
-        .runtime
-        .create(&id, &bundle, CreateOptions::default())
-        .unwrap();
+    let init = env.create(&id, &bundle);
     env.runtime.start(&id).unwrap();
     wait_for("three processes", || {
         env.runtime.pids(&id).unwrap().len() == 3
@@ -222,10 +210,7 @@ fn exec_joins_namespaces_and_cgroup() {
     let env = Env::new();
     let id = env.id("exec");
     let bundle = env.bundle(&id, &spec(&["sleep", "1000"], &unique("cg")));
-    let init = env
-        .runtime
-        .create(&id, &bundle, CreateOptions::default())
-        .unwrap();
+    let init = env.create(&id, &bundle);
     env.runtime.start(&id).unwrap();
 
     let p = process_builder(&[
@@ -236,20 +221,15 @@ fn exec_joins_namespaces_and_cgroup() {
     .cwd("/tmp")
     .build()
     .unwrap();
-    let (r, w) = pipe();
     let (stdin_r, stdin_w) = pipe();
-    let child = env
-        .runtime
-        .exec(
-            &id,
-            &p,
-            ExecOptions {
-                stdin: Stdio::Fd(stdin_r),
-                stdout: Stdio::Fd(w),
-                ..Default::default()
-            },
-        )
-        .unwrap();
+    let (child, r) = env.exec_piped_with(
+        &id,
+        &p,
+        ExecOptions {
+            stdin: Stdio::Fd(stdin_r),
+            ..Default::default()
+        },
+    );
     // The exec'd process is in the container's cgroup while it runs (it
     // waits for a line on stdin).
     let pids = env.runtime.pids(&id).unwrap();
@@ -298,10 +278,7 @@ fn pause_and_resume_freeze_the_container() {
     let env = Env::new();
     let id = env.id("pause");
     let bundle = env.bundle(&id, &spec(&["sleep", "1000"], &unique("cg")));
-    let init = env
-        .runtime
-        .create(&id, &bundle, CreateOptions::default())
-        .unwrap();
+    let init = env.create(&id, &bundle);
     assert_eq!(
         env.runtime.pause(&id).unwrap_err().kind(),
         ErrorKind::FailedPrecondition
@@ -350,14 +327,8 @@ fn two_containers_at_once() {
     let b = env.id("two-b");
     let ba = env.bundle(&a, &spec(&["sleep", "1000"], &unique("cg")));
     let bb = env.bundle(&b, &spec(&["sleep", "1000"], &unique("cg")));
-    let ia = env
-        .runtime
-        .create(&a, &ba, CreateOptions::default())
-        .unwrap();
-    let ib = env
-        .runtime
-        .create(&b, &bb, CreateOptions::default())
-        .unwrap();
+    let ia = env.create(&a, &ba);
+    let ib = env.create(&b, &bb);
     env.runtime.start(&a).unwrap();
     env.runtime.start(&b).unwrap();
     assert_ne!(ia.pid(), ib.pid());
@@ -385,10 +356,7 @@ fn ids_are_validated_and_unique() {
     let env = Env::new();
     let id = env.id("dup");
     let bundle = env.bundle(&id, &spec(&["true"], &unique("cg")));
-    let init = env
-        .runtime
-        .create(&id, &bundle, CreateOptions::default())
-        .unwrap();
+    let init = env.create(&id, &bundle);
     assert_eq!(
         env.runtime
             .create(&id, &bundle, CreateOptions::default())
@@ -418,10 +386,7 @@ fn failed_start_reports_exec_error_and_stops() {
     let id = env.id("badexec");
     let cg = unique("cg");
     let bundle = env.bundle(&id, &spec(&["/bin/does-not-exist"], &cg));
-    let init = env
-        .runtime
-        .create(&id, &bundle, CreateOptions::default())
-        .unwrap();
+    let init = env.create(&id, &bundle);
     let e = env.runtime.start(&id).unwrap_err();
     assert!(
         matches!(&e, berth_runtime::Error::Child { step: Step::Exec, path: Some(p), .. } if p == "/bin/does-not-exist"),
@@ -572,18 +537,7 @@ fn mount_targets_cannot_escape_through_symlinks() {
     let bundle = env.bundle(&id, &s);
     // /escape -> /tmp: followed on the host it would mean the host's /tmp.
     std::os::unix::fs::symlink("/tmp", bundle.join("rootfs/escape")).unwrap();
-    let (r, w) = pipe();
-    let init = env
-        .runtime
-        .create(
-            &id,
-            &bundle,
-            CreateOptions {
-                stdout: Stdio::Fd(w),
-                ..Default::default()
-            },
-        )
-        .unwrap();
+    let (init, r) = env.create_piped(&id, &bundle);
     env.runtime.start(&id).unwrap();
     assert_eq!(init.wait().unwrap(), ExitStatus::Exited(0));
     // The mount point was created inside the rootfs's /tmp, not the host's.
@@ -706,10 +660,7 @@ fn a_busy_cgroup_is_refused_and_left_alone() {
     let cg = unique("cg");
     let a = env.id("cg-owner");
     let ba = env.bundle(&a, &spec(&["sleep", "1000"], &cg));
-    let ia = env
-        .runtime
-        .create(&a, &ba, CreateOptions::default())
-        .unwrap();
+    let ia = env.create(&a, &ba);
     let b = env.id("cg-intruder");
     let bb = env.bundle(&b, &spec(&["true"], &cg));
     let e = env

@@ -16,10 +16,10 @@ mod common;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicI32, Ordering};
 
+use berth_runtime::ExitStatus;
 use berth_runtime::oci_spec::runtime::{
     HookBuilder, HooksBuilder, LinuxSeccompAction, LinuxSeccompBuilder, LinuxSyscallBuilder,
 };
-use berth_runtime::{CreateOptions, ExecOptions, ExitStatus, Stdio};
 use common::*;
 
 static MAIN_PID: AtomicI32 = AtomicI32::new(0);
@@ -100,18 +100,7 @@ fn setup_children_do_not_allocate() {
             .unwrap(),
     ));
     let bundle = env.bundle(&id, &s);
-    let (r, w) = pipe();
-    let init = env
-        .runtime
-        .create(
-            &id,
-            &bundle,
-            CreateOptions {
-                stdout: Stdio::Fd(w),
-                ..Default::default()
-            },
-        )
-        .unwrap_or_else(|e| panic!("create: {e}"));
+    let (init, r) = env.create_piped(&id, &bundle);
     env.runtime
         .start(&id)
         .unwrap_or_else(|e| panic!("start: {e}"));
@@ -122,24 +111,10 @@ fn setup_children_do_not_allocate() {
     // And exec.
     let id = env.id("noalloc-exec");
     let bundle = env.bundle(&id, &spec(&["sleep", "1000"], &unique("cg")));
-    let init = env
-        .runtime
-        .create(&id, &bundle, CreateOptions::default())
-        .unwrap();
+    let init = env.create(&id, &bundle);
     env.runtime.start(&id).unwrap();
-    let (r, w) = pipe();
     let p = process_builder(&["echo", "exec-ok"]).build().unwrap();
-    let child = env
-        .runtime
-        .exec(
-            &id,
-            &p,
-            ExecOptions {
-                stdout: Stdio::Fd(w),
-                ..Default::default()
-            },
-        )
-        .unwrap_or_else(|e| panic!("exec: {e}"));
+    let (child, r) = env.exec_piped(&id, &p);
     assert_eq!(child.wait().unwrap(), ExitStatus::Exited(0));
     assert_eq!(read_all(r), "exec-ok\n");
     env.runtime.delete(&id, true).unwrap();

@@ -363,21 +363,16 @@ fn preserved_fds_arrive_in_order() {
     let env = Env::new();
     let id = env.id("preserve");
     let bundle = env.bundle(&id, &spec(&["ls", "/proc/self/fd"], &unique("cg")));
-    let (ro, wo) = pipe();
     let (_r3, w3) = pipe();
     let (_r4, w4) = pipe();
-    let init = env
-        .runtime
-        .create(
-            &id,
-            &bundle,
-            berth_runtime::CreateOptions {
-                stdout: berth_runtime::Stdio::Fd(wo),
-                preserve_fds: vec![w3, w4],
-                ..Default::default()
-            },
-        )
-        .unwrap();
+    let (init, ro) = env.create_piped_with(
+        &id,
+        &bundle,
+        berth_runtime::CreateOptions {
+            preserve_fds: vec![w3, w4],
+            ..Default::default()
+        },
+    );
     env.runtime.start(&id).unwrap();
     assert_eq!(init.wait().unwrap(), ExitStatus::Exited(0));
     // 3 and 4 are the preserved fds, 5 is the directory `ls` reads.
@@ -430,7 +425,6 @@ fn readonly_root_and_no_pivot() {
     assert_eq!(out, "readonly\nshm-ok\n");
 
     let id = env.id("nopivot");
-    let (ro, wo) = pipe();
     let bundle = env.bundle(
         &id,
         &spec(
@@ -442,18 +436,14 @@ fn readonly_root_and_no_pivot() {
             &unique("cg"),
         ),
     );
-    let init = env
-        .runtime
-        .create(
-            &id,
-            &bundle,
-            berth_runtime::CreateOptions {
-                stdout: berth_runtime::Stdio::Fd(wo),
-                no_pivot: true,
-                ..Default::default()
-            },
-        )
-        .unwrap();
+    let (init, ro) = env.create_piped_with(
+        &id,
+        &bundle,
+        berth_runtime::CreateOptions {
+            no_pivot: true,
+            ..Default::default()
+        },
+    );
     env.runtime.start(&id).unwrap();
     assert_eq!(init.wait().unwrap(), ExitStatus::Exited(0));
     assert!(read_all(ro).ends_with("/bin/busybox\n"));
@@ -465,20 +455,8 @@ fn user_namespace_with_mappings() {
     if !privileged() {
         return;
     }
-    use berth_runtime::oci_spec::runtime::{LinuxIdMappingBuilder, LinuxNamespaceType::*};
     let env = Env::new();
-    let map = LinuxIdMappingBuilder::default()
-        .container_id(0u32)
-        .host_id(200000u32)
-        .size(65536u32)
-        .build()
-        .unwrap();
-    let linux = linux_builder(&unique("cg"))
-        .namespaces(namespaces(&[Pid, Network, Ipc, Uts, Mount, Cgroup, User]))
-        .uid_mappings(vec![map])
-        .gid_mappings(vec![map])
-        .build()
-        .unwrap();
+    let linux = userns_linux(&unique("cg"), 200_000);
     let s = sh_spec(
         "id -u; cat /proc/self/uid_map | tr -s ' '; [ -c /dev/null ] && echo dev-ok; hostname",
     )

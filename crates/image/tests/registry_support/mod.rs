@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+pub mod setup;
 pub mod token;
 
 /// Whether CI is on (a missing tool or fixture must fail there).
@@ -252,12 +253,32 @@ impl Registry {
 
     /// Copies an oci-archive fixture into `repo:tag` with skopeo.
     pub fn seed(&self, archive: &Path, repo_tag: &str) {
-        let mut cmd = Command::new("skopeo");
-        cmd.args(["copy", "-q", "--dest-tls-verify=false"]);
+        let mut args = vec!["--dest-tls-verify=false".to_owned()];
         if let Some((u, p)) = &self.auth {
-            cmd.arg(format!("--dest-creds={u}:{p}"));
+            args.push(format!("--dest-creds={u}:{p}"));
         }
-        let out = cmd
+        self.skopeo_copy(archive, repo_tag, &args);
+    }
+
+    /// As [`Registry::seed`], for a registry asking for a client certificate: skopeo trusts
+    /// `ca` and presents the client pair `(cert, key)`.
+    pub fn seed_mtls(&self, archive: &Path, repo_tag: &str, ca: &Path, cert: &Path, key: &Path) {
+        let certs = self.dir.path().join("skopeo-certs");
+        std::fs::create_dir_all(&certs).unwrap();
+        std::fs::copy(cert, certs.join("client.cert")).unwrap();
+        std::fs::copy(key, certs.join("client.key")).unwrap();
+        std::fs::copy(ca, certs.join("ca.crt")).unwrap();
+        self.skopeo_copy(
+            archive,
+            repo_tag,
+            &[format!("--dest-cert-dir={}", certs.display())],
+        );
+    }
+
+    fn skopeo_copy(&self, archive: &Path, repo_tag: &str, dest_args: &[String]) {
+        let out = Command::new("skopeo")
+            .args(["copy", "-q"])
+            .args(dest_args)
             .arg(format!("oci-archive:{}", archive.display()))
             .arg(format!("docker://{}/{repo_tag}", self.host()))
             .output()

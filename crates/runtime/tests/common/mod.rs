@@ -11,11 +11,11 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use berth_runtime::oci_spec::runtime::{
-    Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxNamespaceBuilder, LinuxNamespaceType,
-    Mount, MountBuilder, PosixRlimitBuilder, PosixRlimitType, ProcessBuilder, RootBuilder, Spec,
-    SpecBuilder, UserBuilder,
+    Capability, Linux, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxIdMappingBuilder,
+    LinuxNamespaceBuilder, LinuxNamespaceType, Mount, MountBuilder, PosixRlimitBuilder,
+    PosixRlimitType, Process, ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
 };
-use berth_runtime::{CreateOptions, ExitStatus, Runtime, Stdio};
+use berth_runtime::{ContainerProcess, CreateOptions, ExecOptions, ExitStatus, Runtime, Stdio};
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
@@ -93,26 +93,104 @@ impl Env {
         id
     }
 
+    /// Creates container `id` from `bundle` with default options (stdio
+    /// inherited); returns its init process. Panics, naming `id`, when create
+    /// fails.
+    pub fn create(&self, id: &str, bundle: &Path) -> ContainerProcess {
+        self.runtime
+            .create(id, bundle, CreateOptions::default())
+            .unwrap_or_else(|e| panic!("create {id}: {e}"))
+    }
+
+    /// Creates container `id` from `bundle` with its stdout on a pipe (the
+    /// other fds inherited); returns the init process and the pipe's read
+    /// end. Panics, naming `id`, when create fails.
+    pub fn create_piped(&self, id: &str, bundle: &Path) -> (ContainerProcess, OwnedFd) {
+        self.create_piped_with(id, bundle, CreateOptions::default())
+    }
+
+    /// As [`Env::create_piped`], with `opts` for everything but stdout.
+    pub fn create_piped_with(
+        &self,
+        id: &str,
+        bundle: &Path,
+        opts: CreateOptions,
+    ) -> (ContainerProcess, OwnedFd) {
+        let (r, w) = pipe();
+        let opts = CreateOptions {
+            stdout: Stdio::Fd(w),
+            ..opts
+        };
+        let init = self
+            .runtime
+            .create(id, bundle, opts)
+            .unwrap_or_else(|e| panic!("create {id}: {e}"));
+        (init, r)
+    }
+
+    /// Runs `process` in container `id` with its stdout on a pipe (the other
+    /// fds inherited); returns the process and the pipe's read end. Panics,
+    /// naming `id`, when exec fails.
+    pub fn exec_piped(&self, id: &str, process: &Process) -> (ContainerProcess, OwnedFd) {
+        self.exec_piped_with(id, process, ExecOptions::default())
+    }
+
+    /// As [`Env::exec_piped`], with `opts` for everything but stdout.
+    pub fn exec_piped_with(
+        &self,
+        id: &str,
+        process: &Process,
+        opts: ExecOptions,
+    ) -> (ContainerProcess, OwnedFd) {
+        let (r, w) = pipe();
+        let opts = ExecOptions {
+            stdout: Stdio::Fd(w),
+            ..opts
+        };
+        let child = self
+            .runtime
+            .exec(id, process, opts)
+            .unwrap_or_else(|e| panic!("exec in {id}: {e}"));
+        (child, r)
+    }
+
+    /// Runs `exec` of `sh -c script` in container `id`, asserting exit 0;
+    /// returns stdout and stderr together (one pipe).
+    pub fn exec_sh(&self, id: &str, script: &str) -> String {
+        let (r, w) = pipe();
+        let w2 = w.try_clone().unwrap();
+        let p = process_builder(&["sh", "-c", script]).build().unwrap();
+        let child = self
+            .runtime
+            .exec(
+                id,
+                &p,
+                ExecOptions {
+                    stdout: Stdio::Fd(w),
+                    stderr: Stdio::Fd(w2),
+                    ..Default::default()
+                },
+            )
+            .unwrap_or_else(|e| panic!("exec in {id}: {e}"));
+        assert_eq!(child.wait().unwrap(), ExitStatus::Exited(0), "{script}");
+        read_all(r)
+    }
+
     /// Creates, starts and waits for a container running `spec`; returns
     /// its exit status and what it wrote to stdout and stderr.
     pub fn run(&self, tag: &str, spec: Spec) -> (ExitStatus, String, String) {
         let id = self.id(tag);
         let bundle = self.bundle(&id, &spec);
-        let (out_r, out_w) = pipe();
         let (err_r, err_w) = pipe();
-        let init = self
-            .runtime
-            .create(
-                &id,
-                &bundle,
-                CreateOptions {
-                    stdin: Stdio::Null,
-                    stdout: Stdio::Fd(out_w),
-                    stderr: Stdio::Fd(err_w),
-                    ..Default::default()
-                },
-            )
-            .unwrap_or_else(|e| panic!("create {id}: {e}"));
+        let (init, out_r) = self.create_piped_with(
+            &id,
+            &bundle,
+            CreateOptions {
+                stdin: Stdio::Null,
+                stderr: Stdio::Fd(err_w),
+                ..Default::default()
+            },
+        );
         self.runtime
             .start(&id)
             .unwrap_or_else(|e| panic!("start {id}: {e}"));
@@ -339,6 +417,25 @@ pub fn linux_builder(cgroup: &str) -> LinuxBuilder {
             .collect::<Vec<_>>(),
         )
         .sysctl(HashMap::new())
+}
+
+/// The default `linux` section (cgroup path `/<cgroup>`) plus a user
+/// namespace mapping container uids and gids 0..65536 to host ids from
+/// `host_id` on.
+pub fn userns_linux(cgroup: &str, host_id: u32) -> Linux {
+    use LinuxNamespaceType::*;
+    let map = LinuxIdMappingBuilder::default()
+        .container_id(0u32)
+        .host_id(host_id)
+        .size(65536u32)
+        .build()
+        .unwrap();
+    linux_builder(cgroup)
+        .namespaces(namespaces(&[Pid, Network, Ipc, Uts, Mount, Cgroup, User]))
+        .uid_mappings(vec![map])
+        .gid_mappings(vec![map])
+        .build()
+        .unwrap()
 }
 
 pub fn spec_builder(args: &[&str], cgroup: &str) -> SpecBuilder {
