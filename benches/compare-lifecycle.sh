@@ -7,8 +7,13 @@
 #   its plain mode (BERTH_LIFECYCLE_CYCLES=N), which times each step of N cycles after warm-up.
 # - crun, runc: their command lines, one process per step, driven by
 #   ../shared/bench/lifecycle.py --mode cycle (subreaper + waitpid for the init).
-# Peak memory: /usr/bin/time -v's maximum RSS of the process that creates the containers (the
-# library bench process running cycles; `crun create` / `runc create` from lifecycle.py --mode mem).
+# Peak memory: /usr/bin/time's maximum RSS of the process that creates the containers:
+# - `run-bundle` (examples/run-bundle.rs: the library embedded in a std-only front end) in its
+#   shipping build (scripts/build-dist.sh: dist profile, static-pie, RELR), running N_MEM
+#   cycles in one process: the library's cost to a front end (the headline figure);
+# - `berth-runc create` (same build), like for like with `crun create` / `runc create`
+#   (lifecycle.py --mode mem, median of N_MEM);
+# - the criterion bench process (it links criterion, rayon, plotters...), for the record.
 # Everything runs under ../shared/bench/cgv1-view.sh (only the v1 cgroup hierarchies visible):
 # crun 1.8 refuses this host's hybrid cgroups otherwise, and all must see the same host.
 # State roots: all three runtimes keep their state under the same directory, by default on
@@ -56,9 +61,10 @@ for line in sys.stdin:
 [ -x "$BENCH" ] || die "could not build the lifecycle bench"
 # The smallest embedding of the library (examples/run-bundle.rs: runtime + std, no criterion):
 # its peak RSS is the library's cost to a front end, measured beside the bench binary's.
-echo "building examples/run-bundle (release)..." >&2
-cargo build -q --release --example run-bundle >&2
-RUN_BUNDLE=$(realpath "${CARGO_TARGET_DIR:-target}/release/examples/run-bundle")
+echo "building run-bundle and berth-runc (scripts/build-dist.sh)..." >&2
+mapfile -t DIST < <(bash scripts/build-dist.sh run-bundle berth-runc)
+RUN_BUNDLE=${DIST[0]}
+BERTH_RUNC=${DIST[1]}
 
 WORK=$(mktemp -d /tmp/berth-compare-lifecycle.XXXXXX)
 STATE_DIR=${STATE_DIR:-/dev/shm}
@@ -66,11 +72,14 @@ STATE_DIR=${STATE_DIR:-/dev/shm}
 STATE=$(mktemp -d "$STATE_DIR/berth-compare-state.XXXXXX")
 cleanup() {
     set +e
-    for rt in crun runc; do
+    for rt in crun runc berth-runc; do
         root=$STATE/root-$rt
         [ -d "$root" ] || continue
-        for id in $("$rt" --root "$root" list -q 2>/dev/null); do
-            "$rt" --root "$root" delete -f "$id" >/dev/null 2>&1
+        bin=$rt
+        [ "$rt" = berth-runc ] && bin=${BERTH_RUNC:-}
+        [ -n "$bin" ] || continue
+        for id in $("$bin" --root "$root" list -q 2>/dev/null); do
+            "$bin" --root "$root" delete -f "$id" >/dev/null 2>&1
         done
     done
     [ "${KEEP:-0}" = 1 ] && { echo "work dir kept: $WORK (state: $STATE)" >&2; return; }
@@ -106,6 +115,10 @@ echo "state roots under $STATE ($(stat -f -c %T "$STATE"))" >&2
     BERTH_LIFECYCLE_ROOT="$STATE" "$BENCH" >&2
 "$CGV1" /usr/bin/time -f %M -o "$WORK/run-bundle.rss" "$RUN_BUNDLE" --root "$STATE/root-rb" \
     --repeat "$N_MEM" "$B" >&2
+mkdir -p "$STATE/root-berth-runc"
+"$CGV1" python3 "$DRIVER" --name berth-runc-mem --mode mem --runtime "$BERTH_RUNC" \
+    --root "$STATE/root-berth-runc" --bundle "$B" -n "$N_MEM" --warmup 1 \
+    --log "$WORK/berth-runc.log" --out "$WORK/berth-runc-mem.json" >&2
 # The peers: their command lines.
 for rt in crun runc; do
     mkdir -p "$STATE/root-$rt"
@@ -140,14 +153,22 @@ for p in peers:
     print("%-22s %7.2f %7.2f %7.2f %7.2f %7.2f | %d" % (
         p + " (CLI)", c["create"]["median"], c["start"]["median"], c["wait"]["median"],
         c["delete"]["median"], c["total"]["median"], mem[p]["create_kB"]["median"]))
-if startup_rss:
-    print("berth peak RSS %d kB = bench binary before its first container %d kB + library %d kB"
-          % (rss, startup_rss, rss - startup_rss))
 rb = int(open(os.path.join(w, "run-bundle.rss")).read().split()[-1])
-print("run-bundle (the library embedded in a std-only binary) peak RSS %d kB" % rb)
+brc = steps("berth-runc-mem.json")["create_kB"]["median"]
+print()
+print("peak RSS kB of the creating process:")
+print("  run-bundle, N_MEM cycles in one process (dist build) %6d" % rb)
+print("  berth-runc create (dist build)                       %6d" % brc)
 for p in peers:
-    print("peak-rss berth-bench/%s %.2f" % (p, rss / mem[p]["create_kB"]["median"]))
-    print("peak-rss run-bundle/%s %.2f" % (p, rb / mem[p]["create_kB"]["median"]))
+    print("  %-52s %6d" % (p + " create", mem[p]["create_kB"]["median"]))
+print("  the criterion bench process (for the record)         %6d" % rss)
+if startup_rss:
+    print("    = before its first container %d kB + library %d kB" % (startup_rss, rss - startup_rss))
+for p in peers:
+    c = mem[p]["create_kB"]["median"]
+    print("peak-rss run-bundle/%s %.2f" % (p, rb / c))
+    print("peak-rss berth-runc-create/%s %.2f" % (p, brc / c))
+    print("peak-rss berth-bench/%s %.2f" % (p, rss / c))
 for p in peers:
     print("ratio berth/%s %.2f" % (p, berth["total"]["median"] / cyc[p]["total"]["median"]))
 EOF
