@@ -12,7 +12,8 @@
 #
 # Output: per runtime the median of each step, then one line per peer:
 #   ratio berth/PEER X.XX      (berth-runc's median cycle time over the peer's)
-# Knobs (env): N (cycles per runtime, default 30), WARMUP (3), N_MEM (5), KEEP=1 keeps the work dir.
+# Knobs (env): N (cycles per runtime, default 30), WARMUP (3), N_MEM (5), KEEP=1 keeps the work dir,
+# BUILD (dist: the shipping build of scripts/build-dist.sh; release: the plain release build).
 # Needs root, python3, /usr/bin/time, busybox-static, crun, runc.
 set -euo pipefail
 export LC_ALL=C
@@ -31,9 +32,16 @@ die() { echo "compare-cli.sh: $*" >&2; exit 1; }
 for f in "$CGV1" "$DRIVER" /bin/busybox /usr/bin/time; do [ -e "$f" ] || die "missing $f"; done
 for t in crun runc python3; do command -v "$t" >/dev/null || die "missing $t"; done
 
-echo "building berth-runc (release)..." >&2
-cargo build --release -q -p berth --example berth-runc
-BERTH=$TARGET/release/examples/berth-runc
+# The shipping build (scripts/build-dist.sh: static-pie, hot functions first) by default;
+# BUILD=release times the ordinary dynamically linked release build instead.
+if [ "${BUILD:-dist}" = release ]; then
+    echo "building berth-runc (release)..." >&2
+    cargo build --release -q -p berth --example berth-runc
+    BERTH=$TARGET/release/examples/berth-runc
+else
+    echo "building berth-runc (scripts/build-dist.sh)..." >&2
+    BERTH=$(bash scripts/build-dist.sh berth-runc)
+fi
 [ -x "$BERTH" ] || die "no $BERTH"
 
 WORK=$(mktemp -d /tmp/berth-compare-cli.XXXXXX)
