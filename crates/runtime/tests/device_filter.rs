@@ -25,7 +25,7 @@ use berth_runtime::oci_spec::runtime::{
     LinuxDeviceCgroup, LinuxDeviceCgroupBuilder, LinuxDeviceType, LinuxPidsBuilder,
     LinuxResourcesBuilder,
 };
-use berth_runtime::{CreateOptions, ExecOptions, ExitStatus, Stdio};
+use berth_runtime::{CreateOptions, ExitStatus};
 use common::*;
 
 /// True on a hybrid host (with root); otherwise says why it skips.
@@ -78,27 +78,6 @@ fn sleeper(cg: &str, rules: Vec<LinuxDeviceCgroup>) -> oci_spec::runtime::Spec {
         .linux(linux)
         .build()
         .unwrap()
-}
-
-/// Runs `script` in the container; returns stdout and stderr together.
-fn exec_sh(env: &Env, id: &str, script: &str) -> String {
-    let (r, w) = pipe();
-    let w2 = w.try_clone().unwrap();
-    let p = process_builder(&["sh", "-c", script]).build().unwrap();
-    let child = env
-        .runtime
-        .exec(
-            id,
-            &p,
-            ExecOptions {
-                stdout: Stdio::Fd(w),
-                stderr: Stdio::Fd(w2),
-                ..Default::default()
-            },
-        )
-        .unwrap();
-    assert_eq!(child.wait().unwrap(), ExitStatus::Exited(0), "{script}");
-    read_all(r)
 }
 
 /// Makes the tun node (once) and tries opening it for reading, for writing,
@@ -158,10 +137,7 @@ fn hybrid_program_denies_what_v1_allows() {
     let id = env.id("bpfdeny");
     let s = sleeper(&cg, vec![rule(true, LinuxDeviceType::C, 10, 200, "r")]);
     let bundle = env.bundle(&id, &s);
-    let init = env
-        .runtime
-        .create(&id, &bundle, CreateOptions::default())
-        .unwrap();
+    let init = env.create(&id, &bundle);
     let dir = unified_dir(&env, &id, &cg);
     assert!(dir.is_dir());
     // The init is a member of the cgroup2 directory too.
@@ -180,7 +156,7 @@ fn hybrid_program_denies_what_v1_allows() {
     open_v1_devices(&cg);
     env.runtime.start(&id).unwrap();
 
-    let out = exec_sh(&env, &id, PROBE);
+    let out = env.exec_sh(&id, PROBE);
     assert!(!out.contains("mknod-failed"), "{out}");
     assert!(has(&out, "r-ok"), "{out}");
     assert!(has(&out, "w-denied"), "{out}");
@@ -202,7 +178,7 @@ fn hybrid_program_denies_what_v1_allows() {
     let new = bpf::install(&dir, &device_filter::compile(&[allow_all])).unwrap();
     assert_ne!(new, first);
     assert_eq!(our_program(&dir), new, "the old program was not detached");
-    let out = exec_sh(&env, &id, PROBE);
+    let out = env.exec_sh(&id, PROBE);
     assert!(
         has(&out, "r-ok") && has(&out, "w-ok") && has(&out, "rw-ok"),
         "{out}"
@@ -239,15 +215,12 @@ fn hybrid_update_replaces_the_program() {
     let cg = unique("cg");
     let id = env.id("bpfupd");
     let bundle = env.bundle(&id, &sleeper(&cg, vec![]));
-    let init = env
-        .runtime
-        .create(&id, &bundle, CreateOptions::default())
-        .unwrap();
+    let init = env.create(&id, &bundle);
     let dir = unified_dir(&env, &id, &cg);
     let first = our_program(&dir);
     open_v1_devices(&cg);
     env.runtime.start(&id).unwrap();
-    let out = exec_sh(&env, &id, PROBE);
+    let out = env.exec_sh(&id, PROBE);
     assert!(
         has(&out, "r-denied") && has(&out, "w-denied") && has(&out, "rw-denied"),
         "{out}"
@@ -268,7 +241,7 @@ fn hybrid_update_replaces_the_program() {
     assert!(!has(&list, "a *:* rwm"), "{list}");
     let second = our_program(&dir);
     assert_ne!(second, first);
-    let out = exec_sh(&env, &id, PROBE);
+    let out = env.exec_sh(&id, PROBE);
     assert!(
         has(&out, "r-ok") && has(&out, "w-ok") && has(&out, "rw-ok"),
         "{out}"
@@ -298,7 +271,7 @@ fn hybrid_update_replaces_the_program() {
     env.runtime.update(&id, &revoke).unwrap();
     open_v1_devices(&cg);
     assert_ne!(our_program(&dir), second);
-    let out = exec_sh(&env, &id, PROBE);
+    let out = env.exec_sh(&id, PROBE);
     assert!(has(&out, "rw-denied") && has(&out, "null-ok"), "{out}");
 
     env.runtime.delete(&id, true).unwrap();
@@ -377,17 +350,14 @@ fn helper_hidden_cgroup2_tree_is_not_used() {
     let id = env.id("v1view");
     let s = sleeper(&cg, vec![rule(true, LinuxDeviceType::C, 10, 200, "r")]);
     let bundle = env.bundle(&id, &s);
-    let init = env
-        .runtime
-        .create(&id, &bundle, CreateOptions::default())
-        .unwrap();
+    let init = env.create(&id, &bundle);
     let paths = env.runtime.state(&id).unwrap().cgroup_paths();
     assert_eq!(paths.unified, None, "{paths:?}");
     assert_eq!(std::fs::read_dir(hidden).unwrap().count(), 0);
     let list = std::fs::read_to_string(paths.v1["devices"].join("devices.list")).unwrap();
     assert!(has(&list, "c 10:200 r"), "{list}");
     env.runtime.start(&id).unwrap();
-    let out = exec_sh(&env, &id, PROBE);
+    let out = env.exec_sh(&id, PROBE);
     assert!(has(&out, "r-ok") && has(&out, "w-denied"), "{out}");
     env.runtime.delete(&id, true).unwrap();
     assert_eq!(init.wait().unwrap(), ExitStatus::Signaled(libc::SIGKILL));

@@ -44,7 +44,7 @@ use berth_runtime::cgroups::{bpf, device_filter};
 use berth_runtime::oci_spec::runtime::{
     LinuxDeviceCgroup, LinuxDeviceCgroupBuilder, LinuxDeviceType, LinuxResourcesBuilder,
 };
-use berth_runtime::{CgroupPaths, CreateOptions, ErrorKind, ExecOptions, ExitStatus, Stdio};
+use berth_runtime::{CgroupPaths, CreateOptions, ErrorKind, ExitStatus};
 use common::*;
 use libseccomp::{ScmpAction, ScmpArgCompare, ScmpCompareOp, ScmpFilterContext, ScmpSyscall};
 
@@ -351,27 +351,6 @@ fn sleeper(cg: &str) -> oci_spec::runtime::Spec {
         .unwrap()
 }
 
-/// Runs `script` in the container; returns stdout and stderr together.
-fn exec_sh(env: &Env, id: &str, script: &str) -> String {
-    let (r, w) = pipe();
-    let w2 = w.try_clone().unwrap();
-    let p = process_builder(&["sh", "-c", script]).build().unwrap();
-    let child = env
-        .runtime
-        .exec(
-            id,
-            &p,
-            ExecOptions {
-                stdout: Stdio::Fd(w),
-                stderr: Stdio::Fd(w2),
-                ..Default::default()
-            },
-        )
-        .unwrap();
-    assert_eq!(child.wait().unwrap(), ExitStatus::Exited(0), "{script}");
-    read_all(r)
-}
-
 /// Makes the tun node (once) and tries opening it for reading, for
 /// writing, and both; prints one line per attempt. Opening tun needs no
 /// capability, so an `EPERM` can only come from the device cgroup.
@@ -467,7 +446,7 @@ fn helper_hybrid_refusal_falls_back_to_v1() {
 
     // And it alone enforces it.
     env.runtime.start(&id).unwrap();
-    let out = exec_sh(&env, &id, PROBE);
+    let out = env.exec_sh(&id, PROBE);
     assert!(!out.contains("mknod-failed"), "{out}");
     assert!(has(&out, "r-ok"), "{out}");
     assert!(has(&out, "w-denied"), "{out}");
@@ -482,7 +461,7 @@ fn helper_hybrid_refusal_falls_back_to_v1() {
     assert_eq!(fallback_warnings(&warnings).len(), 1, "{warnings:?}");
     assert!(has(&v1_devices_list(&cg), "c 10:200 rw"));
     assert_eq!(bpf::attached(&dir).unwrap(), vec![]);
-    let out = exec_sh(&env, &id, PROBE);
+    let out = env.exec_sh(&id, PROBE);
     assert!(
         has(&out, "r-ok") && has(&out, "w-ok") && has(&out, "rw-ok"),
         "{out}"
@@ -554,10 +533,7 @@ fn helper_hybrid_refusal_over_our_program() {
     let env = Env::new();
     let id = env.id("bpfstale");
     let bundle = env.bundle(&id, &sleeper(&cg));
-    let init = env
-        .runtime
-        .create(&id, &bundle, CreateOptions::default())
-        .unwrap();
+    let init = env.create(&id, &bundle);
     let dir = env
         .runtime
         .state(&id)
@@ -587,14 +563,14 @@ fn helper_hybrid_refusal_over_our_program() {
     assert_eq!(our_programs(&dir), first, "the program changed");
     // v1 took the new list, the old program still refuses writing.
     assert!(has(&v1_devices_list(&cg), "c 10:200 rw"));
-    let out = exec_sh(&env, &id, PROBE);
+    let out = env.exec_sh(&id, PROBE);
     assert!(has(&out, "r-ok") && has(&out, "w-denied"), "{out}");
 
     env.runtime.update(&id, &tun_rules("rw")).unwrap();
     let second = our_programs(&dir);
     assert_eq!(second.len(), 1);
     assert_ne!(second, first);
-    let out = exec_sh(&env, &id, PROBE);
+    let out = env.exec_sh(&id, PROBE);
     assert!(has(&out, "w-ok") && has(&out, "rw-ok"), "{out}");
 
     env.runtime.delete(&id, true).unwrap();
