@@ -28,31 +28,10 @@ use berth_runtime::oci_spec::runtime::{
     LinuxDeviceCgroupBuilder, LinuxDeviceType, LinuxResourcesBuilder, MountBuilder,
 };
 use berth_runtime::{ExitStatus, Status};
+use common::cgroup2_view::enter_unified_view;
 use common::*;
 
 const HELPER: &str = "BERTH_TEST_HELPER_V2";
-
-fn mount(src: &str, target: &str, fstype: Option<&str>, flags: libc::c_ulong) {
-    let c = |s: &str| std::ffi::CString::new(s).unwrap();
-    let (src, target) = (c(src), c(target));
-    let fstype = fstype.map(c);
-    // SAFETY: valid C strings for the duration of the call.
-    let r = unsafe {
-        libc::mount(
-            src.as_ptr(),
-            target.as_ptr(),
-            fstype.as_ref().map_or(std::ptr::null(), |f| f.as_ptr()),
-            flags,
-            std::ptr::null(),
-        )
-    };
-    assert_eq!(
-        r,
-        0,
-        "mount {target:?}: {}",
-        std::io::Error::last_os_error()
-    );
-}
 
 /// Helper: in a private mount namespace with a unified /sys/fs/cgroup, run
 /// a container lifecycle; exit 0 on success (a panic fails the helper).
@@ -127,19 +106,6 @@ fn helper_lifecycle_on_unified_hierarchy() {
     drop(env);
     println!("V2-LIFECYCLE-OK");
     std::process::exit(0);
-}
-
-/// Enters a private mount namespace whose `/sys/fs/cgroup` is the host's
-/// cgroup2 hierarchy.
-fn enter_unified_view() {
-    // SAFETY: unshare of the mount namespace in this (helper) process.
-    assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNS) }, 0);
-    mount("none", "/", None, libc::MS_REC | libc::MS_PRIVATE);
-    mount("cgroup2", "/sys/fs/cgroup", Some("cgroup2"), 0);
-    assert!(
-        berth_runtime::cgroups::is_unified(),
-        "the view is not unified"
-    );
 }
 
 /// Helper: device rules on a unified hierarchy. The spec allows reading

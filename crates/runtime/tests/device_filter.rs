@@ -26,6 +26,7 @@ use berth_runtime::oci_spec::runtime::{
     LinuxResourcesBuilder,
 };
 use berth_runtime::{CreateOptions, ExitStatus};
+use common::cgroup2_view::enter_v1_only_view;
 use common::*;
 
 /// True on a hybrid host (with root); otherwise says why it skips.
@@ -319,31 +320,7 @@ fn helper_hidden_cgroup2_tree_is_not_used() {
     if std::env::var_os(HELPER).is_none() {
         return;
     }
-    // SAFETY: unshare of the mount namespace in this (helper) process.
-    assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNS) }, 0);
-    let c = |s: &str| std::ffi::CString::new(s).unwrap();
-    let mount = |src: &str, target: &str, fstype: Option<&str>, flags: libc::c_ulong| {
-        let (src, target, fstype) = (c(src), c(target), fstype.map(c));
-        // SAFETY: valid C strings for the duration of the call.
-        let r = unsafe {
-            libc::mount(
-                src.as_ptr(),
-                target.as_ptr(),
-                fstype.as_ref().map_or(std::ptr::null(), |f| f.as_ptr()),
-                flags,
-                std::ptr::null(),
-            )
-        };
-        assert_eq!(
-            r,
-            0,
-            "mount {target:?}: {}",
-            std::io::Error::last_os_error()
-        );
-    };
-    mount("none", "/", None, libc::MS_REC | libc::MS_PRIVATE);
-    mount("hide", "/sys/fs/cgroup/unified", Some("tmpfs"), 0);
-    let hidden = Path::new("/sys/fs/cgroup/unified");
+    let hidden = enter_v1_only_view();
 
     let env = Env::new();
     let cg = unique("cg");

@@ -45,6 +45,7 @@ use berth_runtime::oci_spec::runtime::{
     LinuxDeviceCgroup, LinuxDeviceCgroupBuilder, LinuxDeviceType, LinuxResourcesBuilder,
 };
 use berth_runtime::{CgroupPaths, CreateOptions, ErrorKind, ExitStatus};
+use common::cgroup2_view::enter_unified_view;
 use common::*;
 use libseccomp::{ScmpAction, ScmpArgCompare, ScmpCompareOp, ScmpFilterContext, ScmpSyscall};
 
@@ -619,14 +620,7 @@ fn helper_unified_refusal_is_an_error() {
     let Some(base) = std::env::var_os(HELPER).and(std::env::var(CG).ok()) else {
         return;
     };
-    // SAFETY: unshare of the mount namespace in this (helper) process.
-    assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNS) }, 0);
-    mount("none", "/", None, libc::MS_REC | libc::MS_PRIVATE);
-    mount("cgroup2", "/sys/fs/cgroup", Some("cgroup2"), 0);
-    assert!(
-        berth_runtime::cgroups::is_unified(),
-        "the view is not unified"
-    );
+    enter_unified_view();
 
     let env = Env::new();
     for (n, (errno_name, which)) in UNIFIED_CASES.into_iter().enumerate() {
@@ -699,27 +693,5 @@ fn unified_refusal_is_an_error_and_leaves_nothing() {
         &[(CG, &base)],
         &cgroups,
         "UNIFIED-REFUSAL-OK",
-    );
-}
-
-fn mount(src: &str, target: &str, fstype: Option<&str>, flags: libc::c_ulong) {
-    let c = |s: &str| std::ffi::CString::new(s).unwrap();
-    let (src, target) = (c(src), c(target));
-    let fstype = fstype.map(c);
-    // SAFETY: valid C strings for the duration of the call.
-    let r = unsafe {
-        libc::mount(
-            src.as_ptr(),
-            target.as_ptr(),
-            fstype.as_ref().map_or(std::ptr::null(), |f| f.as_ptr()),
-            flags,
-            std::ptr::null(),
-        )
-    };
-    assert_eq!(
-        r,
-        0,
-        "mount {target:?}: {}",
-        std::io::Error::last_os_error()
     );
 }

@@ -4,6 +4,8 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod cgroup2_view;
+
 use std::collections::HashMap;
 use std::io::Read;
 use std::os::fd::{FromRawFd, OwnedFd};

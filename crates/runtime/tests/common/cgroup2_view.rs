@@ -1,0 +1,63 @@
+//! Private views of the host's cgroup2 tree for helper processes: a test
+//! re-executes its own binary and, in that child,
+//! unshares the mount namespace and remounts `/sys/fs/cgroup` so that the
+//! runtime sees a unified host (the cgroup2 hierarchy at `/sys/fs/cgroup`)
+//! or a v1-only one (the cgroup2 tree hidden under a tmpfs). The host's
+//! mounts are never touched: every mount here happens after `unshare` and
+//! a recursive `MS_PRIVATE` of `/`, and goes with the helper's exit.
+
+use std::path::Path;
+
+/// mount(2) of `src` on `target` (file system `fstype`, `flags`, no data);
+/// panics naming `target` and the errno when the kernel refuses.
+pub fn mount(src: &str, target: &str, fstype: Option<&str>, flags: libc::c_ulong) {
+    let c = |s: &str| std::ffi::CString::new(s).unwrap();
+    let (src, target) = (c(src), c(target));
+    let fstype = fstype.map(c);
+    // SAFETY: valid C strings for the duration of the call.
+    let r = unsafe {
+        libc::mount(
+            src.as_ptr(),
+            target.as_ptr(),
+            fstype.as_ref().map_or(std::ptr::null(), |f| f.as_ptr()),
+            flags,
+            std::ptr::null(),
+        )
+    };
+    assert_eq!(
+        r,
+        0,
+        "mount {target:?}: {}",
+        std::io::Error::last_os_error()
+    );
+}
+
+/// Moves this (helper) process into a new mount namespace whose mounts
+/// propagate nowhere: what it mounts from now on stays its own.
+pub fn enter_private_mount_namespace() {
+    // SAFETY: unshare of the mount namespace in this (helper) process.
+    assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNS) }, 0);
+    mount("none", "/", None, libc::MS_REC | libc::MS_PRIVATE);
+}
+
+/// Enters a private mount namespace whose `/sys/fs/cgroup` is the host's
+/// cgroup2 hierarchy: a unified host, to the runtime (asserted).
+pub fn enter_unified_view() {
+    enter_private_mount_namespace();
+    mount("cgroup2", "/sys/fs/cgroup", Some("cgroup2"), 0);
+    assert!(
+        berth_runtime::cgroups::is_unified(),
+        "the view is not unified"
+    );
+}
+
+/// Enters a private mount namespace in which a hybrid host's cgroup2 tree
+/// (`/sys/fs/cgroup/unified`) is hidden under an empty tmpfs, as
+/// `shared/bench/cgv1-view.sh` hides it: mountinfo still lists the cgroup2
+/// mount, but its mount point is now another file system. Returns the
+/// hidden mount point.
+pub fn enter_v1_only_view() -> &'static Path {
+    enter_private_mount_namespace();
+    mount("hide", "/sys/fs/cgroup/unified", Some("tmpfs"), 0);
+    Path::new("/sys/fs/cgroup/unified")
+}
