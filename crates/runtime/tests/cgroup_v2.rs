@@ -14,14 +14,12 @@
     clippy::expect_used,
     clippy::panic,
     clippy::tests_outside_test_module,
-    clippy::exit,
     missing_docs
 )]
 
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 
 use berth_runtime::cgroups::bpf;
 use berth_runtime::oci_spec::runtime::{
@@ -29,6 +27,7 @@ use berth_runtime::oci_spec::runtime::{
 };
 use berth_runtime::{ExitStatus, Status};
 use common::cgroup2_view::enter_unified_view;
+use common::helper::{helper_passed, is_helper, run_helper_test};
 use common::*;
 
 const HELPER: &str = "BERTH_TEST_HELPER_V2";
@@ -38,7 +37,7 @@ const HELPER: &str = "BERTH_TEST_HELPER_V2";
 #[test]
 #[ignore = "helper process, run by its parent test with --ignored"]
 fn helper_lifecycle_on_unified_hierarchy() {
-    if std::env::var_os(HELPER).is_none() {
+    if !is_helper(HELPER) {
         return;
     }
     enter_unified_view();
@@ -104,8 +103,7 @@ fn helper_lifecycle_on_unified_hierarchy() {
     assert!(!dir.exists(), "{} left behind", dir.display());
     // exit() skips destructors: remove the temp dir (state root, bundle) first.
     drop(env);
-    println!("V2-LIFECYCLE-OK");
-    std::process::exit(0);
+    helper_passed("V2-LIFECYCLE-OK");
 }
 
 /// Helper: device rules on a unified hierarchy. The spec allows reading
@@ -115,7 +113,7 @@ fn helper_lifecycle_on_unified_hierarchy() {
 #[test]
 #[ignore = "helper process, run by its parent test with --ignored"]
 fn helper_device_rules_on_unified_hierarchy() {
-    if std::env::var_os(HELPER).is_none() {
+    if !is_helper(HELPER) {
         return;
     }
     enter_unified_view();
@@ -213,8 +211,7 @@ fn helper_device_rules_on_unified_hierarchy() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     drop(env);
-    println!("V2-DEVICES-OK");
-    std::process::exit(0);
+    helper_passed("V2-DEVICES-OK");
 }
 
 /// Runs helper test `name` in a child process; it must print `marker`.
@@ -244,24 +241,7 @@ fn run_helper(name: &str, marker: &str) {
         eprintln!("skipping: no cgroup2 hierarchy on this host");
         return;
     }
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            name,
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(HELPER, "1")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success() && stdout.contains(marker),
-        "v2 helper {name} failed ({}):\n{stdout}\n{stderr}",
-        out.status
-    );
+    run_helper_test(HELPER, name, &[], marker);
 }
 
 #[test]

@@ -27,6 +27,7 @@ use berth_runtime::oci_spec::runtime::{
 };
 use berth_runtime::{CreateOptions, ExitStatus};
 use common::cgroup2_view::enter_v1_only_view;
+use common::helper::{helper_passed, is_helper, run_helper_test};
 use common::*;
 
 /// True on a hybrid host (with root); otherwise says why it skips.
@@ -317,7 +318,7 @@ const HELPER: &str = "BERTH_TEST_HELPER_V1_VIEW";
 #[test]
 #[ignore = "helper process, run by its parent test with --ignored"]
 fn helper_hidden_cgroup2_tree_is_not_used() {
-    if std::env::var_os(HELPER).is_none() {
+    if !is_helper(HELPER) {
         return;
     }
     let hidden = enter_v1_only_view();
@@ -342,9 +343,7 @@ fn helper_hidden_cgroup2_tree_is_not_used() {
     assert_eq!(std::fs::read_dir(hidden).unwrap().count(), 0);
     // exit() skips destructors: remove the temp dir (state root, bundle) first.
     drop(env);
-    println!("V1-VIEW-OK");
-    #[allow(clippy::exit)]
-    std::process::exit(0);
+    helper_passed("V1-VIEW-OK");
 }
 
 /// A hybrid host seen through a v1-only view (the benchmark's
@@ -354,22 +353,10 @@ fn hidden_cgroup2_tree_is_not_used() {
     if !hybrid() {
         return;
     }
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "helper_hidden_cgroup2_tree_is_not_used",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(HELPER, "1")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && stdout.contains("V1-VIEW-OK"),
-        "helper failed ({}):\n{stdout}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
+    run_helper_test(
+        HELPER,
+        "helper_hidden_cgroup2_tree_is_not_used",
+        &[],
+        "V1-VIEW-OK",
     );
 }

@@ -29,7 +29,6 @@
     clippy::expect_used,
     clippy::panic,
     clippy::tests_outside_test_module,
-    clippy::exit,
     missing_docs
 )]
 
@@ -37,7 +36,6 @@ mod common;
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 
 use berth_runtime::cgroups::{bpf, device_filter};
@@ -46,6 +44,7 @@ use berth_runtime::oci_spec::runtime::{
 };
 use berth_runtime::{CgroupPaths, CreateOptions, ErrorKind, ExitStatus};
 use common::cgroup2_view::enter_unified_view;
+use common::helper::{helper_passed, is_helper, run_helper_test};
 use common::*;
 use libseccomp::{ScmpAction, ScmpArgCompare, ScmpCompareOp, ScmpFilterContext, ScmpSyscall};
 
@@ -289,25 +288,7 @@ impl Drop for CgroupCleanup {
 /// remain (the guard removes what does, so the host stays clean).
 fn run_helper(name: &str, env: &[(&str, &str)], cgroups: &[String], marker: &str) {
     let _cleanup = CgroupCleanup(cgroups.to_vec());
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            name,
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(HELPER, "1")
-        .envs(env.iter().copied())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success() && stdout.contains(marker),
-        "helper {name} {env:?} failed ({}):\n{stdout}\n{stderr}",
-        out.status
-    );
+    run_helper_test(HELPER, name, env, marker);
     for cg in cgroups {
         assert_no_cgroup(cg);
     }
@@ -315,7 +296,9 @@ fn run_helper(name: &str, env: &[(&str, &str)], cgroups: &[String], marker: &str
 
 /// The helper's scenario, when this process is one.
 fn helper_scenario() -> Option<(String, i32, Refused)> {
-    std::env::var_os(HELPER)?;
+    if !is_helper(HELPER) {
+        return None;
+    }
     let var = |k: &str| std::env::var(k).unwrap_or_else(|_| panic!("{k} not set"));
     Some((
         var(CG),
@@ -474,8 +457,7 @@ fn helper_hybrid_refusal_falls_back_to_v1() {
     assert_no_cgroup(&cg);
     // exit() skips destructors: remove the temp dir (state root, bundle) first.
     drop(env);
-    println!("HYBRID-FALLBACK-OK");
-    std::process::exit(0);
+    helper_passed("HYBRID-FALLBACK-OK");
 }
 
 /// Runs [`helper_hybrid_refusal_falls_back_to_v1`] with bpf(2) refused as
@@ -578,8 +560,7 @@ fn helper_hybrid_refusal_over_our_program() {
     assert_eq!(init.wait().unwrap(), ExitStatus::Signaled(libc::SIGKILL));
     assert_no_cgroup(&cg);
     drop(env);
-    println!("HYBRID-STALE-OK");
-    std::process::exit(0);
+    helper_passed("HYBRID-STALE-OK");
 }
 
 #[test]
@@ -617,7 +598,7 @@ const UNIFIED_CASES: [(&str, Refused); 3] = [
 #[test]
 #[ignore = "helper process, run by its parent test with --ignored"]
 fn helper_unified_refusal_is_an_error() {
-    let Some(base) = std::env::var_os(HELPER).and(std::env::var(CG).ok()) else {
+    let Some(base) = is_helper(HELPER).then(|| std::env::var(CG).ok()).flatten() else {
         return;
     };
     enter_unified_view();
@@ -675,8 +656,7 @@ fn helper_unified_refusal_is_an_error() {
         );
     }
     drop(env);
-    println!("UNIFIED-REFUSAL-OK");
-    std::process::exit(0);
+    helper_passed("UNIFIED-REFUSAL-OK");
 }
 
 #[test]

@@ -1,5 +1,5 @@
 //! Private views of the host's cgroup2 tree for helper processes: a test
-//! re-executes its own binary and, in that child,
+//! re-executes its own binary (see [`super::helper`]) and, in that child,
 //! unshares the mount namespace and remounts `/sys/fs/cgroup` so that the
 //! runtime sees a unified host (the cgroup2 hierarchy at `/sys/fs/cgroup`)
 //! or a v1-only one (the cgroup2 tree hidden under a tmpfs). The host's
