@@ -26,7 +26,7 @@ use berth_runtime::oci_spec::runtime::{
     LinuxDeviceCgroupBuilder, LinuxDeviceType, LinuxResourcesBuilder, MountBuilder,
 };
 use berth_runtime::{ExitStatus, Status};
-use common::cgroup2_view::enter_unified_view;
+use common::cgroup2_view::{cgroup2_hierarchy, enter_unified_view};
 use common::helper::{helper_passed, is_helper, run_helper_test};
 use common::*;
 
@@ -217,28 +217,7 @@ fn helper_device_rules_on_unified_hierarchy() {
 /// Runs helper test `name` in a child process; it must print `marker`.
 /// Skips (saying why) when the host has no cgroup2 tree, except in CI.
 fn run_helper(name: &str, marker: &str) {
-    if !privileged() {
-        return;
-    }
-    let unified = ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"]
-        .into_iter()
-        .find(|p| {
-            std::fs::read_to_string("/proc/self/mountinfo")
-                .unwrap()
-                .lines()
-                .any(|l| {
-                    l.split(" - ")
-                        .nth(1)
-                        .is_some_and(|f| f.starts_with("cgroup2 "))
-                        && l.split_whitespace().nth(4) == Some(*p)
-                })
-        });
-    if unified.is_none() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI host has no cgroup2 hierarchy"
-        );
-        eprintln!("skipping: no cgroup2 hierarchy on this host");
+    if !cgroup2_hierarchy() {
         return;
     }
     run_helper_test(HELPER, name, &[], marker);

@@ -26,30 +26,16 @@ use berth_runtime::oci_spec::runtime::{
     LinuxResourcesBuilder,
 };
 use berth_runtime::{CreateOptions, ExitStatus};
-use common::cgroup2_view::enter_v1_only_view;
+use common::cgroup2_view::{OnUnifiedHost, enter_v1_only_view, hybrid_host};
 use common::helper::{helper_passed, is_helper, run_helper_test};
 use common::*;
 
 /// True on a hybrid host (with root); otherwise says why it skips.
 fn hybrid() -> bool {
-    if !privileged() {
-        return false;
-    }
-    if berth_runtime::cgroups::is_unified() {
-        eprintln!("skipping: a unified host (its device program is tested in cgroup_v2.rs)");
-        return false;
-    }
-    let ok = Path::new("/sys/fs/cgroup/unified/cgroup.procs").exists()
-        && Path::new("/sys/fs/cgroup/devices/devices.allow").exists();
-    if !ok {
-        // This project's CI host is hybrid: there the tree must be present.
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI host lacks the hybrid cgroup2 tree or the v1 devices controller"
-        );
-        eprintln!("skipping: not a hybrid host");
-    }
-    ok
+    hybrid_host(
+        "its device program is tested in cgroup_v2.rs",
+        OnUnifiedHost::Skip,
+    )
 }
 
 fn rule(

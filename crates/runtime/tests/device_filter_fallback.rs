@@ -43,7 +43,7 @@ use berth_runtime::oci_spec::runtime::{
     LinuxDeviceCgroup, LinuxDeviceCgroupBuilder, LinuxDeviceType, LinuxResourcesBuilder,
 };
 use berth_runtime::{CgroupPaths, CreateOptions, ErrorKind, ExitStatus};
-use common::cgroup2_view::enter_unified_view;
+use common::cgroup2_view::{OnUnifiedHost, cgroup2_hierarchy, enter_unified_view, hybrid_host};
 use common::helper::{helper_passed, is_helper, run_helper_test};
 use common::*;
 use libseccomp::{ScmpAction, ScmpArgCompare, ScmpCompareOp, ScmpFilterContext, ScmpSyscall};
@@ -197,53 +197,10 @@ fn fallback_warnings(warnings: &[String]) -> Vec<&String> {
 /// True on a hybrid host (with root); otherwise says why it skips (and
 /// fails in CI, whose host is hybrid).
 fn hybrid() -> bool {
-    if !privileged() {
-        return false;
-    }
-    if berth_runtime::cgroups::is_unified() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "the CI host is hybrid, this one is unified"
-        );
-        eprintln!("skipping: a unified host (its refusal is tested through the unified view)");
-        return false;
-    }
-    let ok = Path::new("/sys/fs/cgroup/unified/cgroup.procs").exists()
-        && Path::new("/sys/fs/cgroup/devices/devices.allow").exists();
-    if !ok {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI host lacks the hybrid cgroup2 tree or the v1 devices controller"
-        );
-        eprintln!("skipping: not a hybrid host");
-    }
-    ok
-}
-
-/// True when the host has a cgroup2 hierarchy (root needed); otherwise
-/// says why it skips (and fails in CI).
-fn has_cgroup2() -> bool {
-    if !privileged() {
-        return false;
-    }
-    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    let found = info.lines().any(|l| {
-        l.split(" - ")
-            .nth(1)
-            .is_some_and(|f| f.starts_with("cgroup2 "))
-            && matches!(
-                l.split_whitespace().nth(4),
-                Some("/sys/fs/cgroup/unified" | "/sys/fs/cgroup")
-            )
-    });
-    if !found {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI host has no cgroup2 hierarchy"
-        );
-        eprintln!("skipping: no cgroup2 hierarchy on this host");
-    }
-    found
+    hybrid_host(
+        "its refusal is tested through the unified view",
+        OnUnifiedHost::FailInCi,
+    )
 }
 
 /// Removes, on drop, whatever a helper left of the cgroups `names` (in the
@@ -661,7 +618,7 @@ fn helper_unified_refusal_is_an_error() {
 
 #[test]
 fn unified_refusal_is_an_error_and_leaves_nothing() {
-    if !has_cgroup2() {
+    if !cgroup2_hierarchy() {
         return;
     }
     let base = unique("cg");

@@ -61,3 +61,72 @@ pub fn enter_v1_only_view() -> &'static Path {
     mount("hide", "/sys/fs/cgroup/unified", Some("tmpfs"), 0);
     Path::new("/sys/fs/cgroup/unified")
 }
+
+/// True when the host has a cgroup2 hierarchy (at `/sys/fs/cgroup/unified`
+/// on a hybrid host, `/sys/fs/cgroup` on a unified one) and the tests have
+/// root; otherwise says why they skip (and fails in CI, see
+/// [`super::privileged`]).
+pub fn cgroup2_hierarchy() -> bool {
+    if !super::privileged() {
+        return false;
+    }
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let found = info.lines().any(|l| {
+        l.split(" - ")
+            .nth(1)
+            .is_some_and(|f| f.starts_with("cgroup2 "))
+            && matches!(
+                l.split_whitespace().nth(4),
+                Some("/sys/fs/cgroup/unified" | "/sys/fs/cgroup")
+            )
+    });
+    if !found {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI host has no cgroup2 hierarchy"
+        );
+        eprintln!("skipping: no cgroup2 hierarchy on this host");
+    }
+    found
+}
+
+/// What a hybrid-only test does on a unified host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnUnifiedHost {
+    /// Skips, in CI too: the unified case is another file's.
+    Skip,
+    /// Fails in CI (whose host is hybrid); skips elsewhere.
+    FailInCi,
+}
+
+/// True on a hybrid host: root, v1 controllers (the runtime does not see
+/// a unified host), the cgroup2 tree at `/sys/fs/cgroup/unified` and the v1
+/// devices controller. Otherwise says why it skips: on a unified host
+/// naming where that case is tested (`unified_note`) and failing in CI as
+/// `on_unified` says; on a host without the tree or the controller failing
+/// in CI (this project's CI host is hybrid: there both must be present).
+pub fn hybrid_host(unified_note: &str, on_unified: OnUnifiedHost) -> bool {
+    if !super::privileged() {
+        return false;
+    }
+    if berth_runtime::cgroups::is_unified() {
+        if on_unified == OnUnifiedHost::FailInCi {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "the CI host is hybrid, this one is unified"
+            );
+        }
+        eprintln!("skipping: a unified host ({unified_note})");
+        return false;
+    }
+    let ok = Path::new("/sys/fs/cgroup/unified/cgroup.procs").exists()
+        && Path::new("/sys/fs/cgroup/devices/devices.allow").exists();
+    if !ok {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI host lacks the hybrid cgroup2 tree or the v1 devices controller"
+        );
+        eprintln!("skipping: not a hybrid host");
+    }
+    ok
+}
