@@ -22,11 +22,10 @@ mod common;
 use std::path::Path;
 
 use berth_runtime::cgroups::bpf;
-use berth_runtime::oci_spec::runtime::{
-    LinuxDeviceCgroupBuilder, LinuxDeviceType, LinuxResourcesBuilder, MountBuilder,
-};
+use berth_runtime::oci_spec::runtime::MountBuilder;
 use berth_runtime::{ExitStatus, Status};
 use common::cgroup2_view::{cgroup2_hierarchy, enter_unified_view};
+use common::devices::*;
 use common::helper::{helper_passed, is_helper, run_helper_test};
 use common::*;
 
@@ -120,25 +119,7 @@ fn helper_device_rules_on_unified_hierarchy() {
     let env = Env::new();
     let id = env.id("v2dev");
     let cg = unique("cg");
-    let tun = |access: &str| {
-        LinuxDeviceCgroupBuilder::default()
-            .allow(true)
-            .typ(LinuxDeviceType::C)
-            .major(10i64)
-            .minor(200i64)
-            .access(access)
-            .build()
-            .unwrap()
-    };
-    let r = LinuxResourcesBuilder::default()
-        .devices(vec![tun("r")])
-        .build()
-        .unwrap();
-    let linux = linux_builder(&cg).resources(r).build().unwrap();
-    let s = spec_builder(&["sleep", "1000"], &cg)
-        .linux(linux)
-        .build()
-        .unwrap();
+    let s = device_sleeper(&cg, vec![tun_rule("r")]);
     let bundle = env.bundle(&id, &s);
     let init = env.create(&id, &bundle);
     let dir = env
@@ -148,15 +129,7 @@ fn helper_device_rules_on_unified_hierarchy() {
         .cgroup_paths()
         .unified
         .unwrap();
-    let ours = |dir: &Path| -> Vec<u32> {
-        bpf::attached(dir)
-            .unwrap()
-            .into_iter()
-            .filter(|p| p.name == bpf::PROG_NAME)
-            .map(|p| p.id)
-            .collect()
-    };
-    let first = ours(&dir);
+    let first = our_programs(&dir);
     assert_eq!(first.len(), 1, "{:?}", bpf::attached(&dir));
     env.runtime.start(&id).unwrap();
 
@@ -186,12 +159,9 @@ fn helper_device_rules_on_unified_hierarchy() {
     );
     assert!(out.contains("Operation not permitted"), "{out}");
 
-    let grant = LinuxResourcesBuilder::default()
-        .devices(vec![tun("rw")])
-        .build()
-        .unwrap();
+    let grant = tun_resources("rw");
     env.runtime.update(&id, &grant).unwrap();
-    let second = ours(&dir);
+    let second = our_programs(&dir);
     assert_eq!(second.len(), 1);
     assert_ne!(second, first);
     let out = env.exec_sh(&id, "sh -c 'true <>/tmp/tun' && echo rw-ok");
@@ -202,14 +172,7 @@ fn helper_device_rules_on_unified_hierarchy() {
     assert!(!dir.exists(), "{} left behind", dir.display());
     // The replaced program was detached (and freed); the last one goes with the cgroup.
     assert!(!bpf::is_loaded(first[0]).unwrap());
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while bpf::is_loaded(second[0]).unwrap() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "program outlived its cgroup"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    wait_until_unloaded(second[0]);
     drop(env);
     helper_passed("V2-DEVICES-OK");
 }

@@ -22,11 +22,11 @@ use std::path::{Path, PathBuf};
 
 use berth_runtime::cgroups::{bpf, device_filter};
 use berth_runtime::oci_spec::runtime::{
-    LinuxDeviceCgroup, LinuxDeviceCgroupBuilder, LinuxDeviceType, LinuxPidsBuilder,
-    LinuxResourcesBuilder,
+    LinuxDeviceCgroupBuilder, LinuxPidsBuilder, LinuxResourcesBuilder,
 };
 use berth_runtime::{CreateOptions, ExitStatus};
 use common::cgroup2_view::{OnUnifiedHost, enter_v1_only_view, hybrid_host};
+use common::devices::*;
 use common::helper::{helper_passed, is_helper, run_helper_test};
 use common::*;
 
@@ -38,55 +38,12 @@ fn hybrid() -> bool {
     )
 }
 
-fn rule(
-    allow: bool,
-    typ: LinuxDeviceType,
-    major: i64,
-    minor: i64,
-    access: &str,
-) -> LinuxDeviceCgroup {
-    LinuxDeviceCgroupBuilder::default()
-        .allow(allow)
-        .typ(typ)
-        .major(major)
-        .minor(minor)
-        .access(access)
-        .build()
-        .unwrap()
-}
-
-/// A spec running `sleep` with `rules` as `linux.resources.devices`.
-fn sleeper(cg: &str, rules: Vec<LinuxDeviceCgroup>) -> oci_spec::runtime::Spec {
-    let r = LinuxResourcesBuilder::default()
-        .devices(rules)
-        .build()
-        .unwrap();
-    let linux = linux_builder(cg).resources(r).build().unwrap();
-    spec_builder(&["sleep", "1000"], cg)
-        .linux(linux)
-        .build()
-        .unwrap()
-}
-
-/// Makes the tun node (once) and tries opening it for reading, for writing,
-/// and both; prints one line per attempt.
-const PROBE: &str = "test -c /tmp/tun || mknod /tmp/tun c 10 200 || echo mknod-failed; \
-     for m in r w rw; do \
-       case $m in r) sh -c 'true </tmp/tun' ;; w) sh -c 'true >/tmp/tun' ;; rw) sh -c 'true <>/tmp/tun' ;; esac \
-         && echo $m-ok || echo $m-denied; \
-     done; echo x >/dev/null && echo null-ok";
-
 /// Opens the v1 devices cgroup of `cg` to every device.
 fn open_v1_devices(cg: &str) {
     let dir = berth_runtime::CgroupPaths::for_relative(cg).v1["devices"].clone();
     std::fs::write(dir.join("devices.allow"), "a *:* rwm").unwrap();
-    let list = std::fs::read_to_string(dir.join("devices.list")).unwrap();
+    let list = v1_devices_list(cg);
     assert_eq!(list.trim(), "a *:* rwm", "v1 still restricts: {list}");
-}
-
-/// Whether `out` has the line `line`.
-fn has(out: &str, line: &str) -> bool {
-    out.lines().any(|l| l == line)
 }
 
 fn unified_dir(env: &Env, id: &str, cg: &str) -> PathBuf {
@@ -99,14 +56,6 @@ fn unified_dir(env: &Env, id: &str, cg: &str) -> PathBuf {
         .unwrap();
     assert_eq!(dir, Path::new("/sys/fs/cgroup/unified").join(cg));
     dir
-}
-
-/// Our programs attached to `dir` (exactly one expected); returns its id.
-fn our_program(dir: &Path) -> u32 {
-    let progs = bpf::attached(dir).unwrap();
-    let ours: Vec<_> = progs.iter().filter(|p| p.name == bpf::PROG_NAME).collect();
-    assert_eq!(ours.len(), 1, "{progs:?}");
-    ours[0].id
 }
 
 /// On a hybrid host the container also lives in the cgroup2 tree, with the
@@ -123,7 +72,7 @@ fn hybrid_program_denies_what_v1_allows() {
     let env = Env::new();
     let cg = unique("cg");
     let id = env.id("bpfdeny");
-    let s = sleeper(&cg, vec![rule(true, LinuxDeviceType::C, 10, 200, "r")]);
+    let s = device_sleeper(&cg, vec![tun_rule("r")]);
     let bundle = env.bundle(&id, &s);
     let init = env.create(&id, &bundle);
     let dir = unified_dir(&env, &id, &cg);
@@ -144,16 +93,16 @@ fn hybrid_program_denies_what_v1_allows() {
     open_v1_devices(&cg);
     env.runtime.start(&id).unwrap();
 
-    let out = env.exec_sh(&id, PROBE);
+    let out = env.exec_sh(&id, TUN_PROBE);
     assert!(!out.contains("mknod-failed"), "{out}");
-    assert!(has(&out, "r-ok"), "{out}");
-    assert!(has(&out, "w-denied"), "{out}");
+    assert!(has_line(&out, "r-ok"), "{out}");
+    assert!(has_line(&out, "w-denied"), "{out}");
     assert!(
-        has(&out, "rw-denied"),
+        has_line(&out, "rw-denied"),
         "O_RDWR asks for the denied write too: {out}"
     );
     assert!(out.contains("Operation not permitted"), "{out}");
-    assert!(has(&out, "null-ok"), "{out}");
+    assert!(has_line(&out, "null-ok"), "{out}");
 
     // Swap in a program that allows everything: the denials go away.
     let allow_all = device_filter::DeviceRule {
@@ -166,9 +115,9 @@ fn hybrid_program_denies_what_v1_allows() {
     let new = bpf::install(&dir, &device_filter::compile(&[allow_all])).unwrap();
     assert_ne!(new, first);
     assert_eq!(our_program(&dir), new, "the old program was not detached");
-    let out = env.exec_sh(&id, PROBE);
+    let out = env.exec_sh(&id, TUN_PROBE);
     assert!(
-        has(&out, "r-ok") && has(&out, "w-ok") && has(&out, "rw-ok"),
+        has_line(&out, "r-ok") && has_line(&out, "w-ok") && has_line(&out, "rw-ok"),
         "{out}"
     );
 
@@ -181,14 +130,7 @@ fn hybrid_program_denies_what_v1_allows() {
         !bpf::is_loaded(first).unwrap(),
         "the replaced program leaked"
     );
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while bpf::is_loaded(new).unwrap() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "program {new} still loaded 20s after its cgroup was removed"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    wait_until_unloaded(new);
 }
 
 /// `update` with device rules replaces the container's program (one of
@@ -202,36 +144,32 @@ fn hybrid_update_replaces_the_program() {
     let env = Env::new();
     let cg = unique("cg");
     let id = env.id("bpfupd");
-    let bundle = env.bundle(&id, &sleeper(&cg, vec![]));
+    let bundle = env.bundle(&id, &device_sleeper(&cg, vec![]));
     let init = env.create(&id, &bundle);
     let dir = unified_dir(&env, &id, &cg);
     let first = our_program(&dir);
     open_v1_devices(&cg);
     env.runtime.start(&id).unwrap();
-    let out = env.exec_sh(&id, PROBE);
+    let out = env.exec_sh(&id, TUN_PROBE);
     assert!(
-        has(&out, "r-denied") && has(&out, "w-denied") && has(&out, "rw-denied"),
+        has_line(&out, "r-denied") && has_line(&out, "w-denied") && has_line(&out, "rw-denied"),
         "{out}"
     );
 
-    let grant = LinuxResourcesBuilder::default()
-        .devices(vec![rule(true, LinuxDeviceType::C, 10, 200, "rw")])
-        .build()
-        .unwrap();
+    let grant = tun_resources("rw");
     env.runtime.update(&id, &grant).unwrap();
     // v1 got the same list: rebuilt from deny-all, so the test's `a *:* rwm` is gone.
-    let v1 = berth_runtime::CgroupPaths::for_relative(&cg).v1["devices"].clone();
-    let list = std::fs::read_to_string(v1.join("devices.list")).unwrap();
+    let list = v1_devices_list(&cg);
     assert!(
-        has(&list, "c 10:200 rw") && has(&list, "c 1:3 rwm"),
+        has_line(&list, "c 10:200 rw") && has_line(&list, "c 1:3 rwm"),
         "{list}"
     );
-    assert!(!has(&list, "a *:* rwm"), "{list}");
+    assert!(!has_line(&list, "a *:* rwm"), "{list}");
     let second = our_program(&dir);
     assert_ne!(second, first);
-    let out = env.exec_sh(&id, PROBE);
+    let out = env.exec_sh(&id, TUN_PROBE);
     assert!(
-        has(&out, "r-ok") && has(&out, "w-ok") && has(&out, "rw-ok"),
+        has_line(&out, "r-ok") && has_line(&out, "w-ok") && has_line(&out, "rw-ok"),
         "{out}"
     );
 
@@ -252,15 +190,15 @@ fn hybrid_update_replaces_the_program() {
         .access("rwm")
         .build()
         .unwrap();
-    let revoke = LinuxResourcesBuilder::default()
-        .devices(vec![deny_all, rule(true, LinuxDeviceType::C, 10, 200, "m")])
-        .build()
-        .unwrap();
+    let revoke = device_resources(vec![deny_all, tun_rule("m")]);
     env.runtime.update(&id, &revoke).unwrap();
     open_v1_devices(&cg);
     assert_ne!(our_program(&dir), second);
-    let out = env.exec_sh(&id, PROBE);
-    assert!(has(&out, "rw-denied") && has(&out, "null-ok"), "{out}");
+    let out = env.exec_sh(&id, TUN_PROBE);
+    assert!(
+        has_line(&out, "rw-denied") && has_line(&out, "null-ok"),
+        "{out}"
+    );
 
     env.runtime.delete(&id, true).unwrap();
     init.wait().unwrap();
@@ -277,9 +215,9 @@ fn invalid_device_rule_is_refused() {
     let env = Env::new();
     let cg = unique("cg");
     let id = env.id("badrule");
-    let mut bad = rule(true, LinuxDeviceType::C, 10, 200, "rw");
+    let mut bad = tun_rule("rw");
     bad.set_access(Some("rwx".into()));
-    let bundle = env.bundle(&id, &sleeper(&cg, vec![bad]));
+    let bundle = env.bundle(&id, &device_sleeper(&cg, vec![bad]));
     let err = env
         .runtime
         .create(&id, &bundle, CreateOptions::default())
@@ -312,17 +250,20 @@ fn helper_hidden_cgroup2_tree_is_not_used() {
     let env = Env::new();
     let cg = unique("cg");
     let id = env.id("v1view");
-    let s = sleeper(&cg, vec![rule(true, LinuxDeviceType::C, 10, 200, "r")]);
+    let s = device_sleeper(&cg, vec![tun_rule("r")]);
     let bundle = env.bundle(&id, &s);
     let init = env.create(&id, &bundle);
     let paths = env.runtime.state(&id).unwrap().cgroup_paths();
     assert_eq!(paths.unified, None, "{paths:?}");
     assert_eq!(std::fs::read_dir(hidden).unwrap().count(), 0);
     let list = std::fs::read_to_string(paths.v1["devices"].join("devices.list")).unwrap();
-    assert!(has(&list, "c 10:200 r"), "{list}");
+    assert!(has_line(&list, "c 10:200 r"), "{list}");
     env.runtime.start(&id).unwrap();
-    let out = env.exec_sh(&id, PROBE);
-    assert!(has(&out, "r-ok") && has(&out, "w-denied"), "{out}");
+    let out = env.exec_sh(&id, TUN_PROBE);
+    assert!(
+        has_line(&out, "r-ok") && has_line(&out, "w-denied"),
+        "{out}"
+    );
     env.runtime.delete(&id, true).unwrap();
     assert_eq!(init.wait().unwrap(), ExitStatus::Signaled(libc::SIGKILL));
     assert_no_cgroup(&cg);

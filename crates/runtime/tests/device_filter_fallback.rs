@@ -39,11 +39,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use berth_runtime::cgroups::{bpf, device_filter};
-use berth_runtime::oci_spec::runtime::{
-    LinuxDeviceCgroup, LinuxDeviceCgroupBuilder, LinuxDeviceType, LinuxResourcesBuilder,
-};
 use berth_runtime::{CgroupPaths, CreateOptions, ErrorKind, ExitStatus};
 use common::cgroup2_view::{OnUnifiedHost, cgroup2_hierarchy, enter_unified_view, hybrid_host};
+use common::devices::*;
 use common::helper::{helper_passed, is_helper, run_helper_test};
 use common::*;
 use libseccomp::{ScmpAction, ScmpArgCompare, ScmpCompareOp, ScmpFilterContext, ScmpSyscall};
@@ -264,65 +262,6 @@ fn helper_scenario() -> Option<(String, i32, Refused)> {
     ))
 }
 
-fn rule(allow: bool, major: i64, minor: i64, access: &str) -> LinuxDeviceCgroup {
-    LinuxDeviceCgroupBuilder::default()
-        .allow(allow)
-        .typ(LinuxDeviceType::C)
-        .major(major)
-        .minor(minor)
-        .access(access)
-        .build()
-        .unwrap()
-}
-
-/// `linux.resources.devices` allowing `access` to `/dev/net/tun` (c 10:200).
-fn tun_rules(access: &str) -> oci_spec::runtime::LinuxResources {
-    LinuxResourcesBuilder::default()
-        .devices(vec![rule(true, 10, 200, access)])
-        .build()
-        .unwrap()
-}
-
-/// A spec running `sleep` in cgroup `/cg` whose device rules allow reading tun.
-fn sleeper(cg: &str) -> oci_spec::runtime::Spec {
-    let linux = linux_builder(cg).resources(tun_rules("r")).build().unwrap();
-    spec_builder(&["sleep", "1000"], cg)
-        .linux(linux)
-        .build()
-        .unwrap()
-}
-
-/// Makes the tun node (once) and tries opening it for reading, for
-/// writing, and both; prints one line per attempt. Opening tun needs no
-/// capability, so an `EPERM` can only come from the device cgroup.
-const PROBE: &str = "test -c /tmp/tun || mknod /tmp/tun c 10 200 || echo mknod-failed; \
-     for m in r w rw; do \
-       case $m in r) sh -c 'true </tmp/tun' ;; w) sh -c 'true >/tmp/tun' ;; rw) sh -c 'true <>/tmp/tun' ;; esac \
-         && echo $m-ok || echo $m-denied; \
-     done; echo x >/dev/null && echo null-ok";
-
-/// Whether `out` has the line `line`.
-fn has(out: &str, line: &str) -> bool {
-    out.lines().any(|l| l == line)
-}
-
-/// The v1 devices list of cgroup `cg`.
-fn v1_devices_list(cg: &str) -> String {
-    let dir = CgroupPaths::for_relative(cg).v1["devices"].clone();
-    std::fs::read_to_string(dir.join("devices.list")).unwrap()
-}
-
-/// This runtime's programs attached to `dir` (queried from a thread that
-/// has bpf(2)).
-fn our_programs(dir: &Path) -> Vec<u32> {
-    bpf::attached(dir)
-        .unwrap()
-        .into_iter()
-        .filter(|p| p.name == bpf::PROG_NAME)
-        .map(|p| p.id)
-        .collect()
-}
-
 /// Helper: on a hybrid host whose kernel refuses the device program,
 /// create and update succeed with one warning each, naming the cgroup and
 /// the errno; no program is attached to the container's cgroup2 directory
@@ -337,7 +276,7 @@ fn helper_hybrid_refusal_falls_back_to_v1() {
     };
     let env = Env::new();
     let id = env.id("bpfrefused");
-    let bundle = env.bundle(&id, &sleeper(&cg));
+    let bundle = env.bundle(&id, &device_sleeper(&cg, vec![tun_rule("r")]));
     let (init, warnings) = with_bpf_refused(errno, which, || {
         env.runtime.create(&id, &bundle, CreateOptions::default())
     });
@@ -381,30 +320,31 @@ fn helper_hybrid_refusal_falls_back_to_v1() {
     // The v1 controller has the whole list: deny-all base, the spec's
     // rule, the runtime's allowances.
     let list = v1_devices_list(&cg);
-    assert!(has(&list, "c 10:200 r"), "{list}");
-    assert!(has(&list, "c 1:3 rwm"), "{list}");
-    assert!(!has(&list, "a *:* rwm"), "{list}");
+    assert!(has_line(&list, "c 10:200 r"), "{list}");
+    assert!(has_line(&list, "c 1:3 rwm"), "{list}");
+    assert!(!has_line(&list, "a *:* rwm"), "{list}");
 
     // And it alone enforces it.
     env.runtime.start(&id).unwrap();
-    let out = env.exec_sh(&id, PROBE);
+    let out = env.exec_sh(&id, TUN_PROBE);
     assert!(!out.contains("mknod-failed"), "{out}");
-    assert!(has(&out, "r-ok"), "{out}");
-    assert!(has(&out, "w-denied"), "{out}");
-    assert!(has(&out, "rw-denied"), "{out}");
+    assert!(has_line(&out, "r-ok"), "{out}");
+    assert!(has_line(&out, "w-denied"), "{out}");
+    assert!(has_line(&out, "rw-denied"), "{out}");
     assert!(out.contains("Operation not permitted"), "{out}");
-    assert!(has(&out, "null-ok"), "{out}");
+    assert!(has_line(&out, "null-ok"), "{out}");
 
     // An update refused the same way replaces the v1 list, with a warning.
-    let (updated, warnings) =
-        with_bpf_refused(errno, which, || env.runtime.update(&id, &tun_rules("rw")));
+    let (updated, warnings) = with_bpf_refused(errno, which, || {
+        env.runtime.update(&id, &tun_resources("rw"))
+    });
     updated.unwrap_or_else(|e| panic!("update with bpf(2) refused: {e}"));
     assert_eq!(fallback_warnings(&warnings).len(), 1, "{warnings:?}");
-    assert!(has(&v1_devices_list(&cg), "c 10:200 rw"));
+    assert!(has_line(&v1_devices_list(&cg), "c 10:200 rw"));
     assert_eq!(bpf::attached(&dir).unwrap(), vec![]);
-    let out = env.exec_sh(&id, PROBE);
+    let out = env.exec_sh(&id, TUN_PROBE);
     assert!(
-        has(&out, "r-ok") && has(&out, "w-ok") && has(&out, "rw-ok"),
+        has_line(&out, "r-ok") && has_line(&out, "w-ok") && has_line(&out, "rw-ok"),
         "{out}"
     );
 
@@ -472,7 +412,7 @@ fn helper_hybrid_refusal_over_our_program() {
     };
     let env = Env::new();
     let id = env.id("bpfstale");
-    let bundle = env.bundle(&id, &sleeper(&cg));
+    let bundle = env.bundle(&id, &device_sleeper(&cg, vec![tun_rule("r")]));
     let init = env.create(&id, &bundle);
     let dir = env
         .runtime
@@ -485,8 +425,9 @@ fn helper_hybrid_refusal_over_our_program() {
     assert_eq!(first.len(), 1, "{:?}", bpf::attached(&dir));
     env.runtime.start(&id).unwrap();
 
-    let (updated, warnings) =
-        with_bpf_refused(errno, which, || env.runtime.update(&id, &tun_rules("rw")));
+    let (updated, warnings) = with_bpf_refused(errno, which, || {
+        env.runtime.update(&id, &tun_resources("rw"))
+    });
     let err = updated.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Io, "{err}");
     let msg = err.to_string();
@@ -502,16 +443,19 @@ fn helper_hybrid_refusal_over_our_program() {
     assert_eq!(fallback_warnings(&warnings), Vec::<&String>::new());
     assert_eq!(our_programs(&dir), first, "the program changed");
     // v1 took the new list, the old program still refuses writing.
-    assert!(has(&v1_devices_list(&cg), "c 10:200 rw"));
-    let out = env.exec_sh(&id, PROBE);
-    assert!(has(&out, "r-ok") && has(&out, "w-denied"), "{out}");
+    assert!(has_line(&v1_devices_list(&cg), "c 10:200 rw"));
+    let out = env.exec_sh(&id, TUN_PROBE);
+    assert!(
+        has_line(&out, "r-ok") && has_line(&out, "w-denied"),
+        "{out}"
+    );
 
-    env.runtime.update(&id, &tun_rules("rw")).unwrap();
+    env.runtime.update(&id, &tun_resources("rw")).unwrap();
     let second = our_programs(&dir);
     assert_eq!(second.len(), 1);
     assert_ne!(second, first);
-    let out = env.exec_sh(&id, PROBE);
-    assert!(has(&out, "w-ok") && has(&out, "rw-ok"), "{out}");
+    let out = env.exec_sh(&id, TUN_PROBE);
+    assert!(has_line(&out, "w-ok") && has_line(&out, "rw-ok"), "{out}");
 
     env.runtime.delete(&id, true).unwrap();
     assert_eq!(init.wait().unwrap(), ExitStatus::Signaled(libc::SIGKILL));
@@ -565,7 +509,7 @@ fn helper_unified_refusal_is_an_error() {
         let errno = errno_from_name(errno_name);
         let cg = format!("{base}-{n}");
         let id = env.id("bpfv2");
-        let bundle = env.bundle(&id, &sleeper(&cg));
+        let bundle = env.bundle(&id, &device_sleeper(&cg, vec![tun_rule("r")]));
         let (created, warnings) = with_bpf_refused(errno, which, || {
             env.runtime.create(&id, &bundle, CreateOptions::default())
         });

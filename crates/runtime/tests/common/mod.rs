@@ -5,6 +5,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod cgroup2_view;
+pub mod devices;
 pub mod helper;
 
 use std::collections::HashMap;
