@@ -24,7 +24,7 @@ use std::path::Path;
 use berth_runtime::cgroups::bpf;
 use berth_runtime::oci_spec::runtime::MountBuilder;
 use berth_runtime::{ExitStatus, Status};
-use common::cgroup2_view::{cgroup2_hierarchy, enter_unified_view};
+use common::cgroup2_view::{assert_cgroup2_member, cgroup2_hierarchy, enter_unified_view};
 use common::devices::*;
 use common::helper::{helper_passed, is_helper, run_helper_test};
 use common::*;
@@ -60,14 +60,9 @@ fn helper_lifecycle_on_unified_hierarchy() {
         .unwrap();
     let bundle = env.bundle(&id, &s);
     let init = env.create(&id, &bundle);
-    let paths = env.runtime.state(&id).unwrap().cgroup_paths();
-    let dir = paths.unified.clone().unwrap();
+    let dir = env.unified_cgroup_dir(&id);
     assert_eq!(dir, Path::new("/sys/fs/cgroup").join(&cg));
-    let membership = std::fs::read_to_string(format!("/proc/{}/cgroup", init.pid())).unwrap();
-    assert!(
-        membership.lines().any(|l| l == format!("0::/{cg}")),
-        "{membership}"
-    );
+    assert_cgroup2_member(init.pid(), &cg);
     env.runtime.start(&id).unwrap();
     assert_eq!(env.runtime.pids(&id).unwrap(), vec![init.pid()]);
 
@@ -122,13 +117,7 @@ fn helper_device_rules_on_unified_hierarchy() {
     let s = device_sleeper(&cg, vec![tun_rule("r")]);
     let bundle = env.bundle(&id, &s);
     let init = env.create(&id, &bundle);
-    let dir = env
-        .runtime
-        .state(&id)
-        .unwrap()
-        .cgroup_paths()
-        .unified
-        .unwrap();
+    let dir = env.unified_cgroup_dir(&id);
     let first = our_programs(&dir);
     assert_eq!(first.len(), 1, "{:?}", bpf::attached(&dir));
     env.runtime.start(&id).unwrap();

@@ -25,7 +25,9 @@ use berth_runtime::oci_spec::runtime::{
     LinuxDeviceCgroupBuilder, LinuxPidsBuilder, LinuxResourcesBuilder,
 };
 use berth_runtime::{CreateOptions, ExitStatus};
-use common::cgroup2_view::{OnUnifiedHost, enter_v1_only_view, hybrid_host};
+use common::cgroup2_view::{
+    OnUnifiedHost, assert_cgroup2_member, assert_sole_process, enter_v1_only_view, hybrid_host,
+};
 use common::devices::*;
 use common::helper::{helper_passed, is_helper, run_helper_test};
 use common::*;
@@ -47,13 +49,7 @@ fn open_v1_devices(cg: &str) {
 }
 
 fn unified_dir(env: &Env, id: &str, cg: &str) -> PathBuf {
-    let dir = env
-        .runtime
-        .state(id)
-        .unwrap()
-        .cgroup_paths()
-        .unified
-        .unwrap();
+    let dir = env.unified_cgroup_dir(id);
     assert_eq!(dir, Path::new("/sys/fs/cgroup/unified").join(cg));
     dir
 }
@@ -78,17 +74,8 @@ fn hybrid_program_denies_what_v1_allows() {
     let dir = unified_dir(&env, &id, &cg);
     assert!(dir.is_dir());
     // The init is a member of the cgroup2 directory too.
-    let membership = std::fs::read_to_string(format!("/proc/{}/cgroup", init.pid())).unwrap();
-    assert!(
-        membership.lines().any(|l| l == format!("0::/{cg}")),
-        "{membership}"
-    );
-    assert_eq!(
-        std::fs::read_to_string(dir.join("cgroup.procs"))
-            .unwrap()
-            .trim(),
-        init.pid().to_string()
-    );
+    assert_cgroup2_member(init.pid(), &cg);
+    assert_sole_process(&dir, init.pid());
     let first = our_program(&dir);
     open_v1_devices(&cg);
     env.runtime.start(&id).unwrap();

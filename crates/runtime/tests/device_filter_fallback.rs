@@ -40,7 +40,9 @@ use std::sync::{Arc, Mutex};
 
 use berth_runtime::cgroups::{bpf, device_filter};
 use berth_runtime::{CgroupPaths, CreateOptions, ErrorKind, ExitStatus};
-use common::cgroup2_view::{OnUnifiedHost, cgroup2_hierarchy, enter_unified_view, hybrid_host};
+use common::cgroup2_view::{
+    OnUnifiedHost, assert_sole_process, cgroup2_hierarchy, enter_unified_view, hybrid_host,
+};
 use common::devices::*;
 use common::helper::{helper_passed, is_helper, run_helper_test};
 use common::*;
@@ -297,20 +299,9 @@ fn helper_hybrid_refusal_falls_back_to_v1() {
     );
 
     // The cgroup2 directory is there, with the init in it, but no program.
-    let dir = env
-        .runtime
-        .state(&id)
-        .unwrap()
-        .cgroup_paths()
-        .unified
-        .unwrap();
+    let dir = env.unified_cgroup_dir(&id);
     assert_eq!(dir, Path::new("/sys/fs/cgroup/unified").join(&cg));
-    assert_eq!(
-        std::fs::read_to_string(dir.join("cgroup.procs"))
-            .unwrap()
-            .trim(),
-        init.pid().to_string()
-    );
+    assert_sole_process(&dir, init.pid());
     assert_eq!(
         bpf::attached(&dir).unwrap(),
         vec![],
@@ -414,13 +405,7 @@ fn helper_hybrid_refusal_over_our_program() {
     let id = env.id("bpfstale");
     let bundle = env.bundle(&id, &device_sleeper(&cg, vec![tun_rule("r")]));
     let init = env.create(&id, &bundle);
-    let dir = env
-        .runtime
-        .state(&id)
-        .unwrap()
-        .cgroup_paths()
-        .unified
-        .unwrap();
+    let dir = env.unified_cgroup_dir(&id);
     let first = our_programs(&dir);
     assert_eq!(first.len(), 1, "{:?}", bpf::attached(&dir));
     env.runtime.start(&id).unwrap();

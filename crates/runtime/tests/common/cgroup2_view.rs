@@ -130,3 +130,23 @@ pub fn hybrid_host(unified_note: &str, on_unified: OnUnifiedHost) -> bool {
     }
     ok
 }
+
+/// Asserts that process `pid` is a member of cgroup2 cgroup `/cg` (as its
+/// `/proc/<pid>/cgroup` says, in the caller's cgroup namespace).
+pub fn assert_cgroup2_member(pid: i32, cg: &str) {
+    let membership = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    assert!(
+        membership.lines().any(|l| l == format!("0::/{cg}")),
+        "{membership}"
+    );
+}
+
+/// Asserts that `pid` is the only process in the cgroup directory `dir`.
+pub fn assert_sole_process(dir: &Path, pid: i32) {
+    assert_eq!(
+        std::fs::read_to_string(dir.join("cgroup.procs"))
+            .unwrap()
+            .trim(),
+        pid.to_string()
+    );
+}

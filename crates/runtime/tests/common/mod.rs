@@ -97,6 +97,17 @@ impl Env {
         id
     }
 
+    /// The cgroup2 directory that container `id`'s state records. Panics,
+    /// naming `id`, when the container has no state or no cgroup2 directory.
+    pub fn unified_cgroup_dir(&self, id: &str) -> PathBuf {
+        self.runtime
+            .state(id)
+            .unwrap_or_else(|e| panic!("state {id}: {e}"))
+            .cgroup_paths()
+            .unified
+            .unwrap_or_else(|| panic!("{id} has no cgroup2 directory"))
+    }
+
     /// Creates container `id` from `bundle` with default options (stdio
     /// inherited); returns its init process. Panics, naming `id`, when create
     /// fails.
