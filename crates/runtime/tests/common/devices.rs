@@ -81,6 +81,28 @@ pub fn has_line(out: &str, line: &str) -> bool {
     out.lines().any(|l| l == line)
 }
 
+/// Asserts that `text` has each of `lines` as a whole line.
+pub fn assert_has_lines(text: &str, lines: &[&str]) {
+    for line in lines {
+        assert!(has_line(text, line), "no line {line:?} in:\n{text}");
+    }
+}
+
+/// Asserts that [`TUN_PROBE`]'s output `out` shows tun readable only: the
+/// node was made, reading opened, writing and read-write were refused by
+/// the kernel (`EPERM`), and `/dev/null` stayed writable.
+pub fn assert_tun_read_only(out: &str) {
+    assert!(!out.contains("mknod-failed"), "{out}");
+    assert!(has_line(out, "r-ok"), "{out}");
+    assert!(has_line(out, "w-denied"), "{out}");
+    assert!(
+        has_line(out, "rw-denied"),
+        "O_RDWR asks for the denied write too: {out}"
+    );
+    assert!(out.contains("Operation not permitted"), "{out}");
+    assert!(has_line(out, "null-ok"), "{out}");
+}
+
 /// The ids of this runtime's device programs attached to the cgroup2
 /// directory `dir` (the calling thread must have bpf(2)).
 pub fn our_programs(dir: &Path) -> Vec<u32> {
