@@ -373,12 +373,7 @@ fn delete_removes_the_default_parent_when_empty() {
     let init = env.create(&id, &bundle);
     let paths = env.runtime.state(&id).unwrap().cgroup_paths();
     assert_eq!(paths.relative, format!("/berth/{id}"));
-    let dirs: Vec<_> = paths
-        .v1
-        .values()
-        .chain(paths.unified.iter())
-        .cloned()
-        .collect();
+    let dirs = cgroup_dirs(&paths);
     assert!(
         dirs.iter().any(|d| d.is_dir()),
         "no cgroup created: {paths:?}"
@@ -411,10 +406,7 @@ fn delete_keeps_a_callers_parent_cgroup() {
     let env = Env::new();
     let parent = unique("cgparent");
     let cg = format!("{parent}/c");
-    let parent_dirs: Vec<_> = {
-        let p = berth_runtime::CgroupPaths::for_relative(&parent);
-        p.v1.values().chain(p.unified.iter()).cloned().collect()
-    };
+    let parent_dirs = cgroup_dirs(&berth_runtime::CgroupPaths::for_relative(&parent));
     let _guard = CgroupDirsGuard(parent_dirs.clone());
     let (st, _, err) = env.run("keep", spec(&["true"], &cg));
     assert_eq!(st, ExitStatus::Exited(0), "{err}");

@@ -35,7 +35,7 @@
 mod common;
 
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use berth_runtime::cgroups::{bpf, device_filter};
@@ -211,13 +211,7 @@ struct CgroupCleanup(Vec<String>);
 impl Drop for CgroupCleanup {
     fn drop(&mut self) {
         for name in &self.0 {
-            let paths = CgroupPaths::for_relative(name);
-            let dirs: Vec<PathBuf> = paths
-                .v1
-                .values()
-                .chain(paths.unified.iter())
-                .cloned()
-                .collect();
+            let dirs = cgroup_dirs(&CgroupPaths::for_relative(name));
             for dir in &dirs {
                 if let Ok(procs) = std::fs::read_to_string(dir.join("cgroup.procs")) {
                     for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {

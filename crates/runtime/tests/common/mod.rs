@@ -469,10 +469,20 @@ pub fn spec_builder(args: &[&str], cgroup: &str) -> SpecBuilder {
         .linux(linux_builder(cgroup).build().unwrap())
 }
 
+/// Every directory of `paths`: one per v1 hierarchy, then the cgroup2 one
+/// (if any).
+pub fn cgroup_dirs(paths: &berth_runtime::CgroupPaths) -> Vec<PathBuf> {
+    paths
+        .v1
+        .values()
+        .chain(paths.unified.iter())
+        .cloned()
+        .collect()
+}
+
 /// Asserts that no cgroup directory named `name` remains in any hierarchy.
 pub fn assert_no_cgroup(name: &str) {
-    let paths = berth_runtime::CgroupPaths::for_relative(name);
-    for p in paths.v1.values().chain(paths.unified.iter()) {
+    for p in cgroup_dirs(&berth_runtime::CgroupPaths::for_relative(name)) {
         assert!(!p.exists(), "cgroup {} left behind", p.display());
     }
 }
