@@ -15,6 +15,7 @@ use berth_runtime::ExitStatus;
 use berth_runtime::oci_spec::runtime::{
     LinuxCpuBuilder, LinuxMemoryBuilder, LinuxPidsBuilder, LinuxResources, LinuxResourcesBuilder,
 };
+use common::devices::{deny_all_devices, device_resources, device_rule};
 use common::*;
 
 fn with_resources(args: &[&str], cg: &str, r: LinuxResources) -> oci_spec::runtime::Spec {
@@ -210,21 +211,11 @@ fn device_cgroup_allows_only_default_and_spec_devices() {
     }
     let env = Env::new();
     let cg = unique("cg");
-    use berth_runtime::oci_spec::runtime::{LinuxDeviceCgroupBuilder, LinuxDeviceType};
-    let r = LinuxResourcesBuilder::default()
-        .devices(vec![
-            // The spec may allow more: /dev/loop-control style 10:237.
-            LinuxDeviceCgroupBuilder::default()
-                .allow(true)
-                .typ(LinuxDeviceType::C)
-                .major(10i64)
-                .minor(237i64)
-                .access("rw")
-                .build()
-                .unwrap(),
-        ])
-        .build()
-        .unwrap();
+    use berth_runtime::oci_spec::runtime::LinuxDeviceType;
+    let r = device_resources(vec![
+        // The spec may allow more: /dev/loop-control style 10:237.
+        device_rule(true, LinuxDeviceType::C, 10, 237, "rw"),
+    ]);
     let s = with_resources(
         &[
             "sh",
@@ -269,19 +260,8 @@ fn device_cgroup_spec_deny_all_keeps_default_devices() {
     }
     let env = Env::new();
     let cg = unique("cg");
-    use berth_runtime::oci_spec::runtime::{
-        LinuxDeviceBuilder, LinuxDeviceCgroupBuilder, LinuxDeviceType,
-    };
-    let r = LinuxResourcesBuilder::default()
-        .devices(vec![
-            LinuxDeviceCgroupBuilder::default()
-                .allow(false)
-                .access("rwm")
-                .build()
-                .unwrap(),
-        ])
-        .build()
-        .unwrap();
+    use berth_runtime::oci_spec::runtime::{LinuxDeviceBuilder, LinuxDeviceType};
+    let r = device_resources(vec![deny_all_devices()]);
     let sdx = LinuxDeviceBuilder::default()
         .path("/dev/sdx")
         .typ(LinuxDeviceType::B)

@@ -21,9 +21,7 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use berth_runtime::cgroups::{bpf, device_filter};
-use berth_runtime::oci_spec::runtime::{
-    LinuxDeviceCgroupBuilder, LinuxPidsBuilder, LinuxResourcesBuilder,
-};
+use berth_runtime::oci_spec::runtime::{LinuxPidsBuilder, LinuxResourcesBuilder};
 use berth_runtime::{CreateOptions, ExitStatus};
 use common::cgroup2_view::{
     OnUnifiedHost, assert_cgroup2_member, assert_sole_process, enter_v1_only_view, hybrid_host,
@@ -152,12 +150,7 @@ fn hybrid_update_replaces_the_program() {
     // with v1 opened once more so only the program can refuse.
     // Shaped like containerd's spec list (a leading deny-all): the
     // runtime's allowances (/dev/null) survive it.
-    let deny_all = LinuxDeviceCgroupBuilder::default()
-        .allow(false)
-        .access("rwm")
-        .build()
-        .unwrap();
-    let revoke = device_resources(vec![deny_all, tun_rule("m")]);
+    let revoke = device_resources(vec![deny_all_devices(), tun_rule("m")]);
     env.runtime.update(&id, &revoke).unwrap();
     open_v1_devices(&cg);
     assert_ne!(our_program(&dir), second);

@@ -35,6 +35,16 @@ pub fn device_rule(
         .unwrap()
 }
 
+/// The rule denying every access to every device (the head of runc's,
+/// podman's and containerd's device lists).
+pub fn deny_all_devices() -> LinuxDeviceCgroup {
+    LinuxDeviceCgroupBuilder::default()
+        .allow(false)
+        .access("rwm")
+        .build()
+        .unwrap()
+}
+
 /// The rule allowing `access` to `/dev/net/tun` (c 10:200).
 pub fn tun_rule(access: &str) -> LinuxDeviceCgroup {
     device_rule(true, LinuxDeviceType::C, 10, 200, access)
