@@ -13,15 +13,10 @@ mod common;
 
 use berth_runtime::ExitStatus;
 use berth_runtime::oci_spec::runtime::{
-    LinuxCpuBuilder, LinuxMemoryBuilder, LinuxPidsBuilder, LinuxResources, LinuxResourcesBuilder,
+    LinuxCpuBuilder, LinuxMemoryBuilder, LinuxPidsBuilder, LinuxResourcesBuilder,
 };
 use common::devices::{deny_all_devices, device_resources, device_rule};
 use common::*;
-
-fn with_resources(args: &[&str], cg: &str, r: LinuxResources) -> oci_spec::runtime::Spec {
-    let linux = linux_builder(cg).resources(r).build().unwrap();
-    spec_builder(args, cg).linux(linux).build().unwrap()
-}
 
 fn v1_dir(controller: &str, cg: &str) -> Option<std::path::PathBuf> {
     berth_runtime::CgroupPaths::for_relative(cg)
@@ -50,7 +45,7 @@ fn memory_limit_oom_kills() {
         .build()
         .unwrap();
     // Hold 128 MiB in a shell variable: far above the limit.
-    let s = with_resources(
+    let s = spec_with_resources(
         &[
             "sh",
             "-c",
@@ -118,7 +113,7 @@ fn pids_limit_refuses_fork() {
         .pids(LinuxPidsBuilder::default().limit(4i64).build().unwrap())
         .build()
         .unwrap();
-    let s = with_resources(
+    let s = spec_with_resources(
         &[
             "sh",
             "-c",
@@ -160,7 +155,7 @@ fn cpu_resources_applied_and_updated() {
         .build()
         .unwrap();
     let id = env.id("cpu");
-    let bundle = env.bundle(&id, &with_resources(&["sleep", "1000"], &cg, r));
+    let bundle = env.bundle(&id, &spec_with_resources(&["sleep", "1000"], &cg, r));
     let init = env.create(&id, &bundle);
     let paths = env.runtime.state(&id).unwrap().cgroup_paths();
     assert_eq!(
@@ -216,7 +211,7 @@ fn device_cgroup_allows_only_default_and_spec_devices() {
         // The spec may allow more: /dev/loop-control style 10:237.
         device_rule(true, LinuxDeviceType::C, 10, 237, "rw"),
     ]);
-    let s = with_resources(
+    let s = spec_with_resources(
         &[
             "sh",
             "-c",

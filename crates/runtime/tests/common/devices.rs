@@ -66,14 +66,7 @@ pub fn device_resources(rules: Vec<LinuxDeviceCgroup>) -> LinuxResources {
 /// A default spec running `sleep` in cgroup `/cg`, with `rules` as
 /// `linux.resources.devices`.
 pub fn device_sleeper(cg: &str, rules: Vec<LinuxDeviceCgroup>) -> Spec {
-    let linux = super::linux_builder(cg)
-        .resources(device_resources(rules))
-        .build()
-        .unwrap();
-    super::spec_builder(&["sleep", "1000"], cg)
-        .linux(linux)
-        .build()
-        .unwrap()
+    super::spec_with_resources(&["sleep", "1000"], cg, device_resources(rules))
 }
 
 /// Makes the tun node (once) and tries opening it for reading, for

@@ -453,6 +453,17 @@ pub fn userns_linux(cgroup: &str, host_id: u32) -> Linux {
         .unwrap()
 }
 
+/// A default spec running `args` in cgroup `/<cgroup>` with `resources`
+/// as `linux.resources`.
+pub fn spec_with_resources(
+    args: &[&str],
+    cgroup: &str,
+    resources: oci_spec::runtime::LinuxResources,
+) -> Spec {
+    let linux = linux_builder(cgroup).resources(resources).build().unwrap();
+    spec_builder(args, cgroup).linux(linux).build().unwrap()
+}
+
 pub fn spec_builder(args: &[&str], cgroup: &str) -> SpecBuilder {
     SpecBuilder::default()
         .version("1.2.0")
