@@ -8,18 +8,25 @@
 
 use std::process::Command;
 
+/// A command that runs only the `#[ignore]`d test `name` of this test
+/// binary, its output uncaptured; the caller adds the helper's environment.
+pub fn helper_command(name: &str) -> Command {
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.args([
+        "--exact",
+        name,
+        "--ignored",
+        "--nocapture",
+        "--test-threads=1",
+    ]);
+    cmd
+}
+
 /// Runs the `#[ignore]`d test `name` of this test binary in a child
 /// process with `var=1` and `env` set; asserts that it exited 0 and printed
 /// `marker` (else panics with its status, stdout and stderr).
 pub fn run_helper_test(var: &str, name: &str, env: &[(&str, &str)], marker: &str) {
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            name,
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
+    let out = helper_command(name)
         .env(var, "1")
         .envs(env.iter().copied())
         .output()
