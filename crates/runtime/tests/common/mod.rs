@@ -1,6 +1,12 @@
 //! Shared helpers of the runtime's integration tests: a busybox bundle in a
 //! temp dir, a spec builder, output capture through a pipe, and guards that
 //! delete containers and temp dirs even when a test fails.
+//!
+//! Submodules, for the tests that need them: [`helper`] runs a test's
+//! helper process (this binary again, on one ignored test);
+//! [`cgroup2_view`] gives such a helper a private unified or v1-only view
+//! of the host's cgroup2 tree and tells what the host has; [`devices`]
+//! holds device-rule fixtures and the checks of their effect.
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
