@@ -14,52 +14,29 @@
     clippy::expect_used,
     clippy::panic,
     clippy::tests_outside_test_module,
-    clippy::exit,
     missing_docs
 )]
 
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 
 use berth_runtime::cgroups::bpf;
-use berth_runtime::oci_spec::runtime::{
-    LinuxDeviceCgroupBuilder, LinuxDeviceType, LinuxResourcesBuilder, MountBuilder,
-};
+use berth_runtime::oci_spec::runtime::MountBuilder;
 use berth_runtime::{ExitStatus, Status};
+use common::cgroup2_view::{assert_cgroup2_member, cgroup2_hierarchy, enter_unified_view};
+use common::devices::*;
+use common::helper::{helper_passed, is_helper, run_helper_test};
 use common::*;
 
 const HELPER: &str = "BERTH_TEST_HELPER_V2";
-
-fn mount(src: &str, target: &str, fstype: Option<&str>, flags: libc::c_ulong) {
-    let c = |s: &str| std::ffi::CString::new(s).unwrap();
-    let (src, target) = (c(src), c(target));
-    let fstype = fstype.map(c);
-    // SAFETY: valid C strings for the duration of the call.
-    let r = unsafe {
-        libc::mount(
-            src.as_ptr(),
-            target.as_ptr(),
-            fstype.as_ref().map_or(std::ptr::null(), |f| f.as_ptr()),
-            flags,
-            std::ptr::null(),
-        )
-    };
-    assert_eq!(
-        r,
-        0,
-        "mount {target:?}: {}",
-        std::io::Error::last_os_error()
-    );
-}
 
 /// Helper: in a private mount namespace with a unified /sys/fs/cgroup, run
 /// a container lifecycle; exit 0 on success (a panic fails the helper).
 #[test]
 #[ignore = "helper process, run by its parent test with --ignored"]
 fn helper_lifecycle_on_unified_hierarchy() {
-    if std::env::var_os(HELPER).is_none() {
+    if !is_helper(HELPER) {
         return;
     }
     enter_unified_view();
@@ -83,14 +60,9 @@ fn helper_lifecycle_on_unified_hierarchy() {
         .unwrap();
     let bundle = env.bundle(&id, &s);
     let init = env.create(&id, &bundle);
-    let paths = env.runtime.state(&id).unwrap().cgroup_paths();
-    let dir = paths.unified.clone().unwrap();
+    let dir = env.unified_cgroup_dir(&id);
     assert_eq!(dir, Path::new("/sys/fs/cgroup").join(&cg));
-    let membership = std::fs::read_to_string(format!("/proc/{}/cgroup", init.pid())).unwrap();
-    assert!(
-        membership.lines().any(|l| l == format!("0::/{cg}")),
-        "{membership}"
-    );
+    assert_cgroup2_member(init.pid(), &cg);
     env.runtime.start(&id).unwrap();
     assert_eq!(env.runtime.pids(&id).unwrap(), vec![init.pid()]);
 
@@ -125,21 +97,7 @@ fn helper_lifecycle_on_unified_hierarchy() {
     assert!(!dir.exists(), "{} left behind", dir.display());
     // exit() skips destructors: remove the temp dir (state root, bundle) first.
     drop(env);
-    println!("V2-LIFECYCLE-OK");
-    std::process::exit(0);
-}
-
-/// Enters a private mount namespace whose `/sys/fs/cgroup` is the host's
-/// cgroup2 hierarchy.
-fn enter_unified_view() {
-    // SAFETY: unshare of the mount namespace in this (helper) process.
-    assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNS) }, 0);
-    mount("none", "/", None, libc::MS_REC | libc::MS_PRIVATE);
-    mount("cgroup2", "/sys/fs/cgroup", Some("cgroup2"), 0);
-    assert!(
-        berth_runtime::cgroups::is_unified(),
-        "the view is not unified"
-    );
+    helper_passed("V2-LIFECYCLE-OK");
 }
 
 /// Helper: device rules on a unified hierarchy. The spec allows reading
@@ -149,51 +107,18 @@ fn enter_unified_view() {
 #[test]
 #[ignore = "helper process, run by its parent test with --ignored"]
 fn helper_device_rules_on_unified_hierarchy() {
-    if std::env::var_os(HELPER).is_none() {
+    if !is_helper(HELPER) {
         return;
     }
     enter_unified_view();
     let env = Env::new();
     let id = env.id("v2dev");
     let cg = unique("cg");
-    let tun = |access: &str| {
-        LinuxDeviceCgroupBuilder::default()
-            .allow(true)
-            .typ(LinuxDeviceType::C)
-            .major(10i64)
-            .minor(200i64)
-            .access(access)
-            .build()
-            .unwrap()
-    };
-    let r = LinuxResourcesBuilder::default()
-        .devices(vec![tun("r")])
-        .build()
-        .unwrap();
-    let linux = linux_builder(&cg).resources(r).build().unwrap();
-    let s = spec_builder(&["sleep", "1000"], &cg)
-        .linux(linux)
-        .build()
-        .unwrap();
+    let s = device_sleeper(&cg, vec![tun_rule("r")]);
     let bundle = env.bundle(&id, &s);
     let init = env.create(&id, &bundle);
-    let dir = env
-        .runtime
-        .state(&id)
-        .unwrap()
-        .cgroup_paths()
-        .unified
-        .unwrap();
-    let ours = |dir: &Path| -> Vec<u32> {
-        bpf::attached(dir)
-            .unwrap()
-            .into_iter()
-            .filter(|p| p.name == bpf::PROG_NAME)
-            .map(|p| p.id)
-            .collect()
-    };
-    let first = ours(&dir);
-    assert_eq!(first.len(), 1, "{:?}", bpf::attached(&dir));
+    let dir = env.unified_cgroup_dir(&id);
+    let first = our_program(&dir);
     env.runtime.start(&id).unwrap();
 
     let probe = "mknod /tmp/tun c 10 200 && echo mknod-ok; \
@@ -222,13 +147,9 @@ fn helper_device_rules_on_unified_hierarchy() {
     );
     assert!(out.contains("Operation not permitted"), "{out}");
 
-    let grant = LinuxResourcesBuilder::default()
-        .devices(vec![tun("rw")])
-        .build()
-        .unwrap();
+    let grant = tun_resources("rw");
     env.runtime.update(&id, &grant).unwrap();
-    let second = ours(&dir);
-    assert_eq!(second.len(), 1);
+    let second = our_program(&dir);
     assert_ne!(second, first);
     let out = env.exec_sh(&id, "sh -c 'true <>/tmp/tun' && echo rw-ok");
     assert_eq!(out, "rw-ok\n");
@@ -237,65 +158,19 @@ fn helper_device_rules_on_unified_hierarchy() {
     assert_eq!(init.wait().unwrap(), ExitStatus::Signaled(libc::SIGKILL));
     assert!(!dir.exists(), "{} left behind", dir.display());
     // The replaced program was detached (and freed); the last one goes with the cgroup.
-    assert!(!bpf::is_loaded(first[0]).unwrap());
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while bpf::is_loaded(second[0]).unwrap() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "program outlived its cgroup"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    assert!(!bpf::is_loaded(first).unwrap());
+    wait_until_unloaded(second);
     drop(env);
-    println!("V2-DEVICES-OK");
-    std::process::exit(0);
+    helper_passed("V2-DEVICES-OK");
 }
 
 /// Runs helper test `name` in a child process; it must print `marker`.
 /// Skips (saying why) when the host has no cgroup2 tree, except in CI.
 fn run_helper(name: &str, marker: &str) {
-    if !privileged() {
+    if !cgroup2_hierarchy() {
         return;
     }
-    let unified = ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"]
-        .into_iter()
-        .find(|p| {
-            std::fs::read_to_string("/proc/self/mountinfo")
-                .unwrap()
-                .lines()
-                .any(|l| {
-                    l.split(" - ")
-                        .nth(1)
-                        .is_some_and(|f| f.starts_with("cgroup2 "))
-                        && l.split_whitespace().nth(4) == Some(*p)
-                })
-        });
-    if unified.is_none() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI host has no cgroup2 hierarchy"
-        );
-        eprintln!("skipping: no cgroup2 hierarchy on this host");
-        return;
-    }
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            name,
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(HELPER, "1")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success() && stdout.contains(marker),
-        "v2 helper {name} failed ({}):\n{stdout}\n{stderr}",
-        out.status
-    );
+    run_helper_test(HELPER, name, &[], marker);
 }
 
 #[test]

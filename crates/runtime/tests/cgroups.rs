@@ -13,14 +13,10 @@ mod common;
 
 use berth_runtime::ExitStatus;
 use berth_runtime::oci_spec::runtime::{
-    LinuxCpuBuilder, LinuxMemoryBuilder, LinuxPidsBuilder, LinuxResources, LinuxResourcesBuilder,
+    LinuxCpuBuilder, LinuxMemoryBuilder, LinuxPidsBuilder, LinuxResourcesBuilder,
 };
+use common::devices::{deny_all_devices, device_resources, device_rule};
 use common::*;
-
-fn with_resources(args: &[&str], cg: &str, r: LinuxResources) -> oci_spec::runtime::Spec {
-    let linux = linux_builder(cg).resources(r).build().unwrap();
-    spec_builder(args, cg).linux(linux).build().unwrap()
-}
 
 fn v1_dir(controller: &str, cg: &str) -> Option<std::path::PathBuf> {
     berth_runtime::CgroupPaths::for_relative(cg)
@@ -49,7 +45,7 @@ fn memory_limit_oom_kills() {
         .build()
         .unwrap();
     // Hold 128 MiB in a shell variable: far above the limit.
-    let s = with_resources(
+    let s = spec_with_resources(
         &[
             "sh",
             "-c",
@@ -117,7 +113,7 @@ fn pids_limit_refuses_fork() {
         .pids(LinuxPidsBuilder::default().limit(4i64).build().unwrap())
         .build()
         .unwrap();
-    let s = with_resources(
+    let s = spec_with_resources(
         &[
             "sh",
             "-c",
@@ -159,7 +155,7 @@ fn cpu_resources_applied_and_updated() {
         .build()
         .unwrap();
     let id = env.id("cpu");
-    let bundle = env.bundle(&id, &with_resources(&["sleep", "1000"], &cg, r));
+    let bundle = env.bundle(&id, &spec_with_resources(&["sleep", "1000"], &cg, r));
     let init = env.create(&id, &bundle);
     let paths = env.runtime.state(&id).unwrap().cgroup_paths();
     assert_eq!(
@@ -210,22 +206,12 @@ fn device_cgroup_allows_only_default_and_spec_devices() {
     }
     let env = Env::new();
     let cg = unique("cg");
-    use berth_runtime::oci_spec::runtime::{LinuxDeviceCgroupBuilder, LinuxDeviceType};
-    let r = LinuxResourcesBuilder::default()
-        .devices(vec![
-            // The spec may allow more: /dev/loop-control style 10:237.
-            LinuxDeviceCgroupBuilder::default()
-                .allow(true)
-                .typ(LinuxDeviceType::C)
-                .major(10i64)
-                .minor(237i64)
-                .access("rw")
-                .build()
-                .unwrap(),
-        ])
-        .build()
-        .unwrap();
-    let s = with_resources(
+    use berth_runtime::oci_spec::runtime::LinuxDeviceType;
+    let r = device_resources(vec![
+        // The spec may allow more: /dev/loop-control style 10:237.
+        device_rule(true, LinuxDeviceType::C, 10, 237, "rw"),
+    ]);
+    let s = spec_with_resources(
         &[
             "sh",
             "-c",
@@ -269,19 +255,8 @@ fn device_cgroup_spec_deny_all_keeps_default_devices() {
     }
     let env = Env::new();
     let cg = unique("cg");
-    use berth_runtime::oci_spec::runtime::{
-        LinuxDeviceBuilder, LinuxDeviceCgroupBuilder, LinuxDeviceType,
-    };
-    let r = LinuxResourcesBuilder::default()
-        .devices(vec![
-            LinuxDeviceCgroupBuilder::default()
-                .allow(false)
-                .access("rwm")
-                .build()
-                .unwrap(),
-        ])
-        .build()
-        .unwrap();
+    use berth_runtime::oci_spec::runtime::{LinuxDeviceBuilder, LinuxDeviceType};
+    let r = device_resources(vec![deny_all_devices()]);
     let sdx = LinuxDeviceBuilder::default()
         .path("/dev/sdx")
         .typ(LinuxDeviceType::B)
@@ -373,12 +348,7 @@ fn delete_removes_the_default_parent_when_empty() {
     let init = env.create(&id, &bundle);
     let paths = env.runtime.state(&id).unwrap().cgroup_paths();
     assert_eq!(paths.relative, format!("/berth/{id}"));
-    let dirs: Vec<_> = paths
-        .v1
-        .values()
-        .chain(paths.unified.iter())
-        .cloned()
-        .collect();
+    let dirs = cgroup_dirs(&paths);
     assert!(
         dirs.iter().any(|d| d.is_dir()),
         "no cgroup created: {paths:?}"
@@ -411,10 +381,7 @@ fn delete_keeps_a_callers_parent_cgroup() {
     let env = Env::new();
     let parent = unique("cgparent");
     let cg = format!("{parent}/c");
-    let parent_dirs: Vec<_> = {
-        let p = berth_runtime::CgroupPaths::for_relative(&parent);
-        p.v1.values().chain(p.unified.iter()).cloned().collect()
-    };
+    let parent_dirs = cgroup_dirs(&berth_runtime::CgroupPaths::for_relative(&parent));
     let _guard = CgroupDirsGuard(parent_dirs.clone());
     let (st, _, err) = env.run("keep", spec(&["true"], &cg));
     assert_eq!(st, ExitStatus::Exited(0), "{err}");

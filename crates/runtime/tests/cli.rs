@@ -19,10 +19,10 @@ mod common;
 
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use berth_runtime::{CreateOptions, ErrorKind, Runtime, Status, Stdio};
+use common::helper::helper_command;
 use common::*;
 
 const HELPER_CREATE: &str = "BERTH_TEST_HELPER_CREATE";
@@ -98,14 +98,7 @@ fn each_step_in_its_own_process() {
     // SAFETY: prctl with integer arguments.
     let r = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
     assert_eq!(r, 0);
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "helper_create_then_exit",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
+    let out = helper_command("helper_create_then_exit")
         .env(
             HELPER_CREATE,
             format!(
@@ -202,14 +195,7 @@ fn setup_is_not_dumpable_until_exec() {
 
 #[test]
 fn seal_self_exe_reexecs_from_a_sealed_memfd() {
-    let st = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "helper_seal_self_exe",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
+    let st = helper_command("helper_seal_self_exe")
         .env(HELPER_SEAL, "1")
         .status()
         .unwrap();

@@ -21,125 +21,35 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use berth_runtime::cgroups::{bpf, device_filter};
-use berth_runtime::oci_spec::runtime::{
-    LinuxDeviceCgroup, LinuxDeviceCgroupBuilder, LinuxDeviceType, LinuxPidsBuilder,
-    LinuxResourcesBuilder,
+use berth_runtime::oci_spec::runtime::{LinuxPidsBuilder, LinuxResourcesBuilder};
+use berth_runtime::{CreateOptions, ExitStatus};
+use common::cgroup2_view::{
+    OnUnifiedHost, assert_cgroup2_member, assert_sole_process, enter_v1_only_view, hybrid_host,
 };
-use berth_runtime::{CreateOptions, ExecOptions, ExitStatus, Stdio};
+use common::devices::*;
+use common::helper::{helper_passed, is_helper, run_helper_test};
 use common::*;
 
 /// True on a hybrid host (with root); otherwise says why it skips.
 fn hybrid() -> bool {
-    if !privileged() {
-        return false;
-    }
-    if berth_runtime::cgroups::is_unified() {
-        eprintln!("skipping: a unified host (its device program is tested in cgroup_v2.rs)");
-        return false;
-    }
-    let ok = Path::new("/sys/fs/cgroup/unified/cgroup.procs").exists()
-        && Path::new("/sys/fs/cgroup/devices/devices.allow").exists();
-    if !ok {
-        // This project's CI host is hybrid: there the tree must be present.
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI host lacks the hybrid cgroup2 tree or the v1 devices controller"
-        );
-        eprintln!("skipping: not a hybrid host");
-    }
-    ok
+    hybrid_host(
+        "its device program is tested in cgroup_v2.rs",
+        OnUnifiedHost::Skip,
+    )
 }
-
-fn rule(
-    allow: bool,
-    typ: LinuxDeviceType,
-    major: i64,
-    minor: i64,
-    access: &str,
-) -> LinuxDeviceCgroup {
-    LinuxDeviceCgroupBuilder::default()
-        .allow(allow)
-        .typ(typ)
-        .major(major)
-        .minor(minor)
-        .access(access)
-        .build()
-        .unwrap()
-}
-
-/// A spec running `sleep` with `rules` as `linux.resources.devices`.
-fn sleeper(cg: &str, rules: Vec<LinuxDeviceCgroup>) -> oci_spec::runtime::Spec {
-    let r = LinuxResourcesBuilder::default()
-        .devices(rules)
-        .build()
-        .unwrap();
-    let linux = linux_builder(cg).resources(r).build().unwrap();
-    spec_builder(&["sleep", "1000"], cg)
-        .linux(linux)
-        .build()
-        .unwrap()
-}
-
-/// Runs `script` in the container; returns stdout and stderr together.
-fn exec_sh(env: &Env, id: &str, script: &str) -> String {
-    let (r, w) = pipe();
-    let w2 = w.try_clone().unwrap();
-    let p = process_builder(&["sh", "-c", script]).build().unwrap();
-    let child = env
-        .runtime
-        .exec(
-            id,
-            &p,
-            ExecOptions {
-                stdout: Stdio::Fd(w),
-                stderr: Stdio::Fd(w2),
-                ..Default::default()
-            },
-        )
-        .unwrap();
-    assert_eq!(child.wait().unwrap(), ExitStatus::Exited(0), "{script}");
-    read_all(r)
-}
-
-/// Makes the tun node (once) and tries opening it for reading, for writing,
-/// and both; prints one line per attempt.
-const PROBE: &str = "test -c /tmp/tun || mknod /tmp/tun c 10 200 || echo mknod-failed; \
-     for m in r w rw; do \
-       case $m in r) sh -c 'true </tmp/tun' ;; w) sh -c 'true >/tmp/tun' ;; rw) sh -c 'true <>/tmp/tun' ;; esac \
-         && echo $m-ok || echo $m-denied; \
-     done; echo x >/dev/null && echo null-ok";
 
 /// Opens the v1 devices cgroup of `cg` to every device.
 fn open_v1_devices(cg: &str) {
     let dir = berth_runtime::CgroupPaths::for_relative(cg).v1["devices"].clone();
     std::fs::write(dir.join("devices.allow"), "a *:* rwm").unwrap();
-    let list = std::fs::read_to_string(dir.join("devices.list")).unwrap();
+    let list = v1_devices_list(cg);
     assert_eq!(list.trim(), "a *:* rwm", "v1 still restricts: {list}");
 }
 
-/// Whether `out` has the line `line`.
-fn has(out: &str, line: &str) -> bool {
-    out.lines().any(|l| l == line)
-}
-
 fn unified_dir(env: &Env, id: &str, cg: &str) -> PathBuf {
-    let dir = env
-        .runtime
-        .state(id)
-        .unwrap()
-        .cgroup_paths()
-        .unified
-        .unwrap();
+    let dir = env.unified_cgroup_dir(id);
     assert_eq!(dir, Path::new("/sys/fs/cgroup/unified").join(cg));
     dir
-}
-
-/// Our programs attached to `dir` (exactly one expected); returns its id.
-fn our_program(dir: &Path) -> u32 {
-    let progs = bpf::attached(dir).unwrap();
-    let ours: Vec<_> = progs.iter().filter(|p| p.name == bpf::PROG_NAME).collect();
-    assert_eq!(ours.len(), 1, "{progs:?}");
-    ours[0].id
 }
 
 /// On a hybrid host the container also lives in the cgroup2 tree, with the
@@ -156,40 +66,20 @@ fn hybrid_program_denies_what_v1_allows() {
     let env = Env::new();
     let cg = unique("cg");
     let id = env.id("bpfdeny");
-    let s = sleeper(&cg, vec![rule(true, LinuxDeviceType::C, 10, 200, "r")]);
+    let s = device_sleeper(&cg, vec![tun_rule("r")]);
     let bundle = env.bundle(&id, &s);
-    let init = env
-        .runtime
-        .create(&id, &bundle, CreateOptions::default())
-        .unwrap();
+    let init = env.create(&id, &bundle);
     let dir = unified_dir(&env, &id, &cg);
     assert!(dir.is_dir());
     // The init is a member of the cgroup2 directory too.
-    let membership = std::fs::read_to_string(format!("/proc/{}/cgroup", init.pid())).unwrap();
-    assert!(
-        membership.lines().any(|l| l == format!("0::/{cg}")),
-        "{membership}"
-    );
-    assert_eq!(
-        std::fs::read_to_string(dir.join("cgroup.procs"))
-            .unwrap()
-            .trim(),
-        init.pid().to_string()
-    );
+    assert_cgroup2_member(init.pid(), &cg);
+    assert_sole_process(&dir, init.pid());
     let first = our_program(&dir);
     open_v1_devices(&cg);
     env.runtime.start(&id).unwrap();
 
-    let out = exec_sh(&env, &id, PROBE);
-    assert!(!out.contains("mknod-failed"), "{out}");
-    assert!(has(&out, "r-ok"), "{out}");
-    assert!(has(&out, "w-denied"), "{out}");
-    assert!(
-        has(&out, "rw-denied"),
-        "O_RDWR asks for the denied write too: {out}"
-    );
-    assert!(out.contains("Operation not permitted"), "{out}");
-    assert!(has(&out, "null-ok"), "{out}");
+    let out = env.exec_sh(&id, TUN_PROBE);
+    assert_tun_read_only(&out);
 
     // Swap in a program that allows everything: the denials go away.
     let allow_all = device_filter::DeviceRule {
@@ -202,11 +92,8 @@ fn hybrid_program_denies_what_v1_allows() {
     let new = bpf::install(&dir, &device_filter::compile(&[allow_all])).unwrap();
     assert_ne!(new, first);
     assert_eq!(our_program(&dir), new, "the old program was not detached");
-    let out = exec_sh(&env, &id, PROBE);
-    assert!(
-        has(&out, "r-ok") && has(&out, "w-ok") && has(&out, "rw-ok"),
-        "{out}"
-    );
+    let out = env.exec_sh(&id, TUN_PROBE);
+    assert_has_lines(&out, &["r-ok", "w-ok", "rw-ok"]);
 
     env.runtime.delete(&id, true).unwrap();
     init.wait().unwrap();
@@ -217,14 +104,7 @@ fn hybrid_program_denies_what_v1_allows() {
         !bpf::is_loaded(first).unwrap(),
         "the replaced program leaked"
     );
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while bpf::is_loaded(new).unwrap() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "program {new} still loaded 20s after its cgroup was removed"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    wait_until_unloaded(new);
 }
 
 /// `update` with device rules replaces the container's program (one of
@@ -238,41 +118,25 @@ fn hybrid_update_replaces_the_program() {
     let env = Env::new();
     let cg = unique("cg");
     let id = env.id("bpfupd");
-    let bundle = env.bundle(&id, &sleeper(&cg, vec![]));
-    let init = env
-        .runtime
-        .create(&id, &bundle, CreateOptions::default())
-        .unwrap();
+    let bundle = env.bundle(&id, &device_sleeper(&cg, vec![]));
+    let init = env.create(&id, &bundle);
     let dir = unified_dir(&env, &id, &cg);
     let first = our_program(&dir);
     open_v1_devices(&cg);
     env.runtime.start(&id).unwrap();
-    let out = exec_sh(&env, &id, PROBE);
-    assert!(
-        has(&out, "r-denied") && has(&out, "w-denied") && has(&out, "rw-denied"),
-        "{out}"
-    );
+    let out = env.exec_sh(&id, TUN_PROBE);
+    assert_has_lines(&out, &["r-denied", "w-denied", "rw-denied"]);
 
-    let grant = LinuxResourcesBuilder::default()
-        .devices(vec![rule(true, LinuxDeviceType::C, 10, 200, "rw")])
-        .build()
-        .unwrap();
+    let grant = tun_resources("rw");
     env.runtime.update(&id, &grant).unwrap();
     // v1 got the same list: rebuilt from deny-all, so the test's `a *:* rwm` is gone.
-    let v1 = berth_runtime::CgroupPaths::for_relative(&cg).v1["devices"].clone();
-    let list = std::fs::read_to_string(v1.join("devices.list")).unwrap();
-    assert!(
-        has(&list, "c 10:200 rw") && has(&list, "c 1:3 rwm"),
-        "{list}"
-    );
-    assert!(!has(&list, "a *:* rwm"), "{list}");
+    let list = v1_devices_list(&cg);
+    assert_has_lines(&list, &["c 10:200 rw", "c 1:3 rwm"]);
+    assert!(!has_line(&list, "a *:* rwm"), "{list}");
     let second = our_program(&dir);
     assert_ne!(second, first);
-    let out = exec_sh(&env, &id, PROBE);
-    assert!(
-        has(&out, "r-ok") && has(&out, "w-ok") && has(&out, "rw-ok"),
-        "{out}"
-    );
+    let out = env.exec_sh(&id, TUN_PROBE);
+    assert_has_lines(&out, &["r-ok", "w-ok", "rw-ok"]);
 
     // Not about devices: the program stays.
     let pids = LinuxResourcesBuilder::default()
@@ -286,20 +150,12 @@ fn hybrid_update_replaces_the_program() {
     // with v1 opened once more so only the program can refuse.
     // Shaped like containerd's spec list (a leading deny-all): the
     // runtime's allowances (/dev/null) survive it.
-    let deny_all = LinuxDeviceCgroupBuilder::default()
-        .allow(false)
-        .access("rwm")
-        .build()
-        .unwrap();
-    let revoke = LinuxResourcesBuilder::default()
-        .devices(vec![deny_all, rule(true, LinuxDeviceType::C, 10, 200, "m")])
-        .build()
-        .unwrap();
+    let revoke = device_resources(vec![deny_all_devices(), tun_rule("m")]);
     env.runtime.update(&id, &revoke).unwrap();
     open_v1_devices(&cg);
     assert_ne!(our_program(&dir), second);
-    let out = exec_sh(&env, &id, PROBE);
-    assert!(has(&out, "rw-denied") && has(&out, "null-ok"), "{out}");
+    let out = env.exec_sh(&id, TUN_PROBE);
+    assert_has_lines(&out, &["rw-denied", "null-ok"]);
 
     env.runtime.delete(&id, true).unwrap();
     init.wait().unwrap();
@@ -316,9 +172,9 @@ fn invalid_device_rule_is_refused() {
     let env = Env::new();
     let cg = unique("cg");
     let id = env.id("badrule");
-    let mut bad = rule(true, LinuxDeviceType::C, 10, 200, "rw");
+    let mut bad = tun_rule("rw");
     bad.set_access(Some("rwx".into()));
-    let bundle = env.bundle(&id, &sleeper(&cg, vec![bad]));
+    let bundle = env.bundle(&id, &device_sleeper(&cg, vec![bad]));
     let err = env
         .runtime
         .create(&id, &bundle, CreateOptions::default())
@@ -343,61 +199,32 @@ const HELPER: &str = "BERTH_TEST_HELPER_V1_VIEW";
 #[test]
 #[ignore = "helper process, run by its parent test with --ignored"]
 fn helper_hidden_cgroup2_tree_is_not_used() {
-    if std::env::var_os(HELPER).is_none() {
+    if !is_helper(HELPER) {
         return;
     }
-    // SAFETY: unshare of the mount namespace in this (helper) process.
-    assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNS) }, 0);
-    let c = |s: &str| std::ffi::CString::new(s).unwrap();
-    let mount = |src: &str, target: &str, fstype: Option<&str>, flags: libc::c_ulong| {
-        let (src, target, fstype) = (c(src), c(target), fstype.map(c));
-        // SAFETY: valid C strings for the duration of the call.
-        let r = unsafe {
-            libc::mount(
-                src.as_ptr(),
-                target.as_ptr(),
-                fstype.as_ref().map_or(std::ptr::null(), |f| f.as_ptr()),
-                flags,
-                std::ptr::null(),
-            )
-        };
-        assert_eq!(
-            r,
-            0,
-            "mount {target:?}: {}",
-            std::io::Error::last_os_error()
-        );
-    };
-    mount("none", "/", None, libc::MS_REC | libc::MS_PRIVATE);
-    mount("hide", "/sys/fs/cgroup/unified", Some("tmpfs"), 0);
-    let hidden = Path::new("/sys/fs/cgroup/unified");
+    let hidden = enter_v1_only_view();
 
     let env = Env::new();
     let cg = unique("cg");
     let id = env.id("v1view");
-    let s = sleeper(&cg, vec![rule(true, LinuxDeviceType::C, 10, 200, "r")]);
+    let s = device_sleeper(&cg, vec![tun_rule("r")]);
     let bundle = env.bundle(&id, &s);
-    let init = env
-        .runtime
-        .create(&id, &bundle, CreateOptions::default())
-        .unwrap();
+    let init = env.create(&id, &bundle);
     let paths = env.runtime.state(&id).unwrap().cgroup_paths();
     assert_eq!(paths.unified, None, "{paths:?}");
     assert_eq!(std::fs::read_dir(hidden).unwrap().count(), 0);
     let list = std::fs::read_to_string(paths.v1["devices"].join("devices.list")).unwrap();
-    assert!(has(&list, "c 10:200 r"), "{list}");
+    assert_has_lines(&list, &["c 10:200 r"]);
     env.runtime.start(&id).unwrap();
-    let out = exec_sh(&env, &id, PROBE);
-    assert!(has(&out, "r-ok") && has(&out, "w-denied"), "{out}");
+    let out = env.exec_sh(&id, TUN_PROBE);
+    assert_has_lines(&out, &["r-ok", "w-denied"]);
     env.runtime.delete(&id, true).unwrap();
     assert_eq!(init.wait().unwrap(), ExitStatus::Signaled(libc::SIGKILL));
     assert_no_cgroup(&cg);
     assert_eq!(std::fs::read_dir(hidden).unwrap().count(), 0);
     // exit() skips destructors: remove the temp dir (state root, bundle) first.
     drop(env);
-    println!("V1-VIEW-OK");
-    #[allow(clippy::exit)]
-    std::process::exit(0);
+    helper_passed("V1-VIEW-OK");
 }
 
 /// A hybrid host seen through a v1-only view (the benchmark's
@@ -407,22 +234,10 @@ fn hidden_cgroup2_tree_is_not_used() {
     if !hybrid() {
         return;
     }
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "helper_hidden_cgroup2_tree_is_not_used",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(HELPER, "1")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && stdout.contains("V1-VIEW-OK"),
-        "helper failed ({}):\n{stdout}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
+    run_helper_test(
+        HELPER,
+        "helper_hidden_cgroup2_tree_is_not_used",
+        &[],
+        "V1-VIEW-OK",
     );
 }

@@ -29,22 +29,22 @@
     clippy::expect_used,
     clippy::panic,
     clippy::tests_outside_test_module,
-    clippy::exit,
     missing_docs
 )]
 
 mod common;
 
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use berth_runtime::cgroups::{bpf, device_filter};
-use berth_runtime::oci_spec::runtime::{
-    LinuxDeviceCgroup, LinuxDeviceCgroupBuilder, LinuxDeviceType, LinuxResourcesBuilder,
+use berth_runtime::{CgroupPaths, CreateOptions, ErrorKind, ExitStatus};
+use common::cgroup2_view::{
+    OnUnifiedHost, assert_sole_process, cgroup2_hierarchy, enter_unified_view, hybrid_host,
 };
-use berth_runtime::{CgroupPaths, CreateOptions, ErrorKind, ExecOptions, ExitStatus, Stdio};
+use common::devices::*;
+use common::helper::{helper_passed, is_helper, run_helper_test};
 use common::*;
 use libseccomp::{ScmpAction, ScmpArgCompare, ScmpCompareOp, ScmpFilterContext, ScmpSyscall};
 
@@ -197,53 +197,10 @@ fn fallback_warnings(warnings: &[String]) -> Vec<&String> {
 /// True on a hybrid host (with root); otherwise says why it skips (and
 /// fails in CI, whose host is hybrid).
 fn hybrid() -> bool {
-    if !privileged() {
-        return false;
-    }
-    if berth_runtime::cgroups::is_unified() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "the CI host is hybrid, this one is unified"
-        );
-        eprintln!("skipping: a unified host (its refusal is tested through the unified view)");
-        return false;
-    }
-    let ok = Path::new("/sys/fs/cgroup/unified/cgroup.procs").exists()
-        && Path::new("/sys/fs/cgroup/devices/devices.allow").exists();
-    if !ok {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI host lacks the hybrid cgroup2 tree or the v1 devices controller"
-        );
-        eprintln!("skipping: not a hybrid host");
-    }
-    ok
-}
-
-/// True when the host has a cgroup2 hierarchy (root needed); otherwise
-/// says why it skips (and fails in CI).
-fn has_cgroup2() -> bool {
-    if !privileged() {
-        return false;
-    }
-    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    let found = info.lines().any(|l| {
-        l.split(" - ")
-            .nth(1)
-            .is_some_and(|f| f.starts_with("cgroup2 "))
-            && matches!(
-                l.split_whitespace().nth(4),
-                Some("/sys/fs/cgroup/unified" | "/sys/fs/cgroup")
-            )
-    });
-    if !found {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI host has no cgroup2 hierarchy"
-        );
-        eprintln!("skipping: no cgroup2 hierarchy on this host");
-    }
-    found
+    hybrid_host(
+        "its refusal is tested through the unified view",
+        OnUnifiedHost::FailInCi,
+    )
 }
 
 /// Removes, on drop, whatever a helper left of the cgroups `names` (in the
@@ -254,13 +211,7 @@ struct CgroupCleanup(Vec<String>);
 impl Drop for CgroupCleanup {
     fn drop(&mut self) {
         for name in &self.0 {
-            let paths = CgroupPaths::for_relative(name);
-            let dirs: Vec<PathBuf> = paths
-                .v1
-                .values()
-                .chain(paths.unified.iter())
-                .cloned()
-                .collect();
+            let dirs = cgroup_dirs(&CgroupPaths::for_relative(name));
             for dir in &dirs {
                 if let Ok(procs) = std::fs::read_to_string(dir.join("cgroup.procs")) {
                     for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
@@ -288,25 +239,7 @@ impl Drop for CgroupCleanup {
 /// remain (the guard removes what does, so the host stays clean).
 fn run_helper(name: &str, env: &[(&str, &str)], cgroups: &[String], marker: &str) {
     let _cleanup = CgroupCleanup(cgroups.to_vec());
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            name,
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(HELPER, "1")
-        .envs(env.iter().copied())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success() && stdout.contains(marker),
-        "helper {name} {env:?} failed ({}):\n{stdout}\n{stderr}",
-        out.status
-    );
+    run_helper_test(HELPER, name, env, marker);
     for cg in cgroups {
         assert_no_cgroup(cg);
     }
@@ -314,93 +247,15 @@ fn run_helper(name: &str, env: &[(&str, &str)], cgroups: &[String], marker: &str
 
 /// The helper's scenario, when this process is one.
 fn helper_scenario() -> Option<(String, i32, Refused)> {
-    std::env::var_os(HELPER)?;
+    if !is_helper(HELPER) {
+        return None;
+    }
     let var = |k: &str| std::env::var(k).unwrap_or_else(|_| panic!("{k} not set"));
     Some((
         var(CG),
         errno_from_name(&var(ERRNO)),
         Refused::from_name(&var(REFUSED)),
     ))
-}
-
-fn rule(allow: bool, major: i64, minor: i64, access: &str) -> LinuxDeviceCgroup {
-    LinuxDeviceCgroupBuilder::default()
-        .allow(allow)
-        .typ(LinuxDeviceType::C)
-        .major(major)
-        .minor(minor)
-        .access(access)
-        .build()
-        .unwrap()
-}
-
-/// `linux.resources.devices` allowing `access` to `/dev/net/tun` (c 10:200).
-fn tun_rules(access: &str) -> oci_spec::runtime::LinuxResources {
-    LinuxResourcesBuilder::default()
-        .devices(vec![rule(true, 10, 200, access)])
-        .build()
-        .unwrap()
-}
-
-/// A spec running `sleep` in cgroup `/cg` whose device rules allow reading tun.
-fn sleeper(cg: &str) -> oci_spec::runtime::Spec {
-    let linux = linux_builder(cg).resources(tun_rules("r")).build().unwrap();
-    spec_builder(&["sleep", "1000"], cg)
-        .linux(linux)
-        .build()
-        .unwrap()
-}
-
-/// Runs `script` in the container; returns stdout and stderr together.
-fn exec_sh(env: &Env, id: &str, script: &str) -> String {
-    let (r, w) = pipe();
-    let w2 = w.try_clone().unwrap();
-    let p = process_builder(&["sh", "-c", script]).build().unwrap();
-    let child = env
-        .runtime
-        .exec(
-            id,
-            &p,
-            ExecOptions {
-                stdout: Stdio::Fd(w),
-                stderr: Stdio::Fd(w2),
-                ..Default::default()
-            },
-        )
-        .unwrap();
-    assert_eq!(child.wait().unwrap(), ExitStatus::Exited(0), "{script}");
-    read_all(r)
-}
-
-/// Makes the tun node (once) and tries opening it for reading, for
-/// writing, and both; prints one line per attempt. Opening tun needs no
-/// capability, so an `EPERM` can only come from the device cgroup.
-const PROBE: &str = "test -c /tmp/tun || mknod /tmp/tun c 10 200 || echo mknod-failed; \
-     for m in r w rw; do \
-       case $m in r) sh -c 'true </tmp/tun' ;; w) sh -c 'true >/tmp/tun' ;; rw) sh -c 'true <>/tmp/tun' ;; esac \
-         && echo $m-ok || echo $m-denied; \
-     done; echo x >/dev/null && echo null-ok";
-
-/// Whether `out` has the line `line`.
-fn has(out: &str, line: &str) -> bool {
-    out.lines().any(|l| l == line)
-}
-
-/// The v1 devices list of cgroup `cg`.
-fn v1_devices_list(cg: &str) -> String {
-    let dir = CgroupPaths::for_relative(cg).v1["devices"].clone();
-    std::fs::read_to_string(dir.join("devices.list")).unwrap()
-}
-
-/// This runtime's programs attached to `dir` (queried from a thread that
-/// has bpf(2)).
-fn our_programs(dir: &Path) -> Vec<u32> {
-    bpf::attached(dir)
-        .unwrap()
-        .into_iter()
-        .filter(|p| p.name == bpf::PROG_NAME)
-        .map(|p| p.id)
-        .collect()
 }
 
 /// Helper: on a hybrid host whose kernel refuses the device program,
@@ -417,7 +272,7 @@ fn helper_hybrid_refusal_falls_back_to_v1() {
     };
     let env = Env::new();
     let id = env.id("bpfrefused");
-    let bundle = env.bundle(&id, &sleeper(&cg));
+    let bundle = env.bundle(&id, &device_sleeper(&cg, vec![tun_rule("r")]));
     let (init, warnings) = with_bpf_refused(errno, which, || {
         env.runtime.create(&id, &bundle, CreateOptions::default())
     });
@@ -438,20 +293,9 @@ fn helper_hybrid_refusal_falls_back_to_v1() {
     );
 
     // The cgroup2 directory is there, with the init in it, but no program.
-    let dir = env
-        .runtime
-        .state(&id)
-        .unwrap()
-        .cgroup_paths()
-        .unified
-        .unwrap();
+    let dir = env.unified_cgroup_dir(&id);
     assert_eq!(dir, Path::new("/sys/fs/cgroup/unified").join(&cg));
-    assert_eq!(
-        std::fs::read_to_string(dir.join("cgroup.procs"))
-            .unwrap()
-            .trim(),
-        init.pid().to_string()
-    );
+    assert_sole_process(&dir, init.pid());
     assert_eq!(
         bpf::attached(&dir).unwrap(),
         vec![],
@@ -461,32 +305,24 @@ fn helper_hybrid_refusal_falls_back_to_v1() {
     // The v1 controller has the whole list: deny-all base, the spec's
     // rule, the runtime's allowances.
     let list = v1_devices_list(&cg);
-    assert!(has(&list, "c 10:200 r"), "{list}");
-    assert!(has(&list, "c 1:3 rwm"), "{list}");
-    assert!(!has(&list, "a *:* rwm"), "{list}");
+    assert_has_lines(&list, &["c 10:200 r", "c 1:3 rwm"]);
+    assert!(!has_line(&list, "a *:* rwm"), "{list}");
 
     // And it alone enforces it.
     env.runtime.start(&id).unwrap();
-    let out = exec_sh(&env, &id, PROBE);
-    assert!(!out.contains("mknod-failed"), "{out}");
-    assert!(has(&out, "r-ok"), "{out}");
-    assert!(has(&out, "w-denied"), "{out}");
-    assert!(has(&out, "rw-denied"), "{out}");
-    assert!(out.contains("Operation not permitted"), "{out}");
-    assert!(has(&out, "null-ok"), "{out}");
+    let out = env.exec_sh(&id, TUN_PROBE);
+    assert_tun_read_only(&out);
 
     // An update refused the same way replaces the v1 list, with a warning.
-    let (updated, warnings) =
-        with_bpf_refused(errno, which, || env.runtime.update(&id, &tun_rules("rw")));
+    let (updated, warnings) = with_bpf_refused(errno, which, || {
+        env.runtime.update(&id, &tun_resources("rw"))
+    });
     updated.unwrap_or_else(|e| panic!("update with bpf(2) refused: {e}"));
     assert_eq!(fallback_warnings(&warnings).len(), 1, "{warnings:?}");
-    assert!(has(&v1_devices_list(&cg), "c 10:200 rw"));
+    assert_has_lines(&v1_devices_list(&cg), &["c 10:200 rw"]);
     assert_eq!(bpf::attached(&dir).unwrap(), vec![]);
-    let out = exec_sh(&env, &id, PROBE);
-    assert!(
-        has(&out, "r-ok") && has(&out, "w-ok") && has(&out, "rw-ok"),
-        "{out}"
-    );
+    let out = env.exec_sh(&id, TUN_PROBE);
+    assert_has_lines(&out, &["r-ok", "w-ok", "rw-ok"]);
 
     env.runtime.delete(&id, true).unwrap();
     assert_eq!(init.wait().unwrap(), ExitStatus::Signaled(libc::SIGKILL));
@@ -494,8 +330,7 @@ fn helper_hybrid_refusal_falls_back_to_v1() {
     assert_no_cgroup(&cg);
     // exit() skips destructors: remove the temp dir (state root, bundle) first.
     drop(env);
-    println!("HYBRID-FALLBACK-OK");
-    std::process::exit(0);
+    helper_passed("HYBRID-FALLBACK-OK");
 }
 
 /// Runs [`helper_hybrid_refusal_falls_back_to_v1`] with bpf(2) refused as
@@ -553,24 +388,15 @@ fn helper_hybrid_refusal_over_our_program() {
     };
     let env = Env::new();
     let id = env.id("bpfstale");
-    let bundle = env.bundle(&id, &sleeper(&cg));
-    let init = env
-        .runtime
-        .create(&id, &bundle, CreateOptions::default())
-        .unwrap();
-    let dir = env
-        .runtime
-        .state(&id)
-        .unwrap()
-        .cgroup_paths()
-        .unified
-        .unwrap();
-    let first = our_programs(&dir);
-    assert_eq!(first.len(), 1, "{:?}", bpf::attached(&dir));
+    let bundle = env.bundle(&id, &device_sleeper(&cg, vec![tun_rule("r")]));
+    let init = env.create(&id, &bundle);
+    let dir = env.unified_cgroup_dir(&id);
+    let first = our_program(&dir);
     env.runtime.start(&id).unwrap();
 
-    let (updated, warnings) =
-        with_bpf_refused(errno, which, || env.runtime.update(&id, &tun_rules("rw")));
+    let (updated, warnings) = with_bpf_refused(errno, which, || {
+        env.runtime.update(&id, &tun_resources("rw"))
+    });
     let err = updated.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Io, "{err}");
     let msg = err.to_string();
@@ -580,29 +406,27 @@ fn helper_hybrid_refusal_over_our_program() {
     );
     assert!(msg.contains(&errno_text(errno)), "{msg}");
     assert!(
-        msg.contains(&format!("earlier device program (id {})", first[0])),
+        msg.contains(&format!("earlier device program (id {first})")),
         "{msg}"
     );
     assert_eq!(fallback_warnings(&warnings), Vec::<&String>::new());
-    assert_eq!(our_programs(&dir), first, "the program changed");
+    assert_eq!(our_programs(&dir), [first], "the program changed");
     // v1 took the new list, the old program still refuses writing.
-    assert!(has(&v1_devices_list(&cg), "c 10:200 rw"));
-    let out = exec_sh(&env, &id, PROBE);
-    assert!(has(&out, "r-ok") && has(&out, "w-denied"), "{out}");
+    assert_has_lines(&v1_devices_list(&cg), &["c 10:200 rw"]);
+    let out = env.exec_sh(&id, TUN_PROBE);
+    assert_has_lines(&out, &["r-ok", "w-denied"]);
 
-    env.runtime.update(&id, &tun_rules("rw")).unwrap();
-    let second = our_programs(&dir);
-    assert_eq!(second.len(), 1);
+    env.runtime.update(&id, &tun_resources("rw")).unwrap();
+    let second = our_program(&dir);
     assert_ne!(second, first);
-    let out = exec_sh(&env, &id, PROBE);
-    assert!(has(&out, "w-ok") && has(&out, "rw-ok"), "{out}");
+    let out = env.exec_sh(&id, TUN_PROBE);
+    assert_has_lines(&out, &["w-ok", "rw-ok"]);
 
     env.runtime.delete(&id, true).unwrap();
     assert_eq!(init.wait().unwrap(), ExitStatus::Signaled(libc::SIGKILL));
     assert_no_cgroup(&cg);
     drop(env);
-    println!("HYBRID-STALE-OK");
-    std::process::exit(0);
+    helper_passed("HYBRID-STALE-OK");
 }
 
 #[test]
@@ -640,24 +464,17 @@ const UNIFIED_CASES: [(&str, Refused); 3] = [
 #[test]
 #[ignore = "helper process, run by its parent test with --ignored"]
 fn helper_unified_refusal_is_an_error() {
-    let Some(base) = std::env::var_os(HELPER).and(std::env::var(CG).ok()) else {
+    let Some(base) = is_helper(HELPER).then(|| std::env::var(CG).ok()).flatten() else {
         return;
     };
-    // SAFETY: unshare of the mount namespace in this (helper) process.
-    assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNS) }, 0);
-    mount("none", "/", None, libc::MS_REC | libc::MS_PRIVATE);
-    mount("cgroup2", "/sys/fs/cgroup", Some("cgroup2"), 0);
-    assert!(
-        berth_runtime::cgroups::is_unified(),
-        "the view is not unified"
-    );
+    enter_unified_view();
 
     let env = Env::new();
     for (n, (errno_name, which)) in UNIFIED_CASES.into_iter().enumerate() {
         let errno = errno_from_name(errno_name);
         let cg = format!("{base}-{n}");
         let id = env.id("bpfv2");
-        let bundle = env.bundle(&id, &sleeper(&cg));
+        let bundle = env.bundle(&id, &device_sleeper(&cg, vec![tun_rule("r")]));
         let (created, warnings) = with_bpf_refused(errno, which, || {
             env.runtime.create(&id, &bundle, CreateOptions::default())
         });
@@ -705,13 +522,12 @@ fn helper_unified_refusal_is_an_error() {
         );
     }
     drop(env);
-    println!("UNIFIED-REFUSAL-OK");
-    std::process::exit(0);
+    helper_passed("UNIFIED-REFUSAL-OK");
 }
 
 #[test]
 fn unified_refusal_is_an_error_and_leaves_nothing() {
-    if !has_cgroup2() {
+    if !cgroup2_hierarchy() {
         return;
     }
     let base = unique("cg");
@@ -723,27 +539,5 @@ fn unified_refusal_is_an_error_and_leaves_nothing() {
         &[(CG, &base)],
         &cgroups,
         "UNIFIED-REFUSAL-OK",
-    );
-}
-
-fn mount(src: &str, target: &str, fstype: Option<&str>, flags: libc::c_ulong) {
-    let c = |s: &str| std::ffi::CString::new(s).unwrap();
-    let (src, target) = (c(src), c(target));
-    let fstype = fstype.map(c);
-    // SAFETY: valid C strings for the duration of the call.
-    let r = unsafe {
-        libc::mount(
-            src.as_ptr(),
-            target.as_ptr(),
-            fstype.as_ref().map_or(std::ptr::null(), |f| f.as_ptr()),
-            flags,
-            std::ptr::null(),
-        )
-    };
-    assert_eq!(
-        r,
-        0,
-        "mount {target:?}: {}",
-        std::io::Error::last_os_error()
     );
 }

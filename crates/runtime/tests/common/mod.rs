@@ -1,8 +1,18 @@
 //! Shared helpers of the runtime's integration tests: a busybox bundle in a
 //! temp dir, a spec builder, output capture through a pipe, and guards that
 //! delete containers and temp dirs even when a test fails.
+//!
+//! Submodules, for the tests that need them: [`helper`] runs a test's
+//! helper process (this binary again, on one ignored test);
+//! [`cgroup2_view`] gives such a helper a private unified or v1-only view
+//! of the host's cgroup2 tree and tells what the host has; [`devices`]
+//! holds device-rule fixtures and the checks of their effect.
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+pub mod cgroup2_view;
+pub mod devices;
+pub mod helper;
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -91,6 +101,17 @@ impl Env {
         let id = unique(tag);
         self.ids.borrow_mut().push(id.clone());
         id
+    }
+
+    /// The cgroup2 directory that container `id`'s state records. Panics,
+    /// naming `id`, when the container has no state or no cgroup2 directory.
+    pub fn unified_cgroup_dir(&self, id: &str) -> PathBuf {
+        self.runtime
+            .state(id)
+            .unwrap_or_else(|e| panic!("state {id}: {e}"))
+            .cgroup_paths()
+            .unified
+            .unwrap_or_else(|| panic!("{id} has no cgroup2 directory"))
     }
 
     /// Creates container `id` from `bundle` with default options (stdio
@@ -438,6 +459,17 @@ pub fn userns_linux(cgroup: &str, host_id: u32) -> Linux {
         .unwrap()
 }
 
+/// A default spec running `args` in cgroup `/<cgroup>` with `resources`
+/// as `linux.resources`.
+pub fn spec_with_resources(
+    args: &[&str],
+    cgroup: &str,
+    resources: oci_spec::runtime::LinuxResources,
+) -> Spec {
+    let linux = linux_builder(cgroup).resources(resources).build().unwrap();
+    spec_builder(args, cgroup).linux(linux).build().unwrap()
+}
+
 pub fn spec_builder(args: &[&str], cgroup: &str) -> SpecBuilder {
     SpecBuilder::default()
         .version("1.2.0")
@@ -454,10 +486,20 @@ pub fn spec_builder(args: &[&str], cgroup: &str) -> SpecBuilder {
         .linux(linux_builder(cgroup).build().unwrap())
 }
 
+/// Every directory of `paths`: one per v1 hierarchy, then the cgroup2 one
+/// (if any).
+pub fn cgroup_dirs(paths: &berth_runtime::CgroupPaths) -> Vec<PathBuf> {
+    paths
+        .v1
+        .values()
+        .chain(paths.unified.iter())
+        .cloned()
+        .collect()
+}
+
 /// Asserts that no cgroup directory named `name` remains in any hierarchy.
 pub fn assert_no_cgroup(name: &str) {
-    let paths = berth_runtime::CgroupPaths::for_relative(name);
-    for p in paths.v1.values().chain(paths.unified.iter()) {
+    for p in cgroup_dirs(&berth_runtime::CgroupPaths::for_relative(name)) {
         assert!(!p.exists(), "cgroup {} left behind", p.display());
     }
 }
