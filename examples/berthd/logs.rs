@@ -66,10 +66,11 @@ pub async fn logs(
         .ok()
         .and_then(|o| o.get(&record.id).map(watch::Sender::subscribe));
     let own = exit.is_some();
-    let (end_r, end_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-        .map_err(|e| Status::internal(format!("pipe2: {e}")))?;
+    // Hung up when the follow is over (see the module docs); none without `follow`.
     let (done_tx, done_rx) = oneshot::channel::<()>();
-    if r.follow {
+    let end = if r.follow {
+        let (end_r, end_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+            .map_err(|e| Status::internal(format!("pipe2: {e}")))?;
         let client = tx.clone();
         tokio::spawn(async move {
             let complete = async {
@@ -90,9 +91,10 @@ pub async fn logs(
             }
             drop(end_w);
         });
+        Some(end_r)
     } else {
-        drop(end_w);
-    }
+        None
+    };
     let runtime_root = record.runtime_root.clone();
     let id = record.id.clone();
     std::thread::spawn(move || {
@@ -107,7 +109,7 @@ pub async fn logs(
         } else {
             InitWatch::Stopped
         };
-        let mut ends = vec![end_r.as_fd()];
+        let mut ends: Vec<_> = end.iter().map(AsFd::as_fd).collect();
         if let InitWatch::Pidfd(fd) = &init {
             ends.push(fd.as_fd());
         }
