@@ -173,6 +173,11 @@ pub fn run(root: &Path, cmd: &ContainerCommand) -> Result<()> {
 /// `berth logs [-f]`: the log of a detached container; with `follow_output`, then what it writes
 /// until its init exits (see [`crate::follow`]) or we get SIGINT, SIGTERM or SIGHUP, which end
 /// the follow cleanly (status 0).
+///
+/// The end is the init's exit, which is exact for the containers this CLI starts (their
+/// processes write the log themselves). A container a berthd started attached on the same
+/// root has its output appended by the daemon, which may still be copying when the init has
+/// exited: follow those through the daemon (`--address`), which waits for its copy.
 fn logs(root: &Path, record: &ContainerRecord, follow_output: bool) -> Result<()> {
     let path = records::log_path(root, &record.id);
     let opened = std::fs::OpenOptions::new()
