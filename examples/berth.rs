@@ -13,7 +13,7 @@
 //! berth [--root DIR] run [--rm] [-d] [-t] [-i] [--name N] [-e K=V] [--mount SRC:DST[:ro]]
 //!       [--memory 256m] [--cpus 0.5] [--pids-limit N] [--user U] [--workdir W]
 //!       [--network host|none] [--runtime-root DIR] IMAGE [CMD…]
-//! berth [--root DIR] ps | exec ID CMD… | kill ID [SIGNAL] | rm [-f] ID… | logs ID
+//! berth [--root DIR] ps | exec ID CMD… | kill ID [SIGNAL] | rm [-f] ID… | logs [-f] ID
 //! berth [--root DIR] commit CONTAINER REF
 //! berth metrics [--runtime-root DIR] [--cgroup PATH] [--json|--prometheus] [ID…]
 //! berth serve-metrics --listen 127.0.0.1:PORT [--runtime-root DIR]
@@ -31,6 +31,8 @@ mod container;
 mod content;
 #[path = "berth_cli/engine.rs"]
 mod engine;
+#[path = "berth_cli/follow.rs"]
+mod follow;
 #[path = "berth_cli/foreground.rs"]
 mod foreground;
 #[path = "berth_cli/image.rs"]

@@ -316,7 +316,12 @@ fn malformed_requests_get_errors_and_the_daemon_keeps_serving() {
         }]);
         let r = c.start_attached(nope).await;
         assert_eq!(r.unwrap_err().code(), tonic::Code::NotFound);
-        let r = c.logs(proto::ContainerRequest { id: "nope".into() }).await;
+        let r = c
+            .logs(proto::LogsRequest {
+                id: "nope".into(),
+                follow: false,
+            })
+            .await;
         assert_eq!(r.unwrap_err().code(), tonic::Code::NotFound);
         let r = c
             .metrics(proto::MetricsRequest {

@@ -472,3 +472,88 @@ fn stdin_signals_and_volumes() {
     env.ok(&["rm", "-f", &id]);
     env.assert_gone(&id);
 }
+
+/// Waits for `child` (stdout piped) at most `secs` seconds; kills it and fails after that.
+fn output_within(mut child: std::process::Child, secs: u64, what: &str) -> std::process::Output {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!("{what} did not end within {secs} s: {}", describe(&out));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn logs_follow_prints_new_output_and_ends_with_the_container() {
+    if !prerequisites() {
+        return;
+    }
+    let env = Env::new("follow");
+    // Started right after `run -d`: `b` is written a second after it started following.
+    let id = env.run_detached(&[IMAGE, "sh", "-c", "echo a; sleep 1; echo b >&2"]);
+    let follow = env
+        .cmd()
+        .args(["logs", "-f", &id])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = output_within(follow, 30, "logs -f");
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(stdout(&out), "a\nb\n");
+    assert_eq!(env.status(&id).as_deref(), Some("stopped"));
+    // A stopped container's log is printed and the follow ends at once.
+    let out = output_within(
+        env.cmd()
+            .args(["logs", "--follow", &id[..8]])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+        10,
+        "logs -f of a stopped container",
+    );
+    assert_eq!(stdout(&out), "a\nb\n", "{}", describe(&out));
+    env.ok(&["rm", &id]);
+
+    // Ctrl-C (SIGINT) ends a follow cleanly, with what was written so far printed.
+    let id = env.run_detached(&[
+        "--name",
+        "ticker",
+        IMAGE,
+        "sh",
+        "-c",
+        "echo ready; while :; do sleep 0.2; echo tick; done",
+    ]);
+    let mut follow = env
+        .cmd()
+        .args(["logs", "-f", "ticker"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(follow.stdout.take().unwrap());
+    let mut line = String::new();
+    lines.read_line(&mut line).unwrap();
+    assert_eq!(line, "ready\n");
+    line.clear();
+    lines.read_line(&mut line).unwrap();
+    assert_eq!(line, "tick\n", "output written after the follow started");
+    // SAFETY: kill(2) on our own child.
+    assert_eq!(unsafe { libc::kill(follow.id() as i32, libc::SIGINT) }, 0);
+    let mut rest = String::new();
+    lines.read_to_string(&mut rest).unwrap();
+    let out = output_within(follow, 10, "logs -f after SIGINT");
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert!(out.stderr.is_empty(), "{}", describe(&out));
+    assert!(rest.lines().all(|l| l == "tick"), "{rest:?}");
+    assert_eq!(env.status(&id).as_deref(), Some("running"));
+    env.ok(&["rm", "-f", "ticker"]);
+    assert_eq!(env.ok(&["ps", "-q"]), "");
+}

@@ -1,9 +1,11 @@
-//! Container commands: `run` (see [`crate::run`]), `ps`, `exec`, `kill`, `rm`, `logs` and
-//! `commit`. Containers are found by id, unique id prefix or name in the records of
+//! Container commands: `run` (see [`crate::run`]), `ps`, `exec`, `kill`, `rm`, `logs [-f]`
+//! and `commit`. Containers are found by id, unique id prefix or name in the records of
 //! [`crate::engine::records`]; their live status comes from the runtime's state.
 
 use std::collections::BTreeMap;
 use std::io::Write;
+use std::os::fd::AsFd;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::str::FromStr;
 
@@ -15,10 +17,13 @@ use berth::oci::{Compression, Digest, MAX_DOCUMENT_SIZE, Reference};
 use berth::runtime::{ErrorKind as RtErrorKind, ExecOptions, Runtime, Stdio};
 use berth::snapshot::LABEL_GC_ROOT;
 use clap::Subcommand;
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
 use serde_json::{Value, json};
 
 use crate::engine::records::{self, ContainerRecord};
 use crate::engine::{self, runspec};
+use crate::follow;
 use crate::foreground::{self, ConsoleSocket};
 use crate::run::{self, RunArgs};
 
@@ -74,6 +79,9 @@ pub enum ContainerCommand {
     },
     /// Print the output of a detached container.
     Logs {
+        /// Keep printing new output until the container exits (or Ctrl-C).
+        #[arg(short, long)]
+        follow: bool,
         /// The container.
         container: String,
     },
@@ -139,18 +147,9 @@ pub fn run(root: &Path, cmd: &ContainerCommand) -> Result<()> {
             }
             Ok(())
         }
-        ContainerCommand::Logs { container } => {
+        ContainerCommand::Logs { follow, container } => {
             let record = records::find(root, container)?;
-            let path = records::log_path(root, &record.id);
-            let bytes = match std::fs::read(&path) {
-                Ok(b) => b,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound && !record.detached => {
-                    bail!("container {} was not detached: it has no log", record.id)
-                }
-                Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
-            };
-            std::io::stdout().write_all(&bytes)?;
-            Ok(())
+            logs(root, &record, *follow)
         }
         ContainerCommand::Commit {
             container,
@@ -171,6 +170,68 @@ pub fn run(root: &Path, cmd: &ContainerCommand) -> Result<()> {
     }
 }
 
+/// `berth logs [-f]`: the log of a detached container; with `follow_output`, then what it writes
+/// until its init exits (see [`crate::follow`]) or we get SIGINT, SIGTERM or SIGHUP, which end
+/// the follow cleanly (status 0).
+///
+/// The end is the init's exit, which is exact for the containers this CLI starts (their
+/// processes write the log themselves). A container a berthd started attached on the same
+/// root has its output appended by the daemon, which may still be copying when the init has
+/// exited: follow those through the daemon (`--address`), which waits for its copy.
+fn logs(root: &Path, record: &ContainerRecord, follow_output: bool) -> Result<()> {
+    let path = records::log_path(root, &record.id);
+    let opened = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
+        .open(&path);
+    let mut file = match opened {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !record.detached => {
+            bail!("container {} was not detached: it has no log", record.id)
+        }
+        Err(e) => return Err(e).with_context(|| format!("opening {}", path.display())),
+    };
+    let mut out = std::io::stdout().lock();
+    if !follow_output {
+        std::io::copy(&mut file, &mut out)
+            .with_context(|| format!("reading {}", path.display()))?;
+        return Ok(());
+    }
+    // The stop signals arrive on a signalfd polled with the log (this process has no other
+    // threads, so blocking them here blocks them everywhere).
+    let mut stop = SigSet::empty();
+    for sig in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+        stop.add(sig);
+    }
+    stop.thread_block().context("blocking the stop signals")?;
+    let signals = SignalFd::with_flags(&stop, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
+        .context("signalfd")?;
+    let init = follow::watch_init(&record.runtime_root, &record.id);
+    let mut ends = vec![signals.as_fd()];
+    if let follow::InitWatch::Pidfd(fd) = &init {
+        ends.push(fd.as_fd());
+    }
+    let mut stopped = || follow::init_stopped(&record.runtime_root, &record.id);
+    let ended: Option<&mut dyn FnMut() -> bool> = match &init {
+        follow::InitWatch::Poll => Some(&mut stopped),
+        _ => None,
+    };
+    let result = if matches!(init, follow::InitWatch::Stopped) {
+        // Nothing more will come: print what is there.
+        std::io::copy(&mut file, &mut out).map(|_| ())
+    } else {
+        follow::follow(&mut file, &ends, ended, &mut |chunk| {
+            out.write_all(chunk)?;
+            out.flush()
+        })
+    };
+    match result {
+        // A reader that went away (`| head`) ends the follow, as it ends `tail -f`.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other.with_context(|| format!("following {}", path.display())),
+    }
+}
+
 /// Parses a signal name (`TERM`, `SIGTERM`) or number.
 pub fn parse_signal(text: &str) -> Result<i32> {
     if let Ok(n) = text.parse::<i32>() {
@@ -181,7 +242,7 @@ pub fn parse_signal(text: &str) -> Result<i32> {
     }
     let upper = text.to_ascii_uppercase();
     let name = upper.strip_prefix("SIG").unwrap_or(&upper);
-    nix::sys::signal::Signal::from_str(&format!("SIG{name}"))
+    Signal::from_str(&format!("SIG{name}"))
         .map(|s| s as i32)
         .with_context(|| format!("unknown signal {text:?}"))
 }

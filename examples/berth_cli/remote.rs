@@ -8,11 +8,13 @@
 //! are forwarded to the container's init, our exit status is the container's, and `--rm`
 //! deletes it afterwards; `-t` gives the container a terminal on the daemon's side whose output
 //! comes back here (with `-i` our terminal goes raw and our keys go in; window sizes follow).
-//! `ps`, `exec` (non-interactive: the command runs to completion, its output is printed and
-//! its exit status becomes ours), `kill`, `rm`, `logs` and `metrics` (by container id, name or
-//! prefix; `--cgroup` is local only). Not remote: `exec -t/-i`, `commit`, and the other command
-//! groups; they fail with a clear error naming them. Paths given to `image import` are made absolute here, since the
-//! daemon resolves them.
+//! `exec` goes the same way (`ExecAttached`, the same client code): output streamed, `-i`, `-t`
+//! with resizes, signals forwarded to the exec'd process, its exit status ours. `ps`, `kill`,
+//! `rm`, `logs` (`-f` follows the log until the container's init has exited and its output is
+//! all here; Ctrl-C ends it cleanly) and `metrics` (by container id, name or prefix;
+//! `--cgroup` is local only). Not remote: `commit` and the other command groups; they fail
+//! with a clear error naming them. Paths given to `image import` are made absolute here, since
+//! the daemon resolves them.
 
 #[allow(
     missing_docs,
@@ -240,26 +242,18 @@ async fn containers(socket: &Path, cmd: &ContainerCommand) -> Result<()> {
             container,
             command,
         } => {
-            if *tty || *interactive {
-                bail!(
-                    "with --address, `berth exec` takes no -t or -i (the API does not stream stdio)"
-                );
-            }
-            let r = c
-                .exec(proto::ExecRequest {
+            let first = proto::AttachRequest {
+                exec: Some(proto::ExecRequest {
                     id: container.clone(),
                     args: command.clone(),
                     env: env.clone(),
                     user: user.clone().unwrap_or_default(),
                     workdir: workdir.clone().unwrap_or_default(),
-                })
-                .await
-                .map_err(status)?
-                .into_inner();
-            use std::io::Write;
-            std::io::stdout().write_all(&r.stdout)?;
-            std::io::stderr().write_all(&r.stderr)?;
-            match r.exit_code {
+                    tty: *tty,
+                }),
+                ..Default::default()
+            };
+            match attached(&mut c, Call::Exec, first, *interactive, *tty).await? {
                 0 => Ok(()),
                 n => Err(ExitWith(u8::try_from(n).unwrap_or(255)).into()),
             }
@@ -291,22 +285,7 @@ async fn containers(socket: &Path, cmd: &ContainerCommand) -> Result<()> {
             }
             Ok(())
         }
-        ContainerCommand::Logs { container } => {
-            let mut stream = c
-                .logs(proto::ContainerRequest {
-                    id: container.clone(),
-                })
-                .await
-                .map_err(status)?
-                .into_inner();
-            use std::io::Write;
-            let mut out = std::io::stdout().lock();
-            while let Some(chunk) = stream.message().await.map_err(status)? {
-                out.write_all(&chunk.data)?;
-            }
-            out.flush()?;
-            Ok(())
-        }
+        ContainerCommand::Logs { follow, container } => logs(&mut c, container, *follow).await,
         ContainerCommand::Commit { .. } => unsupported("commit"),
         #[allow(unreachable_patterns)]
         _ => unsupported("this container command"),
@@ -359,7 +338,11 @@ async fn run_container(c: &mut ContainersClient<Channel>, args: &RunArgs) -> Res
         println!("{id}");
         return Ok(());
     }
-    let result = attached(c, &id, args.interactive, args.tty).await;
+    let first = proto::AttachRequest {
+        id: id.clone(),
+        ..Default::default()
+    };
+    let result = attached(c, Call::Start, first, args.interactive, args.tty).await;
     // A failed start leaves a container that never ran: remove it whatever --rm says.
     if args.rm || matches!(result, Err(ref e) if e.downcast_ref::<NotStarted>().is_some()) {
         c.delete(proto::DeleteRequest {
@@ -398,11 +381,22 @@ const FORWARDED: [i32; 6] = [
     libc::SIGUSR2,
 ];
 
-/// Starts container `id` attached; returns its exit code (-1 when the daemon does not know
-/// it, e.g. after a daemon restart).
+/// The attached calls: a container's start, or an exec in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Call {
+    Start,
+    Exec,
+}
+
+/// Runs `call` attached, `first` being its first request (the container for a start, the
+/// process for an exec; stdin and the terminal size are filled in here): our stdin goes in
+/// with `interactive`, its output comes out here, our signals are forwarded, and with `tty`
+/// our terminal's size follows. Returns the exit code (-1 when the daemon does not know it,
+/// e.g. a container's after a daemon restart).
 async fn attached(
     c: &mut ContainersClient<Channel>,
-    id: &str,
+    call: Call,
+    first: proto::AttachRequest,
     interactive: bool,
     tty: bool,
 ) -> Result<i32> {
@@ -412,11 +406,10 @@ async fn attached(
     let (tx, rx) = tokio::sync::mpsc::channel::<proto::AttachRequest>(16);
     let (rows, cols) = if tty { terminal_size() } else { (0, 0) };
     tx.send(proto::AttachRequest {
-        id: id.to_owned(),
         open_stdin: interactive,
         rows,
         cols,
-        ..Default::default()
+        ..first
     })
     .await
     .context("queueing the attach request")?;
@@ -444,11 +437,13 @@ async fn attached(
     for sig in FORWARDED {
         signals.push((sig, signal(SignalKind::from_raw(sig))?));
     }
-    let mut responses = c
-        .start_attached(tokio_stream::wrappers::ReceiverStream::new(rx))
-        .await
-        .map_err(|e| anyhow::Error::new(NotStarted(e)))?
-        .into_inner();
+    let requests = tokio_stream::wrappers::ReceiverStream::new(rx);
+    let mut responses = match call {
+        Call::Start => c.start_attached(requests).await,
+        Call::Exec => c.exec_attached(requests).await,
+    }
+    .map_err(|e| anyhow::Error::new(NotStarted(e)))?
+    .into_inner();
     if interactive {
         let tx = tx.clone();
         // A plain thread: a blocking read of our stdin must not hold up the runtime's exit.
@@ -505,6 +500,54 @@ async fn attached(
         }
     }
     code.context("the daemon ended the attached stream without an exit code")
+}
+
+/// `berth logs [-f]` through the daemon. A follow ends with the stream (the container's init
+/// exited and its output is all here) or cleanly on SIGINT, SIGTERM or SIGHUP.
+async fn logs(c: &mut ContainersClient<Channel>, container: &str, follow: bool) -> Result<()> {
+    use std::io::Write;
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut stop = Vec::new();
+    for kind in [
+        SignalKind::interrupt(),
+        SignalKind::terminate(),
+        SignalKind::hangup(),
+    ] {
+        stop.push(signal(kind)?);
+    }
+    let stopped = async {
+        let [a, b, h] = stop.as_mut_slice() else {
+            return;
+        };
+        tokio::select! {
+            _ = a.recv() => {}
+            _ = b.recv() => {}
+            _ = h.recv() => {}
+        }
+    };
+    let copy = async {
+        let mut stream = c
+            .logs(proto::LogsRequest {
+                id: container.to_owned(),
+                follow,
+            })
+            .await
+            .map_err(status)?
+            .into_inner();
+        let mut out = std::io::stdout().lock();
+        while let Some(chunk) = stream.message().await.map_err(status)? {
+            match out.write_all(&chunk.data).and_then(|()| out.flush()) {
+                // A reader that went away (`| head`) ends the follow, as it ends `tail -f`.
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => break,
+                other => other?,
+            }
+        }
+        Ok(())
+    };
+    tokio::select! {
+        r = copy => r,
+        () = stopped => Ok(()),
+    }
 }
 
 /// The size of the terminal on our stdin ((0, 0) when it is not one).

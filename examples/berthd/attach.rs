@@ -1,5 +1,6 @@
-//! Streams of the Containers service: `StartAttached` (a container's init started with its
-//! stdio over the call, what `berth --address … run` without `-d` uses), `Logs` and `Metrics`.
+//! Attached calls of the Containers service: `StartAttached` (a container's init started with
+//! its stdio over the call, what `berth --address … run` without `-d` uses) and `ExecAttached`
+//! (an extra process likewise, what `berth --address … exec` uses); also `Metrics`.
 //!
 //! `StartAttached`: the init gets pipes for stdout and stderr (and stdin when asked). One
 //! thread per output pipe reads until EOF, appends each chunk to the container's log (so
@@ -15,6 +16,11 @@
 //! from the first request before the init runs, its output is streamed as stdout, stdin bytes
 //! are written to it, and later requests' sizes resize it. Such a container cannot be started
 //! detached (`Start` refuses it: nobody would read its terminal).
+//!
+//! `ExecAttached` shares all of this ([`attach`]) with three differences: the process's
+//! terminal is asked for in the request (`exec.tty`) and sized as soon as its master arrives,
+//! signals go to the process itself (through a pidfd opened before the reaper could reap it,
+//! so a recycled pid is never hit), and its output is not written to the container's log.
 
 use std::io::{Read, Write};
 use std::os::fd::OwnedFd;
@@ -24,18 +30,17 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
 use berth::metrics::{ContainerStats, Hierarchy, read_metrics};
-use berth::runtime::{Runtime, Stdio};
+use berth::runtime::{ExecOptions, Runtime, Stdio};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::containers::{find, has_terminal, start_with};
+use crate::containers::{check_exec, exec_process, find, has_terminal, spawn_exec, start_with};
 use crate::daemon::{Daemon, caller};
 use crate::engine::records::{self, ContainerRecord};
 use crate::proto::attach_response::Event as AttachEvent;
 use crate::proto::{
-    AttachRequest, AttachResponse, ContainerMetrics, ContainerRequest, LogChunk, MetricsRequest,
-    MetricsResponse,
+    AttachRequest, AttachResponse, ContainerMetrics, MetricsRequest, MetricsResponse,
 };
 use crate::{blocking, invalid};
 
@@ -44,8 +49,6 @@ const CHUNK: usize = 32 << 10;
 
 /// The response stream of `StartAttached`.
 pub type AttachStream = Pin<Box<dyn Stream<Item = Result<AttachResponse, Status>> + Send>>;
-/// The response stream of `Logs`.
-pub type LogStream = Pin<Box<dyn Stream<Item = Result<LogChunk, Status>> + Send>>;
 
 fn pipe() -> anyhow::Result<(OwnedFd, OwnedFd)> {
     nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("pipe2")
@@ -124,9 +127,14 @@ pub async fn start_attached(
             .ok();
         let tty = has_terminal(&records::container_dir(&d.root, &record.id));
         let _serial = d.lifecycle.lock().await;
+        // Registered before the start: a follower of the log must wait for the output.
+        let output_open = watch::Sender::new(true);
+        if let Ok(mut o) = d.attached_output.lock() {
+            o.insert(record.id.clone(), output_open.clone());
+        }
         let dd = d.clone();
         let rec = record.clone();
-        let (pid, io) = blocking(move || {
+        let started = blocking(move || {
             if tty {
                 let console = Console::bind(&rec.id)?;
                 let mut master = None;
@@ -175,14 +183,154 @@ pub async fn start_attached(
                 },
             ))
         })
-        .await?;
+        .await;
+        let (pid, io) = match started {
+            Ok(v) => v,
+            Err(e) => {
+                output_open.send_replace(false);
+                return Err(e);
+            }
+        };
         d.event("container-start", &record.id, format!("pid {pid}"));
-        Ok((record, io, log))
+        Ok((record, io, log, output_open))
     }
     .await;
     let object = started.as_ref().map_or(what, |(r, ..)| r.id.clone());
-    let (record, io, log) = d.audited(who, "containers.start-attached", &object, started)?;
+    let (record, io, log, output_open) =
+        d.audited(who, "containers.start-attached", &object, started)?;
 
+    let exit = d
+        .exits
+        .lock()
+        .ok()
+        .and_then(|e| e.get(&record.id).map(watch::Sender::subscribe));
+    let exit_code = async move {
+        match exit {
+            Some(mut rx) => rx
+                .wait_for(Option::is_some)
+                .await
+                .ok()
+                .and_then(|c| *c)
+                .unwrap_or(-1),
+            None => -1,
+        }
+    };
+    let stream = attach(
+        d.clone(),
+        io,
+        first.open_stdin,
+        input,
+        SignalTarget::Init(record),
+        log,
+        exit_code,
+        Some(output_open),
+    )?;
+    Ok(Response::new(stream))
+}
+
+/// `ExecAttached`: an extra process in a running container with its stdio attached to the
+/// call, through the same machinery as [`start_attached`] (pipes or a terminal, stdin, resizes,
+/// signals, the exit code last). Its output is not appended to the container's log.
+pub async fn exec_attached(
+    d: Arc<Daemon>,
+    req: Request<Streaming<AttachRequest>>,
+) -> Result<Response<AttachStream>, Status> {
+    let who = caller(&req);
+    let mut input = req.into_inner();
+    let first = input
+        .message()
+        .await?
+        .ok_or_else(|| invalid("ExecAttached needs a first message naming the process"))?;
+    let what = first
+        .exec
+        .as_ref()
+        .map_or_else(String::new, |e| e.id.clone());
+    let (open_stdin, rows, cols) = (first.open_stdin, first.rows, first.cols);
+    let started = async {
+        let exec = first
+            .exec
+            .ok_or_else(|| invalid("the first message of ExecAttached carries `exec`"))?;
+        check_exec(&exec)?;
+        let record = find(&d.root, &exec.id)?;
+        let dd = d.clone();
+        let rec = record.clone();
+        let (io, spawned) = blocking(move || {
+            let process = exec_process(&dd, &rec, &exec)?;
+            if exec.tty {
+                let console = Console::bind(&rec.id)?;
+                let opts = ExecOptions {
+                    stdin: Stdio::Null,
+                    stdout: Stdio::Null,
+                    stderr: Stdio::Null,
+                    console_socket: Some(console.path.clone()),
+                    ..ExecOptions::default()
+                };
+                let spawned = spawn_exec(&dd, &rec, &process, opts)?;
+                let master = console.receive()?;
+                set_winsize(&master, rows, cols);
+                return Ok((Io::Tty(Arc::new(master)), spawned));
+            }
+            let (out_r, out_w) = pipe()?;
+            let (err_r, err_w) = pipe()?;
+            let (stdin, stdin_w) = if open_stdin {
+                let (r, w) = pipe()?;
+                (Stdio::Fd(r), Some(w))
+            } else {
+                (Stdio::Null, None)
+            };
+            let opts = ExecOptions {
+                stdin,
+                stdout: Stdio::Fd(out_w),
+                stderr: Stdio::Fd(err_w),
+                ..ExecOptions::default()
+            };
+            let spawned = spawn_exec(&dd, &rec, &process, opts)?;
+            let io = Io::Pipes {
+                stdout: out_r,
+                stderr: err_r,
+                stdin: stdin_w,
+            };
+            Ok((io, spawned))
+        })
+        .await?;
+        Ok((record, io, spawned))
+    }
+    .await;
+    let object = started.as_ref().map_or(what, |(r, ..)| r.id.clone());
+    let (record, io, spawned) = d.audited(who, "containers.exec-attached", &object, started)?;
+    let dd = d.clone();
+    let exit_code = async move {
+        let code = spawned.exit.await.unwrap_or(-1);
+        dd.event("exec", &record.id, format!("exit code {code}"));
+        code
+    };
+    let target = SignalTarget::Process(spawned.pidfd.map(Arc::new));
+    let stream = attach(d, io, open_stdin, input, target, None, exit_code, None)?;
+    Ok(Response::new(stream))
+}
+
+/// The signals of an attached call go to a container's init (through the runtime) or to an
+/// exec'd process (through its pidfd).
+enum SignalTarget {
+    Init(ContainerRecord),
+    Process(Option<Arc<OwnedFd>>),
+}
+
+/// The stream of an attached process: its output (also appended to `log` when given) and, once
+/// that is drained, the exit code `exit_code` resolves to; the requests of `input` feed its
+/// stdin (when `open_stdin`), resize its terminal and signal `target`. `output_open`, if given,
+/// is set to false once the output is drained.
+#[allow(clippy::too_many_arguments)]
+fn attach(
+    d: Arc<Daemon>,
+    io: Io,
+    open_stdin: bool,
+    input: Streaming<AttachRequest>,
+    target: SignalTarget,
+    log: Option<std::fs::File>,
+    exit_code: impl Future<Output = i32> + Send + 'static,
+    output_open: Option<watch::Sender<bool>>,
+) -> Result<AttachStream, Status> {
     let (tx, rx) = mpsc::channel(64);
     let log = Arc::new(Mutex::new(log));
     let readers = match io {
@@ -191,7 +339,7 @@ pub async fn start_attached(
             stderr,
             stdin,
         } => {
-            forward_input(d.clone(), record.clone(), input, stdin, None);
+            forward_input(d, target, input, stdin, None);
             vec![
                 pump(stdout, log.clone(), tx.clone(), AttachEvent::Stdout),
                 pump(stderr, log, tx.clone(), AttachEvent::Stderr),
@@ -203,16 +351,11 @@ pub async fn start_attached(
                     .map_err(|e| Status::internal(format!("dup of the pty master: {e}")))
             };
             let reader = dup(&master)?;
-            let stdin = first.open_stdin.then(|| dup(&master)).transpose()?;
-            forward_input(d.clone(), record.clone(), input, stdin, Some(master));
+            let stdin = open_stdin.then(|| dup(&master)).transpose()?;
+            forward_input(d, target, input, stdin, Some(master));
             vec![pump(reader, log, tx.clone(), AttachEvent::Stdout)]
         }
     };
-    let exit = d
-        .exits
-        .lock()
-        .ok()
-        .and_then(|e| e.get(&record.id).map(watch::Sender::subscribe));
     tokio::spawn(async move {
         let _ = tokio::task::spawn_blocking(move || {
             for r in readers {
@@ -220,24 +363,17 @@ pub async fn start_attached(
             }
         })
         .await;
-        let code = match exit {
-            Some(mut rx) => rx
-                .wait_for(Option::is_some)
-                .await
-                .ok()
-                .and_then(|c| *c)
-                .unwrap_or(-1),
-            None => -1,
-        };
+        if let Some(open) = output_open {
+            open.send_replace(false);
+        }
+        let code = exit_code.await;
         let _ = tx
             .send(Ok(AttachResponse {
                 event: Some(AttachEvent::ExitCode(code)),
             }))
             .await;
     });
-    Ok(Response::new(Box::pin(
-        tokio_stream::wrappers::ReceiverStream::new(rx),
-    )))
+    Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
 }
 
 /// How the init's stdio reaches the daemon.
@@ -259,11 +395,14 @@ struct Console {
 }
 
 impl Console {
-    /// Binds `<tmp>/berthd-console-<pid>-<id prefix>.sock` (short, to fit `sun_path`), 0600.
+    /// Binds `<tmp>/berthd-console-<pid>-<n>-<id prefix>.sock` (short, to fit `sun_path`;
+    /// `n` counts the binds, so concurrent starts and execs never share one), mode 0600.
     fn bind(id: &str) -> anyhow::Result<Console> {
+        static BINDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = BINDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let short: String = id.chars().take(12).collect();
         let path = std::env::temp_dir().join(format!(
-            "berthd-console-{}-{short}.sock",
+            "berthd-console-{}-{n}-{short}.sock",
             std::process::id()
         ));
         let _ = std::fs::remove_file(&path);
@@ -313,10 +452,24 @@ fn set_winsize(master: &OwnedFd, rows: u32, cols: u32) {
     };
 }
 
+/// Sends `signal` to the process of `pidfd` (gone already: nothing happens).
+fn send_signal(pidfd: &OwnedFd, signal: i32) {
+    // SAFETY: pidfd_send_signal on a pidfd we hold, with a null siginfo.
+    unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            std::os::fd::AsRawFd::as_raw_fd(pidfd),
+            signal,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+}
+
 /// Handles the requests after the first: stdin bytes, its end, terminal sizes and signals.
 fn forward_input(
     d: Arc<Daemon>,
-    record: ContainerRecord,
+    target: SignalTarget,
     mut input: Streaming<AttachRequest>,
     stdin: Option<OwnedFd>,
     terminal: Option<Arc<OwnedFd>>,
@@ -342,65 +495,22 @@ fn forward_input(
                 if signal < 1 || signal > libc::SIGRTMAX() {
                     continue;
                 }
-                let rec = record.clone();
-                let _ = tokio::task::spawn_blocking(move || {
-                    Runtime::new(&rec.runtime_root).and_then(|rt| rt.kill(&rec.id, signal, false))
-                })
-                .await;
-                d.event("container-kill", &record.id, format!("signal {signal}"));
-            }
-        }
-    });
-}
-
-/// `Logs`: the container's log file from its start, in chunks.
-pub async fn logs(
-    d: Arc<Daemon>,
-    req: Request<ContainerRequest>,
-) -> Result<Response<LogStream>, Status> {
-    let record = find(&d.root, &req.into_inner().id)?;
-    let path = records::log_path(&d.root, &record.id);
-    let file = match std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
-        .open(&path)
-    {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(Status::failed_precondition(format!(
-                "container {} has no log",
-                record.id
-            )));
-        }
-        Err(e) => return Err(Status::internal(format!("opening {}: {e}", path.display()))),
-    };
-    let (tx, rx) = mpsc::channel(16);
-    std::thread::spawn(move || {
-        let mut f = file;
-        let mut buf = vec![0u8; CHUNK];
-        loop {
-            match f.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => {
-                    let chunk = LogChunk {
-                        data: buf[..n].to_vec(),
-                    };
-                    if tx.blocking_send(Ok(chunk)).is_err() {
-                        break;
+                match &target {
+                    SignalTarget::Init(record) => {
+                        let rec = record.clone();
+                        let _ = tokio::task::spawn_blocking(move || {
+                            Runtime::new(&rec.runtime_root)
+                                .and_then(|rt| rt.kill(&rec.id, signal, false))
+                        })
+                        .await;
+                        d.event("container-kill", &record.id, format!("signal {signal}"));
                     }
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    let _ =
-                        tx.blocking_send(Err(Status::internal(format!("reading the log: {e}"))));
-                    break;
+                    SignalTarget::Process(Some(pidfd)) => send_signal(pidfd, signal),
+                    SignalTarget::Process(None) => {}
                 }
             }
         }
     });
-    Ok(Response::new(Box::pin(
-        tokio_stream::wrappers::ReceiverStream::new(rx),
-    )))
 }
 
 /// The statistics of one container, or `None` when it does not run (no state or no cgroup).

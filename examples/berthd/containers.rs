@@ -28,7 +28,7 @@ use crate::proto::containers_server::Containers;
 use crate::proto::{
     AttachRequest, Container, ContainerRequest, CreateContainerRequest, DeleteRequest,
     DeleteResponse, ExecRequest, ExecResponse, KillRequest, KillResponse, ListContainersRequest,
-    ListContainersResponse, MetricsRequest, MetricsResponse, WaitResponse,
+    ListContainersResponse, LogsRequest, MetricsRequest, MetricsResponse, WaitResponse,
 };
 use crate::{blocking, invalid};
 
@@ -276,10 +276,79 @@ fn drain(fd: OwnedFd) -> std::thread::JoinHandle<Vec<u8>> {
     })
 }
 
+/// Checks an exec request's command and environment.
+pub(crate) fn check_exec(r: &ExecRequest) -> Result<(), Status> {
+    if r.args.is_empty() {
+        return Err(invalid("exec needs a command"));
+    }
+    if let Some(e) = r.env.iter().find(|e| !e.contains('=')) {
+        return Err(invalid(format!("env {e:?}: expected K=V")));
+    }
+    Ok(())
+}
+
+/// The process an exec request runs in `record`: the init's, with the request's command,
+/// environment, user (resolved in the container's rootfs), working directory and terminal.
+pub(crate) fn exec_process(
+    d: &Daemon,
+    record: &ContainerRecord,
+    r: &ExecRequest,
+) -> anyhow::Result<oci_spec::runtime::Process> {
+    let base = Runtime::new(&record.runtime_root)?
+        .spec(&record.id)?
+        .process()
+        .clone()
+        .context("the container's spec has no process")?;
+    let rootfs = records::container_dir(&d.root, &record.id).join("rootfs");
+    let user = (!r.user.is_empty())
+        .then(|| runspec::resolve_user(&rootfs, &r.user))
+        .transpose()?;
+    let workdir = (!r.workdir.is_empty()).then_some(r.workdir.as_str());
+    runspec::exec_process(&base, &r.args, &r.env, r.tty, user.as_ref(), workdir)
+}
+
+/// An exec'd process the reaper watches.
+#[derive(Debug)]
+pub(crate) struct Spawned {
+    /// Its exit code (128 + signal when killed), sent when it is reaped.
+    pub exit: tokio::sync::oneshot::Receiver<i32>,
+    /// A pidfd of it, to signal it without any risk of a recycled pid (`None` before 5.3).
+    pub pidfd: Option<OwnedFd>,
+}
+
+/// Runs `process` in the container (blocking). The runtime's exec and the registration with
+/// the reaper happen under the fork lock, as does opening the pidfd, so the pid is still ours.
+pub(crate) fn spawn_exec(
+    d: &Daemon,
+    record: &ContainerRecord,
+    process: &oci_spec::runtime::Process,
+    opts: ExecOptions,
+) -> anyhow::Result<Spawned> {
+    let rt = Runtime::new(&record.runtime_root)?;
+    let (tx, exit) = tokio::sync::oneshot::channel();
+    let _fork = d
+        .fork_lock
+        .lock()
+        .map_err(|_| anyhow::anyhow!("lock poisoned"))?;
+    let proc = rt
+        .exec(&record.id, process, opts)
+        .with_context(|| format!("exec in container {}", record.id))?;
+    // SAFETY: pidfd_open with plain integers; the result is checked.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, proc.pid(), 0) };
+    // SAFETY: a non-negative result is a new pidfd that nothing else owns.
+    let pidfd =
+        (fd >= 0).then(|| unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) });
+    if let Ok(mut t) = d.tracked.lock() {
+        t.insert(proc.pid(), Tracked::Exec(tx));
+    }
+    Ok(Spawned { exit, pidfd })
+}
+
 #[tonic::async_trait]
 impl Containers for ContainersService {
     type StartAttachedStream = crate::attach::AttachStream;
-    type LogsStream = crate::attach::LogStream;
+    type LogsStream = crate::logs::LogStream;
+    type ExecAttachedStream = crate::attach::AttachStream;
 
     async fn start_attached(
         &self,
@@ -288,11 +357,8 @@ impl Containers for ContainersService {
         crate::attach::start_attached(self.0.clone(), req).await
     }
 
-    async fn logs(
-        &self,
-        req: Request<ContainerRequest>,
-    ) -> Result<Response<Self::LogsStream>, Status> {
-        crate::attach::logs(self.0.clone(), req).await
+    async fn logs(&self, req: Request<LogsRequest>) -> Result<Response<Self::LogsStream>, Status> {
+        crate::logs::logs(self.0.clone(), req).await
     }
 
     async fn metrics(
@@ -423,6 +489,9 @@ impl Containers for ContainersService {
                 if let Ok(mut exits) = dd.exits.lock() {
                     exits.remove(&record.id);
                 }
+                if let Ok(mut open) = dd.attached_output.lock() {
+                    open.remove(&record.id);
+                }
                 dd.event("container-delete", &record.id, String::new());
                 Ok(record.id)
             })
@@ -440,30 +509,15 @@ impl Containers for ContainersService {
         let d = self.0.clone();
         let what = r.id.clone();
         let result = async {
-            if r.args.is_empty() {
-                return Err(invalid("exec needs a command"));
-            }
-            if let Some(e) = r.env.iter().find(|e| !e.contains('=')) {
-                return Err(invalid(format!("env {e:?}: expected K=V")));
+            check_exec(&r)?;
+            if r.tty {
+                return Err(invalid("a terminal needs ExecAttached"));
             }
             let record = find(&d.root, &r.id)?;
-            let (tx, rx) = tokio::sync::oneshot::channel();
             let dd = d.clone();
             let id = record.id.clone();
-            let (out, err) = blocking(move || {
-                let rt = Runtime::new(&record.runtime_root)?;
-                let base = rt
-                    .spec(&record.id)?
-                    .process()
-                    .clone()
-                    .context("the container's spec has no process")?;
-                let rootfs = records::container_dir(&dd.root, &record.id).join("rootfs");
-                let user = (!r.user.is_empty())
-                    .then(|| runspec::resolve_user(&rootfs, &r.user))
-                    .transpose()?;
-                let workdir = (!r.workdir.is_empty()).then_some(r.workdir.as_str());
-                let process =
-                    runspec::exec_process(&base, &r.args, &r.env, false, user.as_ref(), workdir)?;
+            let (out, err, rx) = blocking(move || {
+                let process = exec_process(&dd, &record, &r)?;
                 let (out_r, out_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
                 let (err_r, err_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
                 let opts = ExecOptions {
@@ -472,17 +526,8 @@ impl Containers for ContainersService {
                     stderr: Stdio::Fd(err_w),
                     ..ExecOptions::default()
                 };
-                {
-                    let _fork = dd
-                        .fork_lock
-                        .lock()
-                        .map_err(|_| anyhow::anyhow!("lock poisoned"))?;
-                    let proc = rt.exec(&record.id, &process, opts)?;
-                    if let Ok(mut t) = dd.tracked.lock() {
-                        t.insert(proc.pid(), Tracked::Exec(tx));
-                    }
-                }
-                Ok((drain(out_r), drain(err_r)))
+                let spawned = spawn_exec(&dd, &record, &process, opts)?;
+                Ok((drain(out_r), drain(err_r), spawned.exit))
             })
             .await?;
             let code = rx
@@ -506,6 +551,13 @@ impl Containers for ContainersService {
         let object = result.as_ref().map_or(what, |(id, _)| id.clone());
         d.audited(who, "containers.exec", &object, result)
             .map(|(_, r)| Response::new(r))
+    }
+
+    async fn exec_attached(
+        &self,
+        req: Request<tonic::Streaming<AttachRequest>>,
+    ) -> Result<Response<Self::ExecAttachedStream>, Status> {
+        crate::attach::exec_attached(self.0.clone(), req).await
     }
 
     async fn wait(&self, req: Request<ContainerRequest>) -> Result<Response<WaitResponse>, Status> {

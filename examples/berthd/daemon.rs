@@ -44,6 +44,10 @@ pub struct Daemon {
     pub tracked: Mutex<HashMap<i32, Tracked>>,
     /// Exit codes of containers whose init we created (None while it runs).
     pub exits: Mutex<HashMap<String, watch::Sender<Option<i32>>>>,
+    /// Whether the output of an attached start is still being appended to the container's
+    /// log (true until both pipes or the terminal are drained), by id: a followed log is
+    /// complete once the init has exited and this is false.
+    pub attached_output: Mutex<HashMap<String, watch::Sender<bool>>>,
     /// OOM watchers of running containers, by id.
     pub oom: Mutex<HashMap<String, berth::metrics::OomWatcher>>,
     /// Serialises container creation, start and removal (names are unique).

@@ -94,6 +94,9 @@ pub struct ExecRequest {
     pub user: ::prost::alloc::string::String,
     #[prost(string, tag = "5")]
     pub workdir: ::prost::alloc::string::String,
+    /// Give the process a pseudo-terminal (ExecAttached only; Exec refuses it).
+    #[prost(bool, tag = "6")]
+    pub tty: bool,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct ExecResponse {
@@ -141,6 +144,9 @@ pub struct AttachRequest {
     pub rows: u32,
     #[prost(uint32, tag = "7")]
     pub cols: u32,
+    /// First message of ExecAttached only: the process to run (`id` above is then unused).
+    #[prost(message, optional, tag = "8")]
+    pub exec: ::core::option::Option<ExecRequest>,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct AttachResponse {
@@ -159,6 +165,15 @@ pub mod attach_response {
         #[prost(int32, tag = "3")]
         ExitCode(i32),
     }
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct LogsRequest {
+    /// The container (id, name or unique id prefix).
+    #[prost(string, tag = "1")]
+    pub id: ::prost::alloc::string::String,
+    /// Keep streaming what the container writes until its init has exited.
+    #[prost(bool, tag = "2")]
+    pub follow: bool,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct LogChunk {
@@ -451,10 +466,12 @@ pub mod containers_client {
                 .insert(GrpcMethod::new("berth.v1.Containers", "StartAttached"));
             self.inner.streaming(req, path, codec).await
         }
-        /// The container's log (stdout and stderr of its init) from the start, in chunks.
+        /// The container's log (stdout and stderr of its init) from the start, in chunks. With
+        /// `follow`, the stream then carries what the container writes as it writes it, and ends once
+        /// its init has exited and all of its output is sent (at once for a container that does not run).
         pub async fn logs(
             &mut self,
-            request: impl tonic::IntoRequest<super::ContainerRequest>,
+            request: impl tonic::IntoRequest<super::LogsRequest>,
         ) -> std::result::Result<
             tonic::Response<tonic::codec::Streaming<super::LogChunk>>,
             tonic::Status,
@@ -472,6 +489,35 @@ pub mod containers_client {
             let mut req = request.into_request();
             req.extensions_mut().insert(GrpcMethod::new("berth.v1.Containers", "Logs"));
             self.inner.server_streaming(req, path, codec).await
+        }
+        /// Exec with the process's stdio attached to this call, as StartAttached does for the init:
+        /// the first request carries `exec` (the container, command and whether it gets a terminal),
+        /// `open_stdin` and the terminal size; later ones stdin bytes, its end, resizes and signals
+        /// (for the exec'd process). Responses carry its output and last its exit code. A client that
+        /// goes away closes the process's stdin; the process is not killed.
+        pub async fn exec_attached(
+            &mut self,
+            request: impl tonic::IntoStreamingRequest<Message = super::AttachRequest>,
+        ) -> std::result::Result<
+            tonic::Response<tonic::codec::Streaming<super::AttachResponse>>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/berth.v1.Containers/ExecAttached",
+            );
+            let mut req = request.into_streaming_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("berth.v1.Containers", "ExecAttached"));
+            self.inner.streaming(req, path, codec).await
         }
         /// The cgroup statistics of the named containers, or of every running one when none is named.
         pub async fn metrics(
@@ -573,11 +619,31 @@ pub mod containers_server {
             >
             + std::marker::Send
             + 'static;
-        /// The container's log (stdout and stderr of its init) from the start, in chunks.
+        /// The container's log (stdout and stderr of its init) from the start, in chunks. With
+        /// `follow`, the stream then carries what the container writes as it writes it, and ends once
+        /// its init has exited and all of its output is sent (at once for a container that does not run).
         async fn logs(
             &self,
-            request: tonic::Request<super::ContainerRequest>,
+            request: tonic::Request<super::LogsRequest>,
         ) -> std::result::Result<tonic::Response<Self::LogsStream>, tonic::Status>;
+        /// Server streaming response type for the ExecAttached method.
+        type ExecAttachedStream: tonic::codegen::tokio_stream::Stream<
+                Item = std::result::Result<super::AttachResponse, tonic::Status>,
+            >
+            + std::marker::Send
+            + 'static;
+        /// Exec with the process's stdio attached to this call, as StartAttached does for the init:
+        /// the first request carries `exec` (the container, command and whether it gets a terminal),
+        /// `open_stdin` and the terminal size; later ones stdin bytes, its end, resizes and signals
+        /// (for the exec'd process). Responses carry its output and last its exit code. A client that
+        /// goes away closes the process's stdin; the process is not killed.
+        async fn exec_attached(
+            &self,
+            request: tonic::Request<tonic::Streaming<super::AttachRequest>>,
+        ) -> std::result::Result<
+            tonic::Response<Self::ExecAttachedStream>,
+            tonic::Status,
+        >;
         /// The cgroup statistics of the named containers, or of every running one when none is named.
         async fn metrics(
             &self,
@@ -1067,7 +1133,7 @@ pub mod containers_server {
                     struct LogsSvc<T: Containers>(pub Arc<T>);
                     impl<
                         T: Containers,
-                    > tonic::server::ServerStreamingService<super::ContainerRequest>
+                    > tonic::server::ServerStreamingService<super::LogsRequest>
                     for LogsSvc<T> {
                         type Response = super::LogChunk;
                         type ResponseStream = T::LogsStream;
@@ -1077,7 +1143,7 @@ pub mod containers_server {
                         >;
                         fn call(
                             &mut self,
-                            request: tonic::Request<super::ContainerRequest>,
+                            request: tonic::Request<super::LogsRequest>,
                         ) -> Self::Future {
                             let inner = Arc::clone(&self.0);
                             let fut = async move {
@@ -1104,6 +1170,54 @@ pub mod containers_server {
                                 max_encoding_message_size,
                             );
                         let res = grpc.server_streaming(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/berth.v1.Containers/ExecAttached" => {
+                    #[allow(non_camel_case_types)]
+                    struct ExecAttachedSvc<T: Containers>(pub Arc<T>);
+                    impl<
+                        T: Containers,
+                    > tonic::server::StreamingService<super::AttachRequest>
+                    for ExecAttachedSvc<T> {
+                        type Response = super::AttachResponse;
+                        type ResponseStream = T::ExecAttachedStream;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::ResponseStream>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<
+                                tonic::Streaming<super::AttachRequest>,
+                            >,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Containers>::exec_attached(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = ExecAttachedSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.streaming(method, req).await;
                         Ok(res)
                     };
                     Box::pin(fut)
