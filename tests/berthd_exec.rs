@@ -13,6 +13,8 @@
 
 #[path = "common/pty.rs"]
 mod pty;
+#[path = "common/remote_terminal.rs"]
+mod remote_terminal;
 #[path = "common/berthd_support.rs"]
 mod support;
 
@@ -182,31 +184,8 @@ fn remote_exec_with_a_terminal_under_a_pty() {
         .cli_ok(&["run", "-d", IMAGE, "sleep", "1000"])
         .trim()
         .to_owned();
+    remote_terminal::assert_remote_terminal(&d, "exec", &id, 93, 19);
     let berth = example_bin("berth");
-    let line = format!(
-        "stty cols 93 rows 19; {} --address {} exec -t {id} sh -c 'tty; test -t 0 && test -t 1 && echo both-ttys; stty size; exit 7'",
-        berth.display(),
-        d.socket().display()
-    );
-    let out = pty::run_under_pty(&line, 60);
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("/dev/pts/"), "{text}");
-    assert!(text.contains("both-ttys"), "{text}");
-    assert!(
-        text.contains("19 93"),
-        "the window size follows ours: {text}"
-    );
-    assert_eq!(out.status.code(), Some(7), "{text}");
-    // -t -i: raw mode on our side, keys typed reach the process's terminal.
-    let line = format!(
-        "(sleep 2; printf 'echo typed-$((40+2))\\r'; sleep 1; printf 'exit 3\\r') | script -qec '{} --address {} exec -t -i {id} sh' /dev/null",
-        berth.display(),
-        d.socket().display()
-    );
-    let out = pty::run_under_pty(&line, 60);
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("typed-42"), "{text}");
-    assert_eq!(out.status.code(), Some(3), "{text}");
     // Two terminals at once in one container: each its own.
     let line = format!(
         "{b} --address {s} exec -t {id} sh -c 'sleep 1; tty' & {b} --address {s} exec -t {id} sh -c 'sleep 1; tty'; wait",

@@ -12,6 +12,8 @@
 
 #[path = "common/pty.rs"]
 mod pty;
+#[path = "common/remote_terminal.rs"]
+mod remote_terminal;
 #[path = "common/berthd_support.rs"]
 mod support;
 
@@ -222,31 +224,7 @@ fn remote_run_with_a_terminal_under_a_pty() {
         return;
     }
     let d = Daemon::with_image(&fixture);
-    let berth = example_bin("berth");
-    let line = format!(
-        "stty cols 91 rows 17; {} --address {} run --rm -t {IMAGE} sh -c 'tty; test -t 0 && test -t 1 && echo both-ttys; stty size; exit 7'",
-        berth.display(),
-        d.socket().display()
-    );
-    let out = pty::run_under_pty(&line, 60);
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("/dev/pts/"), "{text}");
-    assert!(text.contains("both-ttys"), "{text}");
-    assert!(
-        text.contains("17 91"),
-        "the window size follows ours: {text}"
-    );
-    assert_eq!(out.status.code(), Some(7), "{text}");
-    // -t -i: raw mode on our side, keys typed reach the container's terminal.
-    let line = format!(
-        "(sleep 2; printf 'echo typed-$((40+2))\\r'; sleep 1; printf 'exit 3\\r') | script -qec '{} --address {} run --rm -t -i {IMAGE} sh' /dev/null",
-        berth.display(),
-        d.socket().display()
-    );
-    let out = pty::run_under_pty(&line, 60);
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("typed-42"), "{text}");
-    assert_eq!(out.status.code(), Some(3), "{text}");
+    remote_terminal::assert_remote_terminal(&d, "run --rm", IMAGE, 91, 17);
     assert_eq!(d.cli_ok(&["ps", "-q"]), "");
 
     // A container with a terminal starts attached only.
