@@ -49,6 +49,8 @@ mod progress;
 mod registry;
 #[path = "berth_cli/remote.rs"]
 mod remote;
+#[path = "berth_cli/remote_image.rs"]
+mod remote_image;
 #[path = "berth_cli/run.rs"]
 mod run;
 #[path = "berth_cli/snapshot.rs"]

@@ -1,0 +1,479 @@
+//! `berth --address SOCKET image pull|push` and `commit` through `berthd`, as root, against a
+//! real `docker-registry` on loopback (the registry test support): a push from one daemon and
+//! a pull into another whose image then runs, the progress stream (over the generated client,
+//! and drawn by the CLI's bars under a pty), the daemon's own credentials and the client's,
+//! errors by kind (a missing repository is NotFound naming the reference), the audit log, and
+//! commits of stopped and running containers whose new layer holds what the container wrote.
+//! Every daemon, registry and directory is owned by a guard that removes it.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::tests_outside_test_module
+)]
+
+#[path = "common/pty.rs"]
+mod pty;
+#[path = "../crates/image/tests/registry_support/mod.rs"]
+mod registry_support;
+#[path = "common/berthd_support.rs"]
+mod support;
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use proto::images_client::ImagesClient;
+use proto::transfer_progress::Event;
+use registry_support::setup::busybox_registry;
+use registry_support::{Registry, tempdir};
+use support::{Daemon, IMAGE, eventually, example_bin, prerequisites, proto, tokio, unavailable};
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// The digest `berth image ls` shows for `name` (docker.io names normalised).
+fn listed_digest(d: &Daemon, name: &str) -> Option<String> {
+    let normalised = format!("docker.io/{name}");
+    d.cli_ok(&["image", "ls"]).lines().find_map(|l| {
+        let mut cols = l.split_whitespace();
+        let listed = cols.next()?;
+        (listed == name || listed == normalised).then(|| cols.next().unwrap().to_owned())
+    })
+}
+
+/// The audit records of `operation`.
+fn audited(d: &Daemon, operation: &str) -> Vec<serde_json::Value> {
+    let (records, _) = d.audit_records();
+    records
+        .into_iter()
+        .filter(|r| r["operation"] == operation)
+        .collect()
+}
+
+/// `berth login` (in-process) writing `auth_file`, over plain HTTP.
+fn login(auth_file: &Path, host: &str, user: &str, password: &str) {
+    let mut child = Command::new(example_bin("berth"))
+        .args(["login", host, "--plain-http", "--username", user])
+        .args(["--password-stdin", "--auth-file"])
+        .arg(auth_file)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "login: {}", stderr(&out));
+}
+
+fn have_script() -> bool {
+    Command::new("script").arg("--version").output().is_ok() || {
+        unavailable("script(1) from util-linux");
+        false
+    }
+}
+
+#[test]
+fn remote_push_then_pull_into_another_daemon_streams_progress_and_runs() {
+    let Some(fixture) = prerequisites() else {
+        return;
+    };
+    if !have_script() {
+        return;
+    }
+    let Some(reg) = Registry::start(None) else {
+        return;
+    };
+    let host = reg.host();
+    let remote = format!("{host}/berthd/busybox:v1");
+    let tmp = tempdir("berthd-image-");
+    // Neither the daemons nor the client may use the host's own docker config.
+    let no_auth = tmp.path().join("no-auth.json");
+    let no_auth_s = no_auth.to_str().unwrap();
+    let daemon_args = ["--auth-file", no_auth_s];
+
+    // Push an imported image through the first daemon.
+    let src = Daemon::with_args(&daemon_args);
+    src.cli_ok(&[
+        "image",
+        "import",
+        fixture.to_str().unwrap(),
+        "--name",
+        IMAGE,
+    ]);
+    let source_digest = listed_digest(&src, IMAGE).unwrap();
+    let out = src.cli(&[
+        "image",
+        "push",
+        "--plain-http",
+        "--auth-file",
+        no_auth_s,
+        IMAGE,
+        &remote,
+    ]);
+    assert!(out.status.success(), "push: {}", stderr(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("{remote} {source_digest}\n")
+    );
+    assert!(
+        stderr(&out).contains("blobs uploaded") && stderr(&out).contains("manifests"),
+        "{}",
+        stderr(&out)
+    );
+    let pushes = audited(&src, "images.push");
+    assert!(
+        pushes
+            .iter()
+            .any(|r| r["object"] == format!("{IMAGE} -> {remote}") && r["result"] == "ok"),
+        "{pushes:?}"
+    );
+    // Pushing what the daemon does not have is NotFound.
+    let out = src.cli(&[
+        "image",
+        "push",
+        "--plain-http",
+        "--auth-file",
+        no_auth_s,
+        "berthd-test/absent:v1",
+        &remote,
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).starts_with("berth: NotFound: pushing berthd-test/absent:v1"),
+        "{}",
+        stderr(&out)
+    );
+    drop(src);
+
+    // Pull it into another daemon over the generated client: per-layer progress with totals,
+    // download and unpack phases, then the result.
+    let dst = Daemon::with_args(&daemon_args);
+    let rt = tokio();
+    let messages = rt.block_on(async {
+        let mut c = ImagesClient::new(dst.channel().await);
+        let mut stream = c
+            .pull(proto::PullImageRequest {
+                reference: remote.clone(),
+                registry: Some(proto::RegistryOptions {
+                    plain_http: true,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let mut all = Vec::new();
+        while let Some(m) = stream.message().await.unwrap() {
+            all.push(m.event.unwrap());
+        }
+        all
+    });
+    let Some(Event::Pulled(result)) = messages.last() else {
+        panic!("the stream ends with the result: {messages:?}");
+    };
+    let image = result.image.clone().unwrap();
+    assert_eq!(image.name, remote);
+    assert_eq!(image.digest, source_digest);
+    assert!(result.unpacked && !result.chain_id.is_empty(), "{result:?}");
+    assert!(result.downloaded > 0 && result.blobs >= 3, "{result:?}");
+    let progress: Vec<&proto::ProgressEvent> = messages
+        .iter()
+        .filter_map(|m| match m {
+            Event::Progress(p) => Some(p),
+            _ => None,
+        })
+        .collect();
+    let layer_done = progress
+        .iter()
+        .find(|p| p.phase == "download" && p.kind == "layer" && p.finished)
+        .unwrap_or_else(|| panic!("a finished layer download: {progress:?}"));
+    assert_eq!(Some(layer_done.done), layer_done.total, "{layer_done:?}");
+    assert!(layer_done.item.starts_with("sha256:"), "{layer_done:?}");
+    assert!(
+        progress.iter().any(|p| p.phase == "unpack"),
+        "unpack progress: {progress:?}"
+    );
+    // Per item, `done` never decreases.
+    for p in &progress {
+        let earlier = progress
+            .iter()
+            .take_while(|q| !std::ptr::eq(**q, *p))
+            .filter(|q| q.item == p.item && q.phase == p.phase);
+        assert!(earlier.into_iter().all(|q| q.done <= p.done), "{p:?}");
+    }
+    // It runs.
+    let out = dst.cli(&["run", "--rm", &remote, "sh", "-c", "echo pulled-runs"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "pulled-runs\n");
+
+    // Removed, then pulled again by the CLI at a terminal: the same bars and summary lines as
+    // a local pull, and the name and digest.
+    dst.cli_ok(&["image", "rm", &remote]);
+    let line = format!(
+        "{} --address {} image pull --plain-http --auth-file {no_auth_s} {remote}",
+        example_bin("berth").display(),
+        dst.socket().display()
+    );
+    let out = pty::run_under_pty(&line, 120);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains(&format!("{remote} {source_digest}")),
+        "{text}"
+    );
+    assert!(
+        text.contains("   layer sha256:") && text.contains("bytes done"),
+        "per-layer progress lines: {text}"
+    );
+    assert!(text.contains("already stored"), "{text}");
+    assert!(text.contains("unpacked: "), "{text}");
+    assert_eq!(listed_digest(&dst, &remote), Some(source_digest.clone()));
+    let out = dst.cli(&["run", "--rm", &remote, "true"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let pulls = audited(&dst, "images.pull");
+    assert!(
+        pulls
+            .iter()
+            .any(|r| r["object"] == remote.as_str() && r["result"] == "ok"),
+        "{pulls:?}"
+    );
+
+    // A repository the registry does not have: NotFound, naming the reference.
+    let missing = format!("{host}/berthd/missing:v1");
+    let out = dst.cli(&[
+        "image",
+        "pull",
+        "--plain-http",
+        "--auth-file",
+        no_auth_s,
+        &missing,
+    ]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.starts_with(&format!("berth: NotFound: pulling {missing}")),
+        "{err}"
+    );
+    let pulls = audited(&dst, "images.pull");
+    assert!(
+        pulls.iter().any(|r| r["object"] == missing.as_str()
+            && r["result"].as_str().unwrap().starts_with("NotFound")),
+        "{pulls:?}"
+    );
+    // Bad requests are InvalidArgument, refused before any transfer, and audited.
+    let out = dst.cli(&[
+        "image",
+        "pull",
+        "--snapshotter",
+        "zfs",
+        "--auth-file",
+        no_auth_s,
+        &remote,
+    ]);
+    assert!(
+        stderr(&out).starts_with("berth: InvalidArgument: unknown snapshotter"),
+        "{}",
+        stderr(&out)
+    );
+    let out = dst.cli(&["image", "pull", "--auth-file", no_auth_s, "Not A Ref"]);
+    assert!(
+        stderr(&out).starts_with("berth: InvalidArgument: pulling Not A Ref"),
+        "{}",
+        stderr(&out)
+    );
+    rt.block_on(async {
+        let mut c = ImagesClient::new(dst.channel().await);
+        let r = c
+            .pull(proto::PullImageRequest {
+                reference: remote.clone(),
+                registry: Some(proto::RegistryOptions {
+                    ca_files: vec!["relative.pem".into()],
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .await;
+        assert_eq!(r.err().unwrap().code(), tonic::Code::InvalidArgument);
+    });
+    dst.assert_no_mounts();
+}
+
+#[test]
+fn remote_pull_uses_the_daemons_credentials_or_the_clients() {
+    let Some(_fixture) = prerequisites() else {
+        return;
+    };
+    let Some(reg) = busybox_registry(Some(("berthd", "s3cret-pw")), "private/busybox:latest")
+    else {
+        return;
+    };
+    let host = reg.host();
+    let reference = format!("{host}/private/busybox:latest");
+    let tmp = tempdir("berthd-image-auth-");
+    let daemon_auth = tmp.path().join("daemon/config.json");
+    let client_auth = tmp.path().join("client/config.json");
+    let no_auth = tmp.path().join("none/config.json");
+    let d = Daemon::with_args(&["--auth-file", daemon_auth.to_str().unwrap()]);
+    let pull = |client_auth: &Path| {
+        d.cli(&[
+            "image",
+            "pull",
+            "--no-unpack",
+            "--plain-http",
+            "--auth-file",
+            client_auth.to_str().unwrap(),
+            &reference,
+        ])
+    };
+
+    // Nobody has credentials: refused, FailedPrecondition.
+    let out = pull(&no_auth);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).starts_with("berth: FailedPrecondition: pulling"),
+        "{}",
+        stderr(&out)
+    );
+    // The client's credentials are sent and used for the request (the daemon has none).
+    login(&client_auth, &host, "berthd", "s3cret-pw");
+    let out = pull(&client_auth);
+    assert!(out.status.success(), "{}", stderr(&out));
+    d.cli_ok(&["image", "rm", &reference]);
+    // The daemon's own auth file serves a client without credentials.
+    login(&daemon_auth, &host, "berthd", "s3cret-pw");
+    let out = pull(&no_auth);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(listed_digest(&d, &reference).is_some());
+    // Wrong client credentials win over the daemon's good ones: they are the request's.
+    let wrong = tmp.path().join("wrong/config.json");
+    std::fs::create_dir_all(wrong.parent().unwrap()).unwrap();
+    std::fs::write(
+        &wrong,
+        // base64("berthd:wrong-pw")
+        format!(r#"{{"auths":{{"{host}":{{"auth":"YmVydGhkOndyb25nLXB3"}}}}}}"#),
+    )
+    .unwrap();
+    let out = pull(&wrong);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("FailedPrecondition"),
+        "{}",
+        stderr(&out)
+    );
+    // No password reaches the audit log.
+    let log = std::fs::read_dir(d.audit().parent().unwrap())
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .collect::<String>();
+    assert!(log.contains("images.pull"), "{log}");
+    assert!(
+        !log.contains("s3cret") && !log.contains("wrong-pw"),
+        "{log}"
+    );
+}
+
+#[test]
+fn remote_commit_makes_an_image_of_a_containers_changes() {
+    let Some(fixture) = prerequisites() else {
+        return;
+    };
+    let d = Daemon::with_image(&fixture);
+    const COMMITTED: &str = "berthd-test/committed:v1";
+
+    // A stopped container's file is in the new image's top layer.
+    let out = d.cli(&[
+        "run",
+        "--name",
+        "writer",
+        IMAGE,
+        "sh",
+        "-c",
+        "echo written-by-the-container > /made-here",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = d.cli_ok(&["commit", "writer", COMMITTED]);
+    let digest = listed_digest(&d, COMMITTED).unwrap();
+    assert_eq!(out, format!("docker.io/{COMMITTED} {digest}\n"));
+    assert_ne!(Some(digest), listed_digest(&d, IMAGE));
+    let out = d.cli(&["run", "--rm", COMMITTED, "cat", "/made-here"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "written-by-the-container\n"
+    );
+    let out = d.cli(&["run", "--rm", IMAGE, "cat", "/made-here"]);
+    assert!(!out.status.success(), "the base image is unchanged");
+    let commits = audited(&d, "images.commit");
+    assert!(
+        commits
+            .iter()
+            .any(|r| r["object"] == format!("writer -> {COMMITTED}") && r["result"] == "ok"),
+        "{commits:?}"
+    );
+
+    // A running container, committed with zstd layers, by its id.
+    let id = d
+        .cli_ok(&[
+            "run",
+            "-d",
+            IMAGE,
+            "sh",
+            "-c",
+            "echo live > /live-file; exec sleep 600",
+        ])
+        .trim()
+        .to_owned();
+    eventually("the running container's file", || {
+        d.cli(&["exec", &id, "cat", "/live-file"]).stdout == b"live\n"
+    });
+    d.cli_ok(&[
+        "commit",
+        "--compression",
+        "zstd",
+        &id,
+        "berthd-test/live:v1",
+    ]);
+    let out = d.cli(&["run", "--rm", "berthd-test/live:v1", "cat", "/live-file"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(out.stdout, b"live\n");
+    d.cli_ok(&["rm", "-f", &id]);
+
+    // Errors by kind, as the other RPCs map them.
+    let out = d.cli(&["commit", "no-such-container", "berthd-test/x:v1"]);
+    assert!(
+        stderr(&out).starts_with("berth: NotFound: no such container: no-such-container"),
+        "{}",
+        stderr(&out)
+    );
+    let out = d.cli(&["commit", "writer", "Not A Ref"]);
+    assert!(
+        stderr(&out).starts_with("berth: InvalidArgument: "),
+        "{}",
+        stderr(&out)
+    );
+    let out = d.cli(&[
+        "commit",
+        "--compression",
+        "lz4",
+        "writer",
+        "berthd-test/x:v1",
+    ]);
+    assert!(
+        stderr(&out).starts_with("berth: InvalidArgument: unknown compression"),
+        "{}",
+        stderr(&out)
+    );
+    let commits = audited(&d, "images.commit");
+    assert!(
+        commits
+            .iter()
+            .any(|r| r["result"].as_str().unwrap().starts_with("InvalidArgument")),
+        "{commits:?}"
+    );
+    d.cli_ok(&["rm", "writer"]);
+    d.assert_no_mounts();
+}
