@@ -149,6 +149,13 @@ fn is_root() -> bool {
 }
 
 fn run(cli: &Cli) -> Result<()> {
+    // The client's own credentials, with or without --address: they are what a pull or push
+    // through a daemon sends (see berth_cli/remote_image.rs), as docker's login does.
+    match &cli.group {
+        Group::Login(args) => return registry::login(args),
+        Group::Logout(args) => return registry::logout(args),
+        _ => {}
+    }
     if let Some(socket) = &cli.address {
         return remote::run(socket, &cli.group);
     }
@@ -158,8 +165,6 @@ fn run(cli: &Cli) -> Result<()> {
         Group::Umount { target } => return mount::umount(&root, target),
         Group::Container(cmd) => return container::run(&root, cmd),
         Group::Metrics(cmd) => return metrics::run(cmd),
-        Group::Login(args) => return registry::login(args),
-        Group::Logout(args) => return registry::logout(args),
         _ => {}
     }
     let content_root = root.join("content");

@@ -23,10 +23,11 @@ use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
+use proto::events_client::EventsClient;
 use proto::images_client::ImagesClient;
 use proto::transfer_progress::Event;
 use registry_support::setup::busybox_registry;
-use registry_support::{Registry, tempdir};
+use registry_support::{Registry, make_pki, tempdir};
 use support::{Daemon, IMAGE, eventually, example_bin, prerequisites, proto, tokio, unavailable};
 
 fn stderr(out: &Output) -> String {
@@ -52,9 +53,14 @@ fn audited(d: &Daemon, operation: &str) -> Vec<serde_json::Value> {
         .collect()
 }
 
-/// `berth login` (in-process) writing `auth_file`, over plain HTTP.
-fn login(auth_file: &Path, host: &str, user: &str, password: &str) {
-    let mut child = Command::new(example_bin("berth"))
+/// `berth [--address SOCKET] login` writing `auth_file`, over plain HTTP (with --address, too,
+/// the client's own file).
+fn login(address: Option<&Path>, auth_file: &Path, host: &str, user: &str, password: &str) {
+    let mut cmd = Command::new(example_bin("berth"));
+    if let Some(socket) = address {
+        cmd.arg("--address").arg(socket);
+    }
+    let mut child = cmd
         .args(["login", host, "--plain-http", "--username", user])
         .args(["--password-stdin", "--auth-file"])
         .arg(auth_file)
@@ -152,7 +158,12 @@ fn remote_push_then_pull_into_another_daemon_streams_progress_and_runs() {
     // download and unpack phases, then the result.
     let dst = Daemon::with_args(&daemon_args);
     let rt = tokio();
-    let messages = rt.block_on(async {
+    let (messages, event) = rt.block_on(async {
+        let mut events = EventsClient::new(dst.channel().await)
+            .subscribe(proto::SubscribeRequest {})
+            .await
+            .unwrap()
+            .into_inner();
         let mut c = ImagesClient::new(dst.channel().await);
         let mut stream = c
             .pull(proto::PullImageRequest {
@@ -170,8 +181,22 @@ fn remote_push_then_pull_into_another_daemon_streams_progress_and_runs() {
         while let Some(m) = stream.message().await.unwrap() {
             all.push(m.event.unwrap());
         }
-        all
+        let event = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+            loop {
+                let e = events.message().await.unwrap().unwrap();
+                if e.kind == "image-pull" {
+                    break e;
+                }
+            }
+        })
+        .await
+        .expect("an image-pull event");
+        (all, event)
     });
+    assert_eq!(
+        (event.object.as_str(), event.detail.as_str()),
+        (remote.as_str(), source_digest.as_str())
+    );
     let Some(Event::Pulled(result)) = messages.last() else {
         panic!("the stream ends with the result: {messages:?}");
     };
@@ -317,13 +342,18 @@ fn remote_pull_uses_the_daemons_credentials_or_the_clients() {
     let daemon_auth = tmp.path().join("daemon/config.json");
     let client_auth = tmp.path().join("client/config.json");
     let no_auth = tmp.path().join("none/config.json");
-    let d = Daemon::with_args(&["--auth-file", daemon_auth.to_str().unwrap()]);
+    // The daemon reaches the registry over plain HTTP by its own setting.
+    let d = Daemon::with_args(&[
+        "--auth-file",
+        daemon_auth.to_str().unwrap(),
+        "--insecure-registry",
+        &host,
+    ]);
     let pull = |client_auth: &Path| {
         d.cli(&[
             "image",
             "pull",
             "--no-unpack",
-            "--plain-http",
             "--auth-file",
             client_auth.to_str().unwrap(),
             &reference,
@@ -338,13 +368,21 @@ fn remote_pull_uses_the_daemons_credentials_or_the_clients() {
         "{}",
         stderr(&out)
     );
-    // The client's credentials are sent and used for the request (the daemon has none).
-    login(&client_auth, &host, "berthd", "s3cret-pw");
+    // The client's credentials (its login is its own, with --address too) are sent and used
+    // for the request (the daemon has none).
+    login(
+        Some(&d.socket()),
+        &client_auth,
+        &host,
+        "berthd",
+        "s3cret-pw",
+    );
+    assert!(!daemon_auth.exists());
     let out = pull(&client_auth);
     assert!(out.status.success(), "{}", stderr(&out));
     d.cli_ok(&["image", "rm", &reference]);
     // The daemon's own auth file serves a client without credentials.
-    login(&daemon_auth, &host, "berthd", "s3cret-pw");
+    login(None, &daemon_auth, &host, "berthd", "s3cret-pw");
     let out = pull(&no_auth);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(listed_digest(&d, &reference).is_some());
@@ -475,5 +513,80 @@ fn remote_commit_makes_an_image_of_a_containers_changes() {
         "{commits:?}"
     );
     d.cli_ok(&["rm", "writer"]);
+    d.assert_no_mounts();
+}
+
+#[test]
+fn remote_pull_over_tls_takes_the_clients_ca_file_or_the_daemons_certs_dir() {
+    let Some(fixture) = prerequisites() else {
+        return;
+    };
+    let pki = tempdir("berthd-image-pki-");
+    let Some((ca, crt, key)) = make_pki(pki.path(), "berthd", "IP:127.0.0.1") else {
+        return;
+    };
+    let Some(reg) = Registry::start_tls(None, &crt, &key) else {
+        return;
+    };
+    reg.seed(&fixture, "tls/busybox:latest");
+    let host = reg.host();
+    let reference = format!("{host}/tls/busybox:latest");
+    let tmp = tempdir("berthd-image-tls-");
+    let no_auth = tmp.path().join("no-auth.json");
+    let no_auth_s = no_auth.to_str().unwrap();
+    let empty_certs = tmp.path().join("empty-certs.d");
+    std::fs::create_dir_all(&empty_certs).unwrap();
+    let d = Daemon::with_args(&[
+        "--auth-file",
+        no_auth_s,
+        "--certs-dir",
+        empty_certs.to_str().unwrap(),
+    ]);
+    let pull = |extra: &[&str]| {
+        let mut args = vec!["image", "pull", "--no-unpack", "--auth-file", no_auth_s];
+        args.extend_from_slice(extra);
+        args.push(&reference);
+        d.cli(&args)
+    };
+
+    // The daemon does not know the CA: refused, FailedPrecondition, with the hint.
+    let out = pull(&[]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.starts_with("berth: FailedPrecondition: pulling") && err.contains("unknown authority"),
+        "{err}"
+    );
+    // The client names the CA file (a relative path, made absolute for the daemon).
+    let out = Command::new(example_bin("berth"))
+        .arg("--address")
+        .arg(d.socket())
+        .args(["image", "pull", "--no-unpack", "--auth-file", no_auth_s])
+        .args(["--ca-file", "berthd-ca.crt", &reference])
+        .current_dir(pki.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(listed_digest(&d, &reference).is_some());
+    d.cli_ok(&["image", "rm", &reference]);
+    // A certificates directory named by the client replaces the daemon's.
+    let certs = tmp.path().join("certs.d");
+    std::fs::create_dir_all(certs.join(&host)).unwrap();
+    std::fs::copy(&ca, certs.join(&host).join("ca.crt")).unwrap();
+    let out = pull(&["--certs-dir", certs.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    d.cli_ok(&["image", "rm", &reference]);
+    // And the daemon's own certificates directory, once it has the CA, serves every client.
+    drop(d);
+    let d = Daemon::with_args(&[
+        "--auth-file",
+        no_auth_s,
+        "--certs-dir",
+        certs.to_str().unwrap(),
+    ]);
+    let out = d.cli(&["image", "pull", "--auth-file", no_auth_s, &reference]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = d.cli(&["run", "--rm", &reference, "true"]);
+    assert!(out.status.success(), "{}", stderr(&out));
     d.assert_no_mounts();
 }

@@ -14,9 +14,10 @@
 //! with resizes, signals forwarded to the exec'd process, its exit status ours. `ps`, `kill`,
 //! `rm`, `logs` (`-f` follows the log until the container's init has exited and its output is
 //! all here; Ctrl-C ends it cleanly) and `metrics` (by container id, name or prefix;
-//! `--cgroup` is local only). Not remote: `image tag|export|unpack` and the other command
-//! groups; they fail with a clear error naming them. Paths given to `image import` are made
-//! absolute here, since the daemon resolves them.
+//! `--cgroup` is local only). `login` and `logout` stay the client's own (they manage the
+//! credentials sent with pulls and pushes). Not remote: `image tag|export|unpack` and the
+//! other command groups; they fail with a clear error naming them. Paths given to
+//! `image import` are made absolute here, since the daemon resolves them.
 
 #[allow(
     missing_docs,

@@ -1314,11 +1314,12 @@ pub struct Event {
     /// Seconds since the epoch.
     #[prost(uint64, tag = "1")]
     pub time: u64,
-    /// "image-import", "image-remove", "container-create", "container-start",
-    /// "container-kill", "container-exit", "container-delete", "exec", "oom".
+    /// "image-import", "image-remove", "image-pull", "image-push", "image-commit",
+    /// "container-create", "container-start", "container-kill", "container-exit",
+    /// "container-delete", "exec", "oom".
     #[prost(string, tag = "2")]
     pub kind: ::prost::alloc::string::String,
-    /// The image name or container id.
+    /// The image name (for a push, the reference pushed to) or container id.
     #[prost(string, tag = "3")]
     pub object: ::prost::alloc::string::String,
     /// Extra detail (exit code, signal, ...).
