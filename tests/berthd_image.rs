@@ -152,6 +152,42 @@ fn remote_push_then_pull_into_another_daemon_streams_progress_and_runs() {
         "{}",
         stderr(&out)
     );
+    // The push stream over the generated client: upload progress, then the result.
+    let copy = format!("{host}/berthd/copy:v1");
+    let messages = tokio().block_on(async {
+        let mut c = ImagesClient::new(src.channel().await);
+        let mut stream = c
+            .push(proto::PushImageRequest {
+                reference: IMAGE.into(),
+                target: copy.clone(),
+                registry: Some(proto::RegistryOptions {
+                    plain_http: true,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let mut all = Vec::new();
+        while let Some(m) = stream.message().await.unwrap() {
+            all.push(m.event.unwrap());
+        }
+        all
+    });
+    let Some(Event::Pushed(pushed)) = messages.last() else {
+        panic!("the stream ends with the result: {messages:?}");
+    };
+    assert_eq!(
+        (pushed.reference.as_str(), pushed.digest.as_str()),
+        (copy.as_str(), source_digest.as_str())
+    );
+    assert!(pushed.uploaded >= 2 && pushed.manifests == 1, "{pushed:?}");
+    assert!(
+        messages.iter().any(|m| matches!(m, Event::Progress(p)
+            if p.phase == "upload" && p.finished && p.item.starts_with("sha256:"))),
+        "upload progress: {messages:?}"
+    );
     drop(src);
 
     // Pull it into another daemon over the generated client: per-layer progress with totals,
@@ -360,6 +396,17 @@ fn remote_pull_uses_the_daemons_credentials_or_the_clients() {
         ])
     };
 
+    let push = |client_auth: &Path, tag: &str| {
+        d.cli(&[
+            "image",
+            "push",
+            "--auth-file",
+            client_auth.to_str().unwrap(),
+            &reference,
+            &format!("{host}/private/copy:{tag}"),
+        ])
+    };
+
     // Nobody has credentials: refused, FailedPrecondition.
     let out = pull(&no_auth);
     assert!(!out.status.success());
@@ -380,12 +427,28 @@ fn remote_pull_uses_the_daemons_credentials_or_the_clients() {
     assert!(!daemon_auth.exists());
     let out = pull(&client_auth);
     assert!(out.status.success(), "{}", stderr(&out));
+    // A push goes with the client's credentials for the target's registry too.
+    let out = push(&no_auth, "client");
+    assert!(
+        stderr(&out).starts_with("berth: FailedPrecondition: pushing"),
+        "{}",
+        stderr(&out)
+    );
+    let out = push(&client_auth, "client");
+    assert!(out.status.success(), "{}", stderr(&out));
     d.cli_ok(&["image", "rm", &reference]);
     // The daemon's own auth file serves a client without credentials.
     login(None, &daemon_auth, &host, "berthd", "s3cret-pw");
     let out = pull(&no_auth);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(listed_digest(&d, &reference).is_some());
+    let out = push(&no_auth, "daemon");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .starts_with(&format!("{host}/private/copy:daemon sha256:")),
+        "{out:?}"
+    );
     // Wrong client credentials win over the daemon's good ones: they are the request's.
     let wrong = tmp.path().join("wrong/config.json");
     std::fs::create_dir_all(wrong.parent().unwrap()).unwrap();

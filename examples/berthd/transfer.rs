@@ -173,10 +173,11 @@ fn pull_settings(
         .map_err(|e| invalid(format!("{e:#}")))?;
     let snapshotter = match r.snapshotter.as_str() {
         "" => "overlay".to_owned(),
-        s @ ("overlay" | "native") => s.to_owned(),
+        s if engine::SNAPSHOTTERS.contains(&s) => s.to_owned(),
         other => {
             return Err(invalid(format!(
-                "unknown snapshotter {other:?} (overlay or native)"
+                "unknown snapshotter {other:?} ({})",
+                engine::SNAPSHOTTERS.join(" or ")
             )));
         }
     };
