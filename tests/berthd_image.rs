@@ -239,6 +239,10 @@ fn remote_push_then_pull_into_another_daemon_streams_progress_and_runs() {
     let image = result.image.clone().unwrap();
     assert_eq!(image.name, remote);
     assert_eq!(image.digest, source_digest);
+    assert!(
+        image.media_type.contains("manifest") && image.size > 0,
+        "{image:?}"
+    );
     assert!(result.unpacked && !result.chain_id.is_empty(), "{result:?}");
     assert!(result.downloaded > 0 && result.blobs >= 3, "{result:?}");
     let progress: Vec<&proto::ProgressEvent> = messages

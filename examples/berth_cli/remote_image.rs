@@ -133,6 +133,8 @@ pub async fn pull(socket: &Path, args: &PullArgs) -> Result<()> {
     let summary = PullSummary {
         name: image.name,
         digest: image.digest,
+        media_type: image.media_type,
+        size: image.size,
         blobs: r.blobs,
         present: r.present,
         downloaded: r.downloaded,

@@ -65,6 +65,10 @@ pub struct PullSummary {
     pub name: String,
     /// The digest of its target.
     pub digest: String,
+    /// The media type of its target (manifest or index).
+    pub media_type: String,
+    /// The size of its target.
+    pub size: u64,
     /// Distinct blobs the image references.
     pub blobs: u64,
     /// Blobs already stored.
@@ -94,6 +98,8 @@ fn summary(report: &PullReport, unpacked: Option<UnpackSummary>) -> PullSummary 
     PullSummary {
         name: report.name.clone(),
         digest: report.target.digest.to_string(),
+        media_type: report.target.media_type.clone(),
+        size: report.target.size,
         blobs: report.blobs as u64,
         present: report.present as u64,
         downloaded: report.downloaded,

@@ -86,7 +86,7 @@ fn registry_options(
     let Some(r) = r else {
         return Ok(o);
     };
-    o.plain_http = r.plain_http;
+    o.plain_http |= r.plain_http;
     o.insecure_hosts.extend(r.insecure_registries);
     for f in &r.ca_files {
         o.ca_files.push(absolute("CA file", f)?);
@@ -115,15 +115,15 @@ fn registry_options(
     Ok(o)
 }
 
-fn pulled(s: PullSummary, media_type: String, size: u64) -> TransferProgress {
+fn pulled(s: PullSummary) -> TransferProgress {
     let u = s.unpacked.clone().unwrap_or_default();
     TransferProgress {
         event: Some(transfer_progress::Event::Pulled(proto::PullResult {
             image: Some(Image {
                 name: s.name,
                 digest: s.digest,
-                media_type,
-                size,
+                media_type: s.media_type,
+                size: s.size,
             }),
             blobs: s.blobs,
             present: s.present,
@@ -189,10 +189,9 @@ fn pull_settings(
 pub fn pull(
     d: Arc<Daemon>,
     who: Caller,
-    r: proto::PullImageRequest,
+    mut r: proto::PullImageRequest,
 ) -> Result<TransferStream, Status> {
     const OP: &str = "images.pull";
-    let mut r = r;
     let reference = r.reference.clone();
     let (platform, snapshotter, registry) = match pull_settings(&d, &mut r) {
         Ok(v) => v,
@@ -221,16 +220,14 @@ pub fn pull(
                 tx: progress,
                 phase: "unpack",
             };
-            let summary = transfer::pull(&root, &store, &req, &download, &unpack)?;
-            let target = store.images().get(&summary.name)?.target;
-            Ok((summary, target.media_type, target.size))
+            transfer::pull(&root, &store, &req, &download, &unpack)
         })
         .await;
-        if let Ok((s, _, _)) = &result {
+        if let Ok(s) = &result {
             d.event("image-pull", &s.name, s.digest.clone());
         }
         let result = d.audited(who, OP, &reference, result);
-        let _ = tx.send(result.map(|(s, media_type, size)| pulled(s, media_type, size)));
+        let _ = tx.send(result.map(pulled));
     });
     Ok(Box::pin(
         tokio_stream::wrappers::UnboundedReceiverStream::new(rx),
