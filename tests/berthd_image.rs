@@ -1,10 +1,13 @@
 //! `berth --address SOCKET image pull|push` and `commit` through `berthd`, as root, against a
 //! real `docker-registry` on loopback (the registry test support): a push from one daemon and
-//! a pull into another whose image then runs, the progress stream (over the generated client,
-//! and drawn by the CLI's bars under a pty), the daemon's own credentials and the client's,
-//! errors by kind (a missing repository is NotFound naming the reference), the audit log, and
-//! commits of stopped and running containers whose new layer holds what the container wrote.
-//! Every daemon, registry and directory is owned by a guard that removes it.
+//! a pull into another whose image then runs, the progress streams (over the generated client,
+//! and drawn by the CLI's bars under a pty), the daemon's own credentials, certificates and
+//! plain-HTTP hosts and the client's credentials, CA files and certificates directory, errors
+//! by kind (a missing repository is NotFound naming the reference) and the audit log, pulls
+//! that outlive their client, run concurrently or go by digest, and commits of stopped and
+//! running containers whose new layer holds what the container wrote (also after a push and a
+//! pull into another daemon). Every daemon, registry and directory is owned by a guard that
+//! removes it.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -656,4 +659,140 @@ fn remote_pull_over_tls_takes_the_clients_ca_file_or_the_daemons_certs_dir() {
     let out = d.cli(&["run", "--rm", &reference, "true"]);
     assert!(out.status.success(), "{}", stderr(&out));
     d.assert_no_mounts();
+}
+
+#[test]
+fn remote_pulls_outlive_their_clients_run_concurrently_and_take_digests() {
+    let Some(_fixture) = prerequisites() else {
+        return;
+    };
+    let Some(reg) = busybox_registry(None, "shared/busybox:latest") else {
+        return;
+    };
+    let host = reg.host();
+    let reference = format!("{host}/shared/busybox:latest");
+    let tmp = tempdir("berthd-image-shared-");
+    let no_auth = tmp.path().join("no-auth.json");
+    let no_auth_s = no_auth.to_str().unwrap();
+    let d = Daemon::with_args(&["--auth-file", no_auth_s, "--insecure-registry", &host]);
+
+    // A client that leaves after the first message: the pull completes and is audited.
+    tokio().block_on(async {
+        let mut c = ImagesClient::new(d.channel().await);
+        let mut stream = c
+            .pull(proto::PullImageRequest {
+                reference: reference.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        stream.message().await.unwrap().unwrap();
+    });
+    eventually("the abandoned pull's audit record", || {
+        audited(&d, "images.pull")
+            .iter()
+            .any(|r| r["object"] == reference.as_str() && r["result"] == "ok")
+    });
+    let digest = listed_digest(&d, &reference).expect("the abandoned pull completed");
+    let out = d.cli(&["run", "--rm", &reference, "true"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    d.cli_ok(&["image", "rm", &reference]);
+
+    // Two clients pulling the same image at once share the work; -q prints the name only.
+    let pullers: Vec<_> = (0..2)
+        .map(|_| {
+            Command::new(example_bin("berth"))
+                .arg("--address")
+                .arg(d.socket())
+                .args(["image", "pull", "-q", "--auth-file", no_auth_s, &reference])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for p in pullers {
+        let out = p.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            format!("{reference} {digest}\n")
+        );
+        assert_eq!(stderr(&out), "", "quiet");
+    }
+
+    // By digest.
+    let by_digest = format!("{host}/shared/busybox@{digest}");
+    let out = d.cli(&["image", "pull", "--auth-file", no_auth_s, &by_digest]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("{by_digest} {digest}\n")
+    );
+    assert!(stderr(&out).contains("already stored"), "{}", stderr(&out));
+
+    // Pushed back to where it came from (no target): the registry has every blob.
+    let out = d.cli(&["image", "push", "--auth-file", no_auth_s, &reference]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("{reference} {digest}\n")
+    );
+    assert!(
+        stderr(&out).contains("0 blobs uploaded"),
+        "{}",
+        stderr(&out)
+    );
+    d.assert_no_mounts();
+}
+
+#[test]
+fn remote_commit_push_pull_round_trip() {
+    let Some(fixture) = prerequisites() else {
+        return;
+    };
+    let Some(reg) = Registry::start(None) else {
+        return;
+    };
+    let host = reg.host();
+    let tmp = tempdir("berthd-image-commit-");
+    let no_auth = tmp.path().join("no-auth.json");
+    let no_auth_s = no_auth.to_str().unwrap();
+    let args = ["--auth-file", no_auth_s, "--insecure-registry", &host];
+
+    let src = Daemon::with_args(&args);
+    src.cli_ok(&[
+        "image",
+        "import",
+        fixture.to_str().unwrap(),
+        "--name",
+        IMAGE,
+    ]);
+    let out = src.cli(&[
+        "run",
+        "--name",
+        "author",
+        IMAGE,
+        "sh",
+        "-c",
+        "mkdir -p /srv && echo travelled > /srv/note",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let reference = format!("{host}/berthd/committed:v1");
+    src.cli_ok(&["commit", "--compression", "zstd", "author", &reference]);
+    let out = src.cli(&["image", "push", "--auth-file", no_auth_s, &reference]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let digest = listed_digest(&src, &reference).unwrap();
+    src.cli_ok(&["rm", "author"]);
+    drop(src);
+
+    let dst = Daemon::with_args(&args);
+    let out = dst.cli(&["image", "pull", "--auth-file", no_auth_s, &reference]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(listed_digest(&dst, &reference), Some(digest));
+    let out = dst.cli(&["run", "--rm", &reference, "cat", "/srv/note"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(out.stdout, b"travelled\n");
+    dst.assert_no_mounts();
 }
