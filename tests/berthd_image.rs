@@ -30,7 +30,7 @@ use proto::events_client::EventsClient;
 use proto::images_client::ImagesClient;
 use proto::transfer_progress::Event;
 use registry_support::setup::busybox_registry;
-use registry_support::{Registry, make_pki, tempdir};
+use registry_support::{FakeServer, Registry, Resp, make_pki, tempdir};
 use support::{Daemon, IMAGE, eventually, example_bin, prerequisites, proto, tokio, unavailable};
 
 fn stderr(out: &Output) -> String {
@@ -795,4 +795,74 @@ fn remote_commit_push_pull_round_trip() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(out.stdout, b"travelled\n");
     dst.assert_no_mounts();
+}
+
+#[test]
+fn remote_pull_through_a_mirror_of_the_clients_or_the_daemons_hosts_dir() {
+    let Some(_fixture) = prerequisites() else {
+        return;
+    };
+    let Some(mirror) = busybox_registry(None, "lib/busybox:latest") else {
+        return;
+    };
+    let upstream = FakeServer::start(|_| Resp::new(503));
+    let tmp = tempdir("berthd-image-hosts-");
+    let hosts = tmp.path().join("hosts.d");
+    let host_dir = hosts.join(upstream.host());
+    std::fs::create_dir_all(&host_dir).unwrap();
+    std::fs::write(
+        host_dir.join("hosts.toml"),
+        format!(
+            "server = \"http://{}\"\n[host.\"http://{}\"]\n  capabilities = [\"pull\", \"resolve\"]\n",
+            upstream.host(),
+            mirror.host()
+        ),
+    )
+    .unwrap();
+    let reference = format!("{}/lib/busybox:latest", upstream.host());
+    let no_auth = tmp.path().join("no-auth.json");
+    let no_auth_s = no_auth.to_str().unwrap();
+    let pull = |d: &Daemon, extra: &[&str]| {
+        let mut args = vec!["image", "pull", "-q", "--auth-file", no_auth_s];
+        args.extend_from_slice(extra);
+        args.push(&reference);
+        d.cli(&args)
+    };
+
+    // Without a hosts directory the upstream answers 503: Unavailable, after `--retries`
+    // attempts (here one).
+    let d = Daemon::with_args(&["--auth-file", no_auth_s]);
+    let out = pull(&d, &["--plain-http", "--retries", "1"]);
+    assert!(
+        stderr(&out).starts_with(&format!("berth: Unavailable: pulling {reference}")),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(upstream.requests().len(), 1, "{:?}", upstream.requests());
+    // The client's hosts directory sends the pull to the mirror.
+    let out = pull(&d, &["--hosts-dir", hosts.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        upstream.requests().len(),
+        1,
+        "the upstream was not asked again"
+    );
+    drop(d);
+    // So does the daemon's own.
+    let d = Daemon::with_args(&[
+        "--auth-file",
+        no_auth_s,
+        "--hosts-dir",
+        hosts.to_str().unwrap(),
+    ]);
+    let out = pull(&d, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        upstream.requests().len(),
+        1,
+        "the upstream was not asked again"
+    );
+    let out = d.cli(&["run", "--rm", &reference, "true"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    d.assert_no_mounts();
 }
