@@ -1,13 +1,13 @@
 //! `berth --address SOCKET image pull|push` and `commit` through `berthd`, as root, against a
 //! real `docker-registry` on loopback (the registry test support): a push from one daemon and
-//! a pull into another whose image then runs, the progress streams (over the generated client,
-//! and drawn by the CLI's bars under a pty), the daemon's own credentials, certificates and
-//! plain-HTTP hosts and the client's credentials, CA files and certificates directory, errors
-//! by kind (a missing repository is NotFound naming the reference) and the audit log, pulls
-//! that outlive their client, run concurrently or go by digest, and commits of stopped and
-//! running containers whose new layer holds what the container wrote (also after a push and a
-//! pull into another daemon). Every daemon, registry and directory is owned by a guard that
-//! removes it.
+//! a pull into another whose image then runs; the progress streams (over the generated client,
+//! and drawn by the CLI's bars under a pty); the daemon's own credentials, certificates, hosts
+//! directory and plain-HTTP hosts, and the client's credentials, CA files, certificates and
+//! hosts directories and retries; errors by kind (a missing repository is NotFound naming the
+//! reference) and the audit log; pulls that outlive their client, run concurrently or go by
+//! digest; and commits of stopped and running containers whose new layer holds what the
+//! container wrote (also after a push and a pull into another daemon). Every daemon, registry
+//! and directory is owned by a guard that removes it.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,

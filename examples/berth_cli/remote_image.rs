@@ -4,7 +4,9 @@
 //!
 //! The daemon streams the library's progress reports; they are rendered here with the same
 //! bars ([`crate::progress::Bars`]) as a local pull or push, and the final counts with the same
-//! summary lines ([`crate::registry::print_pull`], [`crate::registry::print_push`]).
+//! summary lines ([`crate::registry::print_pull`], [`crate::registry::print_push`]). A transfer
+//! is the daemon's once asked for: interrupting this client (Ctrl-C) stops the display, not the
+//! pull or push, which completes in the daemon (and is audited there).
 //!
 //! # Registry settings and credentials
 //! The daemon pulls and pushes with its own settings (auth file and credential helpers,
