@@ -489,7 +489,7 @@ fn remote_commit_makes_an_image_of_a_containers_changes() {
     let Some(fixture) = prerequisites() else {
         return;
     };
-    let d = Daemon::with_image(&fixture);
+    let mut d = Daemon::with_image(&fixture);
     const COMMITTED: &str = "berthd-test/committed:v1";
 
     // A stopped container's file is in the new image's top layer.
@@ -542,12 +542,26 @@ fn remote_commit_makes_an_image_of_a_containers_changes() {
         "commit",
         "--compression",
         "zstd",
+        "-m",
+        "the live state",
+        "-a",
+        "Berth Test <test@example.com>",
         &id,
         "berthd-test/live:v1",
     ]);
+    // Frozen while its changes were read (docker's default), running again afterwards.
+    let ps = d.cli_ok(&["ps"]);
+    let line = ps
+        .lines()
+        .find(|l| id.starts_with(l.split_whitespace().next().unwrap()));
+    assert!(line.is_some_and(|l| l.contains("running")), "{ps}");
     let out = d.cli(&["run", "--rm", "berthd-test/live:v1", "cat", "/live-file"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(out.stdout, b"live\n");
+    // And without the pause.
+    d.cli_ok(&["commit", "--pause=false", &id, "berthd-test/live:v2"]);
+    let out = d.cli(&["run", "--rm", "berthd-test/live:v2", "cat", "/live-file"]);
+    assert_eq!(out.stdout, b"live\n", "{}", stderr(&out));
     d.cli_ok(&["rm", "-f", &id]);
 
     // Errors by kind, as the other RPCs map them.
@@ -584,6 +598,31 @@ fn remote_commit_makes_an_image_of_a_containers_changes() {
     );
     d.cli_ok(&["rm", "writer"]);
     d.assert_no_mounts();
+
+    // The message and author are in the image's config (read from the store once the daemon,
+    // which holds it, is gone).
+    d.kill9();
+    let store = berth::image::content::ContentStore::open(&d.root().join("content")).unwrap();
+    let image = store.images().get("docker.io/berthd-test/live:v1").unwrap();
+    let resolved = berth::image::unpack::resolve(&store, &image.target, None).unwrap();
+    let config: serde_json::Value =
+        serde_json::from_slice(&store.read_all(&resolved.config, 1 << 20).unwrap()).unwrap();
+    assert_eq!(config["author"], "Berth Test <test@example.com>");
+    let last = config["history"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!(last["comment"], "the live state", "{last}");
+    assert_eq!(last["author"], "Berth Test <test@example.com>", "{last}");
+    assert_eq!(
+        config["rootfs"]["diff_ids"].as_array().unwrap().len(),
+        resolved.layers.len(),
+        "one diffID per layer"
+    );
+    let (top, _) = resolved.layers.last().unwrap();
+    assert!(top.media_type.ends_with("+zstd"), "{top:?}");
 }
 
 #[test]

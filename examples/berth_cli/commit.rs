@@ -66,21 +66,81 @@ fn put_document(store: &berth::image::content::ContentStore, bytes: &[u8]) -> Re
     Ok(digest)
 }
 
+/// How [`commit`] makes the image (`docker commit`'s options).
+#[derive(Debug, Clone)]
+pub struct CommitOptions<'a> {
+    /// The new layer's compression.
+    pub compression: Compression,
+    /// The history entry's comment (`-m`).
+    pub message: Option<&'a str>,
+    /// The image's author (`-a`), also in the history entry.
+    pub author: Option<&'a str>,
+    /// Freeze a running container while its changes are read, so the layer is one moment's
+    /// state (docker's default); it is thawed as soon as the diff is written.
+    pub pause: bool,
+}
+
+impl Default for CommitOptions<'_> {
+    fn default() -> Self {
+        CommitOptions {
+            compression: Compression::Gzip,
+            message: None,
+            author: None,
+            pause: true,
+        }
+    }
+}
+
+/// A container frozen by [`commit`], thawed on drop.
+struct Paused<'a> {
+    runtime: berth::runtime::Runtime,
+    id: &'a str,
+}
+
+impl Drop for Paused<'_> {
+    fn drop(&mut self) {
+        if let Err(e) = self.runtime.resume(self.id) {
+            eprintln!(
+                "berth: resuming container {} after the commit: {e}",
+                self.id
+            );
+        }
+    }
+}
+
+/// Freezes the container of `record` if it runs (a container paused by someone else, or not
+/// running, is left as it is).
+fn pause_if_running(record: &ContainerRecord) -> Result<Option<Paused<'_>>> {
+    let running = berth::runtime::read_state(&record.runtime_root, &record.id)
+        .is_ok_and(|st| st.status == berth::runtime::Status::Running);
+    if !running {
+        return Ok(None);
+    }
+    let runtime = berth::runtime::Runtime::new(&record.runtime_root)?;
+    runtime
+        .pause(&record.id)
+        .with_context(|| format!("pausing container {} for the commit", record.id))?;
+    Ok(Some(Paused {
+        runtime,
+        id: &record.id,
+    }))
+}
+
 /// Makes the image `reference` from the container of `record`: its changes (the diff of its
 /// active snapshot against the image's top chain) become a layer on top of its image's
-/// layers, compressed with `compression`; the config gains the diffID and a history entry; a
-/// new manifest (with the base image's platform) is recorded as `reference`, replacing an
-/// image of that name. The container may be running; callers that can remove it concurrently
-/// serialise the two.
+/// layers; the config gains the diffID, a history entry (with the message and author) and
+/// the author; a new manifest (with the base image's platform) is recorded as `reference`,
+/// replacing an image of that name. The container may be running (frozen during the diff
+/// with `opts.pause`); callers that can remove it concurrently serialise the two.
 ///
 /// # Errors
-/// An invalid reference; the container's image gone (NotFound); the diff's, the store's and
-/// the snapshotter's errors (their kinds in the chain).
+/// An invalid reference; the container's image gone (NotFound); the runtime's pause, the
+/// diff's, the store's and the snapshotter's errors (their kinds in the chain).
 pub fn commit(
     root: &Path,
     record: &ContainerRecord,
     reference: &str,
-    compression: Compression,
+    opts: &CommitOptions<'_>,
 ) -> Result<Image> {
     let name = Reference::parse(reference)
         .with_context(|| format!("image reference {reference:?}"))?
@@ -95,12 +155,24 @@ pub fn commit(
     let now = records::now_secs();
     // Protect the new blob from a concurrent content GC until the image references it.
     let labels = BTreeMap::from([(LABEL_GC_ROOT.to_owned(), now.to_string())]);
-    let opts = DiffOptions {
-        compression,
+    let diff_opts = DiffOptions {
+        compression: opts.compression,
         ..DiffOptions::default()
     };
-    let layer = unpack::diff_snapshot(&store, sn.as_ref(), record.snapshot_key(), &opts, &labels)
-        .with_context(|| format!("diff of container {}", record.id))?;
+    let paused = if opts.pause {
+        pause_if_running(record)?
+    } else {
+        None
+    };
+    let layer = unpack::diff_snapshot(
+        &store,
+        sn.as_ref(),
+        record.snapshot_key(),
+        &diff_opts,
+        &labels,
+    )
+    .with_context(|| format!("diff of container {}", record.id))?;
+    drop(paused);
     let info = store.info(&layer.digest)?;
     let diff_id = info
         .labels
@@ -116,10 +188,17 @@ pub fn commit(
         Some(ids) => ids.push(json!(diff_id)),
         None => bail!("the image config has no rootfs.diff_ids"),
     }
-    let entry = json!({
+    let mut entry = json!({
         "created": created,
         "created_by": format!("berth commit {} ({})", record.id, record.command.join(" ")),
     });
+    if let Some(author) = opts.author {
+        config["author"] = json!(author);
+        entry["author"] = json!(author);
+    }
+    if let Some(message) = opts.message {
+        entry["comment"] = json!(message);
+    }
     match config["history"].as_array_mut() {
         Some(h) => h.push(entry),
         None => config["history"] = json!([entry]),

@@ -87,6 +87,15 @@ pub enum ContainerCommand {
         /// Layer compression: gzip, zstd or none.
         #[arg(long, default_value = "gzip")]
         compression: String,
+        /// A comment for the new layer's history entry.
+        #[arg(short, long)]
+        message: Option<String>,
+        /// The author of the image (e.g. "Name <email>").
+        #[arg(short, long)]
+        author: Option<String>,
+        /// Freeze a running container while its changes are read (`--pause=false` not to).
+        #[arg(short, long, default_value_t = true, action = clap::ArgAction::Set)]
+        pause: bool,
     },
 }
 
@@ -148,10 +157,18 @@ pub fn run(root: &Path, cmd: &ContainerCommand) -> Result<()> {
             container,
             reference,
             compression,
+            message,
+            author,
+            pause,
         } => {
             let record = records::find(root, container)?;
-            let compression = engine::commit::parse_compression(compression)?;
-            let image = engine::commit::commit(root, &record, reference, compression)?;
+            let opts = engine::commit::CommitOptions {
+                compression: engine::commit::parse_compression(compression)?,
+                message: message.as_deref(),
+                author: author.as_deref(),
+                pause: *pause,
+            };
+            let image = engine::commit::commit(root, &record, reference, &opts)?;
             println!("{} {}", image.name, image.target.digest);
             Ok(())
         }

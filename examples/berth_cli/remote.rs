@@ -295,7 +295,20 @@ async fn containers(socket: &Path, cmd: &ContainerCommand) -> Result<()> {
             container,
             reference,
             compression,
-        } => crate::remote_image::commit(socket, container, reference, compression).await,
+            message,
+            author,
+            pause,
+        } => {
+            let req = proto::CommitImageRequest {
+                container: container.clone(),
+                reference: reference.clone(),
+                compression: compression.clone(),
+                message: message.clone().unwrap_or_default(),
+                author: author.clone().unwrap_or_default(),
+                no_pause: !pause,
+            };
+            crate::remote_image::commit(socket, req).await
+        }
         #[allow(unreachable_patterns)]
         _ => unsupported("this container command"),
     }

@@ -193,22 +193,9 @@ pub async fn push(socket: &Path, args: &PushArgs) -> Result<()> {
 }
 
 /// `berth commit` through the daemon.
-pub async fn commit(
-    socket: &Path,
-    container: &str,
-    reference: &str,
-    compression: &str,
-) -> Result<()> {
+pub async fn commit(socket: &Path, req: proto::CommitImageRequest) -> Result<()> {
     let mut c = ImagesClient::new(connect(socket).await?);
-    let image = c
-        .commit(proto::CommitImageRequest {
-            container: container.to_owned(),
-            reference: reference.to_owned(),
-            compression: compression.to_owned(),
-        })
-        .await
-        .map_err(status)?
-        .into_inner();
+    let image = c.commit(req).await.map_err(status)?.into_inner();
     println!("{} {}", image.name, image.digest);
     Ok(())
 }

@@ -1748,6 +1748,15 @@ pub struct CommitImageRequest {
     /// The layer's compression: "gzip" (default), "zstd" or "none".
     #[prost(string, tag = "3")]
     pub compression: ::prost::alloc::string::String,
+    /// A comment for the new layer's history entry ("": none).
+    #[prost(string, tag = "4")]
+    pub message: ::prost::alloc::string::String,
+    /// The image's author ("": none).
+    #[prost(string, tag = "5")]
+    pub author: ::prost::alloc::string::String,
+    /// Do not freeze a running container while its changes are read (it is by default).
+    #[prost(bool, tag = "6")]
+    pub no_pause: bool,
 }
 /// One message of a Pull or Push stream.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -2040,7 +2049,8 @@ pub mod images_client {
             self.inner.server_streaming(req, path, codec).await
         }
         /// Makes a new image from a container's changes (`berth commit`): its snapshot's diff
-        /// becomes a layer on top of its image's. The container may be running.
+        /// becomes a layer on top of its image's. The container may be running; it is frozen while
+        /// its changes are read unless `no_pause`.
         pub async fn commit(
             &mut self,
             request: impl tonic::IntoRequest<super::CommitImageRequest>,
@@ -2127,7 +2137,8 @@ pub mod images_server {
             request: tonic::Request<super::PushImageRequest>,
         ) -> std::result::Result<tonic::Response<Self::PushStream>, tonic::Status>;
         /// Makes a new image from a container's changes (`berth commit`): its snapshot's diff
-        /// becomes a layer on top of its image's. The container may be running.
+        /// becomes a layer on top of its image's. The container may be running; it is frozen while
+        /// its changes are read unless `no_pause`.
         async fn commit(
             &self,
             request: tonic::Request<super::CommitImageRequest>,

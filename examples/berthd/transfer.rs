@@ -310,7 +310,13 @@ pub async fn commit(
         let _serial = d.lifecycle.lock().await;
         let root = d.root.clone();
         blocking(move || {
-            let image = commit::commit(&root, &record, &r.reference, compression)?;
+            let opts = commit::CommitOptions {
+                compression,
+                message: (!r.message.is_empty()).then_some(r.message.as_str()),
+                author: (!r.author.is_empty()).then_some(r.author.as_str()),
+                pause: !r.no_pause,
+            };
+            let image = commit::commit(&root, &record, &r.reference, &opts)?;
             Ok(Image {
                 name: image.name,
                 digest: image.target.digest.to_string(),
