@@ -14,7 +14,8 @@
 //!       [--memory 256m] [--cpus 0.5] [--pids-limit N] [--user U] [--workdir W]
 //!       [--network host|none] [--runtime-root DIR] IMAGE [CMD…]
 //! berth [--root DIR] ps | exec ID CMD… | kill ID [SIGNAL] | rm [-f] ID… | logs [-f] ID
-//! berth [--root DIR] commit [-m MSG] [-a AUTHOR] [--pause=false] [--compression C] CONTAINER REF
+//! berth [--root DIR] commit [-m MSG] [-a AUTHOR] [-c INSTRUCTION]… [--pause=false]
+//!       [--compression gzip|zstd|none] CONTAINER REF
 //! berth metrics [--runtime-root DIR] [--cgroup PATH] [--json|--prometheus] [ID…]
 //! berth serve-metrics --listen 127.0.0.1:PORT [--runtime-root DIR]
 //! berth --address SOCKET …   (the same commands through a berthd; see berth_cli/remote.rs)

@@ -5,9 +5,10 @@
 //! directory and plain-HTTP hosts, and the client's credentials, CA files, certificates and
 //! hosts directories and retries; errors by kind (a missing repository is NotFound naming the
 //! reference) and the audit log; pulls that outlive their client, run concurrently or go by
-//! digest; and commits of stopped and running containers whose new layer holds what the
-//! container wrote (also after a push and a pull into another daemon). Every daemon, registry
-//! and directory is owned by a guard that removes it.
+//! digest; and commits of stopped and running containers (frozen meanwhile, or not) whose new
+//! layer holds what the container wrote, with `-c` config changes, message and author (also
+//! after a push and a pull into another daemon). Every daemon, registry and directory is owned
+//! by a guard that removes it.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -300,8 +301,7 @@ fn remote_push_then_pull_into_another_daemon_streams_progress_and_runs() {
     assert!(text.contains("already stored"), "{text}");
     assert!(text.contains("unpacked: "), "{text}");
     assert_eq!(listed_digest(&dst, &remote), Some(source_digest.clone()));
-    let out = dst.cli(&["run", "--rm", &remote, "true"]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    // (Checked at once: the test daemon's audit log rotates at about 520 bytes.)
     let pulls = audited(&dst, "images.pull");
     assert!(
         pulls
@@ -309,6 +309,8 @@ fn remote_push_then_pull_into_another_daemon_streams_progress_and_runs() {
             .any(|r| r["object"] == remote.as_str() && r["result"] == "ok"),
         "{pulls:?}"
     );
+    let out = dst.cli(&["run", "--rm", &remote, "true"]);
+    assert!(out.status.success(), "{}", stderr(&out));
 
     // A repository the registry does not have: NotFound, naming the reference.
     let missing = format!("{host}/berthd/missing:v1");
@@ -503,18 +505,20 @@ fn remote_commit_makes_an_image_of_a_containers_changes() {
         "echo written-by-the-container > /made-here",
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let out = d.cli_ok(&["commit", "writer", COMMITTED]);
+    let out = d.cli_ok(&[
+        "commit",
+        "-c",
+        r#"CMD ["cat", "/made-here"]"#,
+        "--change",
+        r#"ENV GREETING="hello there""#,
+        "-c",
+        "WORKDIR /etc",
+        "writer",
+        COMMITTED,
+    ]);
     let digest = listed_digest(&d, COMMITTED).unwrap();
     assert_eq!(out, format!("docker.io/{COMMITTED} {digest}\n"));
-    assert_ne!(Some(digest), listed_digest(&d, IMAGE));
-    let out = d.cli(&["run", "--rm", COMMITTED, "cat", "/made-here"]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout),
-        "written-by-the-container\n"
-    );
-    let out = d.cli(&["run", "--rm", IMAGE, "cat", "/made-here"]);
-    assert!(!out.status.success(), "the base image is unchanged");
+    // (Checked at once: the test daemon's audit log rotates at about 520 bytes.)
     let commits = audited(&d, "images.commit");
     assert!(
         commits
@@ -522,6 +526,23 @@ fn remote_commit_makes_an_image_of_a_containers_changes() {
             .any(|r| r["object"] == format!("writer -> {COMMITTED}") && r["result"] == "ok"),
         "{commits:?}"
     );
+    assert_ne!(Some(digest), listed_digest(&d, IMAGE));
+    // Its Cmd is the change's.
+    let out = d.cli(&["run", "--rm", COMMITTED]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "written-by-the-container\n"
+    );
+    let out = d.cli(&["run", "--rm", COMMITTED, "sh", "-c", "echo $GREETING; pwd"]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "hello there\n/etc\n",
+        "{}",
+        stderr(&out)
+    );
+    let out = d.cli(&["run", "--rm", IMAGE, "cat", "/made-here"]);
+    assert!(!out.status.success(), "the base image is unchanged");
 
     // A running container, committed with zstd layers, by its id.
     let id = d
@@ -574,6 +595,12 @@ fn remote_commit_makes_an_image_of_a_containers_changes() {
     let out = d.cli(&["commit", "writer", "Not A Ref"]);
     assert!(
         stderr(&out).starts_with("berth: InvalidArgument: "),
+        "{}",
+        stderr(&out)
+    );
+    let out = d.cli(&["commit", "-c", "RUN make", "writer", "berthd-test/x:v1"]);
+    assert!(
+        stderr(&out).starts_with("berth: InvalidArgument: change \"RUN make\""),
         "{}",
         stderr(&out)
     );

@@ -78,6 +78,9 @@ pub struct CommitOptions<'a> {
     /// Freeze a running container while its changes are read, so the layer is one moment's
     /// state (docker's default); it is thawed as soon as the diff is written.
     pub pause: bool,
+    /// Dockerfile instructions applied to the new image's config (`-c`, see
+    /// [`super::changes`]).
+    pub changes: &'a [super::changes::Change],
 }
 
 impl Default for CommitOptions<'_> {
@@ -87,6 +90,7 @@ impl Default for CommitOptions<'_> {
             message: None,
             author: None,
             pause: true,
+            changes: &[],
         }
     }
 }
@@ -128,8 +132,8 @@ fn pause_if_running(record: &ContainerRecord) -> Result<Option<Paused<'_>>> {
 
 /// Makes the image `reference` from the container of `record`: its changes (the diff of its
 /// active snapshot against the image's top chain) become a layer on top of its image's
-/// layers; the config gains the diffID, a history entry (with the message and author) and
-/// the author; a new manifest (with the base image's platform) is recorded as `reference`,
+/// layers; the config gains the diffID, a history entry (with the message and author), the
+/// author and the `changes`; a new manifest (with the base image's platform) is recorded as `reference`,
 /// replacing an image of that name. The container may be running (frozen during the diff
 /// with `opts.pause`); callers that can remove it concurrently serialise the two.
 ///
@@ -199,6 +203,7 @@ pub fn commit(
     if let Some(message) = opts.message {
         entry["comment"] = json!(message);
     }
+    super::changes::apply_all(&mut config, opts.changes)?;
     match config["history"].as_array_mut() {
         Some(h) => h.push(entry),
         None => config["history"] = json!([entry]),

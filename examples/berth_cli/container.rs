@@ -96,6 +96,10 @@ pub enum ContainerCommand {
         /// Freeze a running container while its changes are read (`--pause=false` not to).
         #[arg(short, long, default_value_t = true, action = clap::ArgAction::Set)]
         pause: bool,
+        /// A Dockerfile instruction for the new image's config (CMD, ENTRYPOINT, ENV, WORKDIR,
+        /// USER, LABEL, EXPOSE, VOLUME); repeatable.
+        #[arg(short, long = "change", value_name = "INSTRUCTION")]
+        changes: Vec<String>,
     },
 }
 
@@ -160,13 +164,19 @@ pub fn run(root: &Path, cmd: &ContainerCommand) -> Result<()> {
             message,
             author,
             pause,
+            changes,
         } => {
+            let changes = changes
+                .iter()
+                .map(|c| engine::changes::parse(c))
+                .collect::<Result<Vec<_>>>()?;
             let record = records::find(root, container)?;
             let opts = engine::commit::CommitOptions {
                 compression: engine::commit::parse_compression(compression)?,
                 message: message.as_deref(),
                 author: author.as_deref(),
                 pause: *pause,
+                changes: &changes,
             };
             let image = engine::commit::commit(root, &record, reference, &opts)?;
             println!("{} {}", image.name, image.target.digest);

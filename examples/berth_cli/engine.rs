@@ -16,6 +16,8 @@
 //! each piece being gone already, so it also cleans up after a half-made container.
 #![allow(dead_code)] // shared by the `berth` and `demo` examples, which use different parts
 
+#[path = "changes.rs"]
+pub mod changes;
 #[path = "commit.rs"]
 pub mod commit;
 #[path = "records.rs"]

@@ -298,6 +298,7 @@ async fn containers(socket: &Path, cmd: &ContainerCommand) -> Result<()> {
             message,
             author,
             pause,
+            changes,
         } => {
             let req = proto::CommitImageRequest {
                 container: container.clone(),
@@ -306,6 +307,7 @@ async fn containers(socket: &Path, cmd: &ContainerCommand) -> Result<()> {
                 message: message.clone().unwrap_or_default(),
                 author: author.clone().unwrap_or_default(),
                 no_pause: !pause,
+                changes: changes.clone(),
             };
             crate::remote_image::commit(socket, req).await
         }

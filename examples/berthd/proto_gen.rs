@@ -1757,6 +1757,10 @@ pub struct CommitImageRequest {
     /// Do not freeze a running container while its changes are read (it is by default).
     #[prost(bool, tag = "6")]
     pub no_pause: bool,
+    /// Dockerfile instructions applied to the new image's config, in order: CMD, ENTRYPOINT,
+    /// ENV, WORKDIR, USER, LABEL, EXPOSE, VOLUME (others are InvalidArgument).
+    #[prost(string, repeated, tag = "7")]
+    pub changes: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
 }
 /// One message of a Pull or Push stream.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]

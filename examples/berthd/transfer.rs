@@ -34,7 +34,7 @@ use tonic::Status;
 
 use crate::daemon::{Caller, Daemon};
 use crate::engine::transfer::{self, PullRequest, PullSummary};
-use crate::engine::{self, commit};
+use crate::engine::{self, changes, commit};
 use crate::proto::{self, Image, TransferProgress, transfer_progress};
 use crate::{blocking, invalid};
 
@@ -306,6 +306,12 @@ pub async fn commit(
         };
         let compression =
             commit::parse_compression(compression).map_err(|e| invalid(format!("{e:#}")))?;
+        let changes = r
+            .changes
+            .iter()
+            .map(|c| changes::parse(c))
+            .collect::<anyhow::Result<Vec<_>>>()
+            .map_err(|e| invalid(format!("{e:#}")))?;
         let record = crate::containers::find(&d.root, &r.container)?;
         let _serial = d.lifecycle.lock().await;
         let root = d.root.clone();
@@ -315,6 +321,7 @@ pub async fn commit(
                 message: (!r.message.is_empty()).then_some(r.message.as_str()),
                 author: (!r.author.is_empty()).then_some(r.author.as_str()),
                 pause: !r.no_pause,
+                changes: &changes,
             };
             let image = commit::commit(&root, &record, &r.reference, &opts)?;
             Ok(Image {
