@@ -228,6 +228,33 @@ impl Daemon {
     }
 }
 
+impl Daemon {
+    /// The digest `berth image ls` shows for `name` (docker.io names normalised).
+    pub fn image_digest(&self, name: &str) -> Option<String> {
+        let normalised = format!("docker.io/{name}");
+        self.cli_ok(&["image", "ls"]).lines().find_map(|l| {
+            let mut cols = l.split_whitespace();
+            let listed = cols.next()?;
+            (listed == name || listed == normalised).then(|| cols.next().unwrap().to_owned())
+        })
+    }
+
+    /// The audit records of `operation` (in the live log and its backups: the test daemon's
+    /// log rotates at about 520 bytes, so check soon after the call).
+    pub fn audited(&self, operation: &str) -> Vec<serde_json::Value> {
+        let (records, _) = self.audit_records();
+        records
+            .into_iter()
+            .filter(|r| r["operation"] == operation)
+            .collect()
+    }
+}
+
+/// A command's stderr as text.
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 impl Drop for Daemon {
     fn drop(&mut self) {
         self.kill9();
