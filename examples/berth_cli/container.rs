@@ -94,7 +94,15 @@ pub enum ContainerCommand {
         #[arg(short, long)]
         author: Option<String>,
         /// Freeze a running container while its changes are read (`--pause=false` not to).
-        #[arg(short, long, default_value_t = true, action = clap::ArgAction::Set)]
+        #[arg(
+            short,
+            long,
+            default_value_t = true,
+            num_args = 0..=1,
+            require_equals = true,
+            default_missing_value = "true",
+            action = clap::ArgAction::Set
+        )]
         pause: bool,
         /// A Dockerfile instruction for the new image's config (CMD, ENTRYPOINT, ENV, WORKDIR,
         /// USER, LABEL, EXPOSE, VOLUME); repeatable.
