@@ -289,6 +289,19 @@ fn remote_push_then_pull_into_another_daemon_streams_progress_and_runs() {
             && r["result"].as_str().unwrap().starts_with("NotFound")),
         "{pulls:?}"
     );
+    // The message is the local command's, after the code.
+    let local = Command::new(example_bin("berth"))
+        .arg("--root")
+        .arg(tmp.path().join("local-root"))
+        .args(["image", "pull", "--plain-http", "--auth-file", no_auth_s])
+        .arg(&missing)
+        .output()
+        .unwrap();
+    assert!(!local.status.success());
+    assert_eq!(
+        err,
+        stderr(&local).replacen("berth: ", "berth: NotFound: ", 1)
+    );
     // Bad requests are InvalidArgument, refused before any transfer, and audited.
     let out = dst.cli(&[
         "image",
