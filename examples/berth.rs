@@ -14,7 +14,8 @@
 //!       [--memory 256m] [--cpus 0.5] [--pids-limit N] [--user U] [--workdir W]
 //!       [--network host|none] [--runtime-root DIR] IMAGE [CMD…]
 //! berth [--root DIR] ps | exec ID CMD… | kill ID [SIGNAL] | rm [-f] ID… | logs [-f] ID
-//! berth [--root DIR] commit CONTAINER REF
+//! berth [--root DIR] commit [-m MSG] [-a AUTHOR] [-c INSTRUCTION]… [--pause=false]
+//!       [--compression gzip|zstd|none] CONTAINER REF
 //! berth metrics [--runtime-root DIR] [--cgroup PATH] [--json|--prometheus] [ID…]
 //! berth serve-metrics --listen 127.0.0.1:PORT [--runtime-root DIR]
 //! berth --address SOCKET …   (the same commands through a berthd; see berth_cli/remote.rs)
@@ -49,6 +50,8 @@ mod progress;
 mod registry;
 #[path = "berth_cli/remote.rs"]
 mod remote;
+#[path = "berth_cli/remote_image.rs"]
+mod remote_image;
 #[path = "berth_cli/run.rs"]
 mod run;
 #[path = "berth_cli/snapshot.rs"]
@@ -147,6 +150,13 @@ fn is_root() -> bool {
 }
 
 fn run(cli: &Cli) -> Result<()> {
+    // The client's own credentials, with or without --address: they are what a pull or push
+    // through a daemon sends (see berth_cli/remote_image.rs), as docker's login does.
+    match &cli.group {
+        Group::Login(args) => return registry::login(args),
+        Group::Logout(args) => return registry::logout(args),
+        _ => {}
+    }
     if let Some(socket) = &cli.address {
         return remote::run(socket, &cli.group);
     }
@@ -156,8 +166,6 @@ fn run(cli: &Cli) -> Result<()> {
         Group::Umount { target } => return mount::umount(&root, target),
         Group::Container(cmd) => return container::run(&root, cmd),
         Group::Metrics(cmd) => return metrics::run(cmd),
-        Group::Login(args) => return registry::login(args),
-        Group::Logout(args) => return registry::logout(args),
         _ => {}
     }
     let content_root = root.join("content");

@@ -298,7 +298,7 @@ fn malformed_requests_get_errors_and_the_daemon_keeps_serving() {
         "{records:?}"
     );
     // The CLI says clearly what it cannot do remotely.
-    let out = d.cli(&["commit", "x", "example.com/x:1"]);
+    let out = d.cli(&["image", "tag", IMAGE, "example.com/x:1"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not supported with --address"));
     let out = d.cli(&["run", "-d", "-t", IMAGE, "true"]);

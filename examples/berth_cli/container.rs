@@ -2,7 +2,6 @@
 //! and `commit`. Containers are found by id, unique id prefix or name in the records of
 //! [`crate::engine::records`]; their live status comes from the runtime's state.
 
-use std::collections::BTreeMap;
 use std::io::Write;
 use std::os::fd::AsFd;
 use std::os::unix::fs::OpenOptionsExt;
@@ -10,16 +9,10 @@ use std::path::Path;
 use std::str::FromStr;
 
 use anyhow::{Context, Result, bail};
-use berth::image::diff::DiffOptions;
-use berth::image::metadata::{Descriptor, Image};
-use berth::image::unpack::{self, LABEL_UNCOMPRESSED};
-use berth::oci::{Compression, Digest, MAX_DOCUMENT_SIZE, Reference};
 use berth::runtime::{ErrorKind as RtErrorKind, ExecOptions, Runtime, Stdio};
-use berth::snapshot::LABEL_GC_ROOT;
 use clap::Subcommand;
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
-use serde_json::{Value, json};
 
 use crate::engine::records::{self, ContainerRecord};
 use crate::engine::{self, runspec};
@@ -94,6 +87,27 @@ pub enum ContainerCommand {
         /// Layer compression: gzip, zstd or none.
         #[arg(long, default_value = "gzip")]
         compression: String,
+        /// A comment for the new layer's history entry.
+        #[arg(short, long)]
+        message: Option<String>,
+        /// The author of the image (e.g. "Name <email>").
+        #[arg(short, long)]
+        author: Option<String>,
+        /// Freeze a running container while its changes are read (`--pause=false` not to).
+        #[arg(
+            short,
+            long,
+            default_value_t = true,
+            num_args = 0..=1,
+            require_equals = true,
+            default_missing_value = "true",
+            action = clap::ArgAction::Set
+        )]
+        pause: bool,
+        /// A Dockerfile instruction for the new image's config (CMD, ENTRYPOINT, ENV, WORKDIR,
+        /// USER, LABEL, EXPOSE, VOLUME); repeatable.
+        #[arg(short, long = "change", value_name = "INSTRUCTION")]
+        changes: Vec<String>,
     },
 }
 
@@ -155,15 +169,24 @@ pub fn run(root: &Path, cmd: &ContainerCommand) -> Result<()> {
             container,
             reference,
             compression,
+            message,
+            author,
+            pause,
+            changes,
         } => {
+            let changes = changes
+                .iter()
+                .map(|c| engine::changes::parse(c))
+                .collect::<Result<Vec<_>>>()?;
             let record = records::find(root, container)?;
-            let compression = match compression.as_str() {
-                "gzip" => Compression::Gzip,
-                "zstd" => Compression::Zstd,
-                "none" => Compression::None,
-                other => bail!("unknown compression {other:?} (gzip, zstd or none)"),
+            let opts = engine::commit::CommitOptions {
+                compression: engine::commit::parse_compression(compression)?,
+                message: message.as_deref(),
+                author: author.as_deref(),
+                pause: *pause,
+                changes: &changes,
             };
-            let image = commit(root, &record, reference, compression)?;
+            let image = engine::commit::commit(root, &record, reference, &opts)?;
             println!("{} {}", image.name, image.target.digest);
             Ok(())
         }
@@ -336,132 +359,9 @@ fn exec(
     foreground::exit_result(status)
 }
 
-/// RFC 3339 UTC time of `secs` since the epoch.
-fn rfc3339(secs: u64) -> String {
-    let days = (secs / 86400) as i64;
-    let rem = secs % 86400;
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
-    )
-}
-
-fn put_document(store: &berth::image::content::ContentStore, bytes: &[u8]) -> Result<Digest> {
-    let digest = Digest::sha256(bytes);
-    store.ingest(
-        &format!("commit-{digest}"),
-        bytes,
-        &digest,
-        Some(bytes.len() as u64),
-        &BTreeMap::new(),
-        &mut |_, _| {},
-    )?;
-    Ok(digest)
-}
-
-/// `berth commit`: the container's changes become a layer on top of its image's layers; the
-/// config gains the diffID and a history entry; a new manifest is recorded as `reference`.
-pub fn commit(
-    root: &Path,
-    record: &ContainerRecord,
-    reference: &str,
-    compression: Compression,
-) -> Result<Image> {
-    let name = Reference::parse(reference)
-        .with_context(|| format!("image reference {reference:?}"))?
-        .to_string();
-    let store = engine::open_store(root)?;
-    let sn = engine::open_snapshotter(root, &record.snapshotter)?;
-    let base = store
-        .images()
-        .get(&record.image)
-        .with_context(|| format!("the container's image {}", record.image))?;
-    let resolved = unpack::resolve(&store, &base.target, None)?;
-    let now = records::now_secs();
-    // Protect the new blob from a concurrent content GC until the image references it.
-    let labels = BTreeMap::from([(LABEL_GC_ROOT.to_owned(), now.to_string())]);
-    let opts = DiffOptions {
-        compression,
-        ..DiffOptions::default()
-    };
-    let layer = unpack::diff_snapshot(&store, sn.as_ref(), record.snapshot_key(), &opts, &labels)
-        .with_context(|| format!("diff of container {}", record.id))?;
-    let info = store.info(&layer.digest)?;
-    let diff_id = info
-        .labels
-        .get(LABEL_UNCOMPRESSED)
-        .cloned()
-        .context("the new layer has no diffID label")?;
-
-    let mut config: Value =
-        serde_json::from_slice(&store.read_all(&resolved.config, MAX_DOCUMENT_SIZE)?)?;
-    let created = rfc3339(now);
-    config["created"] = json!(created);
-    match config["rootfs"]["diff_ids"].as_array_mut() {
-        Some(ids) => ids.push(json!(diff_id)),
-        None => bail!("the image config has no rootfs.diff_ids"),
-    }
-    let entry = json!({
-        "created": created,
-        "created_by": format!("berth commit {} ({})", record.id, record.command.join(" ")),
-    });
-    match config["history"].as_array_mut() {
-        Some(h) => h.push(entry),
-        None => config["history"] = json!([entry]),
-    }
-    let config_bytes = serde_json::to_vec(&config)?;
-    let config_digest = put_document(&store, &config_bytes)?;
-
-    let mut manifest: Value =
-        serde_json::from_slice(&store.read_all(&resolved.manifest, MAX_DOCUMENT_SIZE)?)?;
-    manifest["config"]["digest"] = json!(config_digest.to_string());
-    manifest["config"]["size"] = json!(config_bytes.len());
-    match manifest["layers"].as_array_mut() {
-        Some(l) => l.push(json!({
-            "mediaType": layer.media_type,
-            "digest": layer.digest.to_string(),
-            "size": layer.size,
-        })),
-        None => bail!("the image manifest has no layers"),
-    }
-    let media_type = manifest["mediaType"]
-        .as_str()
-        .unwrap_or(berth::oci::media_type::OCI_MANIFEST)
-        .to_owned();
-    let manifest_bytes = serde_json::to_vec(&manifest)?;
-    let manifest_digest = put_document(&store, &manifest_bytes)?;
-    let mut target = Descriptor::new(media_type, manifest_digest, manifest_bytes.len() as u64);
-    target.platform = base.target.platform.clone();
-    let image = store.images().put(Image::new(name, target))?;
-    // The image references the layer now: drop the temporary GC root.
-    let mut unlabelled = info.clone();
-    unlabelled.labels.remove(LABEL_GC_ROOT);
-    store.update(&unlabelled, &[&format!("labels.{LABEL_GC_ROOT}")])?;
-    Ok(image)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn rfc3339_dates() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
-        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
-        assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
-    }
 
     #[test]
     fn signals() {

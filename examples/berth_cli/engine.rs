@@ -16,10 +16,16 @@
 //! each piece being gone already, so it also cleans up after a half-made container.
 #![allow(dead_code)] // shared by the `berth` and `demo` examples, which use different parts
 
+#[path = "changes.rs"]
+pub mod changes;
+#[path = "commit.rs"]
+pub mod commit;
 #[path = "records.rs"]
 pub mod records;
 #[path = "runspec.rs"]
 pub mod runspec;
+#[path = "transfer.rs"]
+pub mod transfer;
 
 use std::path::{Path, PathBuf};
 

@@ -8,14 +8,12 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use berth::image::content::ContentStore;
 use berth::image::registry::{
-    self, Credentials, PlatformChoice, PullOptions, PushOptions, RegistryOptions, RetryPolicy,
+    self, Credentials, PushOptions, PushReport, RegistryOptions, RetryPolicy,
 };
-use berth::image::unpack::UnpackOptions;
-use berth::oci::Platform;
 use clap::Args;
 
+use crate::engine::transfer::{self, PullRequest, PullSummary};
 use crate::progress::Bars;
-use crate::snapshot::open_snapshotter;
 
 /// How to reach a registry (shared by pull, push and login).
 #[derive(Debug, Args)]
@@ -54,16 +52,12 @@ pub struct RegistryArgs {
 
 impl RegistryArgs {
     fn options(&self) -> RegistryOptions {
-        let docker_certs = Path::new("/etc/docker/certs.d");
         RegistryOptions {
             plain_http: self.plain_http,
             insecure_hosts: self.insecure.clone(),
             auth_file: self.auth_file.clone(),
             ca_files: self.ca_files.clone(),
-            certs_dir: self
-                .certs_dir
-                .clone()
-                .or_else(|| docker_certs.is_dir().then(|| docker_certs.to_path_buf())),
+            certs_dir: self.certs_dir.clone().or_else(transfer::default_certs_dir),
             hosts_dir: self.hosts_dir.clone(),
             retry: RetryPolicy {
                 max_attempts: self.retries,
@@ -150,66 +144,53 @@ pub struct LogoutArgs {
 
 /// Runs `berth image pull`.
 pub fn pull(store: &ContentStore, root: &Path, args: &PullArgs) -> Result<()> {
-    let platform = match (&args.platform, args.all_platforms) {
-        (_, true) => PlatformChoice::All,
-        (Some(p), false) => PlatformChoice::Only(Platform::parse(p)?),
-        (None, false) => PlatformChoice::Host,
-    };
     let bars = Bars::new(args.quiet);
-    let opts = PullOptions {
+    let req = PullRequest {
+        reference: &args.reference,
         registry: args.registry.options(),
-        platform,
-        progress: &bars,
+        platform: transfer::platform_choice(args.platform.as_deref(), args.all_platforms)?,
+        unpack: !args.no_unpack,
+        snapshotter: &args.snapshotter,
         max_concurrent: args.max_concurrent,
     };
     let started = Instant::now();
-    let unpack = !args.no_unpack && !args.all_platforms;
-    if !unpack {
-        let report = registry::pull(store, &args.reference, &opts)
-            .with_context(|| format!("pulling {}", args.reference))?;
-        println!("{} {}", report.name, report.target.digest);
-        summary(args.quiet, &report, started);
-        return Ok(());
-    }
-    let sn = open_snapshotter(root, &args.snapshotter)?;
-    let mut uo = UnpackOptions::new(&args.snapshotter);
-    uo.progress = &bars;
-    let (report, unpacked) =
-        registry::pull_and_unpack(store, sn.as_ref(), &args.reference, &opts, &uo)
-            .with_context(|| format!("pulling {}", args.reference))?;
-    println!("{} {}", report.name, report.target.digest);
-    summary(args.quiet, &report, started);
-    if !args.quiet {
-        eprintln!(
-            "unpacked: {} layers applied while downloading, {} after, {} already present{}",
-            report.streamed,
-            unpacked.applied(),
-            unpacked.skipped().saturating_sub(report.streamed),
-            unpacked
-                .chain_id
-                .map(|c| format!(", top chain {c}"))
-                .unwrap_or_default()
-        );
-    }
+    let summary = transfer::pull(root, store, &req, &bars, &bars)?;
+    print_pull(&summary, args.quiet, started);
     Ok(())
 }
 
-fn summary(quiet: bool, report: &registry::PullReport, started: Instant) {
+/// Prints what a pull did: the name and digest on stdout; unless `quiet`, the blob and unpack
+/// counts on stderr (the same for a pull in-process and one through berthd).
+pub fn print_pull(summary: &PullSummary, quiet: bool, started: Instant) {
+    println!("{} {}", summary.name, summary.digest);
     if quiet {
         return;
     }
     eprintln!(
         "{} blobs ({} already stored), {} bytes downloaded{}, in {:.2?}",
-        report.blobs,
-        report.present,
-        report.downloaded,
-        if report.resumed.is_empty() {
+        summary.blobs,
+        summary.present,
+        summary.downloaded,
+        if summary.resumed == 0 {
             String::new()
         } else {
-            format!(", {} resumed", report.resumed.len())
+            format!(", {} resumed", summary.resumed)
         },
         started.elapsed()
     );
+    if let Some(u) = &summary.unpacked {
+        eprintln!(
+            "unpacked: {} layers applied while downloading, {} after, {} already present{}",
+            u.streamed,
+            u.applied,
+            u.present,
+            if u.chain_id.is_empty() {
+                String::new()
+            } else {
+                format!(", top chain {}", u.chain_id)
+            }
+        );
+    }
 }
 
 /// Runs `berth image push`.
@@ -221,26 +202,36 @@ pub fn push(store: &ContentStore, args: &PushArgs) -> Result<()> {
         mount_from: args.mount_from.clone(),
         progress: &bars,
     };
-    let report = registry::push(store, &args.reference, args.target.as_deref(), &opts)
-        .with_context(|| format!("pushing {}", args.reference))?;
+    let report = transfer::push(store, &args.reference, args.target.as_deref(), &opts)?;
+    print_push(&report, args.quiet);
+    Ok(())
+}
+
+/// Prints what a push did: the reference and digest on stdout; unless `quiet`, the blob counts
+/// on stderr (the same for a push in-process and one through berthd).
+pub fn print_push(report: &PushReport, quiet: bool) {
     println!(
         "{} {}",
         report.reference,
-        report.digest.map(|d| d.to_string()).unwrap_or_default()
+        report
+            .digest
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default()
     );
-    if !args.quiet {
-        eprintln!(
-            "{} blobs uploaded ({} in chunks), {} mounted, {} already there; {} manifests",
-            report.uploaded, report.chunked, report.mounted, report.existing, report.manifests
-        );
-        if report.resumed + report.restarted > 0 {
-            eprintln!(
-                "after failures: {} uploads resumed, {} started again",
-                report.resumed, report.restarted
-            );
-        }
+    if quiet {
+        return;
     }
-    Ok(())
+    eprintln!(
+        "{} blobs uploaded ({} in chunks), {} mounted, {} already there; {} manifests",
+        report.uploaded, report.chunked, report.mounted, report.existing, report.manifests
+    );
+    if report.resumed + report.restarted > 0 {
+        eprintln!(
+            "after failures: {} uploads resumed, {} started again",
+            report.resumed, report.restarted
+        );
+    }
 }
 
 /// Runs `berth login`: checks the credentials against the registry, then stores them through

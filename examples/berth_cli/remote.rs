@@ -1,7 +1,9 @@
 //! `berth --address SOCKET …`: the commands sent to a `berthd` over its gRPC API instead of
 //! working on a store in this process.
 //!
-//! Supported remotely: `image import|ls|rm`, `snapshot ls|info|rm`, `run` (create + start):
+//! Supported remotely: `image import|ls|rm`; `image pull|push` and `commit` (see
+//! [`crate::remote_image`]: progress streamed and drawn here, the daemon's registry settings
+//! and credentials unless ours are sent); `snapshot ls|info|rm`; `run` (create + start):
 //! with `-d` the output goes to the container's log on the daemon's host; without it the
 //! start is attached (`StartAttached`): the container's stdout and stderr are streamed back
 //! and written here, `-i` streams our stdin in, SIGINT/SIGTERM/SIGHUP/SIGQUIT/SIGUSR1/SIGUSR2
@@ -12,9 +14,10 @@
 //! with resizes, signals forwarded to the exec'd process, its exit status ours. `ps`, `kill`,
 //! `rm`, `logs` (`-f` follows the log until the container's init has exited and its output is
 //! all here; Ctrl-C ends it cleanly) and `metrics` (by container id, name or prefix;
-//! `--cgroup` is local only). Not remote: `commit` and the other command groups; they fail
-//! with a clear error naming them. Paths given to `image import` are made absolute here, since
-//! the daemon resolves them.
+//! `--cgroup` is local only). `login` and `logout` stay the client's own (they manage the
+//! credentials sent with pulls and pushes). Not remote: `image tag|export|unpack` and the
+//! other command groups; they fail with a clear error naming them. Paths given to
+//! `image import` are made absolute here, since the daemon resolves them.
 
 #[allow(
     missing_docs,
@@ -67,7 +70,7 @@ fn unsupported(what: &str) -> Result<()> {
 }
 
 /// A gRPC status as an error with its code.
-fn status(e: tonic::Status) -> anyhow::Error {
+pub(crate) fn status(e: tonic::Status) -> anyhow::Error {
     anyhow::anyhow!("{:?}: {}", e.code(), e.message())
 }
 
@@ -83,6 +86,8 @@ pub fn run(socket: &Path, group: &Group) -> Result<()> {
 async fn dispatch(socket: &Path, group: &Group) -> Result<()> {
     match group {
         Group::Image(ImageGroup::Base(cmd)) => image(socket, cmd).await,
+        Group::Image(ImageGroup::Pull(args)) => crate::remote_image::pull(socket, args).await,
+        Group::Image(ImageGroup::Push(args)) => crate::remote_image::push(socket, args).await,
         Group::Snapshot(args) => snapshot(socket, args).await,
         Group::Container(cmd) => containers(socket, cmd).await,
         Group::Metrics(MetricsCommand::Metrics(args)) => metrics(socket, args).await,
@@ -95,7 +100,7 @@ async fn dispatch(socket: &Path, group: &Group) -> Result<()> {
                 .unwrap_or("")
                 .to_lowercase();
             let name = match other {
-                Group::Image(_) => "image (only import, ls and rm)".to_owned(),
+                Group::Image(_) => "image (only import, ls, rm, pull and push)".to_owned(),
                 _ => name,
             };
             unsupported(&name)
@@ -145,7 +150,7 @@ async fn image(socket: &Path, cmd: &ImageCommand) -> Result<()> {
             }
             Ok(())
         }
-        _ => unsupported("image (only import, ls and rm)"),
+        _ => unsupported("image (only import, ls, rm, pull and push)"),
     }
 }
 
@@ -286,7 +291,26 @@ async fn containers(socket: &Path, cmd: &ContainerCommand) -> Result<()> {
             Ok(())
         }
         ContainerCommand::Logs { follow, container } => logs(&mut c, container, *follow).await,
-        ContainerCommand::Commit { .. } => unsupported("commit"),
+        ContainerCommand::Commit {
+            container,
+            reference,
+            compression,
+            message,
+            author,
+            pause,
+            changes,
+        } => {
+            let req = proto::CommitImageRequest {
+                container: container.clone(),
+                reference: reference.clone(),
+                compression: compression.clone(),
+                message: message.clone().unwrap_or_default(),
+                author: author.clone().unwrap_or_default(),
+                no_pause: !pause,
+                changes: changes.clone(),
+            };
+            crate::remote_image::commit(socket, req).await
+        }
         #[allow(unreachable_patterns)]
         _ => unsupported("this container command"),
     }

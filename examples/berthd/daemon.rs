@@ -50,8 +50,12 @@ pub struct Daemon {
     pub attached_output: Mutex<HashMap<String, watch::Sender<bool>>>,
     /// OOM watchers of running containers, by id.
     pub oom: Mutex<HashMap<String, berth::metrics::OomWatcher>>,
-    /// Serialises container creation, start and removal (names are unique).
+    /// Serialises container creation, start and removal (names are unique), and commits.
     pub lifecycle: tokio::sync::Mutex<()>,
+    /// How pulls and pushes reach registries unless a request says otherwise (the daemon's
+    /// auth file and credential helpers, certificates and hosts directories, plain-HTTP
+    /// hosts; see [`crate::transfer`]).
+    pub registry: berth::image::registry::RegistryOptions,
 }
 
 /// Who called: SO_PEERCRED of the unix connection.

@@ -1,5 +1,6 @@
 //! The Images service: import from a path on the daemon's host, list, remove (with content
-//! GC). The store's calls block, so they run on tokio's blocking pool.
+//! GC); pull, push and commit are in [`crate::transfer`]. The store's calls block, so they run
+//! on tokio's blocking pool.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -12,9 +13,11 @@ use tonic::{Request, Response, Status};
 use crate::daemon::{Daemon, caller};
 use crate::proto::images_server::Images;
 use crate::proto::{
-    Image, ImportImageRequest, ImportImageResponse, ListImagesRequest, ListImagesResponse,
-    RemoveImageRequest, RemoveImageResponse,
+    CommitImageRequest, Image, ImportImageRequest, ImportImageResponse, ListImagesRequest,
+    ListImagesResponse, PullImageRequest, PushImageRequest, RemoveImageRequest,
+    RemoveImageResponse,
 };
+use crate::transfer::{self, TransferStream};
 use crate::{blocking, engine, invalid};
 
 /// The Images service.
@@ -32,6 +35,32 @@ fn image(name: &str, target: &Descriptor) -> Image {
 
 #[tonic::async_trait]
 impl Images for ImagesService {
+    type PullStream = TransferStream;
+    type PushStream = TransferStream;
+
+    async fn pull(
+        &self,
+        req: Request<PullImageRequest>,
+    ) -> Result<Response<Self::PullStream>, Status> {
+        let who = caller(&req);
+        transfer::pull(self.0.clone(), who, req.into_inner()).map(Response::new)
+    }
+
+    async fn push(
+        &self,
+        req: Request<PushImageRequest>,
+    ) -> Result<Response<Self::PushStream>, Status> {
+        let who = caller(&req);
+        transfer::push(self.0.clone(), who, req.into_inner()).map(Response::new)
+    }
+
+    async fn commit(&self, req: Request<CommitImageRequest>) -> Result<Response<Image>, Status> {
+        let who = caller(&req);
+        transfer::commit(self.0.clone(), who, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
     async fn import(
         &self,
         req: Request<ImportImageRequest>,

@@ -1314,11 +1314,12 @@ pub struct Event {
     /// Seconds since the epoch.
     #[prost(uint64, tag = "1")]
     pub time: u64,
-    /// "image-import", "image-remove", "container-create", "container-start",
-    /// "container-kill", "container-exit", "container-delete", "exec", "oom".
+    /// "image-import", "image-remove", "image-pull", "image-push", "image-commit",
+    /// "container-create", "container-start", "container-kill", "container-exit",
+    /// "container-delete", "exec", "oom".
     #[prost(string, tag = "2")]
     pub kind: ::prost::alloc::string::String,
-    /// The image name or container id.
+    /// The image name (for a push, the reference pushed to) or container id.
     #[prost(string, tag = "3")]
     pub object: ::prost::alloc::string::String,
     /// Extra detail (exit code, signal, ...).
@@ -1658,6 +1659,203 @@ pub struct RemoveImageResponse {
     #[prost(uint64, tag = "1")]
     pub removed_blobs: u64,
 }
+/// How to reach a registry for one request. The daemon's own settings (its `--auth-file`
+/// and credential helpers, `--certs-dir`, `--hosts-dir`, `--insecure-registry`) apply
+/// unless a field here says otherwise. Paths are on the daemon's host.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct RegistryOptions {
+    /// Plain HTTP to the registry of the reference.
+    #[prost(bool, tag = "1")]
+    pub plain_http: bool,
+    /// More hosts (host\[:port\]) reached with plain HTTP, besides the daemon's.
+    #[prost(string, repeated, tag = "2")]
+    pub insecure_registries: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// More CA certificates (PEM files) to trust.
+    #[prost(string, repeated, tag = "3")]
+    pub ca_files: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// A docker-style certificates directory replacing the daemon's ("" keeps it).
+    #[prost(string, tag = "4")]
+    pub certs_dir: ::prost::alloc::string::String,
+    /// A containerd-style hosts directory replacing the daemon's ("" keeps it).
+    #[prost(string, tag = "5")]
+    pub hosts_dir: ::prost::alloc::string::String,
+    /// Attempts per request or blob on transient failures (0: the default).
+    #[prost(uint32, tag = "6")]
+    pub retries: u32,
+    /// The wait before the first retry in milliseconds (0: the default).
+    #[prost(uint64, tag = "7")]
+    pub retry_delay_ms: u64,
+    /// Credentials for the registry of the reference, used for this request only instead of
+    /// the daemon's (never stored, never audited). An identity token has user "<token>".
+    #[prost(message, optional, tag = "8")]
+    pub credentials: ::core::option::Option<RegistryCredentials>,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct RegistryCredentials {
+    #[prost(string, tag = "1")]
+    pub username: ::prost::alloc::string::String,
+    #[prost(string, tag = "2")]
+    pub password: ::prost::alloc::string::String,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct PullImageRequest {
+    /// The reference (`busybox`, `host:5000/repo:tag`, `repo@sha256:…`).
+    #[prost(string, tag = "1")]
+    pub reference: ::prost::alloc::string::String,
+    #[prost(message, optional, tag = "2")]
+    pub registry: ::core::option::Option<RegistryOptions>,
+    /// os/arch\[/variant\]; "" for the daemon's host platform.
+    #[prost(string, tag = "3")]
+    pub platform: ::prost::alloc::string::String,
+    /// Every platform of a multi-platform image (never unpacked).
+    #[prost(bool, tag = "4")]
+    pub all_platforms: bool,
+    /// Store only; do not unpack.
+    #[prost(bool, tag = "5")]
+    pub no_unpack: bool,
+    /// The snapshotter to unpack into: "overlay" (default) or "native".
+    #[prost(string, tag = "6")]
+    pub snapshotter: ::prost::alloc::string::String,
+    /// Most layers downloaded at once (0: 3).
+    #[prost(uint32, tag = "7")]
+    pub max_concurrent: u32,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct PushImageRequest {
+    /// The image in the daemon's store.
+    #[prost(string, tag = "1")]
+    pub reference: ::prost::alloc::string::String,
+    /// Where to push it ("": the same reference).
+    #[prost(string, tag = "2")]
+    pub target: ::prost::alloc::string::String,
+    #[prost(message, optional, tag = "3")]
+    pub registry: ::core::option::Option<RegistryOptions>,
+    /// A repository of the same registry to mount blobs from when it has them.
+    #[prost(string, tag = "4")]
+    pub mount_from: ::prost::alloc::string::String,
+    /// Blobs larger than this are uploaded in chunks of this size (0: 16 MiB).
+    #[prost(uint64, tag = "5")]
+    pub chunk_size: u64,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct CommitImageRequest {
+    /// The container (id, name or unique id prefix).
+    #[prost(string, tag = "1")]
+    pub container: ::prost::alloc::string::String,
+    /// The new image's reference.
+    #[prost(string, tag = "2")]
+    pub reference: ::prost::alloc::string::String,
+    /// The layer's compression: "gzip" (default), "zstd" or "none".
+    #[prost(string, tag = "3")]
+    pub compression: ::prost::alloc::string::String,
+    /// A comment for the new layer's history entry ("": none).
+    #[prost(string, tag = "4")]
+    pub message: ::prost::alloc::string::String,
+    /// The image's author ("": none).
+    #[prost(string, tag = "5")]
+    pub author: ::prost::alloc::string::String,
+    /// Do not freeze a running container while its changes are read (it is by default).
+    #[prost(bool, tag = "6")]
+    pub no_pause: bool,
+    /// Dockerfile instructions applied to the new image's config, in order: CMD, ENTRYPOINT,
+    /// ENV, WORKDIR, USER, LABEL, EXPOSE, VOLUME (others are InvalidArgument).
+    #[prost(string, repeated, tag = "7")]
+    pub changes: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+}
+/// One message of a Pull or Push stream.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct TransferProgress {
+    #[prost(oneof = "transfer_progress::Event", tags = "1, 2, 3")]
+    pub event: ::core::option::Option<transfer_progress::Event>,
+}
+/// Nested message and enum types in `TransferProgress`.
+pub mod transfer_progress {
+    #[derive(Clone, PartialEq, Eq, Hash, ::prost::Oneof)]
+    pub enum Event {
+        #[prost(message, tag = "1")]
+        Progress(super::ProgressEvent),
+        /// The last message of a successful Pull.
+        #[prost(message, tag = "2")]
+        Pulled(super::PullResult),
+        /// The last message of a successful Push.
+        #[prost(message, tag = "3")]
+        Pushed(super::PushResult),
+    }
+}
+/// Progress of one item (a blob or layer), as the library reports it: `done` never decreases
+/// for an item; its last event has `finished`.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ProgressEvent {
+    /// "download" (a blob fetched), "unpack" (a layer applied) or "upload" (a blob pushed).
+    #[prost(string, tag = "1")]
+    pub phase: ::prost::alloc::string::String,
+    /// The item, usually a digest.
+    #[prost(string, tag = "2")]
+    pub item: ::prost::alloc::string::String,
+    /// Its role: "index", "manifest", "config", "layer", "blob".
+    #[prost(string, tag = "3")]
+    pub kind: ::prost::alloc::string::String,
+    /// Bytes done.
+    #[prost(uint64, tag = "4")]
+    pub done: u64,
+    /// Total bytes, when known.
+    #[prost(uint64, optional, tag = "5")]
+    pub total: ::core::option::Option<u64>,
+    #[prost(bool, tag = "6")]
+    pub finished: bool,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct PullResult {
+    /// The name recorded and what it points to.
+    #[prost(message, optional, tag = "1")]
+    pub image: ::core::option::Option<Image>,
+    /// Distinct blobs the image references, those already stored, bytes downloaded, and layer
+    /// downloads that resumed a partial ingest.
+    #[prost(uint64, tag = "2")]
+    pub blobs: u64,
+    #[prost(uint64, tag = "3")]
+    pub present: u64,
+    #[prost(uint64, tag = "4")]
+    pub downloaded: u64,
+    #[prost(uint64, tag = "5")]
+    pub resumed: u64,
+    /// Whether it was unpacked; then layers applied while downloading, after, already present,
+    /// and the top chainID.
+    #[prost(bool, tag = "6")]
+    pub unpacked: bool,
+    #[prost(uint64, tag = "7")]
+    pub streamed: u64,
+    #[prost(uint64, tag = "8")]
+    pub applied: u64,
+    #[prost(uint64, tag = "9")]
+    pub unpacked_present: u64,
+    #[prost(string, tag = "10")]
+    pub chain_id: ::prost::alloc::string::String,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct PushResult {
+    /// The reference pushed to and the digest of its root (manifest or index).
+    #[prost(string, tag = "1")]
+    pub reference: ::prost::alloc::string::String,
+    #[prost(string, tag = "2")]
+    pub digest: ::prost::alloc::string::String,
+    /// Blobs uploaded (of which in chunks), mounted from another repository, already there;
+    /// manifests put; uploads resumed and restarted after failures.
+    #[prost(uint64, tag = "3")]
+    pub uploaded: u64,
+    #[prost(uint64, tag = "4")]
+    pub chunked: u64,
+    #[prost(uint64, tag = "5")]
+    pub mounted: u64,
+    #[prost(uint64, tag = "6")]
+    pub existing: u64,
+    #[prost(uint64, tag = "7")]
+    pub manifests: u64,
+    #[prost(uint64, tag = "8")]
+    pub resumed: u64,
+    #[prost(uint64, tag = "9")]
+    pub restarted: u64,
+}
 /// Generated client implementations.
 pub mod images_client {
     #![allow(
@@ -1804,6 +2002,77 @@ pub mod images_client {
             req.extensions_mut().insert(GrpcMethod::new("berth.v1.Images", "Remove"));
             self.inner.unary(req, path, codec).await
         }
+        /// Pulls an image from its registry into the daemon's store and (unless asked not to)
+        /// unpacks it while it downloads. Streams progress events while it works, then one `pulled`
+        /// message; an error ends the stream with its status (NotFound for a repository, tag or
+        /// platform the registry does not have, FailedPrecondition for refused credentials or
+        /// certificates, Unavailable for an unreachable registry, InvalidArgument for a bad
+        /// reference or option). A client that goes away does not cancel the pull.
+        pub async fn pull(
+            &mut self,
+            request: impl tonic::IntoRequest<super::PullImageRequest>,
+        ) -> std::result::Result<
+            tonic::Response<tonic::codec::Streaming<super::TransferProgress>>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static("/berth.v1.Images/Pull");
+            let mut req = request.into_request();
+            req.extensions_mut().insert(GrpcMethod::new("berth.v1.Images", "Pull"));
+            self.inner.server_streaming(req, path, codec).await
+        }
+        /// Pushes an image of the daemon's store to a registry: progress events, then one `pushed`
+        /// message, or an error status as Pull's (NotFound for an image the daemon does not have).
+        pub async fn push(
+            &mut self,
+            request: impl tonic::IntoRequest<super::PushImageRequest>,
+        ) -> std::result::Result<
+            tonic::Response<tonic::codec::Streaming<super::TransferProgress>>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static("/berth.v1.Images/Push");
+            let mut req = request.into_request();
+            req.extensions_mut().insert(GrpcMethod::new("berth.v1.Images", "Push"));
+            self.inner.server_streaming(req, path, codec).await
+        }
+        /// Makes a new image from a container's changes (`berth commit`): its snapshot's diff
+        /// becomes a layer on top of its image's. The container may be running; it is frozen while
+        /// its changes are read unless `no_pause`.
+        pub async fn commit(
+            &mut self,
+            request: impl tonic::IntoRequest<super::CommitImageRequest>,
+        ) -> std::result::Result<tonic::Response<super::Image>, tonic::Status> {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static("/berth.v1.Images/Commit");
+            let mut req = request.into_request();
+            req.extensions_mut().insert(GrpcMethod::new("berth.v1.Images", "Commit"));
+            self.inner.unary(req, path, codec).await
+        }
     }
 }
 /// Generated server implementations.
@@ -1843,6 +2112,41 @@ pub mod images_server {
             tonic::Response<super::RemoveImageResponse>,
             tonic::Status,
         >;
+        /// Server streaming response type for the Pull method.
+        type PullStream: tonic::codegen::tokio_stream::Stream<
+                Item = std::result::Result<super::TransferProgress, tonic::Status>,
+            >
+            + std::marker::Send
+            + 'static;
+        /// Pulls an image from its registry into the daemon's store and (unless asked not to)
+        /// unpacks it while it downloads. Streams progress events while it works, then one `pulled`
+        /// message; an error ends the stream with its status (NotFound for a repository, tag or
+        /// platform the registry does not have, FailedPrecondition for refused credentials or
+        /// certificates, Unavailable for an unreachable registry, InvalidArgument for a bad
+        /// reference or option). A client that goes away does not cancel the pull.
+        async fn pull(
+            &self,
+            request: tonic::Request<super::PullImageRequest>,
+        ) -> std::result::Result<tonic::Response<Self::PullStream>, tonic::Status>;
+        /// Server streaming response type for the Push method.
+        type PushStream: tonic::codegen::tokio_stream::Stream<
+                Item = std::result::Result<super::TransferProgress, tonic::Status>,
+            >
+            + std::marker::Send
+            + 'static;
+        /// Pushes an image of the daemon's store to a registry: progress events, then one `pushed`
+        /// message, or an error status as Pull's (NotFound for an image the daemon does not have).
+        async fn push(
+            &self,
+            request: tonic::Request<super::PushImageRequest>,
+        ) -> std::result::Result<tonic::Response<Self::PushStream>, tonic::Status>;
+        /// Makes a new image from a container's changes (`berth commit`): its snapshot's diff
+        /// becomes a layer on top of its image's. The container may be running; it is frozen while
+        /// its changes are read unless `no_pause`.
+        async fn commit(
+            &self,
+            request: tonic::Request<super::CommitImageRequest>,
+        ) -> std::result::Result<tonic::Response<super::Image>, tonic::Status>;
     }
     #[derive(Debug)]
     pub struct ImagesServer<T> {
@@ -2038,6 +2342,143 @@ pub mod images_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = RemoveSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/berth.v1.Images/Pull" => {
+                    #[allow(non_camel_case_types)]
+                    struct PullSvc<T: Images>(pub Arc<T>);
+                    impl<
+                        T: Images,
+                    > tonic::server::ServerStreamingService<super::PullImageRequest>
+                    for PullSvc<T> {
+                        type Response = super::TransferProgress;
+                        type ResponseStream = T::PullStream;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::ResponseStream>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::PullImageRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Images>::pull(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = PullSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.server_streaming(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/berth.v1.Images/Push" => {
+                    #[allow(non_camel_case_types)]
+                    struct PushSvc<T: Images>(pub Arc<T>);
+                    impl<
+                        T: Images,
+                    > tonic::server::ServerStreamingService<super::PushImageRequest>
+                    for PushSvc<T> {
+                        type Response = super::TransferProgress;
+                        type ResponseStream = T::PushStream;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::ResponseStream>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::PushImageRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Images>::push(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = PushSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.server_streaming(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/berth.v1.Images/Commit" => {
+                    #[allow(non_camel_case_types)]
+                    struct CommitSvc<T: Images>(pub Arc<T>);
+                    impl<
+                        T: Images,
+                    > tonic::server::UnaryService<super::CommitImageRequest>
+                    for CommitSvc<T> {
+                        type Response = super::Image;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::CommitImageRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Images>::commit(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = CommitSvc(inner);
                         let codec = tonic_prost::ProstCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(

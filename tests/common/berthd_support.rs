@@ -60,12 +60,19 @@ pub struct Daemon {
     pub metrics: Option<String>,
     /// Pids of container inits orphaned to this test process by a killed daemon.
     pub orphans: Vec<i32>,
+    /// More berthd arguments (e.g. its registry settings), given at every start.
+    pub extra_args: Vec<String>,
 }
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 impl Daemon {
     pub fn new() -> Daemon {
+        Daemon::with_args(&[])
+    }
+
+    /// [`Daemon::new`] with more berthd arguments.
+    pub fn with_args(extra_args: &[&str]) -> Daemon {
         let dir = std::env::temp_dir().join(format!(
             "berthd-test-{}-{}",
             std::process::id(),
@@ -77,6 +84,7 @@ impl Daemon {
             child: None,
             metrics: None,
             orphans: Vec::new(),
+            extra_args: extra_args.iter().map(|a| (*a).to_owned()).collect(),
         };
         d.start();
         d
@@ -128,6 +136,7 @@ impl Daemon {
                 "1",
             ])
             .args(["--metrics-address", "127.0.0.1:0"])
+            .args(&self.extra_args)
             .stdout(Stdio::piped())
             .spawn()
             .unwrap();
@@ -217,6 +226,33 @@ impl Daemon {
         }
         (lines, files)
     }
+}
+
+impl Daemon {
+    /// The digest `berth image ls` shows for `name` (docker.io names normalised).
+    pub fn image_digest(&self, name: &str) -> Option<String> {
+        let normalised = format!("docker.io/{name}");
+        self.cli_ok(&["image", "ls"]).lines().find_map(|l| {
+            let mut cols = l.split_whitespace();
+            let listed = cols.next()?;
+            (listed == name || listed == normalised).then(|| cols.next().unwrap().to_owned())
+        })
+    }
+
+    /// The audit records of `operation` (in the live log and its backups: the test daemon's
+    /// log rotates at about 520 bytes, so check soon after the call).
+    pub fn audited(&self, operation: &str) -> Vec<serde_json::Value> {
+        let (records, _) = self.audit_records();
+        records
+            .into_iter()
+            .filter(|r| r["operation"] == operation)
+            .collect()
+    }
+}
+
+/// A command's stderr as text.
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 impl Drop for Daemon {
