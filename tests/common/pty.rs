@@ -1,11 +1,14 @@
 //! Runs a shell command line under a pseudo-terminal harness (util-linux `script`), the way a
 //! user at a terminal would, with a time limit.
 //!
-//! The harness is deterministic about three things that otherwise depend on the caller's
+//! The harness is deterministic about four things that otherwise depend on the caller's
 //! environment:
 //!
 //! - The shell `script` starts is always `/bin/sh` (it takes `$SHELL`, which CI leaves unset
 //!   and a developer's session sets to bash).
+//! - `TERM` is `xterm` when the caller has none (CI leaves it unset). A session on a terminal
+//!   always has one, and terminal-aware clients (indicatif's progress bars through `console`)
+//!   treat a terminal without `TERM` as one they must not draw on.
 //! - The time limit uses `timeout --foreground`. Without `--foreground`, `timeout` moves the
 //!   command into a background process group of the pty; under a shell that does not exec the
 //!   last command (dash), that group is not orphaned, so the first `tcsetattr` (a terminal
@@ -34,6 +37,13 @@ pub fn run_under_pty(line: &str, limit_secs: u32) -> Output {
     let mut child = Command::new("script")
         .args(["-qec", &wrapped, "/dev/null"])
         .env("SHELL", "/bin/sh")
+        .env(
+            "TERM",
+            std::env::var("TERM")
+                .ok()
+                .filter(|t| !t.is_empty())
+                .unwrap_or_else(|| "xterm".to_owned()),
+        )
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
