@@ -14,7 +14,7 @@ use ureq::http::{self, HeaderMap, Method, StatusCode};
 
 use super::auth::{Challenge, Credentials, parse_challenge};
 use super::error::{Error, Result};
-use super::hosts::Endpoint;
+use super::hosts::{Endpoint, Headers};
 use super::retry::{Backoff, RetryPolicy, parse_retry_after, transient_status};
 use super::{RegistryOptions, tls};
 
@@ -67,6 +67,10 @@ pub(crate) struct Client {
     retry: RetryPolicy,
     /// The `Authorization` value that worked last (sent only to `host`).
     authorization: Mutex<Option<String>>,
+    /// Headers `hosts.toml` adds to every request to `host` (and its token requests).
+    headers: Headers,
+    /// The connect timeout (`dial_timeout`), for messages.
+    connect_timeout: Option<Duration>,
 }
 
 impl std::fmt::Debug for Client {
@@ -80,17 +84,23 @@ impl std::fmt::Debug for Client {
     }
 }
 
-fn transport(method: &Method, url: &str, e: &ureq::Error) -> Error {
+fn transport(method: &Method, url: &str, e: &ureq::Error, connect: Option<Duration>) -> Error {
     if let Some(reason) = tls::tls_failure(e) {
         return Error::Tls {
             url: url.to_owned(),
             reason,
         };
     }
+    let reason = match (e, connect) {
+        (ureq::Error::Timeout(ureq::Timeout::Connect), Some(d)) => {
+            format!("connect timed out after {d:?} (dial_timeout)")
+        }
+        _ => e.to_string(),
+    };
     Error::Transport {
         method: method_name(method),
         url: url.to_owned(),
-        reason: e.to_string(),
+        reason,
     }
 }
 
@@ -199,7 +209,7 @@ impl Client {
             .http_status_as_error(false)
             .max_redirects(0)
             .max_redirects_will_error(false)
-            .timeout_connect(Some(Duration::from_secs(30)))
+            .timeout_connect(ep.dial_timeout)
             .timeout_recv_response(Some(Duration::from_secs(120)))
             .user_agent(concat!("berth/", env!("CARGO_PKG_VERSION")))
             .build()
@@ -214,6 +224,8 @@ impl Client {
             creds,
             retry: opts.retry,
             authorization: Mutex::new(None),
+            headers: ep.headers.clone(),
+            connect_timeout: ep.dial_timeout,
         })
     }
 
@@ -435,13 +447,25 @@ impl Client {
             let mut builder = http::Request::builder()
                 .method(method.clone())
                 .uri(current.as_str());
+            let ours = authority_of(&current) == Some(self.host.as_str());
+            // Credentials go to the registry host only, never to a redirect target elsewhere.
+            let auth = ours.then(|| self.current_authorization()).flatten();
+            if ours {
+                // `hosts.toml` headers, except those the request or the auth flow sets.
+                for (k, v) in &self.headers.0 {
+                    let replaced = headers
+                        .iter()
+                        .any(|(h, _)| k.as_str().eq_ignore_ascii_case(h))
+                        || (auth.is_some() && k == http::header::AUTHORIZATION);
+                    if !replaced {
+                        builder = builder.header(k, v);
+                    }
+                }
+            }
             for (k, v) in headers {
                 builder = builder.header(*k, *v);
             }
-            // Credentials go to the registry host only, never to a redirect target elsewhere.
-            if authority_of(&current) == Some(self.host.as_str())
-                && let Some(auth) = self.current_authorization()
-            {
+            if let Some(auth) = auth {
                 builder = builder.header("authorization", auth);
             }
             let result = match body {
@@ -451,7 +475,7 @@ impl Client {
                     .and_then(|r| {
                         self.agent
                             .run(r)
-                            .map_err(|e| transport(method, &current, &e))
+                            .map_err(|e| transport(method, &current, &e, self.connect_timeout))
                     }),
                 None => builder
                     .body(())
@@ -459,7 +483,7 @@ impl Client {
                     .and_then(|r| {
                         self.agent
                             .run(r)
-                            .map_err(|e| transport(method, &current, &e))
+                            .map_err(|e| transport(method, &current, &e, self.connect_timeout))
                     }),
             }?;
             let (parts, body_stream) = result.into_parts();
@@ -526,6 +550,18 @@ impl Client {
         }
     }
 
+    /// A request to a token realm carrying the `hosts.toml` headers (as containerd's
+    /// authorizer does), except a configured `Authorization`: the realm is another service.
+    fn token_request(&self, method: Method, url: &str) -> http::request::Builder {
+        let mut builder = http::Request::builder().method(method).uri(url);
+        for (k, v) in &self.headers.0 {
+            if k != http::header::AUTHORIZATION {
+                builder = builder.header(k, v);
+            }
+        }
+        builder
+    }
+
     /// The bearer token flow (distribution's token spec): GET `realm?service=…&scope=…`, with
     /// basic credentials when configured; the answer is JSON with `token` or `access_token`.
     fn fetch_token(&self, url: &str, challenge: &Challenge) -> Result<String> {
@@ -566,15 +602,14 @@ impl Client {
                 form.push(format!("scope={}", query_escape(&scopes.join(" "))));
             }
             let body = form.join("&");
-            let req = http::Request::builder()
-                .method(Method::POST)
-                .uri(realm.as_str())
+            let req = self
+                .token_request(Method::POST, realm)
                 .header("content-type", "application/x-www-form-urlencoded")
                 .body(body.as_bytes())
                 .map_err(|e| protocol(realm, e))?;
             self.agent
                 .run(req)
-                .map_err(|e| transport(&Method::POST, realm, &e))?
+                .map_err(|e| transport(&Method::POST, realm, &e, self.connect_timeout))?
         } else {
             for s in &scopes {
                 query.push(format!("scope={}", query_escape(s)));
@@ -585,16 +620,14 @@ impl Client {
                 let sep = if realm.contains('?') { '&' } else { '?' };
                 format!("{realm}{sep}{}", query.join("&"))
             };
-            let mut builder = http::Request::builder()
-                .method(Method::GET)
-                .uri(token_url.as_str());
+            let mut builder = self.token_request(Method::GET, &token_url);
             if let Some(c) = &self.creds {
                 builder = builder.header("authorization", c.basic_header());
             }
             let req = builder.body(()).map_err(|e| protocol(&token_url, e))?;
             self.agent
                 .run(req)
-                .map_err(|e| transport(&Method::GET, &token_url, &e))?
+                .map_err(|e| transport(&Method::GET, &token_url, &e, self.connect_timeout))?
         };
         let token_url = realm.clone();
         let status = resp.status();

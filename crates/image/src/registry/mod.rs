@@ -77,7 +77,8 @@
 //! # Mirrors (`hosts.toml`)
 //! With [`RegistryOptions::hosts_dir`], containerd's `<dir>/<host>/hosts.toml` gives a host
 //! its endpoints: mirrors (`[host."URL"]`, tried in order, with `capabilities`) then the
-//! upstream (`server`), each with its own `ca`, `client`, `skip_verify` and `override_path`.
+//! upstream (`server`), each with its own `ca`, `client`, `skip_verify`, `override_path`,
+//! `header` (extra request headers) and `dial_timeout` (connect timeout).
 //! A tag resolves on the first endpoint that may `resolve` and answers; the rest of the pull
 //! goes to the endpoints that may `pull`, in order, a failing host handing over to the next
 //! with what it verified kept; push goes to the first that may `push`. See `hosts`.
