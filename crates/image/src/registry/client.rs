@@ -8,7 +8,7 @@
 use std::collections::HashSet;
 use std::io::Read;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
 
 use ureq::http::{self, HeaderMap, Method, StatusCode};
 
@@ -16,6 +16,7 @@ use super::auth::{Challenge, Credentials, parse_challenge};
 use super::error::{Error, Result};
 use super::hosts::{Endpoint, Headers};
 use super::retry::{Backoff, RetryPolicy, parse_retry_after, transient_status};
+use super::token::{self, Token};
 use super::{RegistryOptions, tls};
 
 /// Most redirects followed for one request.
@@ -49,6 +50,15 @@ impl Response {
     }
 }
 
+/// The authorization in use.
+#[derive(Clone)]
+struct Auth {
+    /// The `Authorization` header value.
+    header: String,
+    /// For a bearer token: the challenge it answered and when to fetch the next one.
+    refresh: Option<(Challenge, Instant)>,
+}
+
 /// One repository on one registry.
 pub(crate) struct Client {
     agent: ureq::Agent,
@@ -65,8 +75,11 @@ pub(crate) struct Client {
     creds: Option<Credentials>,
     /// How transient failures are retried.
     retry: RetryPolicy,
-    /// The `Authorization` value that worked last (sent only to `host`).
-    authorization: Mutex<Option<String>>,
+    /// The `Authorization` value that worked last (sent only to `host`), with what is needed
+    /// to refresh it before it expires when it is a bearer token.
+    authorization: Mutex<Option<Auth>>,
+    /// Held while a token is refreshed ahead of its expiry (one refresh at a time).
+    refreshing: Mutex<()>,
     /// Headers `hosts.toml` adds to every request to `host` (and its token requests).
     headers: Headers,
     /// The connect timeout (`dial_timeout`), for messages.
@@ -224,6 +237,7 @@ impl Client {
             creds,
             retry: opts.retry,
             authorization: Mutex::new(None),
+            refreshing: Mutex::new(()),
             headers: ep.headers.clone(),
             connect_timeout: ep.dial_timeout,
         })
@@ -258,12 +272,60 @@ impl Client {
     }
 
     fn current_authorization(&self) -> Option<String> {
-        self.authorization.lock().ok().and_then(|g| g.clone())
+        self.authorization
+            .lock()
+            .ok()
+            .and_then(|g| g.as_ref().map(|a| a.header.clone()))
     }
 
-    fn set_authorization(&self, value: String) {
+    fn set_authorization(&self, header: String, refresh: Option<(Challenge, Instant)>) {
         if let Ok(mut g) = self.authorization.lock() {
-            *g = Some(value);
+            *g = Some(Auth { header, refresh });
+        }
+    }
+
+    /// Uses a token answering `challenge`, received at `received`.
+    fn set_token(&self, token: Token, challenge: &Challenge, received: Instant) {
+        let at = token.refresh_at(received);
+        self.set_authorization(
+            format!("Bearer {}", token.value),
+            Some((challenge.clone(), at)),
+        );
+    }
+
+    /// The challenge of a bearer token due for a refresh, if it is.
+    fn refresh_due(&self) -> Option<Challenge> {
+        let g = self.authorization.lock().ok()?;
+        let (challenge, at) = g.as_ref()?.refresh.as_ref()?;
+        (Instant::now() >= *at).then(|| challenge.clone())
+    }
+
+    /// Replaces a bearer token that is about to expire ([`token`]) before `url` is asked
+    /// for, so the registry need not refuse it first. One thread refreshes, the others wait
+    /// for it. A failure is left to the 401 fallback.
+    fn refresh_if_due(&self, url: &str) {
+        if self.refresh_due().is_none() {
+            return;
+        }
+        let _one = self.refreshing.lock();
+        let Some(challenge) = self.refresh_due() else {
+            return;
+        };
+        let received = Instant::now();
+        match self.fetch_token(url, &challenge) {
+            Ok(token) => {
+                tracing::debug!(host = %self.host, lifetime = ?token.lifetime, "bearer token refreshed before it expired");
+                self.set_token(token, &challenge, received);
+            }
+            Err(e) => {
+                tracing::debug!(host = %self.host, error = %e, "cannot refresh the bearer token ahead; the registry will say when it expired");
+                // Do not try again before the registry refuses it.
+                if let Ok(mut g) = self.authorization.lock()
+                    && let Some(a) = g.as_mut()
+                {
+                    a.refresh = None;
+                }
+            }
         }
     }
 
@@ -353,6 +415,7 @@ impl Client {
         headers: &[(&str, &str)],
         body: Option<&[u8]>,
     ) -> Result<Response> {
+        self.refresh_if_due(url);
         let first = self.send_following(&method, url, headers, body)?;
         if first.status != StatusCode::UNAUTHORIZED {
             return Ok(first);
@@ -535,12 +598,13 @@ impl Client {
                             .into(),
                     });
                 }
-                self.set_authorization(creds.basic_header());
+                self.set_authorization(creds.basic_header(), None);
                 Ok(())
             }
             "bearer" => {
+                let received = Instant::now();
                 let token = self.fetch_token(url, challenge)?;
-                self.set_authorization(format!("Bearer {token}"));
+                self.set_token(token, challenge, received);
                 Ok(())
             }
             other => Err(Error::Unauthorized {
@@ -563,8 +627,9 @@ impl Client {
     }
 
     /// The bearer token flow (distribution's token spec): GET `realm?service=…&scope=…`, with
-    /// basic credentials when configured; the answer is JSON with `token` or `access_token`.
-    fn fetch_token(&self, url: &str, challenge: &Challenge) -> Result<String> {
+    /// basic credentials when configured; the answer is JSON with `token` or `access_token`
+    /// and its lifetime ([`token::parse_answer`]).
+    fn fetch_token(&self, url: &str, challenge: &Challenge) -> Result<Token> {
         let realm = challenge
             .params
             .get("realm")
@@ -656,20 +721,7 @@ impl Client {
                 retry_after: None,
             });
         }
-        let json: serde_json::Value =
-            serde_json::from_slice(&bytes).map_err(|e| Error::Protocol {
-                url: token_url.clone(),
-                reason: format!("token answer is not JSON: {e}"),
-            })?;
-        json.get("token")
-            .or_else(|| json.get("access_token"))
-            .and_then(|t| t.as_str())
-            .filter(|t| !t.is_empty())
-            .map(str::to_owned)
-            .ok_or_else(|| Error::Protocol {
-                url: token_url,
-                reason: "token answer has no token".into(),
-            })
+        token::parse_answer(&token_url, &bytes, SystemTime::now())
     }
 }
 

@@ -64,9 +64,11 @@
 //! Credentials come from [`RegistryOptions::credentials`], else the docker-style auth file
 //! ([`auth::default_auth_file`]) with its credential helpers (`credHelpers`, `credsStore`;
 //! [`helper`]). An identity token (user `<token>`) is exchanged for a bearer token with
-//! `grant_type=refresh_token`. A token that expires (the registry answers 401
-//! `invalid_token`) is replaced by a new one from the realm and the request repeated, so long
-//! pulls and chunked pushes outlive short-lived tokens; a token that does not grant the
+//! `grant_type=refresh_token`. A bearer token is replaced shortly before it expires (its
+//! answer's `expires_in`, counted from `issued_at` when given, 60 s by default; see
+//! `token`), so a long pull does not pay a refused request per expired token; a token the
+//! registry refuses anyway (401 `invalid_token`) is replaced too and the request repeated,
+//! so long pulls and chunked pushes outlive short-lived tokens; a token that does not grant the
 //! action (`insufficient_scope`, e.g. push with a pull-only account) is an
 //! [`Error::Unauthorized`] saying so. [`remove_credentials_with`] is `logout`: the helper's
 //! `erase`, and the inline entries dropped. Redirects (up to 5, loops refused) never carry
@@ -107,6 +109,7 @@ mod push;
 mod retry;
 mod stream;
 mod tls;
+mod token;
 
 use std::ffi::OsString;
 use std::path::PathBuf;
