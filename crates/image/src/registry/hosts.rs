@@ -37,18 +37,20 @@
 //! `Connection`, …) are refused.
 //!
 //! **`dial_timeout`** is a Go duration (`"500ms"`, `"1s"`, `"1m30s"`), the connect timeout
-//! of that endpoint's client (ureq counts the TLS handshake in it); `"0s"` means no bound. A URL without a path gets `/v2` (a path gets `/v2` appended unless it
+//! of that endpoint's client (ureq counts the TLS handshake in it); `"0s"` means no bound.
+//!
+//! A URL without a path gets `/v2` (a path gets `/v2` appended unless it
 //! ends so or `override_path` is set). The scheme of each URL decides plain HTTP or TLS.
 //! Without a `hosts.toml` the host has one endpoint, the upstream, as before
 //! (`plain_http` / `insecure_hosts`, `certs_dir`).
 //!
 //! How they are used (as containerd does): a tag is resolved on the first endpoint with the
-//! `resolve` capability that answers; a digest on those with `pull`. The rest of the pull
-//! (child manifests, config, layers) goes to the endpoints with `pull` in order, handing over
-//! to the next on a failure of the host (unreachable, refused, 404, 5xx, bad bytes); what a
-//! failed host had verified stays in the store and partial layers resume. Push goes to the
-//! first endpoint with `push`. Credentials: the upstream's are the configured ones; a mirror
-//! gets only what the auth file holds for the mirror's own host.
+//! `resolve` capability that answers; a digest on those with `pull`. Every later request of
+//! the pull (child manifests, config, each layer) goes to the endpoints with `pull` in order,
+//! handing *that request* over to the next on a failure of the host (unreachable, refused,
+//! 404, 5xx, bad bytes; see `fallback`); a layer resumes with `Range` on the next host from
+//! what its ingest holds. Push goes to the first endpoint with `push`. Credentials: the
+//! upstream's are the configured ones; a mirror gets only what the auth file holds for the mirror's own host.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

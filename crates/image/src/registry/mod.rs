@@ -81,9 +81,11 @@
 //! its endpoints: mirrors (`[host."URL"]`, tried in order, with `capabilities`) then the
 //! upstream (`server`), each with its own `ca`, `client`, `skip_verify`, `override_path`,
 //! `header` (extra request headers) and `dial_timeout` (connect timeout).
-//! A tag resolves on the first endpoint that may `resolve` and answers; the rest of the pull
-//! goes to the endpoints that may `pull`, in order, a failing host handing over to the next
-//! with what it verified kept; push goes to the first that may `push`. See `hosts`.
+//! A tag resolves on the first endpoint that may `resolve` and answers; every later request
+//! (child manifest, config, layer) goes to the endpoints that may `pull`, in order, a host
+//! failing that request handing it over to the next (a layer resuming with `Range`), so one
+//! blob missing on a mirror is fetched from the upstream while the others still come from
+//! the mirror; push goes to the first that may `push`. See `hosts` and `fallback`.
 //!
 //! # TLS
 //! rustls through `ureq` (ring), Mozilla's roots by default. A registry with a private CA is
@@ -101,6 +103,7 @@
 pub mod auth;
 mod client;
 pub mod error;
+mod fallback;
 mod fetch;
 pub mod helper;
 mod hosts;
