@@ -380,13 +380,20 @@ fn a_mirror_failing_one_blob_hands_only_that_blob_to_the_upstream() {
     let failing = layers[0].0.to_string();
     let cut = layers[1].0.to_string();
     let upstream = FakeServer::start(move |req| forward(port, req));
-    // How the mirror fails the chosen blob: 404, 500, or a body cut in the middle.
+    // How the mirror fails the chosen blob: 404, 500, wrong bytes (1), or another blob's
+    // body cut in the middle (0).
     let mode = std::sync::Arc::new(std::sync::Mutex::new(404u16));
     let m = mode.clone();
     let (f, c) = (failing.clone(), cut.clone());
     let mirror = FakeServer::start(move |req| {
         let mode = *m.lock().unwrap();
-        if req.path.ends_with(&f) && mode != 0 {
+        if req.path.ends_with(&f) && mode == 1 {
+            // Wrong bytes, right length.
+            let mut resp = forward(port, req);
+            resp.body[10] ^= 0x55;
+            return resp;
+        }
+        if req.path.ends_with(&f) && mode > 1 {
             return Resp::new(mode).body("not here");
         }
         let mut resp = forward(port, req);
@@ -443,6 +450,16 @@ fn a_mirror_failing_one_blob_hands_only_that_blob_to_the_upstream() {
         assert_eq!(mirror_gets.len(), 3 + attempts as usize, "{mirror_gets:?}");
     }
 
+    // Wrong bytes from the mirror: discarded, and the upstream serves the blob whole.
+    *mode.lock().unwrap() = 1;
+    let (seen_m, seen_u) = (blob_gets(&mirror).len(), blob_gets(&upstream).len());
+    let store = pull_ok(dir.path(), "corrupt", &name, &opts(dir.path()));
+    registry_support::setup::assert_complete(&store, &name);
+    let at_upstream = blob_gets(&upstream).split_off(seen_u);
+    assert_eq!(at_upstream, vec![(failing.clone(), None)]);
+    let mirror_gets = blob_gets(&mirror).split_off(seen_m);
+    assert_eq!(mirror_gets.len(), 4, "{mirror_gets:?}");
+
     // A body the mirror cuts in the middle (no retry): the upstream resumes that layer with
     // Range from where the mirror stopped; the failing blob is served again by the mirror.
     *mode.lock().unwrap() = 0;
@@ -463,4 +480,36 @@ fn a_mirror_failing_one_blob_hands_only_that_blob_to_the_upstream() {
             .any(|(d, off)| d.to_string() == cut && *off == half),
         "{report:?}"
     );
+}
+
+#[test]
+fn an_unreachable_mirror_is_asked_once_per_pull() {
+    let Some(reg) = busybox_registry(None, "lib/busybox:latest") else {
+        return;
+    };
+    // A mirror that closes every connection without an answer (a transport failure).
+    let dead = FakeServer::start(|_| Resp::dropped());
+    let dir = tempdir("berth-hosts-test-");
+    hosts_toml(
+        dir.path(),
+        &reg.host(),
+        &format!(
+            "server = \"http://{}\"\n[host.\"http://{}\"]\n  capabilities = [\"pull\", \"resolve\"]\n",
+            reg.host(),
+            dead.host()
+        ),
+    );
+    let name = format!("{}/lib/busybox:latest", reg.host());
+    let mut o = opts(dir.path());
+    // Two attempts per request and host: the mirror is given its budget once (resolving),
+    // then left alone for the config and the layer.
+    o.registry.retry = RetryPolicy {
+        max_attempts: 2,
+        base_delay: std::time::Duration::from_millis(10),
+        max_delay: std::time::Duration::from_millis(20),
+    };
+    pull_ok(dir.path(), "a", &name, &o);
+    let asked = dead.requests();
+    assert_eq!(asked.len(), 2, "{asked:?}");
+    assert!(asked.iter().all(|r| r.path.ends_with("/manifests/latest")));
 }

@@ -51,12 +51,14 @@ impl std::fmt::Debug for Pullers<'_> {
 impl<'a> Pullers<'a> {
     /// The endpoints of `endpoints` with the `pull` capability, in order, for the
     /// repository of `reference`; `resolver` is the client that resolved the reference (its
-    /// endpoint and token are reused).
+    /// endpoint and token are reused); `unreachable` are endpoints whose connection already
+    /// failed while resolving.
     pub(crate) fn new(
         opts: &'a RegistryOptions,
         reference: &'a Reference,
         endpoints: &[Endpoint],
         resolver: Option<(Endpoint, Client)>,
+        unreachable: &[Endpoint],
     ) -> Pullers<'a> {
         let mut resolver = resolver;
         let hosts = endpoints
@@ -73,7 +75,7 @@ impl<'a> Pullers<'a> {
                 Host {
                     endpoint: e.clone(),
                     client,
-                    down: AtomicBool::new(false),
+                    down: AtomicBool::new(unreachable.contains(e)),
                 }
             })
             .collect();

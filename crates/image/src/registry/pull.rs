@@ -469,6 +469,8 @@ fn pull_inner(
     let mut resolved = None;
     // The resolving endpoint's client, reused for the rest (its credentials and token).
     let mut resolver: Option<(hosts::Endpoint, Client)> = None;
+    // Endpoints whose connection failed: not asked again (see `fallback`).
+    let mut unreachable = Vec::new();
     for ep in endpoints.iter().filter(|e| {
         if by_digest {
             e.capabilities.pull
@@ -485,6 +487,9 @@ fn pull_inner(
             }
             Err(e) if e.is_host_failure() => {
                 tracing::warn!(host = %ep.authority, error = %e, "resolving failed on this host; trying the next");
+                if matches!(e, Error::Transport { .. }) {
+                    unreachable.push(ep.clone());
+                }
                 failure = Some(e);
             }
             Err(e) => return Err(e),
@@ -508,7 +513,7 @@ fn pull_inner(
 
     // The rest request by request on the endpoints that may pull, in order: a host that
     // fails a request hands that request over to the next (see `fallback`).
-    let pullers = Pullers::new(&opts.registry, &parsed, &endpoints, resolver);
+    let pullers = Pullers::new(&opts.registry, &parsed, &endpoints, resolver, &unreachable);
     if pullers.is_empty() {
         return Err(no_endpoint(&opts.registry, &parsed, "pull"));
     }
