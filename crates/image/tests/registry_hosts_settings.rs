@@ -242,3 +242,49 @@ fn dial_timeout_bounds_a_connect_that_never_completes() {
     assert!(report.blobs >= 3, "{report:?}");
     assert!(store.verify().unwrap().corrupt.is_empty());
 }
+
+#[test]
+fn configured_headers_reach_every_push_request_and_the_login_check() {
+    let (Some(reg), Some(busybox)) = (
+        busybox_registry(None, "lib/busybox:latest"),
+        registry_support::fixture("busybox.oci.tar"),
+    ) else {
+        return;
+    };
+    let port = reg.port;
+    let proxy = FakeServer::start(move |req| forward(port, req));
+    let dir = tempdir("berth-hosts-settings-");
+    hosts_toml(
+        dir.path(),
+        &proxy.host(),
+        &format!(
+            "server = \"http://{}\"\n[header]\n  x-berth-push = \"yes\"\n",
+            proxy.host()
+        ),
+    );
+    let src = open_store(dir.path(), "src");
+    registry_support::setup::import_as(&src, &busybox, "berth.test/busybox:src");
+    let push = registry::PushOptions {
+        registry: opts(dir.path()).registry,
+        // Chunked: POST, PATCH and PUT all go through the proxy.
+        chunk_size: 256 << 10,
+        ..registry::PushOptions::default()
+    };
+    let target = format!("{}/pushed/busybox:v1", proxy.host());
+    let report = registry::push(&src, "berth.test/busybox:src", Some(&target), &push).unwrap();
+    assert!(report.chunked >= 1, "{report:?}");
+    registry::check_login(&proxy.host(), &push.registry).unwrap();
+    let seen = proxy.requests();
+    for method in ["HEAD", "POST", "PATCH", "PUT", "GET"] {
+        assert!(seen.iter().any(|r| r.method == method), "no {method}");
+    }
+    for r in &seen {
+        assert_eq!(
+            values(r, "x-berth-push"),
+            vec!["yes"],
+            "{} {}",
+            r.method,
+            r.path
+        );
+    }
+}
