@@ -5,7 +5,8 @@
 //! endpoint. Covers pull and push with credentials, a pull-only user refused push, anonymous
 //! pull of a public repository, wrong passwords, tokens expiring in the middle of a pull
 //! and of a chunked push (refreshed on 401 when the token server overstates their life), and
-//! short-lived tokens refreshed before they expire, without a 401.
+//! short-lived tokens refreshed before they expire, without a 401; `hosts.toml` headers sent
+//! to the token realm, a configured `Authorization` not.
 #![cfg(feature = "registry")]
 #![allow(
     clippy::unwrap_used,
@@ -340,4 +341,42 @@ fn short_lived_tokens_are_refreshed_before_they_expire_without_a_401() {
     );
     // The only refusal is the first, anonymous request's challenge.
     assert_eq!(refused.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn hosts_toml_headers_reach_the_token_realm_but_not_a_configured_authorization() {
+    let Some((tokens, reg, _)) = setup() else {
+        return;
+    };
+    let dir = tempdir("berth-token-test-");
+    let hosts = dir.path().join("hosts.d");
+    std::fs::create_dir_all(hosts.join(reg.host())).unwrap();
+    std::fs::write(
+        hosts.join(reg.host()).join("hosts.toml"),
+        format!(
+            "server = \"http://{}\"\n[header]\n  x-berth-hdr = \"v\"\n  authorization = \"Bearer configured-not-for-the-realm\"\n",
+            reg.host()
+        ),
+    )
+    .unwrap();
+    let mut o = pull_opts(dir.path(), creds(READER));
+    o.registry.plain_http = false;
+    o.registry.hosts_dir = Some(hosts);
+    let before = tokens.server.requests().len();
+    let store = open_store(dir.path(), "a");
+    let name = format!("{}/private/busybox:latest", reg.host());
+    registry::pull(&store, &name, &o).unwrap();
+    let asked = tokens.server.requests().split_off(before);
+    assert!(!asked.is_empty());
+    for r in &asked {
+        assert_eq!(r.header("x-berth-hdr"), Some("v"), "{}", r.path);
+        let auths: Vec<_> = r
+            .headers
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case("authorization"))
+            .map(|(_, v)| v.as_str())
+            .collect();
+        assert_eq!(auths.len(), 1, "{auths:?}");
+        assert!(auths[0].starts_with("Basic "), "{auths:?}");
+    }
 }

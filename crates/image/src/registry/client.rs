@@ -615,11 +615,12 @@ impl Client {
     }
 
     /// A request to a token realm carrying the `hosts.toml` headers (as containerd's
-    /// authorizer does), except a configured `Authorization`: the realm is another service.
+    /// authorizer does), except a configured `Authorization` (the realm is another service)
+    /// and `Content-Type` (the token request sets its own).
     fn token_request(&self, method: Method, url: &str) -> http::request::Builder {
         let mut builder = http::Request::builder().method(method).uri(url);
         for (k, v) in &self.headers.0 {
-            if k != http::header::AUTHORIZATION {
+            if k != http::header::AUTHORIZATION && k != http::header::CONTENT_TYPE {
                 builder = builder.header(k, v);
             }
         }
