@@ -159,8 +159,9 @@ pub struct RegistryOptions {
     pub certs_dir: Option<PathBuf>,
     /// A containerd-style hosts directory (`/etc/containerd/certs.d` layout):
     /// `<dir>/<host[:port]>/hosts.toml` (else `<dir>/_default/hosts.toml`) names mirrors,
-    /// the upstream `server`, and per-host TLS (`ca`, `client`, `skip_verify`); see
-    /// `hosts` in the module docs. `None`: none.
+    /// the upstream `server`, per-host TLS (`ca`, `client`, `skip_verify`), extra request
+    /// headers (`header`) and connect timeouts (`dial_timeout`); see `hosts` in the module
+    /// docs. `None`: none.
     pub hosts_dir: Option<PathBuf>,
     /// Where `docker-credential-*` helpers named by the auth file are looked up (`PATH`
     /// format), also the `PATH` they run with; `None` is the process's `PATH`.
