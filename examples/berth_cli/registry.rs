@@ -37,8 +37,9 @@ pub struct RegistryArgs {
     #[arg(long, value_name = "DIR")]
     pub certs_dir: Option<PathBuf>,
     /// A containerd-style hosts directory: DIR/HOST[:PORT]/hosts.toml names mirrors (tried
-    /// in order before the upstream), the upstream `server`, and per-host `ca`, `client`,
-    /// `skip_verify`, `override_path` (e.g. /etc/containerd/certs.d).
+    /// in order before the upstream, for each request), the upstream `server`, and per-host
+    /// `ca`, `client`, `skip_verify`, `override_path`, `header`, `dial_timeout` (e.g.
+    /// /etc/containerd/certs.d).
     #[arg(long, value_name = "DIR")]
     pub hosts_dir: Option<PathBuf>,
     /// Attempts per request or blob on transient failures (refused or cut connections,

@@ -1,7 +1,9 @@
 //! containerd's `hosts.toml` (`RegistryOptions::hosts_dir`, `<dir>/<host>/hosts.toml`)
 //! against real `docker-registry` processes: a mirror that has the image serves the pull and
 //! the upstream is never contacted; failing mirrors (one answering 404, one failing blobs
-//! after resolving) hand over to the upstream; a pull-only mirror serving blobs while the
+//! after resolving) hand over to the upstream; a mirror failing one blob (404, 500 after its
+//! retries, a body cut short) hands that blob alone to the upstream (resuming with `Range`)
+//! while every other request stays on the mirror; a pull-only mirror serving blobs while the
 //! upstream resolves the tag; a mirror under an overridden path; a TLS
 //! registry with an unknown CA reached with `skip_verify`, then with the `ca` file, and
 //! mutual TLS with the `client` pair the file names; mirrors get the auth file's credentials
@@ -329,4 +331,185 @@ fn mutual_tls_with_the_client_pair_hosts_toml_names() {
         ),
     );
     pull_ok(dir.path(), "a", &name, &opts(dir.path()));
+}
+
+/// The Debian fixture (config and 3 layers) in a registry, with its layers (digest, size)
+/// learnt by a direct pull, smallest first.
+fn debian_registry(dir: &Path) -> Option<(Registry, Vec<(berth_oci::Digest, u64)>)> {
+    let (reg, _) = seeded(
+        Registry::start(None),
+        "debian-gzip.oci.tar",
+        "lib/debian:bookworm",
+    )?;
+    let scratch = open_store(dir, "scratch");
+    let name = format!("{}/lib/debian:bookworm", reg.host());
+    let mut direct = opts(dir);
+    direct.registry.plain_http = true;
+    registry::pull(&scratch, &name, &direct).unwrap();
+    let image = scratch.images().get(&name).unwrap();
+    let resolved = berth_image::unpack::resolve(&scratch, &image.target, None).unwrap();
+    let mut layers: Vec<_> = resolved
+        .layers
+        .iter()
+        .map(|(d, _)| (d.digest.clone(), d.size))
+        .collect();
+    layers.sort_by_key(|(_, n)| *n);
+    assert_eq!(layers.len(), 3);
+    Some((reg, layers))
+}
+
+/// Blob GETs a server received, by digest (`sha256:…`), with their `Range` header.
+fn blob_gets(s: &FakeServer) -> Vec<(String, Option<String>)> {
+    s.requests()
+        .iter()
+        .filter(|r| r.method == "GET")
+        .filter_map(|r| {
+            let d = r.path.split("/blobs/").nth(1)?;
+            Some((d.to_owned(), r.header("range").map(str::to_owned)))
+        })
+        .collect()
+}
+
+#[test]
+fn a_mirror_failing_one_blob_hands_only_that_blob_to_the_upstream() {
+    let dir = tempdir("berth-hosts-test-");
+    let Some((reg, layers)) = debian_registry(dir.path()) else {
+        return;
+    };
+    let port = reg.port;
+    let failing = layers[0].0.to_string();
+    let cut = layers[1].0.to_string();
+    let upstream = FakeServer::start(move |req| forward(port, req));
+    // How the mirror fails the chosen blob: 404, 500, wrong bytes (1), or another blob's
+    // body cut in the middle (0).
+    let mode = std::sync::Arc::new(std::sync::Mutex::new(404u16));
+    let m = mode.clone();
+    let (f, c) = (failing.clone(), cut.clone());
+    let mirror = FakeServer::start(move |req| {
+        let mode = *m.lock().unwrap();
+        if req.path.ends_with(&f) && mode == 1 {
+            // Wrong bytes, right length.
+            let mut resp = forward(port, req);
+            resp.body[10] ^= 0x55;
+            return resp;
+        }
+        if req.path.ends_with(&f) && mode > 1 {
+            return Resp::new(mode).body("not here");
+        }
+        let mut resp = forward(port, req);
+        if mode == 0 && req.path.ends_with(&c) && req.header("range").is_none() {
+            resp.cut_at = Some(resp.body.len() / 2);
+        }
+        resp
+    });
+    hosts_toml(
+        dir.path(),
+        &upstream.host(),
+        &format!(
+            "server = \"http://{}\"\n[host.\"http://{}\"]\n  capabilities = [\"pull\", \"resolve\"]\n",
+            upstream.host(),
+            mirror.host()
+        ),
+    );
+    let name = format!("{}/lib/debian:bookworm", upstream.host());
+
+    // 404 and 500 (the latter retried on the mirror within its budget first): that blob
+    // alone comes from the upstream, every other request from the mirror.
+    for (round, (status, attempts)) in [(404u16, 1u32), (500, 2)].into_iter().enumerate() {
+        *mode.lock().unwrap() = status;
+        let (seen_m, seen_u) = (blob_gets(&mirror).len(), upstream.requests().len());
+        let mut o = opts(dir.path());
+        o.registry.retry = RetryPolicy {
+            max_attempts: attempts,
+            base_delay: std::time::Duration::from_millis(10),
+            max_delay: std::time::Duration::from_millis(50),
+        };
+        let store = pull_ok(dir.path(), &format!("r{round}"), &name, &o);
+        registry_support::setup::assert_complete(&store, &name);
+        let at_upstream = upstream.requests().split_off(seen_u);
+        let mirror_gets = blob_gets(&mirror).split_off(seen_m);
+        assert_eq!(
+            at_upstream
+                .iter()
+                .map(|r| r.path.rsplit('/').next().unwrap_or_default().to_owned())
+                .collect::<Vec<_>>(),
+            vec![failing.clone()],
+            "{status}: only the failing blob goes to the upstream"
+        );
+        assert_eq!(
+            mirror_gets.iter().filter(|(d, _)| *d == failing).count(),
+            attempts as usize,
+            "{status}: the mirror is tried (and retried) for the failing blob first"
+        );
+        for (d, _) in &layers[1..] {
+            assert!(
+                mirror_gets.iter().any(|(g, _)| *g == d.to_string()),
+                "{status}: layer {d} came from the mirror"
+            );
+        }
+        assert_eq!(mirror_gets.len(), 3 + attempts as usize, "{mirror_gets:?}");
+    }
+
+    // Wrong bytes from the mirror: discarded, and the upstream serves the blob whole.
+    *mode.lock().unwrap() = 1;
+    let (seen_m, seen_u) = (blob_gets(&mirror).len(), blob_gets(&upstream).len());
+    let store = pull_ok(dir.path(), "corrupt", &name, &opts(dir.path()));
+    registry_support::setup::assert_complete(&store, &name);
+    let at_upstream = blob_gets(&upstream).split_off(seen_u);
+    assert_eq!(at_upstream, vec![(failing.clone(), None)]);
+    let mirror_gets = blob_gets(&mirror).split_off(seen_m);
+    assert_eq!(mirror_gets.len(), 4, "{mirror_gets:?}");
+
+    // A body the mirror cuts in the middle (no retry): the upstream resumes that layer with
+    // Range from where the mirror stopped; the failing blob is served again by the mirror.
+    *mode.lock().unwrap() = 0;
+    let seen_u = upstream.requests().len();
+    let store = open_store(dir.path(), "cut");
+    let report = registry::pull(&store, &name, &opts(dir.path())).unwrap();
+    registry_support::setup::assert_complete(&store, &name);
+    let at_upstream = upstream.requests().split_off(seen_u);
+    assert_eq!(at_upstream.len(), 1, "{at_upstream:?}");
+    let range = at_upstream[0].header("range").unwrap();
+    assert!(at_upstream[0].path.ends_with(&cut));
+    let half = layers[1].1 / 2;
+    assert_eq!(range, format!("bytes={half}-"));
+    assert!(
+        report
+            .resumed
+            .iter()
+            .any(|(d, off)| d.to_string() == cut && *off == half),
+        "{report:?}"
+    );
+}
+
+#[test]
+fn an_unreachable_mirror_is_asked_once_per_pull() {
+    let Some(reg) = busybox_registry(None, "lib/busybox:latest") else {
+        return;
+    };
+    // A mirror that closes every connection without an answer (a transport failure).
+    let dead = FakeServer::start(|_| Resp::dropped());
+    let dir = tempdir("berth-hosts-test-");
+    hosts_toml(
+        dir.path(),
+        &reg.host(),
+        &format!(
+            "server = \"http://{}\"\n[host.\"http://{}\"]\n  capabilities = [\"pull\", \"resolve\"]\n",
+            reg.host(),
+            dead.host()
+        ),
+    );
+    let name = format!("{}/lib/busybox:latest", reg.host());
+    let mut o = opts(dir.path());
+    // Two attempts per request and host: the mirror is given its budget once (resolving),
+    // then left alone for the config and the layer.
+    o.registry.retry = RetryPolicy {
+        max_attempts: 2,
+        base_delay: std::time::Duration::from_millis(10),
+        max_delay: std::time::Duration::from_millis(20),
+    };
+    pull_ok(dir.path(), "a", &name, &o);
+    let asked = dead.requests();
+    assert_eq!(asked.len(), 2, "{asked:?}");
+    assert!(asked.iter().all(|r| r.path.ends_with("/manifests/latest")));
 }

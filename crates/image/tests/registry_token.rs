@@ -3,8 +3,10 @@
 //! (`registry_support::token`) issuing RS256 JWTs the registry verifies against its
 //! `rootcertbundle`, honouring the requested scope per user, with basic login at the token
 //! endpoint. Covers pull and push with credentials, a pull-only user refused push, anonymous
-//! pull of a public repository, wrong passwords, and tokens expiring in the middle of a pull
-//! and of a chunked push (refreshed on 401).
+//! pull of a public repository, wrong passwords, tokens expiring in the middle of a pull
+//! and of a chunked push (refreshed on 401 when the token server overstates their life), and
+//! short-lived tokens refreshed before they expire, without a 401; `hosts.toml` headers sent
+//! to the token realm, a configured `Authorization` not.
 #![cfg(feature = "registry")]
 #![allow(
     clippy::unwrap_used,
@@ -27,7 +29,7 @@ use berth_image::registry::{
 };
 use registry_support::setup::{import_as, open_store, pull_with};
 use registry_support::token::{Grant, TokenServer};
-use registry_support::{Registry, fixture, tempdir};
+use registry_support::{FakeServer, Registry, counter, fixture, forward_auth, tempdir};
 
 const ADMIN: (&str, &str) = ("admin", "adm1n-pw");
 const READER: (&str, &str) = ("reader", "r3ader-pw");
@@ -193,8 +195,10 @@ fn expired_tokens_are_refreshed_during_pull_and_push() {
         return;
     };
     let dir = tempdir("berth-token-test-");
-    // Tokens usable for 2 s (the registry's leeway included).
+    // Tokens usable for 2 s (the registry's leeway included), said to last 300 s: the client
+    // trusts them and learns of their end from the registry's 401 (the fallback path).
     tokens.lifetime.store(2, Ordering::SeqCst);
+    tokens.advertised.store(300, Ordering::SeqCst);
 
     // Pull: once the root manifest resolved, wait past the token's life; every later request
     // meets 401 invalid_token and must fetch a new one.
@@ -284,4 +288,95 @@ fn cross_repository_mount_asks_the_token_for_both_repositories() {
     let back = open_store(dir.path(), "m");
     let by_digest = format!("{}/private/mounted@{}", reg.host(), mounted.digest.unwrap());
     registry::pull(&back, &by_digest, &pull_opts(dir.path(), creds(READER))).unwrap();
+}
+
+#[test]
+fn short_lived_tokens_are_refreshed_before_they_expire_without_a_401() {
+    let Some((tokens, reg, _)) = setup() else {
+        return;
+    };
+    let port = reg.port;
+    // A proxy in front of the registry counting its refusals.
+    let refused = counter();
+    let r = refused.clone();
+    let proxy = FakeServer::start(move |req| {
+        let resp = forward_auth(port, req);
+        if resp.status == 401 {
+            r.fetch_add(1, Ordering::SeqCst);
+        }
+        resp
+    });
+    let dir = tempdir("berth-token-test-");
+    // Tokens usable (and said to be usable) for 3 s.
+    tokens.lifetime.store(3, Ordering::SeqCst);
+    let before = tokens.token_requests();
+    // Once the root manifest is in, wait past the token's life: the next requests must find
+    // a fresh token already in hand.
+    let slept = AtomicBool::new(false);
+    let progress = |e: &ProgressEvent<'_>| {
+        if e.finished && !slept.swap(true, Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_secs(4));
+        }
+    };
+    let store = open_store(dir.path(), "a");
+    let name = format!("{}/private/busybox:latest", proxy.host());
+    let opts = PullOptions {
+        registry: reg_opts(dir.path(), creds(READER)),
+        progress: &progress,
+        max_concurrent: 1,
+        ..PullOptions::default()
+    };
+    registry::pull(&store, &name, &opts).unwrap();
+    assert!(slept.load(Ordering::SeqCst));
+    assert!(store.verify().unwrap().corrupt.is_empty());
+    let blob_gets = proxy
+        .requests()
+        .iter()
+        .filter(|r| r.method == "GET" && r.path.contains("/blobs/"))
+        .count();
+    assert!(blob_gets >= 2, "{blob_gets}");
+    assert!(
+        tokens.token_requests() - before >= 2,
+        "a second token was fetched after the first ran out"
+    );
+    // The only refusal is the first, anonymous request's challenge.
+    assert_eq!(refused.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn hosts_toml_headers_reach_the_token_realm_but_not_a_configured_authorization() {
+    let Some((tokens, reg, _)) = setup() else {
+        return;
+    };
+    let dir = tempdir("berth-token-test-");
+    let hosts = dir.path().join("hosts.d");
+    std::fs::create_dir_all(hosts.join(reg.host())).unwrap();
+    std::fs::write(
+        hosts.join(reg.host()).join("hosts.toml"),
+        format!(
+            "server = \"http://{}\"\n[header]\n  x-berth-hdr = \"v\"\n  authorization = \"Bearer configured-not-for-the-realm\"\n",
+            reg.host()
+        ),
+    )
+    .unwrap();
+    let mut o = pull_opts(dir.path(), creds(READER));
+    o.registry.plain_http = false;
+    o.registry.hosts_dir = Some(hosts);
+    let before = tokens.server.requests().len();
+    let store = open_store(dir.path(), "a");
+    let name = format!("{}/private/busybox:latest", reg.host());
+    registry::pull(&store, &name, &o).unwrap();
+    let asked = tokens.server.requests().split_off(before);
+    assert!(!asked.is_empty());
+    for r in &asked {
+        assert_eq!(r.header("x-berth-hdr"), Some("v"), "{}", r.path);
+        let auths: Vec<_> = r
+            .headers
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case("authorization"))
+            .map(|(_, v)| v.as_str())
+            .collect();
+        assert_eq!(auths.len(), 1, "{auths:?}");
+        assert!(auths[0].starts_with("Basic "), "{auths:?}");
+    }
 }

@@ -1,7 +1,8 @@
 //! Pull and unpack from a private registry: the busybox and Debian fixtures, pulled from a
 //! local `docker-registry` and unpacked on overlay, mount as the same tree as
 //! `umoci raw unpack` of the fixture gives, every layer applied while it downloaded (the
-//! streaming path); a second pull+unpack reuses everything.
+//! streaming path), also when a layer resumes on another host (a mirror cutting it short);
+//! a second pull+unpack reuses everything.
 #![cfg(feature = "registry")]
 #![allow(
     clippy::unwrap_used,
@@ -203,6 +204,74 @@ fn cut_layer_is_resumed_within_the_pull_and_still_streams() {
     let top = unpacked.chain_id.clone().unwrap();
     let ours = env.chain_tree(&top.to_string());
     assert_same_tree(&ours, umoci_tree(&src, "bookworm"), "pulled across a cut");
+    env.assert_clean();
+}
+
+/// A layer whose body a mirror cuts short hands over to the upstream, which resumes it with
+/// Range and keeps feeding the same streamed apply: every layer is still applied while it
+/// downloads, and the tree is umoci's.
+#[test]
+fn a_layer_cut_on_a_mirror_resumes_on_the_upstream_and_still_streams() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    if !privileged() || !have_umoci() {
+        return;
+    }
+    let Some(src) = fixture("debian-gzip.oci.tar") else {
+        return;
+    };
+    let Some(reg) = Registry::start(None) else {
+        return;
+    };
+    reg.seed(&src, "mirrored/debian:bookworm");
+    let upstream = reg.port;
+    let cuts = std::sync::Arc::new(AtomicUsize::new(0));
+    let c = cuts.clone();
+    let mirror = registry_support::FakeServer::start(move |req| {
+        let mut resp = registry_support::forward(upstream, req);
+        if req.path.contains("/blobs/")
+            && resp.body.len() > 2 << 20
+            && c.fetch_add(1, Ordering::SeqCst) == 0
+        {
+            resp.cut_at = Some(1 << 20);
+        }
+        resp
+    });
+    let env = Env::new(Backend::Overlay);
+    let hosts = env.tmp.path().join("hosts.d");
+    std::fs::create_dir_all(hosts.join(reg.host())).unwrap();
+    std::fs::write(
+        hosts.join(reg.host()).join("hosts.toml"),
+        format!(
+            "server = \"http://{}\"\n[host.\"http://{}\"]\n  capabilities = [\"pull\", \"resolve\"]\n",
+            reg.host(),
+            mirror.host()
+        ),
+    )
+    .unwrap();
+    let opts = PullOptions {
+        registry: RegistryOptions {
+            hosts_dir: Some(hosts),
+            auth_file: Some(env.tmp.path().join("no-auth.json")),
+            retry: RetryPolicy::none(),
+            ..RegistryOptions::default()
+        },
+        ..PullOptions::default()
+    };
+    let name = format!("{}/mirrored/debian:bookworm", reg.host());
+    let uo = UnpackOptions::new("overlay");
+    let (pulled, unpacked) =
+        registry::pull_and_unpack(&env.store, env.sn.as_ref(), &name, &opts, &uo).unwrap();
+    assert!(
+        cuts.load(Ordering::SeqCst) >= 1,
+        "a layer went through the mirror cut"
+    );
+    assert_eq!(pulled.resumed.len(), 1, "{pulled:?}");
+    assert_eq!(pulled.resumed[0].1, 1 << 20, "{pulled:?}");
+    assert_eq!(pulled.streamed, unpacked.layers.len(), "{pulled:?}");
+    assert_eq!(unpacked.applied(), 0, "{unpacked:?}");
+    let top = unpacked.chain_id.clone().unwrap();
+    let ours = env.chain_tree(&top.to_string());
+    assert_same_tree(&ours, umoci_tree(&src, "bookworm"), "pulled across hosts");
     env.assert_clean();
 }
 

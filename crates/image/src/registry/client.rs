@@ -8,14 +8,15 @@
 use std::collections::HashSet;
 use std::io::Read;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
 
 use ureq::http::{self, HeaderMap, Method, StatusCode};
 
 use super::auth::{Challenge, Credentials, parse_challenge};
 use super::error::{Error, Result};
-use super::hosts::Endpoint;
+use super::hosts::{Endpoint, Headers};
 use super::retry::{Backoff, RetryPolicy, parse_retry_after, transient_status};
+use super::token::{self, Token};
 use super::{RegistryOptions, tls};
 
 /// Most redirects followed for one request.
@@ -49,6 +50,15 @@ impl Response {
     }
 }
 
+/// The authorization in use.
+#[derive(Clone)]
+struct Auth {
+    /// The `Authorization` header value.
+    header: String,
+    /// For a bearer token: the challenge it answered and when to fetch the next one.
+    refresh: Option<(Challenge, Instant)>,
+}
+
 /// One repository on one registry.
 pub(crate) struct Client {
     agent: ureq::Agent,
@@ -65,8 +75,15 @@ pub(crate) struct Client {
     creds: Option<Credentials>,
     /// How transient failures are retried.
     retry: RetryPolicy,
-    /// The `Authorization` value that worked last (sent only to `host`).
-    authorization: Mutex<Option<String>>,
+    /// The `Authorization` value that worked last (sent only to `host`), with what is needed
+    /// to refresh it before it expires when it is a bearer token.
+    authorization: Mutex<Option<Auth>>,
+    /// Held while a token is refreshed ahead of its expiry (one refresh at a time).
+    refreshing: Mutex<()>,
+    /// Headers `hosts.toml` adds to every request to `host` (and its token requests).
+    headers: Headers,
+    /// The connect timeout (`dial_timeout`), for messages.
+    connect_timeout: Option<Duration>,
 }
 
 impl std::fmt::Debug for Client {
@@ -80,17 +97,23 @@ impl std::fmt::Debug for Client {
     }
 }
 
-fn transport(method: &Method, url: &str, e: &ureq::Error) -> Error {
+fn transport(method: &Method, url: &str, e: &ureq::Error, connect: Option<Duration>) -> Error {
     if let Some(reason) = tls::tls_failure(e) {
         return Error::Tls {
             url: url.to_owned(),
             reason,
         };
     }
+    let reason = match (e, connect) {
+        (ureq::Error::Timeout(ureq::Timeout::Connect), Some(d)) => {
+            format!("connect timed out after {d:?} (dial_timeout)")
+        }
+        _ => e.to_string(),
+    };
     Error::Transport {
         method: method_name(method),
         url: url.to_owned(),
-        reason: e.to_string(),
+        reason,
     }
 }
 
@@ -199,7 +222,7 @@ impl Client {
             .http_status_as_error(false)
             .max_redirects(0)
             .max_redirects_will_error(false)
-            .timeout_connect(Some(Duration::from_secs(30)))
+            .timeout_connect(ep.dial_timeout)
             .timeout_recv_response(Some(Duration::from_secs(120)))
             .user_agent(concat!("berth/", env!("CARGO_PKG_VERSION")))
             .build()
@@ -214,6 +237,9 @@ impl Client {
             creds,
             retry: opts.retry,
             authorization: Mutex::new(None),
+            refreshing: Mutex::new(()),
+            headers: ep.headers.clone(),
+            connect_timeout: ep.dial_timeout,
         })
     }
 
@@ -246,12 +272,60 @@ impl Client {
     }
 
     fn current_authorization(&self) -> Option<String> {
-        self.authorization.lock().ok().and_then(|g| g.clone())
+        self.authorization
+            .lock()
+            .ok()
+            .and_then(|g| g.as_ref().map(|a| a.header.clone()))
     }
 
-    fn set_authorization(&self, value: String) {
+    fn set_authorization(&self, header: String, refresh: Option<(Challenge, Instant)>) {
         if let Ok(mut g) = self.authorization.lock() {
-            *g = Some(value);
+            *g = Some(Auth { header, refresh });
+        }
+    }
+
+    /// Uses a token answering `challenge`, received at `received`.
+    fn set_token(&self, token: Token, challenge: &Challenge, received: Instant) {
+        let at = token.refresh_at(received);
+        self.set_authorization(
+            format!("Bearer {}", token.value),
+            Some((challenge.clone(), at)),
+        );
+    }
+
+    /// The challenge of a bearer token due for a refresh, if it is.
+    fn refresh_due(&self) -> Option<Challenge> {
+        let g = self.authorization.lock().ok()?;
+        let (challenge, at) = g.as_ref()?.refresh.as_ref()?;
+        (Instant::now() >= *at).then(|| challenge.clone())
+    }
+
+    /// Replaces a bearer token that is about to expire ([`token`]) before `url` is asked
+    /// for, so the registry need not refuse it first. One thread refreshes, the others wait
+    /// for it. A failure is left to the 401 fallback.
+    fn refresh_if_due(&self, url: &str) {
+        if self.refresh_due().is_none() {
+            return;
+        }
+        let _one = self.refreshing.lock();
+        let Some(challenge) = self.refresh_due() else {
+            return;
+        };
+        let received = Instant::now();
+        match self.fetch_token(url, &challenge) {
+            Ok(token) => {
+                tracing::debug!(host = %self.host, lifetime = ?token.lifetime, "bearer token refreshed before it expired");
+                self.set_token(token, &challenge, received);
+            }
+            Err(e) => {
+                tracing::debug!(host = %self.host, error = %e, "cannot refresh the bearer token ahead; the registry will say when it expired");
+                // Do not try again before the registry refuses it.
+                if let Ok(mut g) = self.authorization.lock()
+                    && let Some(a) = g.as_mut()
+                {
+                    a.refresh = None;
+                }
+            }
         }
     }
 
@@ -341,6 +415,7 @@ impl Client {
         headers: &[(&str, &str)],
         body: Option<&[u8]>,
     ) -> Result<Response> {
+        self.refresh_if_due(url);
         let first = self.send_following(&method, url, headers, body)?;
         if first.status != StatusCode::UNAUTHORIZED {
             return Ok(first);
@@ -435,13 +510,25 @@ impl Client {
             let mut builder = http::Request::builder()
                 .method(method.clone())
                 .uri(current.as_str());
+            let ours = authority_of(&current) == Some(self.host.as_str());
+            // Credentials go to the registry host only, never to a redirect target elsewhere.
+            let auth = ours.then(|| self.current_authorization()).flatten();
+            if ours {
+                // `hosts.toml` headers, except those the request or the auth flow sets.
+                for (k, v) in &self.headers.0 {
+                    let replaced = headers
+                        .iter()
+                        .any(|(h, _)| k.as_str().eq_ignore_ascii_case(h))
+                        || (auth.is_some() && k == http::header::AUTHORIZATION);
+                    if !replaced {
+                        builder = builder.header(k, v);
+                    }
+                }
+            }
             for (k, v) in headers {
                 builder = builder.header(*k, *v);
             }
-            // Credentials go to the registry host only, never to a redirect target elsewhere.
-            if authority_of(&current) == Some(self.host.as_str())
-                && let Some(auth) = self.current_authorization()
-            {
+            if let Some(auth) = auth {
                 builder = builder.header("authorization", auth);
             }
             let result = match body {
@@ -451,7 +538,7 @@ impl Client {
                     .and_then(|r| {
                         self.agent
                             .run(r)
-                            .map_err(|e| transport(method, &current, &e))
+                            .map_err(|e| transport(method, &current, &e, self.connect_timeout))
                     }),
                 None => builder
                     .body(())
@@ -459,7 +546,7 @@ impl Client {
                     .and_then(|r| {
                         self.agent
                             .run(r)
-                            .map_err(|e| transport(method, &current, &e))
+                            .map_err(|e| transport(method, &current, &e, self.connect_timeout))
                     }),
             }?;
             let (parts, body_stream) = result.into_parts();
@@ -511,12 +598,13 @@ impl Client {
                             .into(),
                     });
                 }
-                self.set_authorization(creds.basic_header());
+                self.set_authorization(creds.basic_header(), None);
                 Ok(())
             }
             "bearer" => {
+                let received = Instant::now();
                 let token = self.fetch_token(url, challenge)?;
-                self.set_authorization(format!("Bearer {token}"));
+                self.set_token(token, challenge, received);
                 Ok(())
             }
             other => Err(Error::Unauthorized {
@@ -526,9 +614,23 @@ impl Client {
         }
     }
 
+    /// A request to a token realm carrying the `hosts.toml` headers (as containerd's
+    /// authorizer does), except a configured `Authorization` (the realm is another service)
+    /// and `Content-Type` (the token request sets its own).
+    fn token_request(&self, method: Method, url: &str) -> http::request::Builder {
+        let mut builder = http::Request::builder().method(method).uri(url);
+        for (k, v) in &self.headers.0 {
+            if k != http::header::AUTHORIZATION && k != http::header::CONTENT_TYPE {
+                builder = builder.header(k, v);
+            }
+        }
+        builder
+    }
+
     /// The bearer token flow (distribution's token spec): GET `realm?service=…&scope=…`, with
-    /// basic credentials when configured; the answer is JSON with `token` or `access_token`.
-    fn fetch_token(&self, url: &str, challenge: &Challenge) -> Result<String> {
+    /// basic credentials when configured; the answer is JSON with `token` or `access_token`
+    /// and its lifetime ([`token::parse_answer`]).
+    fn fetch_token(&self, url: &str, challenge: &Challenge) -> Result<Token> {
         let realm = challenge
             .params
             .get("realm")
@@ -566,15 +668,14 @@ impl Client {
                 form.push(format!("scope={}", query_escape(&scopes.join(" "))));
             }
             let body = form.join("&");
-            let req = http::Request::builder()
-                .method(Method::POST)
-                .uri(realm.as_str())
+            let req = self
+                .token_request(Method::POST, realm)
                 .header("content-type", "application/x-www-form-urlencoded")
                 .body(body.as_bytes())
                 .map_err(|e| protocol(realm, e))?;
             self.agent
                 .run(req)
-                .map_err(|e| transport(&Method::POST, realm, &e))?
+                .map_err(|e| transport(&Method::POST, realm, &e, self.connect_timeout))?
         } else {
             for s in &scopes {
                 query.push(format!("scope={}", query_escape(s)));
@@ -585,16 +686,14 @@ impl Client {
                 let sep = if realm.contains('?') { '&' } else { '?' };
                 format!("{realm}{sep}{}", query.join("&"))
             };
-            let mut builder = http::Request::builder()
-                .method(Method::GET)
-                .uri(token_url.as_str());
+            let mut builder = self.token_request(Method::GET, &token_url);
             if let Some(c) = &self.creds {
                 builder = builder.header("authorization", c.basic_header());
             }
             let req = builder.body(()).map_err(|e| protocol(&token_url, e))?;
             self.agent
                 .run(req)
-                .map_err(|e| transport(&Method::GET, &token_url, &e))?
+                .map_err(|e| transport(&Method::GET, &token_url, &e, self.connect_timeout))?
         };
         let token_url = realm.clone();
         let status = resp.status();
@@ -623,20 +722,7 @@ impl Client {
                 retry_after: None,
             });
         }
-        let json: serde_json::Value =
-            serde_json::from_slice(&bytes).map_err(|e| Error::Protocol {
-                url: token_url.clone(),
-                reason: format!("token answer is not JSON: {e}"),
-            })?;
-        json.get("token")
-            .or_else(|| json.get("access_token"))
-            .and_then(|t| t.as_str())
-            .filter(|t| !t.is_empty())
-            .map(str::to_owned)
-            .ok_or_else(|| Error::Protocol {
-                url: token_url,
-                reason: "token answer has no token".into(),
-            })
+        token::parse_answer(&token_url, &bytes, SystemTime::now())
     }
 }
 

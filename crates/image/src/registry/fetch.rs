@@ -1,7 +1,14 @@
 //! Downloading layers into the content store: up to `max_concurrent` at once, each resuming a
 //! partial ingest with `Range`, retrying transient failures from where its ingest stands (one
-//! budget per blob), teeing a fresh download into its streamed apply, and committing only
-//! what verifies (see the module docs of [`super`]).
+//! budget per blob and host), handing a blob a host fails over to the next endpoint
+//! ([`Pullers::each`]) with what its ingest holds, teeing a fresh download into its streamed
+//! apply, and committing only what verifies (see the module docs of [`super`]).
+//!
+//! The bytes are checked against the digest before the commit, so that a host serving
+//! wrong bytes hands over like any failing host: the ingest is emptied and the next host
+//! starts from byte 0. A blob whose bytes came partly from an earlier host or pull (a
+//! resumed ingest) and do not verify is fetched once more whole from the same host before
+//! that host counts as failed.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -13,6 +20,7 @@ use ureq::http::Method;
 
 use super::client::Client;
 use super::error::{Error, Result};
+use super::fallback::Pullers;
 use super::pull::{BlobJob, PullOptions};
 use super::retry::Backoff;
 use super::stream::{Streamer, Tee};
@@ -33,7 +41,7 @@ pub(crate) struct Outcome {
 
 pub(crate) fn download_all(
     store: &ContentStore,
-    client: &Client,
+    hosts: &Pullers<'_>,
     jobs: &[BlobJob],
     protect: &(dyn Fn(&Digest) -> Result<()> + Sync),
     opts: &PullOptions<'_>,
@@ -58,7 +66,7 @@ pub(crate) fn download_all(
                     let i = next.fetch_add(1, Ordering::SeqCst);
                     let Some(job) = jobs.get(i) else { break };
                     let res = protect(&job.digest)
-                        .and_then(|()| download_blob(store, client, job, opts.progress, streamer));
+                        .and_then(|()| download_blob(store, hosts, job, opts.progress, streamer));
                     if res.is_err() {
                         failed.store(true, Ordering::Relaxed);
                     }
@@ -90,11 +98,11 @@ pub(crate) fn download_all(
 }
 
 /// Downloads one blob into the store, resuming a partial ingest with `Range`; transient
-/// failures are retried (one budget for the blob), each retry resuming from what the ingest
-/// already holds.
+/// failures are retried (one budget for the blob per host), each retry resuming from what the
+/// ingest already holds; a host that fails hands the blob over to the next.
 fn download_blob(
     store: &ContentStore,
-    client: &Client,
+    hosts: &Pullers<'_>,
     job: &BlobJob,
     progress: &dyn Progress,
     streamer: Option<&Streamer<'_>>,
@@ -130,15 +138,12 @@ fn download_blob(
     if w.offset() > job.size {
         w.truncate(0)?;
     }
-    let url = client.url(&format!("blobs/{}", job.digest));
     // Dropped on every path: hands the streamed layer's outcome to the streamer.
     let mut fetch = Fetch {
         store,
-        client,
         job,
         progress,
         streamer,
-        url: url.clone(),
         item: item.clone(),
         resumed_at: None,
         downloaded: 0,
@@ -148,8 +153,17 @@ fn download_blob(
             blob_ok: false,
         },
     };
-    let mut backoff = client.backoff();
-    client.retrying(&mut backoff, &url, |b| fetch.attempt(b, &mut w))?;
+    let fetched = hosts.each(&item, |client| fetch.fetch_whole_from(client, &mut w));
+    if let Err(e) = fetched {
+        // Bytes that did not verify are not kept for a resume (the writer holds the ingest).
+        drop(w);
+        if matches!(e, Error::DigestMismatch { .. })
+            && let Err(abort) = store.abort(&r#ref)
+        {
+            tracing::warn!(r#ref, error = %abort, "cannot abort failed ingest");
+        }
+        return Err(e);
+    }
     let actual = w.digest();
     match w.commit(job.size, Some(&job.digest), &BTreeMap::new()) {
         Ok(_) => {}
@@ -159,7 +173,7 @@ fn download_blob(
                 tracing::warn!(r#ref, error = %abort, "cannot abort failed ingest");
             }
             return Err(Error::DigestMismatch {
-                url,
+                url: item,
                 expected: job.digest.clone(),
                 actual,
                 size: job.size,
@@ -187,11 +201,9 @@ fn download_blob(
 /// One blob download across its attempts.
 struct Fetch<'s, 'a> {
     store: &'s ContentStore,
-    client: &'s Client,
     job: &'s BlobJob,
     progress: &'s dyn Progress,
     streamer: Option<&'s Streamer<'a>>,
-    url: String,
     item: String,
     /// The offset of the first ranged request, if any.
     resumed_at: Option<u64>,
@@ -201,10 +213,47 @@ struct Fetch<'s, 'a> {
 }
 
 impl Fetch<'_, '_> {
+    /// Fetches the whole blob from the host of `client` into `w` (what it lacks, with its
+    /// retries), and checks the digest. Bytes that do not verify are discarded (the ingest
+    /// emptied, a streamed apply abandoned); when they came partly from elsewhere (an
+    /// earlier host or pull), the host is asked once more for the whole blob.
+    fn fetch_whole_from(&mut self, client: &Client, w: &mut crate::content::Writer) -> Result<()> {
+        let url = client.url(&format!("blobs/{}", self.job.digest));
+        let mut backoff = client.backoff();
+        let mut whole_from_here = w.offset() == 0;
+        loop {
+            client.retrying(&mut backoff, &url, |b| self.attempt(client, &url, b, w))?;
+            let actual = w.digest();
+            if actual == self.job.digest {
+                return Ok(());
+            }
+            w.truncate(0)?;
+            if let (Some(s), Some(t)) = (self.streamer, self.guard.tee.take()) {
+                s.finish(t, false);
+            }
+            if whole_from_here {
+                return Err(Error::DigestMismatch {
+                    url,
+                    expected: self.job.digest.clone(),
+                    actual,
+                    size: self.job.size,
+                });
+            }
+            tracing::debug!(%url, "resumed bytes do not verify; fetching the whole blob again");
+            whole_from_here = true;
+        }
+    }
+
     /// Fetches what the ingest lacks (`Range: bytes=OFFSET-` when it holds a prefix) and
     /// writes it. Leaves everything received in the ingest whatever happens; `Ok` when the
     /// ingest holds `job.size` bytes.
-    fn attempt(&mut self, backoff: &mut Backoff, w: &mut crate::content::Writer) -> Result<()> {
+    fn attempt(
+        &mut self,
+        client: &Client,
+        url: &str,
+        backoff: &mut Backoff,
+        w: &mut crate::content::Writer,
+    ) -> Result<()> {
         let job = self.job;
         let mut offset = w.offset();
         if offset >= job.size {
@@ -216,21 +265,15 @@ impl Fetch<'_, '_> {
         } else {
             Vec::new()
         };
-        let resp = self.client.send_expect_with(
-            backoff,
-            Method::GET,
-            &self.url,
-            &headers,
-            None,
-            &[200, 206],
-        )?;
+        let resp =
+            client.send_expect_with(backoff, Method::GET, url, &headers, None, &[200, 206])?;
         if resp.status.as_u16() == 206 {
             let ok = resp
                 .header("content-range")
                 .is_some_and(|v| v.trim().starts_with(&format!("bytes {offset}-")));
             if !ok {
                 return Err(Error::Protocol {
-                    url: self.url.clone(),
+                    url: url.to_owned(),
                     reason: format!(
                         "206 with Content-Range {:?} for a request from {offset}",
                         resp.header("content-range")
@@ -251,7 +294,7 @@ impl Fetch<'_, '_> {
             && n != remaining
         {
             return Err(Error::Protocol {
-                url: self.url.clone(),
+                url: url.to_owned(),
                 reason: format!(
                     "Content-Length {n} but {remaining} bytes are expected (descriptor size {})",
                     job.size

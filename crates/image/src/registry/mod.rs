@@ -64,9 +64,11 @@
 //! Credentials come from [`RegistryOptions::credentials`], else the docker-style auth file
 //! ([`auth::default_auth_file`]) with its credential helpers (`credHelpers`, `credsStore`;
 //! [`helper`]). An identity token (user `<token>`) is exchanged for a bearer token with
-//! `grant_type=refresh_token`. A token that expires (the registry answers 401
-//! `invalid_token`) is replaced by a new one from the realm and the request repeated, so long
-//! pulls and chunked pushes outlive short-lived tokens; a token that does not grant the
+//! `grant_type=refresh_token`. A bearer token is replaced shortly before it expires (its
+//! answer's `expires_in`, counted from `issued_at` when given, 60 s by default; see
+//! `token`), so a long pull does not pay a refused request per expired token; a token the
+//! registry refuses anyway (401 `invalid_token`) is replaced too and the request repeated,
+//! so long pulls and chunked pushes outlive short-lived tokens; a token that does not grant the
 //! action (`insufficient_scope`, e.g. push with a pull-only account) is an
 //! [`Error::Unauthorized`] saying so. [`remove_credentials_with`] is `logout`: the helper's
 //! `erase`, and the inline entries dropped. Redirects (up to 5, loops refused) never carry
@@ -77,10 +79,13 @@
 //! # Mirrors (`hosts.toml`)
 //! With [`RegistryOptions::hosts_dir`], containerd's `<dir>/<host>/hosts.toml` gives a host
 //! its endpoints: mirrors (`[host."URL"]`, tried in order, with `capabilities`) then the
-//! upstream (`server`), each with its own `ca`, `client`, `skip_verify` and `override_path`.
-//! A tag resolves on the first endpoint that may `resolve` and answers; the rest of the pull
-//! goes to the endpoints that may `pull`, in order, a failing host handing over to the next
-//! with what it verified kept; push goes to the first that may `push`. See `hosts`.
+//! upstream (`server`), each with its own `ca`, `client`, `skip_verify`, `override_path`,
+//! `header` (extra request headers) and `dial_timeout` (connect timeout).
+//! A tag resolves on the first endpoint that may `resolve` and answers; every later request
+//! (child manifest, config, layer) goes to the endpoints that may `pull`, in order, a host
+//! failing that request handing it over to the next (a layer resuming with `Range`), so one
+//! blob missing on a mirror is fetched from the upstream while the others still come from
+//! the mirror; push goes to the first that may `push`. See `hosts` and `fallback`.
 //!
 //! # TLS
 //! rustls through `ureq` (ring), Mozilla's roots by default. A registry with a private CA is
@@ -98,6 +103,7 @@
 pub mod auth;
 mod client;
 pub mod error;
+mod fallback;
 mod fetch;
 pub mod helper;
 mod hosts;
@@ -106,6 +112,7 @@ mod push;
 mod retry;
 mod stream;
 mod tls;
+mod token;
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -152,8 +159,9 @@ pub struct RegistryOptions {
     pub certs_dir: Option<PathBuf>,
     /// A containerd-style hosts directory (`/etc/containerd/certs.d` layout):
     /// `<dir>/<host[:port]>/hosts.toml` (else `<dir>/_default/hosts.toml`) names mirrors,
-    /// the upstream `server`, and per-host TLS (`ca`, `client`, `skip_verify`); see
-    /// `hosts` in the module docs. `None`: none.
+    /// the upstream `server`, per-host TLS (`ca`, `client`, `skip_verify`), extra request
+    /// headers (`header`) and connect timeouts (`dial_timeout`); see `hosts` in the module
+    /// docs. `None`: none.
     pub hosts_dir: Option<PathBuf>,
     /// Where `docker-credential-*` helpers named by the auth file are looked up (`PATH`
     /// format), also the `PATH` they run with; `None` is the process's `PATH`.

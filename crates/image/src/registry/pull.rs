@@ -14,6 +14,7 @@ use ureq::http::Method;
 
 use super::client::{Client, Response};
 use super::error::{Error, Result};
+use super::fallback::Pullers;
 use super::fetch::download_all;
 use super::retry::Backoff;
 use super::stream::{StreamLayer, Streamer};
@@ -265,7 +266,7 @@ fn fetch_small_blob(client: &Client, digest: &Digest, size: u64) -> Result<Vec<u
 }
 
 struct Planner<'a> {
-    client: &'a Client,
+    hosts: &'a Pullers<'a>,
     store: &'a ContentStore,
     choice: &'a PlatformChoice,
     reference: &'a str,
@@ -287,8 +288,10 @@ impl Planner<'_> {
         if self.store.exists(&desc.digest) {
             return Ok(self.store.read_all(&desc.digest, MAX_DOCUMENT)?);
         }
-        let (_, _, bytes) =
-            fetch_manifest(self.client, &desc.digest.to_string(), Some(&desc.digest))?;
+        let what = desc.digest.to_string();
+        let (_, _, bytes) = self
+            .hosts
+            .each(&what, |c| fetch_manifest(c, &what, Some(&desc.digest)))?;
         Ok(bytes)
     }
 
@@ -314,7 +317,9 @@ impl Planner<'_> {
                 let config_bytes = if self.store.exists(&config.digest) {
                     self.store.read_all(&config.digest, MAX_DOCUMENT)?
                 } else {
-                    fetch_small_blob(self.client, &config.digest, config.size)?
+                    self.hosts.each(&config.digest.to_string(), |c| {
+                        fetch_small_blob(c, &config.digest, config.size)
+                    })?
                 };
                 let parsed = manifest::parse_config(&config_bytes, &config.digest.to_string())
                     .map_err(doc_err(&what))?;
@@ -463,8 +468,10 @@ fn pull_inner(
     let mut failure = None;
     let mut resolved = None;
     // The resolving endpoint's client, reused for the rest (its credentials and token).
-    let mut resolver: Option<(usize, Client)> = None;
-    for (i, ep) in endpoints.iter().enumerate().filter(|(_, e)| {
+    let mut resolver: Option<(hosts::Endpoint, Client)> = None;
+    // Endpoints whose connection failed: not asked again (see `fallback`).
+    let mut unreachable = Vec::new();
+    for ep in endpoints.iter().filter(|e| {
         if by_digest {
             e.capabilities.pull
         } else {
@@ -475,11 +482,14 @@ fn pull_inner(
         match fetch_manifest(&client, &lookup, parsed.digest()) {
             Ok(r) => {
                 resolved = Some(r);
-                resolver = Some((i, client));
+                resolver = Some((ep.clone(), client));
                 break;
             }
             Err(e) if e.is_host_failure() => {
                 tracing::warn!(host = %ep.authority, error = %e, "resolving failed on this host; trying the next");
+                if matches!(e, Error::Transport { .. }) {
+                    unreachable.push(ep.clone());
+                }
                 failure = Some(e);
             }
             Err(e) => return Err(e),
@@ -501,31 +511,13 @@ fn pull_inner(
         finished: true,
     });
 
-    // The rest on the endpoints that may pull, in order: a host that fails hands over to the
-    // next, keeping what it verified (stored blobs, resumable ingests).
-    let pullers: Vec<_> = endpoints
-        .iter()
-        .enumerate()
-        .filter(|(_, e)| e.capabilities.pull)
-        .collect();
-    let mut failure = None;
-    for (n, (i, ep)) in pullers.iter().enumerate() {
-        let client = match resolver.take() {
-            Some((r, c)) if r == *i => c,
-            other => {
-                resolver = other;
-                opts.registry.client_at(&parsed, ep, "pull")?
-            }
-        };
-        match pull_from(store, &client, &name, &root, &bytes, opts, snapshotter) {
-            Err(e) if e.is_host_failure() && n + 1 < pullers.len() => {
-                tracing::warn!(host = %ep.authority, error = %e, "pulling failed on this host; trying the next");
-                failure = Some(e);
-            }
-            r => return r,
-        }
+    // The rest request by request on the endpoints that may pull, in order: a host that
+    // fails a request hands that request over to the next (see `fallback`).
+    let pullers = Pullers::new(&opts.registry, &parsed, &endpoints, resolver, &unreachable);
+    if pullers.is_empty() {
+        return Err(no_endpoint(&opts.registry, &parsed, "pull"));
     }
-    Err(failure.unwrap_or_else(|| no_endpoint(&opts.registry, &parsed, "pull")))
+    pull_from(store, &pullers, &name, &root, &bytes, opts, snapshotter)
 }
 
 /// The error for a `hosts.toml` leaving no endpoint with `capability`.
@@ -541,10 +533,10 @@ fn no_endpoint(opts: &RegistryOptions, reference: &Reference, capability: &str) 
     }
 }
 
-/// Everything after resolving, from one endpoint: plan, download, store, name.
+/// Everything after resolving: plan, download, store, name.
 fn pull_from(
     store: &ContentStore,
-    client: &Client,
+    hosts: &Pullers<'_>,
     name: &str,
     root: &Descriptor,
     bytes: &[u8],
@@ -558,7 +550,7 @@ fn pull_from(
     let lease = leases.create("", lease_labels, Some(SystemTime::now() + LEASE_TTL))?;
     let result = (|| -> Result<PullReport> {
         let mut planner = Planner {
-            client,
+            hosts,
             store,
             choice: &opts.platform,
             reference: &name,
@@ -588,14 +580,7 @@ fn pull_from(
             resumed: Vec::new(),
             streamed: 0,
         };
-        let downloads = download_all(
-            store,
-            client,
-            &plan.blobs,
-            &protect,
-            opts,
-            streamer.as_ref(),
-        );
+        let downloads = download_all(store, hosts, &plan.blobs, &protect, opts, streamer.as_ref());
         if let Some(s) = &streamer {
             // Only verified layers are ready; commit what can be, in order, even after a
             // failure elsewhere (they are complete layers a retry reuses).

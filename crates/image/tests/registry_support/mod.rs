@@ -510,9 +510,18 @@ impl Drop for FakeServer {
     }
 }
 
-/// Forwards a request to `upstream` (Connection: close, the client's Host kept) and returns
-/// the raw response.
+/// Forwards a request to `upstream` (Connection: close, the client's Host kept, its
+/// `Authorization` dropped) and returns the raw response.
 pub fn forward(upstream: u16, req: &Req) -> Resp {
+    forward_with(upstream, req, false)
+}
+
+/// As [`forward`], passing the client's `Authorization` on (a registry with auth behind).
+pub fn forward_auth(upstream: u16, req: &Req) -> Resp {
+    forward_with(upstream, req, true)
+}
+
+fn forward_with(upstream: u16, req: &Req, keep_auth: bool) -> Resp {
     let mut s = TcpStream::connect(("127.0.0.1", upstream)).unwrap();
     // The client's Host goes on, so the registry's absolute Locations point back at the proxy.
     let host = req
@@ -523,9 +532,10 @@ pub fn forward(upstream: u16, req: &Req) -> Resp {
         req.method, req.path
     );
     for (k, v) in &req.headers {
-        if ["host", "connection", "authorization", "content-length"]
+        if ["host", "connection", "content-length"]
             .iter()
             .any(|x| k.eq_ignore_ascii_case(x))
+            || (!keep_auth && k.eq_ignore_ascii_case("authorization"))
         {
             continue;
         }
@@ -730,6 +740,35 @@ pub fn make_client_cert(dir: &Path, name: &str, out: &str) -> (PathBuf, PathBuf)
     }
     std::fs::remove_file(&csr).unwrap();
     (cert, key)
+}
+
+/// A listening socket on 127.0.0.1 that completes no connection: its accept queue (backlog
+/// 0) is filled by one connection never accepted, so the kernel drops further SYNs and a
+/// connect to it hangs until the client gives up. Closed on drop.
+pub struct Blackhole {
+    listener: TcpListener,
+    _filler: TcpStream,
+}
+
+impl Blackhole {
+    pub fn start() -> Blackhole {
+        use std::os::fd::AsRawFd;
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        // SAFETY: `listen` on a socket fd this function owns (it stays open in `listener`);
+        // calling it again on a listening socket only changes the backlog.
+        let rc = unsafe { libc::listen(listener.as_raw_fd(), 0) };
+        assert_eq!(rc, 0, "listen: {}", std::io::Error::last_os_error());
+        let port = listener.local_addr().unwrap().port();
+        let filler = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        Blackhole {
+            listener,
+            _filler: filler,
+        }
+    }
+
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.listener.local_addr().unwrap().port())
+    }
 }
 
 /// A counter usable from handlers.

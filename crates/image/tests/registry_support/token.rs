@@ -41,6 +41,9 @@ pub struct TokenServer {
     pub issued: Arc<AtomicUsize>,
     /// Seconds a token stays usable at the registry, counted from issue (its leeway included).
     pub lifetime: Arc<AtomicI64>,
+    /// The `expires_in` answered; negative: `lifetime` (the truth). A larger value makes the
+    /// client trust a token the registry already refuses.
+    pub advertised: Arc<AtomicI64>,
 }
 
 fn now() -> i64 {
@@ -118,7 +121,8 @@ impl TokenServer {
             .collect();
         let issued = Arc::new(AtomicUsize::new(0));
         let lifetime = Arc::new(AtomicI64::new(300));
-        let (iss, life) = (issued.clone(), lifetime.clone());
+        let advertised = Arc::new(AtomicI64::new(-1));
+        let (iss, life, adv) = (issued.clone(), lifetime.clone(), advertised.clone());
         let server = FakeServer::start(move |req| {
             let Some(query) = req.path.strip_prefix("/token") else {
                 return Resp::new(404);
@@ -203,9 +207,13 @@ impl TokenServer {
             let signature = sign(&key, signing_input.as_bytes());
             let token = format!("{signing_input}.{}", b64(true, signature));
             iss.fetch_add(1, Ordering::SeqCst);
+            let expires_in = match adv.load(Ordering::SeqCst) {
+                n if n < 0 => lifetime,
+                n => n,
+            };
             Resp::new(200)
                 .header("Content-Type", "application/json")
-                .body(serde_json::json!({"token": token, "expires_in": lifetime}).to_string())
+                .body(serde_json::json!({"token": token, "expires_in": expires_in}).to_string())
         });
         Some(TokenServer {
             server,
@@ -213,6 +221,7 @@ impl TokenServer {
             cert,
             issued,
             lifetime,
+            advertised,
         })
     }
 
