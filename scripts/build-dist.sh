@@ -16,7 +16,7 @@
 #   life touches then sits in a few dense 64 KiB fault-around windows instead of being spread
 #   over the whole binary (berth-runc create: 4.2 → 2.1 MB). Needs root (the profile run makes
 #   containers) and /bin/busybox; without them the binaries are built unordered (a note says so).
-# Together, peak RSS of the creating process: run-bundle 4.6 → 1.4 MB, berth-runc create 4.2 →
+# Together, peak RSS of the creating process: run-bundle 4.6 → 1.5 MB, berth-runc create 4.2 →
 # 2.1 MB (crun create: 3.3 MB; before ordering run-bundle was at 2.9 MB).
 # The linker is rustc's bundled lld (the default on x86_64 Linux since Rust 1.90); with another
 # linker, the ordering step is skipped with a note.
