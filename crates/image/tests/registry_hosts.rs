@@ -7,7 +7,8 @@
 //! upstream resolves the tag; a mirror under an overridden path; a TLS
 //! registry with an unknown CA reached with `skip_verify`, then with the `ca` file, and
 //! mutual TLS with the `client` pair the file names; mirrors get the auth file's credentials
-//! for their own host, never the upstream's.
+//! for their own host, never the upstream's; requests to a mirror carry containerd's `ns`
+//! query parameter (the reference's registry), requests to the upstream do not.
 #![cfg(feature = "registry")]
 #![allow(
     clippy::unwrap_used,
@@ -145,7 +146,9 @@ fn a_pull_only_mirror_serves_blobs_while_the_upstream_resolves_the_tag() {
     pull_ok(dir.path(), "a", &name, &opts(dir.path()));
     let asked = mirror.requests();
     assert!(
-        !asked.iter().any(|r| r.path.ends_with("/manifests/latest")),
+        !asked
+            .iter()
+            .any(|r| r.route().ends_with("/manifests/latest")),
         "the pull-only mirror was asked to resolve the tag"
     );
     assert!(asked.iter().any(|r| r.path.contains("/blobs/sha256:")));
@@ -364,7 +367,7 @@ fn blob_gets(s: &FakeServer) -> Vec<(String, Option<String>)> {
         .iter()
         .filter(|r| r.method == "GET")
         .filter_map(|r| {
-            let d = r.path.split("/blobs/").nth(1)?;
+            let d = r.route().split("/blobs/").nth(1)?;
             Some((d.to_owned(), r.header("range").map(str::to_owned)))
         })
         .collect()
@@ -387,17 +390,17 @@ fn a_mirror_failing_one_blob_hands_only_that_blob_to_the_upstream() {
     let (f, c) = (failing.clone(), cut.clone());
     let mirror = FakeServer::start(move |req| {
         let mode = *m.lock().unwrap();
-        if req.path.ends_with(&f) && mode == 1 {
+        if req.route().ends_with(&f) && mode == 1 {
             // Wrong bytes, right length.
             let mut resp = forward(port, req);
             resp.body[10] ^= 0x55;
             return resp;
         }
-        if req.path.ends_with(&f) && mode > 1 {
+        if req.route().ends_with(&f) && mode > 1 {
             return Resp::new(mode).body("not here");
         }
         let mut resp = forward(port, req);
-        if mode == 0 && req.path.ends_with(&c) && req.header("range").is_none() {
+        if mode == 0 && req.route().ends_with(&c) && req.header("range").is_none() {
             resp.cut_at = Some(resp.body.len() / 2);
         }
         resp
@@ -431,7 +434,7 @@ fn a_mirror_failing_one_blob_hands_only_that_blob_to_the_upstream() {
         assert_eq!(
             at_upstream
                 .iter()
-                .map(|r| r.path.rsplit('/').next().unwrap_or_default().to_owned())
+                .map(|r| r.route().rsplit('/').next().unwrap_or_default().to_owned())
                 .collect::<Vec<_>>(),
             vec![failing.clone()],
             "{status}: only the failing blob goes to the upstream"
@@ -470,7 +473,7 @@ fn a_mirror_failing_one_blob_hands_only_that_blob_to_the_upstream() {
     let at_upstream = upstream.requests().split_off(seen_u);
     assert_eq!(at_upstream.len(), 1, "{at_upstream:?}");
     let range = at_upstream[0].header("range").unwrap();
-    assert!(at_upstream[0].path.ends_with(&cut));
+    assert!(at_upstream[0].route().ends_with(&cut));
     let half = layers[1].1 / 2;
     assert_eq!(range, format!("bytes={half}-"));
     assert!(
@@ -480,6 +483,24 @@ fn a_mirror_failing_one_blob_hands_only_that_blob_to_the_upstream() {
             .any(|(d, off)| d.to_string() == cut && *off == half),
         "{report:?}"
     );
+
+    // As containerd does, every request to the mirror names the registry of the reference
+    // in `ns` (a pull-through cache serving several upstreams tells them apart by it); the
+    // upstream itself gets no `ns`.
+    let to_mirror = mirror.requests();
+    assert!(!to_mirror.is_empty());
+    for r in &to_mirror {
+        assert_eq!(
+            r.query_param("ns").as_deref(),
+            Some(upstream.host().as_str()),
+            "{} {}",
+            r.method,
+            r.path
+        );
+    }
+    for r in upstream.requests() {
+        assert_eq!(r.query_param("ns"), None, "{} {}", r.method, r.path);
+    }
 }
 
 #[test]
@@ -511,5 +532,9 @@ fn an_unreachable_mirror_is_asked_once_per_pull() {
     pull_ok(dir.path(), "a", &name, &o);
     let asked = dead.requests();
     assert_eq!(asked.len(), 2, "{asked:?}");
-    assert!(asked.iter().all(|r| r.path.ends_with("/manifests/latest")));
+    assert!(
+        asked
+            .iter()
+            .all(|r| r.route().ends_with("/manifests/latest"))
+    );
 }

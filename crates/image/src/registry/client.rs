@@ -84,6 +84,10 @@ pub(crate) struct Client {
     headers: Headers,
     /// The connect timeout (`dial_timeout`), for messages.
     connect_timeout: Option<Duration>,
+    /// On a mirror, the registry the reference names (`docker.io`), sent as the `ns` query
+    /// parameter of every repository request, as containerd does: a pull-through cache
+    /// serving several upstreams tells them apart by it. `None` on the upstream itself.
+    namespace: Option<String>,
 }
 
 impl std::fmt::Debug for Client {
@@ -240,6 +244,7 @@ impl Client {
             refreshing: Mutex::new(()),
             headers: ep.headers.clone(),
             connect_timeout: ep.dial_timeout,
+            namespace: (!ep.upstream && !domain.is_empty()).then(|| domain.to_owned()),
         })
     }
 
@@ -255,12 +260,26 @@ impl Client {
         }
     }
 
-    /// `scheme://host/v2/<repo>/<tail>`.
+    /// `scheme://host/v2/<repo>/<tail>`, with `?ns=<registry>` on a mirror.
     pub(crate) fn url(&self, tail: &str) -> String {
-        format!(
+        self.url_with_query(tail, &[])
+    }
+
+    /// [`Client::url`] with the query parameters `query` (escaped here), then `ns` on a
+    /// mirror.
+    pub(crate) fn url_with_query(&self, tail: &str, query: &[(&str, &str)]) -> String {
+        let mut url = format!(
             "{}://{}{}/{}/{tail}",
             self.scheme, self.host, self.api_root, self.repo
-        )
+        );
+        let ns = self.namespace.as_deref().map(|ns| ("ns", ns));
+        for (i, (key, value)) in query.iter().copied().chain(ns).enumerate() {
+            url.push(if i == 0 { '?' } else { '&' });
+            url.push_str(key);
+            url.push('=');
+            url.push_str(&query_escape(value));
+        }
+        url
     }
 
     /// Resolves a `Location` from an upload answer against the registry.

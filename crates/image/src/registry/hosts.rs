@@ -36,6 +36,10 @@
 //! token realm. Names that frame the message (`Host`, `Content-Length`, `Transfer-Encoding`,
 //! `Connection`, …) are refused.
 //!
+//! **`ns`**: every repository request to a mirror carries the query parameter
+//! `ns=<registry of the reference>` (`?ns=docker.io`), as containerd's do, so a pull-through
+//! cache that serves several upstreams knows which one is meant; the upstream gets none.
+//!
 //! **`dial_timeout`** is a Go duration (`"500ms"`, `"1s"`, `"1m30s"`), the connect timeout
 //! of that endpoint's client (ureq counts the TLS handshake in it); `"0s"` means no bound.
 //!

@@ -280,14 +280,11 @@ impl Pusher<'_> {
         report: &mut PushReport,
     ) -> Result<Option<String>> {
         let item = desc.digest.to_string();
-        let uploads = self.client.url("blobs/uploads/");
         let start_url = match self.mount_from {
-            Some(from) if from != self.client.repo => format!(
-                "{uploads}?mount={}&from={}",
-                query_escape(&item),
-                query_escape(from)
-            ),
-            _ => uploads,
+            Some(from) if from != self.client.repo => self
+                .client
+                .url_with_query("blobs/uploads/", &[("mount", &item), ("from", from)]),
+            _ => self.client.url("blobs/uploads/"),
         };
         let resp = self.client.send_expect_with(
             backoff,

@@ -321,6 +321,32 @@ pub struct Req {
 }
 
 impl Req {
+    /// The request target without its query (`/v2/repo/blobs/sha256:…`).
+    pub fn route(&self) -> &str {
+        self.path.split('?').next().unwrap_or_default()
+    }
+
+    /// A query parameter, percent-decoded.
+    pub fn query_param(&self, name: &str) -> Option<String> {
+        let (_, query) = self.path.split_once('?')?;
+        let raw = query
+            .split('&')
+            .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))?;
+        let mut out = Vec::new();
+        let b = raw.as_bytes();
+        let mut i = 0;
+        while i < b.len() {
+            if b[i] == b'%' && i + 2 < b.len() {
+                out.push(u8::from_str_radix(&raw[i + 1..i + 3], 16).unwrap());
+                i += 3;
+            } else {
+                out.push(b[i]);
+                i += 1;
+            }
+        }
+        Some(String::from_utf8(out).unwrap())
+    }
+
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
