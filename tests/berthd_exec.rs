@@ -23,7 +23,10 @@ use std::process::{Child, Command, Output};
 use std::time::{Duration, Instant};
 
 use proto::containers_client::ContainersClient;
-use support::{Daemon, IMAGE, example_bin, prerequisites, proto, spawn_cli, tokio, unavailable};
+use support::{
+    Daemon, IMAGE, TRAP_TERM, assert_term_is_forwarded, example_bin, prerequisites, proto,
+    spawn_cli, tokio, unavailable,
+};
 
 /// Waits for `child` at most `secs` seconds; kills it and fails after that.
 fn output_within(mut child: Child, secs: u64, what: &str) -> Output {
@@ -103,25 +106,8 @@ fn remote_exec_streams_stdin_output_signals_and_exit_codes() {
     assert_eq!(out, "hey 1:1 /bin\n");
 
     // Signals to the client go to the exec'd process (not to the container's init).
-    let mut child = spawn_quiet(
-        &d,
-        &[
-            "exec",
-            "host",
-            "sh",
-            "-c",
-            "trap 'echo got-term; exit 9' TERM; echo ready; while :; do sleep 0.1; done",
-        ],
-    );
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    stdout.read_line(&mut line).unwrap();
-    assert_eq!(line, "ready\n");
-    // SAFETY: kill(2) on our own child.
-    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
-    line.clear();
-    stdout.read_line(&mut line).unwrap();
-    assert_eq!(line, "got-term\n");
+    let mut child = spawn_quiet(&d, &["exec", "host", "sh", "-c", TRAP_TERM]);
+    assert_term_is_forwarded(&mut child);
     assert_eq!(
         output_within(child, 30, "exec after TERM").status.code(),
         Some(9)

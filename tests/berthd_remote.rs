@@ -17,12 +17,15 @@ mod remote_terminal;
 #[path = "common/berthd_support.rs"]
 mod support;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::process::Command;
 use std::time::Duration;
 
 use proto::containers_client::ContainersClient;
-use support::{Daemon, IMAGE, example_bin, prerequisites, proto, spawn_cli, tokio, unavailable};
+use support::{
+    Daemon, IMAGE, TRAP_TERM, assert_term_is_forwarded, example_bin, prerequisites, proto,
+    spawn_cli, tokio, unavailable,
+};
 
 #[test]
 fn remote_run_attached_streams_stdio_signals_logs_and_metrics() {
@@ -64,26 +67,8 @@ fn remote_run_attached_streams_stdio_signals_logs_and_metrics() {
     assert_eq!(out.stdout, b"hello from stdin\ndone\n");
 
     // Signals to the client go to the container's init.
-    let mut child = spawn_cli(
-        &d,
-        &[
-            "run",
-            "--rm",
-            IMAGE,
-            "sh",
-            "-c",
-            "trap 'echo got-term; exit 9' TERM; echo ready; while :; do sleep 0.1; done",
-        ],
-    );
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    stdout.read_line(&mut line).unwrap();
-    assert_eq!(line, "ready\n");
-    // SAFETY: kill(2) on our own child.
-    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
-    line.clear();
-    stdout.read_line(&mut line).unwrap();
-    assert_eq!(line, "got-term\n");
+    let mut child = spawn_cli(&d, &["run", "--rm", IMAGE, "sh", "-c", TRAP_TERM]);
+    assert_term_is_forwarded(&mut child);
     assert_eq!(child.wait().unwrap().code(), Some(9));
 
     // Without --rm the stopped container stays; its output is in its log, served remotely.

@@ -307,6 +307,25 @@ pub fn eventually(what: &str, mut f: impl FnMut() -> bool) {
     }
 }
 
+/// A `sh -c` script that prints `ready`, then answers SIGTERM with `got-term` and exit 9.
+pub const TRAP_TERM: &str =
+    "trap 'echo got-term; exit 9' TERM; echo ready; while :; do sleep 0.1; done";
+
+/// Sends SIGTERM to a client `child` (from [`spawn_cli`], running [`TRAP_TERM`]) once the
+/// process printed `ready`, and asserts the process it forwards the signal to answers
+/// `got-term`. The caller then checks the exit code (9).
+pub fn assert_term_is_forwarded(child: &mut Child) {
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    assert_eq!(line, "ready\n");
+    // SAFETY: kill(2) on our own child.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    line.clear();
+    stdout.read_line(&mut line).unwrap();
+    assert_eq!(line, "got-term\n");
+}
+
 /// `berth --address … ARGS` with stdin and stdout piped, stderr captured.
 pub fn spawn_cli(d: &Daemon, args: &[&str]) -> Child {
     Command::new(example_bin("berth"))
