@@ -84,7 +84,22 @@ if [ -n "$why_unordered" ]; then
     echo "build-dist.sh: functions left unordered ($why_unordered): the binaries work, with a larger RSS" >&2
 else
     work=$(mktemp -d "${TMPDIR:-/tmp}/berth-dist-profile.XXXXXX")
-    trap 'rm -rf "$work"' EXIT
+    # A profile run that failed half-way may leave containers (state, cgroups) in its roots:
+    # berth-runc, when built, deletes them (run-bundle's roots hold the same library state).
+    cleanup_profile() {
+        local runc=$out/berth-runc root id
+        if [ -x "$runc" ]; then
+            for root in "$work"/root-*; do
+                [ -d "$root" ] || continue
+                for id in $("$runc" --root "$root" list -q 2>/dev/null); do
+                    "$runc" --root "$root" delete --force "$id" >/dev/null 2>&1 \
+                        || echo "build-dist.sh: could not delete profile container $id under $root" >&2
+                done
+            done
+        fi
+        rm -rf "$work"
+    }
+    trap cleanup_profile EXIT
     mkdir -p "$work/bundle/rootfs/"{bin,proc,sys,dev,tmp,etc}
     cp /bin/busybox "$work/bundle/rootfs/bin/busybox"
     ln -s busybox "$work/bundle/rootfs/bin/true"
